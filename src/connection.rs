@@ -1,0 +1,197 @@
+//! A client connection: reads bytes, frames lines, parses them, routes each
+//! command to its owner and writes the replies back in order.
+//!
+//! The only code that writes to a client socket, once per batch of replies
+//! (a reply is never split across writes). A connection whose first line is
+//! a valid `PEER` handshake becomes an incoming link: its AT lines are records.
+
+use crate::config::credential_ok;
+use crate::framing::{Frame, LineBuffer};
+use crate::protocol::{self, Command, Parsed, PosixTime};
+use crate::record::Record;
+use crate::route::Router;
+use crate::shard::NeighbourId;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Flush replies once this many bytes wait, even mid-batch.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// What a connection's peer may send, decided by its first line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// Nothing read yet: a `PEER` line would make this a link.
+    Opening,
+    /// A client: IAMAT and WHATSAT.
+    Client,
+    /// An incoming link from this neighbour: AT lines.
+    Link(NeighbourId),
+}
+
+/// Who may open incoming links, and how they prove it.
+pub struct Admission {
+    /// This server's name.
+    pub me: Rc<str>,
+    /// Neighbour names, indexed by [`NeighbourId`].
+    pub neighbours: Vec<Rc<str>>,
+    /// Shared secret of the herd.
+    pub secret: Option<String>,
+    /// Line-length limit.
+    pub max_line: usize,
+}
+
+/// The receive time, read once per line.
+pub fn now() -> PosixTime {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    PosixTime {
+        secs: since.as_secs(),
+        nanos: since.subsec_nanos(),
+    }
+}
+
+/// Serves one connection until it closes or fails.
+pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admission>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // Replies are whole lines; waiting to fill packets only adds latency.
+    let _ = stream.set_nodelay(true);
+    let mut lines = LineBuffer::new(admission.max_line);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut role = Role::Opening;
+    let end = loop {
+        let n = match stream.read(lines.spare()).await {
+            Ok(0) => break "closed",
+            Ok(n) => n,
+            Err(_) => break "read failed",
+        };
+        lines.filled(n);
+        while let Some(frame) = lines.next_frame() {
+            if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
+                let _ = stream.write_all(&out).await;
+                tracing::info!(%peer, "connection closed after a refused handshake");
+                return;
+            }
+            if out.len() >= FLUSH_AT && stream.write_all(&out).await.is_err() {
+                return;
+            }
+            if out.len() >= FLUSH_AT {
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                break "write failed";
+            }
+            out.clear();
+        }
+    };
+    // End of input also ends a last line without '\n': answer it, then close.
+    if end == "closed" {
+        if let Some(frame) = lines.finish() {
+            handle(frame, &mut role, &router, &admission, &peer, &mut out).await;
+        }
+        if !out.is_empty() {
+            let _ = stream.write_all(&out).await;
+        }
+    }
+    tracing::debug!(%peer, end, "connection ended");
+}
+
+/// Handles one framed line, appending its reply to `out`. Returns false when
+/// the connection must close (a refused handshake).
+async fn handle(
+    frame: Frame<'_>,
+    role: &mut Role,
+    router: &Router,
+    admission: &Admission,
+    peer: &str,
+    out: &mut Vec<u8>,
+) -> bool {
+    let line = match frame {
+        Frame::Line(line) => line,
+        Frame::TooLong(start) => {
+            tracing::debug!(%peer, line = %String::from_utf8_lossy(start), "in: over-long line");
+            if *role == Role::Opening {
+                *role = Role::Client;
+            }
+            reply_invalid(out, start, peer);
+            return true;
+        }
+    };
+    let now = now();
+    let parsed = protocol::parse_line(line);
+    if let Role::Link(from) = *role {
+        match parsed {
+            Parsed::Command(Command::At(at)) => {
+                tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
+                router.record(Record::from_at(&at), Some(from)).await;
+            }
+            Parsed::Empty => {}
+            _ => {
+                tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link ignored")
+            }
+        }
+        return true;
+    }
+    tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in");
+    let opening = *role == Role::Opening;
+    if !matches!(parsed, Parsed::Empty) {
+        *role = Role::Client;
+    }
+    match parsed {
+        Parsed::Empty => {}
+        Parsed::Invalid | Parsed::Command(Command::At(_)) => reply_invalid(out, line, peer),
+        Parsed::Command(Command::Peer(p)) => {
+            let neighbour = admission.neighbours.iter().position(|n| **n == *p.name);
+            let ok = opening
+                && neighbour.is_some()
+                && credential_ok(
+                    admission.secret.as_deref(),
+                    p.name,
+                    &admission.me,
+                    p.credential,
+                );
+            match neighbour {
+                Some(id) if ok => {
+                    tracing::info!(%peer, neighbour = p.name, "incoming link accepted");
+                    *role = Role::Link(id);
+                }
+                _ => {
+                    tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, bad credential, or not the first line");
+                    reply_invalid(out, line, peer);
+                    return false;
+                }
+            }
+        }
+        Parsed::Command(Command::IAmAt(iamat)) => {
+            let record = Record::from_iamat(&admission.me, now, &iamat);
+            let start = out.len();
+            out.extend_from_slice(record.line().as_bytes());
+            out.push(b'\n');
+            tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
+            router.record(record, None).await;
+        }
+        Parsed::Command(Command::WhatsAt(w)) => {
+            match router.nearby(w.client_id, w.radius_km, w.max_results).await {
+                Some(reply) => {
+                    tracing::debug!(%peer, reply = %String::from_utf8_lossy(&reply), "out");
+                    out.extend_from_slice(&reply);
+                }
+                None => reply_invalid(out, line, peer),
+            }
+        }
+    }
+    true
+}
+
+fn reply_invalid(out: &mut Vec<u8>, line: &[u8], peer: &str) {
+    let start = out.len();
+    protocol::write_invalid(out, line);
+    tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
+}

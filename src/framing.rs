@@ -1,0 +1,288 @@
+//! Line framing: turns the bytes read from a socket into protocol lines.
+//!
+//! Owns one connection's read buffer and the line-length limit. It never
+//! buffers more than the limit plus one read: an over-long line is reported
+//! once (with its first bytes) and the rest of it is skipped up to the next
+//! `\n`. It does no I/O: the connection reads into [`LineBuffer::spare`].
+
+/// Bytes asked of the socket per read, on top of room for one whole line.
+const READ_CHUNK: usize = 4096;
+
+/// One framed line, borrowed from the buffer until the next call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line without its `\n` (and without a `\r` just before it).
+    Line(&'a [u8]),
+    /// A line longer than the limit: its first `limit` bytes.
+    TooLong(&'a [u8]),
+}
+
+/// A bounded read buffer that yields complete lines.
+#[derive(Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_line: usize,
+    /// Inside an over-long line that was already reported: drop bytes up to `\n`.
+    discarding: bool,
+}
+
+impl LineBuffer {
+    /// A buffer for lines of at most `max_line` bytes (line ending excluded).
+    pub fn new(max_line: usize) -> Self {
+        // Room for a whole line with "\r\n" and one more read, so the search
+        // for `\n` always sees enough bytes to judge the line's length.
+        let capacity = max_line + 2 + READ_CHUNK;
+        LineBuffer {
+            buf: vec![0; capacity],
+            start: 0,
+            end: 0,
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// Free space at the end of the buffer to read into; never empty.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < READ_CHUNK {
+            // Pending bytes are less than one line (else they would have been
+            // framed or reported), so moving them to the front frees a chunk.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into [`LineBuffer::spare`].
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Bytes received but not framed yet.
+    pub fn pending(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The next complete line, if the buffer holds one.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        loop {
+            let data = &self.buf[self.start..self.end];
+            if self.discarding {
+                match memchr(data) {
+                    Some(pos) => {
+                        self.start += pos + 1;
+                        self.discarding = false;
+                        continue;
+                    }
+                    None => {
+                        self.start = self.end;
+                        return None;
+                    }
+                }
+            }
+            // A valid line is at most max_line bytes, plus "\r\n".
+            let window = data.len().min(self.max_line + 2);
+            return match memchr(&data[..window]) {
+                Some(pos) => {
+                    let line_start = self.start;
+                    self.start += pos + 1;
+                    Some(self.frame(line_start, pos))
+                }
+                None if data.len() >= self.max_line + 2 => {
+                    // No `\n` in the window: too long. Skip what was searched;
+                    // the rest is searched for the line's end from here on.
+                    let line_start = self.start;
+                    self.start += window;
+                    self.discarding = true;
+                    Some(Frame::TooLong(
+                        &self.buf[line_start..line_start + self.max_line],
+                    ))
+                }
+                None => None,
+            };
+        }
+    }
+
+    /// At end of input: the last line if it had no `\n`.
+    pub fn finish(&mut self) -> Option<Frame<'_>> {
+        if self.discarding || self.start == self.end {
+            self.start = self.end;
+            return None;
+        }
+        let line_start = self.start;
+        let len = self.end - self.start;
+        self.start = self.end;
+        Some(self.frame(line_start, len))
+    }
+
+    /// Frames `len` bytes at `at` (the line ending not included).
+    fn frame(&self, at: usize, len: usize) -> Frame<'_> {
+        let mut line = &self.buf[at..at + len];
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        if line.len() > self.max_line {
+            Frame::TooLong(&line[..self.max_line])
+        } else {
+            Frame::Line(line)
+        }
+    }
+}
+
+fn memchr(data: &[u8]) -> Option<usize> {
+    data.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, PartialEq, Eq, Clone)]
+    enum Owned {
+        Line(Vec<u8>),
+        TooLong(Vec<u8>),
+    }
+
+    fn own(frame: Frame<'_>) -> Owned {
+        match frame {
+            Frame::Line(l) => Owned::Line(l.to_vec()),
+            Frame::TooLong(l) => Owned::TooLong(l.to_vec()),
+        }
+    }
+
+    /// Feeds `input` in chunks of the given sizes (cycled), then ends input.
+    fn frames(max_line: usize, input: &[u8], chunks: &[usize]) -> Vec<Owned> {
+        let mut lb = LineBuffer::new(max_line);
+        let mut out = Vec::new();
+        let mut rest = input;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let want = chunks[i % chunks.len()].max(1);
+            i += 1;
+            let spare = lb.spare();
+            let n = want.min(spare.len()).min(rest.len());
+            spare[..n].copy_from_slice(&rest[..n]);
+            lb.filled(n);
+            rest = &rest[n..];
+            while let Some(f) = lb.next_frame() {
+                out.push(own(f));
+            }
+        }
+        if let Some(f) = lb.finish() {
+            out.push(own(f));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_end_at_newline_and_carriage_return_is_stripped() {
+        let got = frames(64, b"IAMAT a\r\nWHATSAT b\n\nx\r\r\n", &[1000]);
+        assert_eq!(
+            got,
+            vec![
+                Owned::Line(b"IAMAT a".to_vec()),
+                Owned::Line(b"WHATSAT b".to_vec()),
+                Owned::Line(b"".to_vec()),
+                Owned::Line(b"x\r".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_line_without_newline_is_framed_at_end_of_input() {
+        assert_eq!(
+            frames(64, b"a\nlast", &[3]),
+            vec![Owned::Line(b"a".to_vec()), Owned::Line(b"last".to_vec())]
+        );
+    }
+
+    #[test]
+    fn over_long_line_is_reported_once_and_reading_resumes_after_it() {
+        let mut input = vec![b'x'; 100];
+        input.extend_from_slice(b"\nok\n");
+        let got = frames(10, &input, &[7]);
+        assert_eq!(
+            got,
+            vec![Owned::TooLong(vec![b'x'; 10]), Owned::Line(b"ok".to_vec())]
+        );
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_is_valid_with_or_without_carriage_return() {
+        let mut input = vec![b'y'; 10];
+        input.extend_from_slice(b"\r\n");
+        input.extend_from_slice(&[b'z'; 10]);
+        input.push(b'\n');
+        input.extend_from_slice(&[b'w'; 11]);
+        input.push(b'\n');
+        assert_eq!(
+            frames(10, &input, &[1]),
+            vec![
+                Owned::Line(vec![b'y'; 10]),
+                Owned::Line(vec![b'z'; 10]),
+                Owned::TooLong(vec![b'w'; 10]),
+            ]
+        );
+    }
+
+    #[test]
+    fn over_long_last_line_without_newline_is_reported() {
+        assert_eq!(
+            frames(4, b"abcdef", &[100]),
+            vec![Owned::TooLong(b"abcd".to_vec())]
+        );
+    }
+
+    #[test]
+    fn buffer_never_grows_past_one_line_and_one_read() {
+        let mut lb = LineBuffer::new(16);
+        let cap = lb.buf.len();
+        for _ in 0..10_000 {
+            let spare = lb.spare();
+            assert!(!spare.is_empty());
+            let n = spare.len();
+            spare.fill(b'q');
+            lb.filled(n);
+            while lb.next_frame().is_some() {}
+        }
+        assert_eq!(lb.buf.len(), cap);
+    }
+
+    proptest! {
+        #[test]
+        fn framing_does_not_depend_on_how_input_is_split(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..400),
+            chunks in proptest::collection::vec(1usize..50, 1..10),
+            max_line in 1usize..40,
+        ) {
+            let whole = frames(max_line, &input, &[input.len().max(1)]);
+            let split = frames(max_line, &input, &chunks);
+            prop_assert_eq!(&whole, &split);
+            let bytewise = frames(max_line, &input, &[1]);
+            prop_assert_eq!(&whole, &bytewise);
+        }
+
+        #[test]
+        fn every_framed_line_respects_the_limit(
+            input in proptest::collection::vec(any::<u8>(), 0..400),
+            max_line in 1usize..40,
+        ) {
+            for f in frames(max_line, &input, &[13]) {
+                match f {
+                    Owned::Line(l) => {
+                        prop_assert!(l.len() <= max_line);
+                        prop_assert!(!l.contains(&b'\n'));
+                    }
+                    Owned::TooLong(l) => prop_assert_eq!(l.len(), max_line),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The `herd` binary: parses the command line and runs it. All the work is
+//! in the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    match herd::cli::run(herd::cli::Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Places for WHATSAT: the `Places` source trait, an offline sample-data provider,
+//! Google-shaped error answers and the byte-exact formatting of a WHATSAT reply.
+//! It owns the reply format (results cut, pretty JSON, newline rules) and the
+//! offline data. It must stay pure: no I/O, no clock, no randomness, no runtime types.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Map, Value};
+
+/// Mean earth radius in metres, shared by `distance_m` and the offline placement.
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// How many results the offline provider returns (Google's legacy page size).
+const OFFLINE_RESULT_COUNT: usize = 20;
+
+/// A nearby search request: centre and radius in metres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearbyQuery {
+    /// Latitude of the centre, degrees.
+    pub lat: f64,
+    /// Longitude of the centre, degrees.
+    pub lon: f64,
+    /// Search radius, metres.
+    pub radius_m: f64,
+}
+
+/// A Google-shaped Nearby Search answer (legacy JSON), success or failure.
+pub type PlacesAnswer = serde_json::Value;
+
+/// The future returned by `Places::nearby`; not `Send`, as servers run thread-per-core.
+pub type NearbyFuture = Pin<Box<dyn Future<Output = PlacesAnswer>>>;
+
+/// Where WHATSAT gets places from. One method: nearby search around a point.
+pub trait Places {
+    /// Nearby search; never fails: failures come back as Google-shaped error JSON.
+    fn nearby(&self, query: NearbyQuery) -> NearbyFuture;
+}
+
+/// Offline sample-data provider: deterministic results, clearly labelled as sample data.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OfflinePlaces;
+
+/// Per-index variety for offline results: main type, optional second type, Google icon name.
+const KINDS: [(&str, Option<&str>, &str); 5] = [
+    ("cafe", Some("food"), "cafe"),
+    ("restaurant", Some("food"), "restaurant"),
+    ("lodging", None, "lodging"),
+    ("park", Some("tourist_attraction"), "park"),
+    ("store", None, "shopping"),
+];
+
+impl OfflinePlaces {
+    /// Synchronous offline answer: 20 sample results within the radius, same query same answer.
+    pub fn answer(&self, query: NearbyQuery) -> PlacesAnswer {
+        let NearbyQuery { lat, lon, radius_m } = query;
+        // Google rejects unusable locations instead of guessing; so do we.
+        if !(lat.is_finite() && lon.is_finite() && radius_m.is_finite()) {
+            return error_answer(
+                "INVALID_REQUEST",
+                "location and radius must be finite numbers",
+            );
+        }
+        // Like Google, an empty search area is not an error, just nothing found.
+        let (status, count) = if radius_m > 0.0 {
+            ("OK", OFFLINE_RESULT_COUNT)
+        } else {
+            ("ZERO_RESULTS", 0)
+        };
+        let results: Vec<Value> = (0..count).map(|i| offline_result(query, i)).collect();
+        json!({
+            "html_attributions": [OFFLINE_ATTRIBUTION],
+            "results": results,
+            "status": status,
+        })
+    }
+}
+
+impl Places for OfflinePlaces {
+    fn nearby(&self, query: NearbyQuery) -> NearbyFuture {
+        Box::pin(std::future::ready(self.answer(query)))
+    }
+}
+
+/// Attribution line that marks offline answers so nobody mistakes them for real places.
+const OFFLINE_ATTRIBUTION: &str = "herd offline sample data, not real places";
+
+/// Where Google's legacy icons live; offline results point at real icon names.
+const ICON_BASE: &str = "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/";
+
+/// One offline result, Google legacy shape, placed at a fraction of the radius.
+fn offline_result(query: NearbyQuery, i: usize) -> Value {
+    // Golden-angle bearings and growing fractions spread points without clustering.
+    let fraction = (i + 1) as f64 / (OFFLINE_RESULT_COUNT + 1) as f64;
+    let bearing = i as f64 * 137.5;
+    let (mut lat, mut lng) = destination(query.lat, query.lon, query.radius_m * fraction, bearing);
+    // Float error can only matter for microscopic radii; the centre is then the honest answer.
+    if distance_m(query.lat, query.lon, lat, lng) > query.radius_m {
+        lat = query.lat.clamp(-90.0, 90.0);
+        lng = wrap_lon(query.lon);
+    }
+    let hash = sample_hash(query, i);
+    let place_id = format!("herd-sample-{hash:016x}");
+    let (main, second, icon) = KINDS[i % KINDS.len()];
+    let types: Vec<&str> = std::iter::once(main)
+        .chain(second)
+        .chain(["point_of_interest", "establishment"])
+        .collect();
+    let rating = (10 + hash % 41) as f64 / 10.0;
+    let span = 0.0013;
+    json!({
+        "business_status": "OPERATIONAL",
+        "geometry": {
+            "location": {"lat": lat, "lng": lng},
+            "viewport": {
+                "northeast": {"lat": (lat + span).min(90.0), "lng": wrap_lon(lng + span)},
+                "southwest": {"lat": (lat - span).max(-90.0), "lng": wrap_lon(lng - span)},
+            },
+        },
+        "icon": format!("{ICON_BASE}{icon}-71.png"),
+        "name": format!("Sample Place {}", i + 1),
+        "place_id": place_id,
+        "rating": rating,
+        "reference": place_id,
+        "scope": "GOOGLE",
+        "types": types,
+        "user_ratings_total": (hash >> 8) % 5000,
+        "vicinity": format!("{} Sample Street", i + 1),
+    })
+}
+
+/// FNV-1a over the rounded query and the index: stable ids without any hashing crate.
+fn sample_hash(query: NearbyQuery, i: usize) -> u64 {
+    let parts = [
+        (query.lat * 1e6).round() as i64,
+        (query.lon * 1e6).round() as i64,
+        query.radius_m.round() as i64,
+        i as i64,
+    ];
+    parts
+        .iter()
+        .flat_map(|p| p.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Point reached from (lat, lon) after `dist_m` metres on `bearing_deg`, clamped and wrapped.
+fn destination(lat: f64, lon: f64, dist_m: f64, bearing_deg: f64) -> (f64, f64) {
+    let (phi1, lambda1) = (lat.to_radians(), lon.to_radians());
+    let delta = dist_m / EARTH_RADIUS_M;
+    let theta = bearing_deg.to_radians();
+    let sin_phi2 =
+        (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * theta.cos()).clamp(-1.0, 1.0);
+    let phi2 = sin_phi2.asin();
+    let lambda2 = lambda1
+        + (theta.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * sin_phi2);
+    (
+        phi2.to_degrees().clamp(-90.0, 90.0),
+        wrap_lon(lambda2.to_degrees()),
+    )
+}
+
+/// Wraps a longitude into [-180, 180]; in-range values are returned bit-for-bit unchanged.
+fn wrap_lon(lon: f64) -> f64 {
+    if (-180.0..=180.0).contains(&lon) {
+        lon
+    } else {
+        (lon + 180.0).rem_euclid(360.0) - 180.0
+    }
+}
+
+/// Great-circle (haversine) distance in metres between two points given in degrees.
+pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
+    let d_phi = phi2 - phi1;
+    let d_lambda = (lon2 - lon1).to_radians();
+    let a = (d_phi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (d_lambda / 2.0).sin().powi(2);
+    // Rounding can push `a` a hair outside [0, 1]; clamp so sqrt never sees a negative.
+    let a = a.clamp(0.0, 1.0);
+    2.0 * EARTH_RADIUS_M * a.sqrt().atan2((1.0 - a).sqrt())
+}
+
+/// Builds the Google-shaped error answer: empty results, the status, an error_message.
+pub fn error_answer(status: &str, message: &str) -> PlacesAnswer {
+    json!({
+        "error_message": message,
+        "html_attributions": [],
+        "results": [],
+        "status": status,
+    })
+}
+
+/// Appends a whole WHATSAT reply to `out`: the AT line, '\n', the answer with results cut to
+/// `max_results`, pretty-printed, newline runs collapsed, trailing newlines removed, then "\n\n".
+pub fn write_nearby_reply(
+    out: &mut Vec<u8>,
+    at_line: &str,
+    answer: &PlacesAnswer,
+    max_results: usize,
+) {
+    // A stray line end on the stored AT line would put an empty line inside the reply.
+    out.extend_from_slice(at_line.trim_end_matches(['\r', '\n']).as_bytes());
+    out.push(b'\n');
+    let pretty = match cut_results(answer, max_results) {
+        Some(cut) => pretty_json(&cut),
+        None => pretty_json(answer),
+    };
+    out.extend_from_slice(collapse_newlines(&pretty).as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A shallow copy of `answer` with only the first `max` results, or `None` if no cut is needed.
+/// Only the kept results are cloned, so the cached answer stays cheap to reuse and untouched.
+fn cut_results(answer: &PlacesAnswer, max: usize) -> Option<Value> {
+    let fields = answer.as_object()?;
+    let results = fields.get("results")?.as_array()?;
+    if results.len() <= max {
+        return None;
+    }
+    let cut: Map<String, Value> = fields
+        .iter()
+        .map(|(key, value)| match key.as_str() {
+            "results" => (key.clone(), Value::Array(results[..max].to_vec())),
+            _ => (key.clone(), value.clone()),
+        })
+        .collect();
+    Some(Value::Object(cut))
+}
+
+/// Pretty JSON with serde_json's printer (2-space indent).
+fn pretty_json(value: &Value) -> String {
+    // Serializing a `Value` cannot fail (keys are strings); fall back to compact just in case.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Collapses every run of two or more '\n' into one and removes trailing newlines.
+pub fn collapse_newlines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == '\n' && out.ends_with('\n')) {
+            out.push(c);
+        }
+    }
+    let kept = out.trim_end_matches('\n').len();
+    out.truncate(kept);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const AT: &str = "AT kiwi +0.5 alpha +34.06-118.44 1.0";
+
+    fn query(lat: f64, lon: f64, radius_m: f64) -> NearbyQuery {
+        NearbyQuery { lat, lon, radius_m }
+    }
+
+    fn ucla() -> PlacesAnswer {
+        OfflinePlaces.answer(query(34.068930, -118.445127, 10_000.0))
+    }
+
+    fn reply(answer: &PlacesAnswer, max: usize) -> String {
+        let mut out = Vec::new();
+        write_nearby_reply(&mut out, AT, answer, max);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The shape every reply must have: AT line, JSON, exactly one empty line at the end.
+    fn assert_reply_shape(text: &str) {
+        assert!(text.starts_with(&format!("{AT}\n")), "{text}");
+        assert_eq!(text.find("\n\n"), Some(text.len() - 2), "{text}");
+    }
+
+    fn assert_within_radius(q: NearbyQuery) {
+        let answer = OfflinePlaces.answer(q);
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(results.len(), 20);
+        for r in results {
+            let lat = r["geometry"]["location"]["lat"].as_f64().unwrap();
+            let lng = r["geometry"]["location"]["lng"].as_f64().unwrap();
+            assert!((-90.0..=90.0).contains(&lat), "lat {lat} for {q:?}");
+            assert!((-180.0..=180.0).contains(&lng), "lng {lng} for {q:?}");
+            let d = distance_m(q.lat, q.lon, lat, lng);
+            assert!(d <= q.radius_m, "{d} m > {} m for {q:?}", q.radius_m);
+        }
+    }
+
+    #[test]
+    fn results_are_cut_to_max_results() {
+        let answer = ucla();
+        for (max, kept) in [(0, 0), (1, 1), (5, 5), (20, 20), (21, 20), (1000, 20)] {
+            // Compare bytes, not re-parsed JSON: serde_json's default float parsing is lossy.
+            let mut expected = answer.clone();
+            expected["results"].as_array_mut().unwrap().truncate(kept);
+            let pretty = serde_json::to_string_pretty(&expected).unwrap();
+            assert_eq!(reply(&answer, max), format!("{AT}\n{pretty}\n\n"));
+            assert_eq!(expected["status"], "OK");
+            assert_eq!(expected["html_attributions"], json!([OFFLINE_ATTRIBUTION]));
+        }
+    }
+
+    #[test]
+    fn reply_starts_with_at_line_and_ends_with_one_empty_line() {
+        for max in [0, 3, 20] {
+            let text = reply(&ucla(), max);
+            assert!(text.starts_with(&format!("{AT}\n{{")) && text.ends_with("}\n\n"));
+            assert_reply_shape(&text);
+        }
+        // A stray line end on the stored AT line must not add an empty line.
+        let mut out = Vec::new();
+        write_nearby_reply(&mut out, &format!("{AT}\r\n"), &ucla(), 1);
+        assert_reply_shape(&String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn callers_answer_is_unchanged_after_writing() {
+        let answer = ucla();
+        let before = answer.clone();
+        for max in [0, 1, 5, 20, 50] {
+            reply(&answer, max);
+            assert_eq!(answer, before);
+        }
+    }
+
+    #[test]
+    fn error_answer_is_google_shaped_and_formatted_the_same_way() {
+        let answer = error_answer("OVER_QUERY_LIMIT", "You have exceeded your quota.");
+        assert_eq!(answer["results"], json!([]));
+        assert_eq!(answer["status"], "OVER_QUERY_LIMIT");
+        assert_eq!(answer["error_message"], "You have exceeded your quota.");
+        let text = reply(&answer, 5);
+        assert_reply_shape(&text);
+        let pretty = serde_json::to_string_pretty(&answer).unwrap();
+        assert_eq!(text, format!("{AT}\n{pretty}\n\n"));
+    }
+
+    #[test]
+    fn answers_without_a_results_array_are_printed_as_is() {
+        let odd = [
+            json!("plain"),
+            json!({"status": "OK"}),
+            json!({"results": 3}),
+            json!([1]),
+        ];
+        for answer in odd {
+            let text = reply(&answer, 0);
+            assert_reply_shape(&text);
+            let (_, json) = text.split_once('\n').unwrap();
+            assert_eq!(serde_json::from_str::<Value>(json).unwrap(), answer);
+        }
+    }
+
+    #[test]
+    fn offline_answer_is_deterministic_and_labelled() {
+        let (a, b) = (ucla(), ucla());
+        assert_eq!(a, b);
+        assert_eq!(a["status"], "OK");
+        let first = &a["results"][0];
+        assert_eq!(first["place_id"], first["reference"]);
+        let id = first["place_id"].as_str().unwrap();
+        assert!(id.starts_with("herd-sample-"));
+        assert_ne!(a["results"][0]["place_id"], a["results"][1]["place_id"]);
+        assert!((1.0..=5.0).contains(&first["rating"].as_f64().unwrap()));
+        assert_eq!(first["name"], "Sample Place 1");
+        assert_eq!(first["vicinity"], "1 Sample Street");
+        assert_eq!(first["business_status"], "OPERATIONAL");
+    }
+
+    #[test]
+    fn offline_answer_has_zero_results_for_non_positive_radius() {
+        for r in [0.0, -5.0] {
+            let a = OfflinePlaces.answer(query(1.0, 2.0, r));
+            assert_eq!(a["status"], "ZERO_RESULTS");
+            assert_eq!(a["results"], json!([]));
+        }
+        let bad = OfflinePlaces.answer(query(f64::NAN, 2.0, 10.0));
+        assert_eq!(bad["status"], "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn offline_results_stay_within_radius_at_poles_and_antimeridian() {
+        let centres = [
+            (90.0, 0.0),
+            (-90.0, 9.0),
+            (89.999, 180.0),
+            (0.0, -180.0),
+            (-45.0, 179.999),
+        ];
+        for (lat, lon) in centres {
+            for r in [1e-9, 0.5, 1000.0, 50_000.0] {
+                assert_within_radius(query(lat, lon, r));
+            }
+        }
+    }
+
+    #[test]
+    fn nearby_future_resolves_to_the_sync_answer() {
+        let q = query(-33.8, 151.2, 2000.0);
+        let got = futures_lite::future::block_on(OfflinePlaces.nearby(q));
+        assert_eq!(got, OfflinePlaces.answer(q));
+    }
+
+    #[test]
+    fn distance_is_zero_to_itself_and_about_111_km_per_degree() {
+        assert_eq!(distance_m(12.0, 34.0, 12.0, 34.0), 0.0);
+        assert!((distance_m(0.0, 0.0, 1.0, 0.0) - 111_195.08).abs() < 1.0);
+        assert!(distance_m(0.0, 179.9, 0.0, -179.9) < 23_000.0);
+    }
+
+    #[test]
+    fn collapse_newlines_merges_runs_and_drops_trailing_ones() {
+        assert_eq!(collapse_newlines("a\n\n\nb\nc\n\n"), "a\nb\nc");
+        assert_eq!(collapse_newlines("\n\nx"), "\nx");
+        assert_eq!(collapse_newlines("\n\n\n"), "");
+        assert_eq!(collapse_newlines("{\n  \"a\": 1\n}"), "{\n  \"a\": 1\n}");
+    }
+
+    fn lat_strategy() -> impl Strategy<Value = f64> {
+        prop_oneof![-90.0..=90.0f64, 89.0..=90.0f64, -90.0..=-89.0f64]
+    }
+
+    fn lon_strategy() -> impl Strategy<Value = f64> {
+        prop_oneof![-180.0..=180.0f64, 179.0..=180.0f64, -180.0..=-179.0f64]
+    }
+
+    fn radius_strategy() -> impl Strategy<Value = f64> {
+        prop_oneof![f64::MIN_POSITIVE..=1.0f64, 1.0..=50_000.0f64]
+    }
+
+    proptest! {
+        #[test]
+        fn offline_results_are_in_range_and_within_radius(
+            lat in lat_strategy(), lon in lon_strategy(), radius in radius_strategy()
+        ) {
+            let q = query(lat, lon, radius);
+            assert_within_radius(q);
+            prop_assert_eq!(OfflinePlaces.answer(q), OfflinePlaces.answer(q));
+        }
+
+        #[test]
+        fn collapse_newlines_leaves_no_runs_and_no_trailing_newline(text in "[ab\n{}]{0,40}") {
+            let out = collapse_newlines(&text);
+            prop_assert!(!out.contains("\n\n"));
+            prop_assert!(!out.ends_with('\n'));
+            prop_assert_eq!(out.replace('\n', ""), text.replace('\n', ""));
+        }
+
+        #[test]
+        fn reply_never_has_an_empty_line_before_the_end(max in 0usize..30, lat in lat_strategy()) {
+            assert_reply_shape(&reply(&OfflinePlaces.answer(query(lat, 0.0, 1234.0)), max));
+        }
+    }
+}

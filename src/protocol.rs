@@ -1,0 +1,708 @@
+//! The wire protocol as values: parses one framed line into a [`Parsed`]
+//! command and writes replies (`AT`, `?`, skew) into buffers.
+//!
+//! Pure: no I/O and no clock. The caller passes the receive time in. Field
+//! texts are borrowed from the line so that echoes are exact.
+
+use std::fmt::Write as _;
+
+/// Longest client id, in bytes.
+pub const MAX_CLIENT_ID: usize = 255;
+/// Longest server name, in bytes.
+pub const MAX_SERVER_NAME: usize = 64;
+/// Largest WHATSAT radius, in kilometres.
+pub const MAX_RADIUS_KM: f64 = 50.0;
+/// Largest WHATSAT max-results.
+pub const MAX_RESULTS: usize = 20;
+
+/// Field separators: ASCII white space, vertical tab included.
+pub fn is_field_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x0b | 0x0c | b'\r' | b'\n')
+}
+
+/// A POSIX time as whole seconds and nanoseconds, ordered as integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PosixTime {
+    /// Seconds since the epoch.
+    pub secs: u64,
+    /// Nanoseconds, below one second.
+    pub nanos: u32,
+}
+
+impl PosixTime {
+    /// Parses `digits[.digits]`; fraction digits past the ninth are ignored.
+    pub fn parse(text: &str) -> Option<PosixTime> {
+        let (int, frac) = match text.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (text, None),
+        };
+        if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let secs = int.parse::<u64>().ok()?;
+        let mut nanos = 0u32;
+        if let Some(frac) = frac {
+            if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            for i in 0..9 {
+                let digit = frac.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0'));
+                nanos = nanos * 10 + digit;
+            }
+        }
+        Some(PosixTime { secs, nanos })
+    }
+
+    /// Whole nanoseconds since the epoch, wide enough for any u64 seconds.
+    fn total_nanos(self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+}
+
+/// A location in decimal degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Location {
+    /// Latitude, in [-90, 90].
+    pub lat: f64,
+    /// Longitude, in [-180, 180].
+    pub lon: f64,
+}
+
+/// Parses ISO 6709 `+DD.DDDD-DDD.DDDD` (explicit signs, latitude first).
+pub fn parse_location(text: &str) -> Option<Location> {
+    let bytes = text.as_bytes();
+    if !matches!(bytes.first(), Some(b'+' | b'-')) {
+        return None;
+    }
+    // The longitude starts at the second sign.
+    let split = 1 + bytes[1..].iter().position(|&b| b == b'+' || b == b'-')?;
+    let lat = parse_degrees(&text[..split], 90)?;
+    let lon = parse_degrees(&text[split..], 180)?;
+    Some(Location { lat, lon })
+}
+
+/// Parses `[+-]digits[.digits]` with |value| <= `limit`, compared exactly.
+fn parse_degrees(text: &str, limit: u32) -> Option<f64> {
+    let unsigned = &text[1..];
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (unsigned, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || int.len() > 3 || !digits(int) || !digits(frac) {
+        return None;
+    }
+    if unsigned.ends_with('.') {
+        return None;
+    }
+    let whole: u32 = int.parse().ok()?;
+    if whole > limit || (whole == limit && frac.bytes().any(|b| b != b'0')) {
+        return None;
+    }
+    text.parse::<f64>().ok()
+}
+
+/// An `IAMAT` command; texts are exactly as the client sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IAmAt<'a> {
+    /// Client id.
+    pub client_id: &'a str,
+    /// ISO 6709 location text.
+    pub location: &'a str,
+    /// Client time text.
+    pub client_time: &'a str,
+    /// Client time as integers.
+    pub time: PosixTime,
+}
+
+/// A `WHATSAT` command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhatsAt<'a> {
+    /// Client id whose record is asked about.
+    pub client_id: &'a str,
+    /// Search radius in kilometres, in (0, 50].
+    pub radius_km: f64,
+    /// Results to keep, 0 to 20.
+    pub max_results: usize,
+}
+
+/// An `AT` line: a record as a neighbour floods it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At<'a> {
+    /// Name of the server that received the IAMAT.
+    pub server: &'a str,
+    /// Skew text, as that server wrote it.
+    pub skew: &'a str,
+    /// Client id.
+    pub client_id: &'a str,
+    /// ISO 6709 location text.
+    pub location: &'a str,
+    /// Client time text.
+    pub client_time: &'a str,
+    /// Client time as integers.
+    pub time: PosixTime,
+}
+
+/// The `PEER` handshake that opens a link between servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Peer<'a> {
+    /// The connecting server's name.
+    pub name: &'a str,
+    /// HMAC credential (hex) or `-`.
+    pub credential: &'a str,
+}
+
+/// A well-formed command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<'a> {
+    /// `IAMAT`.
+    IAmAt(IAmAt<'a>),
+    /// `WHATSAT`.
+    WhatsAt(WhatsAt<'a>),
+    /// `AT` (valid only on a link).
+    At(At<'a>),
+    /// `PEER` (valid only as a connection's first line).
+    Peer(Peer<'a>),
+}
+
+/// What one line is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed<'a> {
+    /// Nothing but white space: no reply.
+    Empty,
+    /// A well-formed command.
+    Command(Command<'a>),
+    /// Anything else: answered with `? <line>`.
+    Invalid,
+}
+
+/// Parses one framed line (without its line ending).
+pub fn parse_line(line: &[u8]) -> Parsed<'_> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Parsed::Invalid;
+    };
+    let mut fields = text
+        .split(|c: char| c.is_ascii() && is_field_space(c as u8))
+        .filter(|f| !f.is_empty());
+    let Some(word) = fields.next() else {
+        return Parsed::Empty;
+    };
+    let mut args: [&str; 5] = [""; 5];
+    let mut count = 0;
+    for field in fields {
+        if count == args.len() {
+            return Parsed::Invalid;
+        }
+        args[count] = field;
+        count += 1;
+    }
+    let command = match (word, count) {
+        ("IAMAT", 3) => parse_iamat(args[0], args[1], args[2]).map(Command::IAmAt),
+        ("WHATSAT", 3) => parse_whatsat(args[0], args[1], args[2]).map(Command::WhatsAt),
+        ("AT", 5) => parse_at(&args).map(Command::At),
+        ("PEER", 2) => parse_peer(args[0], args[1]).map(Command::Peer),
+        _ => None,
+    };
+    command.map_or(Parsed::Invalid, Parsed::Command)
+}
+
+fn valid_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_CLIENT_ID
+}
+
+/// A server name: 1 to 64 printable ASCII bytes.
+pub fn valid_server_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_SERVER_NAME && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn parse_iamat<'a>(
+    client_id: &'a str,
+    location: &'a str,
+    client_time: &'a str,
+) -> Option<IAmAt<'a>> {
+    if !valid_client_id(client_id) {
+        return None;
+    }
+    parse_location(location)?;
+    let time = PosixTime::parse(client_time)?;
+    Some(IAmAt {
+        client_id,
+        location,
+        client_time,
+        time,
+    })
+}
+
+fn parse_whatsat<'a>(client_id: &'a str, radius: &str, max: &str) -> Option<WhatsAt<'a>> {
+    if !valid_client_id(client_id) {
+        return None;
+    }
+    let radius_km = parse_decimal(radius)?;
+    if !(radius_km > 0.0 && radius_km <= MAX_RADIUS_KM) {
+        return None;
+    }
+    if max.is_empty() || max.len() > 3 || !max.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let max_results: usize = max.parse().ok()?;
+    if max_results > MAX_RESULTS {
+        return None;
+    }
+    Some(WhatsAt {
+        client_id,
+        radius_km,
+        max_results,
+    })
+}
+
+/// A plain decimal: digits with at most one dot, at least one digit, no sign.
+fn parse_decimal(text: &str) -> Option<f64> {
+    let mut digits = 0;
+    let mut dots = 0;
+    for b in text.bytes() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'.' => dots += 1,
+            _ => return None,
+        }
+    }
+    if digits == 0 || dots > 1 || text.len() > 32 {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// A skew: explicit sign, digits, a dot and exactly nine digits.
+fn valid_skew(skew: &str) -> bool {
+    let Some(rest) = skew.strip_prefix(['+', '-']) else {
+        return false;
+    };
+    let Some((int, frac)) = rest.split_once('.') else {
+        return false;
+    };
+    !int.is_empty()
+        && int.len() <= 40
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() == 9
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn parse_at<'a>(args: &[&'a str; 5]) -> Option<At<'a>> {
+    let [server, skew, client_id, location, client_time] = *args;
+    if !valid_server_name(server) || !valid_skew(skew) {
+        return None;
+    }
+    let iamat = parse_iamat(client_id, location, client_time)?;
+    Some(At {
+        server,
+        skew,
+        client_id,
+        location,
+        client_time,
+        time: iamat.time,
+    })
+}
+
+fn parse_peer<'a>(name: &'a str, credential: &'a str) -> Option<Peer<'a>> {
+    if !valid_server_name(name) || credential.len() > 128 {
+        return None;
+    }
+    Some(Peer { name, credential })
+}
+
+/// Appends `skew = now - client`, signed, with exactly nine fraction digits.
+pub fn write_skew(out: &mut String, now: PosixTime, client: PosixTime) {
+    let diff = now.total_nanos() - client.total_nanos();
+    let sign = if diff < 0 { '-' } else { '+' };
+    let abs = diff.unsigned_abs();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{sign}{}.{:09}",
+        abs / 1_000_000_000,
+        abs % 1_000_000_000
+    );
+}
+
+/// Appends the AT line (no line ending) for an IAMAT received at `now` by `server`.
+pub fn write_at(out: &mut String, server: &str, now: PosixTime, iamat: &IAmAt<'_>) {
+    out.push_str("AT ");
+    out.push_str(server);
+    out.push(' ');
+    write_skew(out, now, iamat.time);
+    out.push(' ');
+    out.push_str(iamat.client_id);
+    out.push(' ');
+    out.push_str(iamat.location);
+    out.push(' ');
+    out.push_str(iamat.client_time);
+}
+
+/// Appends the canonical form (single spaces) of a received AT line.
+pub fn write_at_line(out: &mut String, at: &At<'_>) {
+    for (i, field) in [
+        "AT",
+        at.server,
+        at.skew,
+        at.client_id,
+        at.location,
+        at.client_time,
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(field);
+    }
+}
+
+/// Appends the reply to an invalid line: `? `, the line as received, `\n`.
+pub fn write_invalid(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(b"? ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+/// Appends the `PEER` line that opens a link.
+pub fn write_peer(out: &mut String, name: &str, credential: &str) {
+    out.push_str("PEER ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(credential);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(secs: u64, nanos: u32) -> PosixTime {
+        PosixTime { secs, nanos }
+    }
+
+    fn command(line: &str) -> Command<'_> {
+        match parse_line(line.as_bytes()) {
+            Parsed::Command(c) => c,
+            other => panic!("{line:?} parsed as {other:?}"),
+        }
+    }
+
+    fn invalid(line: &[u8]) -> bool {
+        parse_line(line) == Parsed::Invalid
+    }
+
+    #[test]
+    fn iamat_fields_are_borrowed_exactly_as_sent() {
+        let line = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+        let Command::IAmAt(i) = command(line) else {
+            panic!("not IAMAT")
+        };
+        assert_eq!(i.client_id, "kiwi.cs.ucla.edu");
+        assert_eq!(i.location, "+34.068930-118.445127");
+        assert_eq!(i.client_time, "1621464827.959498503");
+        assert_eq!(i.time, t(1621464827, 959498503));
+    }
+
+    #[test]
+    fn fields_may_be_separated_by_any_ascii_white_space_run() {
+        let line = " \tIAMAT\x0b a \x0c +1-2\r\r 3 \t";
+        let Command::IAmAt(i) = command(line) else {
+            panic!("not IAMAT")
+        };
+        assert_eq!((i.client_id, i.location, i.client_time), ("a", "+1-2", "3"));
+    }
+
+    #[test]
+    fn blank_lines_are_empty_not_invalid() {
+        assert_eq!(parse_line(b""), Parsed::Empty);
+        assert_eq!(parse_line(b" \t\x0b\x0c\r "), Parsed::Empty);
+    }
+
+    #[test]
+    fn non_ascii_white_space_does_not_separate_fields() {
+        // U+00A0 is white space to Unicode but not to the protocol.
+        assert!(invalid("IAMAT\u{a0}a +1-2 3".as_bytes()));
+    }
+
+    #[test]
+    fn wrong_field_counts_and_unknown_words_are_invalid() {
+        for line in [
+            "IAMAT a +1-2",
+            "IAMAT a +1-2 3 4",
+            "iamat a +1-2 3",
+            "WHATSAT a 1",
+            "WHATSAT a 1 2 3",
+            "HELLO",
+            "AT S +0.000000000 a +1-2",
+            "PEER a",
+            "PEER a b c",
+        ] {
+            assert!(invalid(line.as_bytes()), "{line}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_invalid_not_a_panic() {
+        assert!(invalid(b"IAMAT \xff\xfe +1-2 3"));
+        assert!(invalid(b"\xc3"));
+    }
+
+    #[test]
+    fn client_id_is_one_to_255_bytes() {
+        let ok = format!("IAMAT {} +1-2 3", "x".repeat(255));
+        let long = format!("IAMAT {} +1-2 3", "x".repeat(256));
+        assert!(matches!(parse_line(ok.as_bytes()), Parsed::Command(_)));
+        assert!(invalid(long.as_bytes()));
+    }
+
+    #[test]
+    fn locations_need_explicit_signs_and_ranges() {
+        for good in [
+            "+34.068930-118.445127",
+            "-90+180",
+            "+90.000-180.0",
+            "+0.5+0",
+            "-0-0",
+        ] {
+            assert!(parse_location(good).is_some(), "{good}");
+        }
+        for bad in [
+            "34.0-118.0",
+            "+34.0118.0",
+            "+90.0001+0",
+            "+0+180.1",
+            "+91+0",
+            "+1.-2",
+            "+.5-2",
+            "+1e1-2",
+            "++1-2",
+            "+1-2-3",
+            "+1-",
+            "+",
+            "",
+            "+1000-2",
+        ] {
+            assert!(parse_location(bad).is_none(), "{bad}");
+        }
+        let loc = parse_location("+34.068930-118.445127").unwrap();
+        assert_eq!((loc.lat, loc.lon), (34.068930, -118.445127));
+    }
+
+    #[test]
+    fn client_times_are_digits_with_optional_fraction() {
+        assert_eq!(PosixTime::parse("1700000000"), Some(t(1700000000, 0)));
+        assert_eq!(
+            PosixTime::parse("1700000000.1234567"),
+            Some(t(1700000000, 123456700))
+        );
+        assert_eq!(
+            PosixTime::parse("1.1234567899999"),
+            Some(t(1, 123456789)),
+            "digits past the ninth are ignored"
+        );
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".5",
+            "-1",
+            "+1",
+            "1e9",
+            "1.2.3",
+            "1,5",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(PosixTime::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_times_compare_as_integers_not_floats() {
+        // As f64 these two are the same number.
+        let a = PosixTime::parse("1621464827.959498503").unwrap();
+        let b = PosixTime::parse("1621464827.959498504").unwrap();
+        assert!(a < b);
+        assert_eq!(
+            PosixTime::parse("5.10").unwrap(),
+            PosixTime::parse("5.1").unwrap()
+        );
+        assert!(PosixTime::parse("10").unwrap() > PosixTime::parse("9.999999999").unwrap());
+    }
+
+    #[test]
+    fn whatsat_radius_and_max_results_are_bounded() {
+        let Command::WhatsAt(w) = command("WHATSAT kiwi 10 5") else {
+            panic!("not WHATSAT")
+        };
+        assert_eq!((w.client_id, w.radius_km, w.max_results), ("kiwi", 10.0, 5));
+        for good in ["WHATSAT a 50 20", "WHATSAT a 0.001 0", "WHATSAT a 49.5 007"] {
+            assert!(
+                matches!(parse_line(good.as_bytes()), Parsed::Command(_)),
+                "{good}"
+            );
+        }
+        for bad in [
+            "WHATSAT a 0 5",
+            "WHATSAT a 50.01 5",
+            "WHATSAT a -1 5",
+            "WHATSAT a +1 5",
+            "WHATSAT a 1e1 5",
+            "WHATSAT a . 5",
+            "WHATSAT a 1..2 5",
+            "WHATSAT a 10 21",
+            "WHATSAT a 10 -1",
+            "WHATSAT a 10 1.0",
+            "WHATSAT a nan 5",
+            "WHATSAT a inf 5",
+        ] {
+            assert!(invalid(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn at_lines_are_checked_field_by_field() {
+        let line = "AT Goloman +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+        let Command::At(at) = command(line) else {
+            panic!("not AT")
+        };
+        assert_eq!(at.server, "Goloman");
+        assert_eq!(at.skew, "+0.263873386");
+        assert_eq!(at.time, t(1621464827, 959498503));
+        let mut canon = String::new();
+        write_at_line(&mut canon, &at);
+        assert_eq!(canon, line);
+        for bad in [
+            "AT Goloman 0.263873386 kiwi +34-118 1",
+            "AT Goloman +0.26387338 kiwi +34-118 1",
+            "AT Goloman +0.2638733860 kiwi +34-118 1",
+            "AT Goloman +.263873386 kiwi +34-118 1",
+            "AT Goloman +0.263873386 kiwi 34-118 1",
+            "AT Goloman +0.263873386 kiwi +34-118 x",
+        ] {
+            assert!(invalid(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn peer_lines_name_a_server_and_a_credential() {
+        assert_eq!(
+            command("PEER Hands -"),
+            Command::Peer(Peer {
+                name: "Hands",
+                credential: "-"
+            })
+        );
+        assert!(invalid(format!("PEER {} -", "n".repeat(65)).as_bytes()));
+    }
+
+    #[test]
+    fn skew_has_a_sign_and_exactly_nine_fraction_digits() {
+        let mut s = String::new();
+        write_skew(&mut s, t(1621464828, 223372889), t(1621464827, 959498503));
+        assert_eq!(s, "+0.263874386");
+        s.clear();
+        write_skew(&mut s, t(10, 0), t(12, 0));
+        assert_eq!(s, "-2.000000000");
+        s.clear();
+        write_skew(&mut s, t(5, 5), t(5, 5));
+        assert_eq!(s, "+0.000000000");
+        s.clear();
+        write_skew(&mut s, t(0, 0), t(u64::MAX, 999_999_999));
+        assert_eq!(s, format!("-{}.999999999", u64::MAX));
+    }
+
+    #[test]
+    fn at_line_echoes_client_fields_exactly() {
+        let Command::IAmAt(i) = command("IAMAT kiwi +34.068930-118.445127 1700000000.1234567")
+        else {
+            panic!("not IAMAT")
+        };
+        let mut s = String::new();
+        write_at(&mut s, "Goloman", t(1700000001, 123456700), &i);
+        assert_eq!(
+            s,
+            "AT Goloman +1.000000000 kiwi +34.068930-118.445127 1700000000.1234567"
+        );
+    }
+
+    #[test]
+    fn invalid_reply_copies_the_line() {
+        let mut out = Vec::new();
+        write_invalid(&mut out, b"HELLO  there\xff");
+        assert_eq!(out, b"? HELLO  there\xff\n");
+    }
+
+    fn arb_time() -> impl Strategy<Value = (String, PosixTime)> {
+        (any::<u64>(), proptest::option::of("[0-9]{1,15}")).prop_map(|(secs, frac)| {
+            let text = match &frac {
+                Some(f) => format!("{secs}.{f}"),
+                None => secs.to_string(),
+            };
+            let nanos = frac.map_or(0, |f| {
+                let nine: String = f.chars().chain(std::iter::repeat('0')).take(9).collect();
+                nine.parse().unwrap()
+            });
+            (text, PosixTime { secs, nanos })
+        })
+    }
+
+    fn arb_location() -> impl Strategy<Value = String> {
+        (-90i32..=90, 0u32..1_000_000, -180i32..=180, 0u32..1_000_000).prop_map(
+            |(la, lf, lo, of)| {
+                let lf = if la.abs() == 90 { 0 } else { lf };
+                let of = if lo.abs() == 180 { 0 } else { of };
+                format!(
+                    "{}{}.{lf:06}{}{}.{of:06}",
+                    if la < 0 { '-' } else { '+' },
+                    la.abs(),
+                    if lo < 0 { '-' } else { '+' },
+                    lo.abs()
+                )
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_without_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn iamat_format_then_parse_round_trips(
+            id in "[!-~]{1,40}",
+            loc in arb_location(),
+            (time_text, time) in arb_time(),
+            now_secs in any::<u64>(),
+            now_nanos in 0u32..1_000_000_000,
+        ) {
+            let line = format!("IAMAT {id} {loc} {time_text}");
+            let parsed = parse_line(line.as_bytes());
+            let Parsed::Command(Command::IAmAt(i)) = parsed else {
+                return Err(TestCaseError::fail(format!("{line} did not parse")));
+            };
+            prop_assert_eq!(i.time, time);
+            let now = PosixTime { secs: now_secs, nanos: now_nanos };
+            let mut at_line = String::new();
+            write_at(&mut at_line, "Goloman", now, &i);
+            let Parsed::Command(Command::At(at)) = parse_line(at_line.as_bytes()) else {
+                return Err(TestCaseError::fail(format!("{at_line} did not parse")));
+            };
+            prop_assert_eq!(at.client_id, id.as_str());
+            prop_assert_eq!(at.location, loc.as_str());
+            prop_assert_eq!(at.client_time, time_text.as_str());
+            prop_assert_eq!(at.time, time);
+            let mut canon = String::new();
+            write_at_line(&mut canon, &at);
+            prop_assert_eq!(&canon, &at_line);
+            // The skew says now - client time exactly.
+            let (int, frac) = at.skew[1..].split_once('.').unwrap();
+            let magnitude: i128 = int.parse::<i128>().unwrap() * 1_000_000_000
+                + frac.parse::<i128>().unwrap();
+            let signed = if at.skew.starts_with('-') { -magnitude } else { magnitude };
+            prop_assert_eq!(signed, now.total_nanos() - time.total_nanos());
+        }
+    }
+}

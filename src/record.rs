@@ -1,0 +1,163 @@
+//! A record: the AT line a server made for a client's IAMAT, kept as one
+//! string with the position of the client id inside it.
+//!
+//! Owns the ordering rule of the protocol (client time, then the whole line as
+//! bytes). Pure: building a record needs the receive time as a parameter.
+
+use crate::protocol::{self, At, IAmAt, PosixTime};
+use std::cmp::Ordering;
+
+/// One client's location record: an AT line, exactly as stored and flooded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    line: Box<str>,
+    // The client id sits at line[id_start..id_start + id_len]; both fit a byte
+    // because server names, skews and client ids are bounded by the parser.
+    id_start: u8,
+    id_len: u8,
+}
+
+impl Record {
+    /// The record for an IAMAT received by `server` at `now`.
+    pub fn from_iamat(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> Record {
+        let mut line = String::with_capacity(
+            24 + server.len()
+                + iamat.client_id.len()
+                + iamat.location.len()
+                + iamat.client_time.len(),
+        );
+        protocol::write_at(&mut line, server, now, iamat);
+        Record::with_id(line, iamat.client_id, iamat.location, iamat.client_time)
+    }
+
+    /// The record carried by an AT line from a neighbour, in canonical form.
+    pub fn from_at(at: &At<'_>) -> Record {
+        let mut line = String::new();
+        protocol::write_at_line(&mut line, at);
+        Record::with_id(line, at.client_id, at.location, at.client_time)
+    }
+
+    fn with_id(line: String, client_id: &str, location: &str, client_time: &str) -> Record {
+        // The line ends with " <client-id> <location> <client-time>".
+        let tail = client_id.len() + location.len() + client_time.len() + 2;
+        let id_start = line.len() - tail;
+        Record {
+            line: line.into_boxed_str(),
+            id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
+            id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
+        }
+    }
+
+    /// The AT line.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        let start = usize::from(self.id_start);
+        &self.line[start..start + usize::from(self.id_len)]
+    }
+
+    /// The location text, as the client sent it.
+    pub fn location(&self) -> &str {
+        self.fields_after_id().0
+    }
+
+    /// The client time, as integers.
+    pub fn time(&self) -> PosixTime {
+        // Records are only built from parsed fields, so the text is valid.
+        PosixTime::parse(self.fields_after_id().1).unwrap_or_default()
+    }
+
+    fn fields_after_id(&self) -> (&str, &str) {
+        let start = usize::from(self.id_start) + usize::from(self.id_len) + 1;
+        let rest = &self.line[start..];
+        rest.split_once(' ').unwrap_or((rest, ""))
+    }
+
+    /// Whether `self` should replace `stored` (PROTOCOL.md, Ordering).
+    pub fn is_newer_than(&self, stored: &Record) -> bool {
+        self.order(stored) == Ordering::Greater
+    }
+
+    /// Order by client time, ties broken by the whole line as bytes.
+    pub fn order(&self, other: &Record) -> Ordering {
+        self.time()
+            .cmp(&other.time())
+            .then_with(|| self.line.as_bytes().cmp(other.line.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse_line, Command, Parsed};
+
+    pub(crate) fn iamat_record(server: &str, now: u64, line: &str) -> Record {
+        let Parsed::Command(Command::IAmAt(i)) = parse_line(line.as_bytes()) else {
+            panic!("bad test line {line}")
+        };
+        Record::from_iamat(
+            server,
+            PosixTime {
+                secs: now,
+                nanos: 0,
+            },
+            &i,
+        )
+    }
+
+    #[test]
+    fn record_knows_its_client_id_location_and_time() {
+        let r = iamat_record(
+            "Goloman",
+            1621464828,
+            "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503",
+        );
+        assert_eq!(r.client_id(), "kiwi.cs.ucla.edu");
+        assert_eq!(r.location(), "+34.068930-118.445127");
+        assert_eq!(
+            r.time(),
+            PosixTime {
+                secs: 1621464827,
+                nanos: 959498503
+            }
+        );
+        assert_eq!(
+            r.line(),
+            "AT Goloman +0.040501497 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
+        );
+    }
+
+    #[test]
+    fn record_from_at_line_is_canonical_and_equal_to_the_original() {
+        let original = iamat_record("Hands", 100, "IAMAT c +1-2 99.5");
+        let spaced = format!("  {}  ", original.line().replace(' ', " \t "));
+        let Parsed::Command(Command::At(at)) = parse_line(spaced.as_bytes()) else {
+            panic!("AT did not parse")
+        };
+        assert_eq!(Record::from_at(&at), original);
+    }
+
+    #[test]
+    fn later_client_time_wins_whatever_the_line() {
+        let old = iamat_record("Zeta", 10, "IAMAT c +1-2 5.000000001");
+        let new = iamat_record("Alpha", 10, "IAMAT c +1-2 5.000000002");
+        assert!(new.is_newer_than(&old));
+        assert!(!old.is_newer_than(&new));
+    }
+
+    #[test]
+    fn equal_client_times_are_ordered_by_line_bytes() {
+        let a = iamat_record("Alpha", 10, "IAMAT c +1-2 5.5");
+        let b = iamat_record("Beta", 10, "IAMAT c +1-2 5.50");
+        assert_eq!(a.time(), b.time());
+        assert!(b.is_newer_than(&a));
+        assert!(!a.is_newer_than(&b));
+        assert!(
+            !a.is_newer_than(&a.clone()),
+            "a record is not newer than itself"
+        );
+    }
+}

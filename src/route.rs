@@ -1,0 +1,135 @@
+//! Routing: sends each command to the shard that owns its client id, or runs
+//! it right here when this shard is the owner.
+//!
+//! Hides the channel mesh from connection code, Seastar-style: callers ask
+//! the [`Router`] and never learn which shard answered. Channels are bounded,
+//! so a busy owner slows its senders down instead of letting queues grow.
+
+use crate::record::Record;
+use crate::ring::Ring;
+use crate::shard::{NeighbourId, Shard};
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use std::rc::Rc;
+
+/// Work sent to an owner shard.
+pub enum ToOwner {
+    /// Apply (and flood) a record; `from` is the neighbour it came from.
+    Record {
+        /// The record.
+        record: Record,
+        /// The neighbour that sent it, if any.
+        from: Option<NeighbourId>,
+    },
+    /// Answer a WHATSAT.
+    Nearby {
+        /// Client id.
+        client_id: Box<str>,
+        /// Radius in kilometres.
+        radius_km: f64,
+        /// Results to keep.
+        max_results: usize,
+        /// Where the reply goes; `None` when the client has no record.
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
+}
+
+/// Routes commands to their owner shard.
+pub struct Router {
+    shard: Rc<Shard>,
+    ring: Ring,
+    senders: Option<Senders<ToOwner>>,
+}
+
+impl Router {
+    /// A router for `shard`; `senders` is `None` when there is one shard.
+    pub fn new(shard: Rc<Shard>, ring: Ring, senders: Option<Senders<ToOwner>>) -> Router {
+        Router {
+            shard,
+            ring,
+            senders,
+        }
+    }
+
+    /// This router's own shard.
+    pub fn shard(&self) -> &Rc<Shard> {
+        &self.shard
+    }
+
+    /// Applies a record on its owner shard.
+    pub async fn record(&self, record: Record, from: Option<NeighbourId>) {
+        let owner = self.ring.owner(record.client_id());
+        match &self.senders {
+            Some(senders) if owner != self.shard.id => {
+                if senders
+                    .send_to(owner, ToOwner::Record { record, from })
+                    .await
+                    .is_err()
+                {
+                    // Only at shutdown, when the owner has stopped receiving.
+                    tracing::warn!(owner, "owner shard gone; record not applied");
+                }
+            }
+            _ => self.shard.apply(record, from),
+        }
+    }
+
+    /// The WHATSAT reply from the owner shard, `None` if the client is unknown.
+    pub async fn nearby(
+        &self,
+        client_id: &str,
+        radius_km: f64,
+        max_results: usize,
+    ) -> Option<Vec<u8>> {
+        let owner = self.ring.owner(client_id);
+        match &self.senders {
+            Some(senders) if owner != self.shard.id => {
+                let (reply, answer) = oneshot::channel();
+                let msg = ToOwner::Nearby {
+                    client_id: client_id.into(),
+                    radius_km,
+                    max_results,
+                    reply,
+                };
+                if senders.send_to(owner, msg).await.is_err() {
+                    tracing::warn!(owner, "owner shard gone; WHATSAT not answered");
+                    return None;
+                }
+                answer.await.ok().flatten()
+            }
+            _ => self.shard.nearby(client_id, radius_km, max_results).await,
+        }
+    }
+}
+
+/// Serves the work other shards send to this one, until they all close.
+pub fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
+    for (peer, receiver) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = receiver.recv().await {
+                match msg {
+                    ToOwner::Record { record, from } => shard.apply(record, from),
+                    ToOwner::Nearby {
+                        client_id,
+                        radius_km,
+                        max_results,
+                        reply,
+                    } => {
+                        // Places may be slow: answer in a task of its own so
+                        // records behind it in this channel are not held up.
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let answer = shard.nearby(&client_id, radius_km, max_results).await;
+                            // The asking connection may have gone; nothing to do then.
+                            let _ = reply.send(answer);
+                        })
+                        .detach();
+                    }
+                }
+            }
+            tracing::debug!(peer, "channel from shard closed");
+        })
+        .detach();
+    }
+}

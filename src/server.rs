@@ -1,0 +1,236 @@
+//! Start-up of one server: one pinned glommio executor per shard, each
+//! listening on the same port (SO_REUSEPORT), joined by a channel mesh.
+//!
+//! Owns the order things start in and the start-up summary. Holds no
+//! protocol logic: shards, routing, links and connections do the work.
+
+use crate::config::{credential, Config};
+use crate::connection::{self, Admission};
+use crate::link::{self, Link, LinkSettings};
+use crate::places::{OfflinePlaces, Places};
+use crate::ring::Ring;
+use crate::route::{self, Router, ToOwner};
+use crate::shard::Shard;
+use anyhow::{anyhow, bail, Context};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How to run one server of the herd.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The server's name in the config.
+    pub name: String,
+    /// The herd.
+    pub config: Config,
+    /// Shards to run; `None` means one per usable core.
+    pub shards: Option<usize>,
+    /// Directory for `<name>.log`.
+    pub log_dir: PathBuf,
+    /// tracing filter, e.g. `info` or `debug`.
+    pub log_level: String,
+}
+
+/// What every shard needs to start; all `Send`, copied into each executor.
+#[derive(Clone)]
+struct ShardPlan {
+    name: String,
+    listen: SocketAddr,
+    neighbours: Vec<(String, SocketAddr)>,
+    secret: Option<String>,
+    config: Config,
+    shards: usize,
+}
+
+/// The CPUs this process may run on (its affinity mask).
+pub fn usable_cpus() -> anyhow::Result<Vec<usize>> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .context("reading the CPU affinity mask")?;
+    let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect();
+    if cpus.is_empty() {
+        bail!("no usable CPU in the affinity mask");
+    }
+    Ok(cpus)
+}
+
+/// Runs one server until the process is stopped.
+pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let me = opts
+        .config
+        .server(&opts.name)
+        .ok_or_else(|| anyhow!("{} is not a server of this herd", opts.name))?
+        .clone();
+    let listen = opts
+        .config
+        .listen_addr(&me.name)
+        .ok_or_else(|| anyhow!("{}: bad listen address {}", me.name, me.listen))?;
+    let neighbours = me
+        .neighbours
+        .iter()
+        .map(|n| {
+            let addr = opts
+                .config
+                .listen_addr(n)
+                .ok_or_else(|| anyhow!("neighbour {n} has no usable listen address"))?;
+            Ok((n.clone(), addr))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpus = usable_cpus()?;
+    let shards = opts.shards.unwrap_or(cpus.len()).max(1);
+    // SO_REUSEPORT would let a second copy of this server share the port
+    // silently; a plain bind first makes "already running" an error.
+    std::net::TcpListener::bind(listen)
+        .with_context(|| format!("{}: cannot listen on {listen}", me.name))?;
+    let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
+    let plan = ShardPlan {
+        name: me.name.clone(),
+        listen,
+        neighbours,
+        secret: opts.config.secret.clone(),
+        config: opts.config.clone(),
+        shards,
+    };
+    let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut executors = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let cpu = cpus[i % cpus.len()];
+        let plan = plan.clone();
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("herd-{i}"))
+            .spawn(move || async move {
+                if let Err(e) = run_shard(plan, mesh, ready.clone()).await {
+                    let _ = ready.send(Err(format!("{e:#}")));
+                }
+            })
+            .map_err(|e| anyhow!("starting the executor for shard {i} on CPU {cpu}: {e}"))?;
+        executors.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{}: a shard failed to start: {e}", me.name),
+            Err(_) => bail!("{}: shards stopped during start-up", me.name),
+        }
+    }
+    eprintln!(
+        "herd {} listening on {listen} with {shards} shard(s) on CPUs {:?}; neighbours {}; log {}",
+        me.name,
+        &cpus[..shards.min(cpus.len())],
+        if me.neighbours.is_empty() {
+            "none".to_owned()
+        } else {
+            me.neighbours.join(", ")
+        },
+        opts.log_dir.join(format!("{}.log", me.name)).display(),
+    );
+    tracing::info!(server = %me.name, %listen, shards, "started");
+    for handle in executors {
+        handle
+            .join()
+            .map_err(|e| anyhow!("shard executor failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One shard: its links, its owner service, then its accept loop.
+async fn run_shard(
+    plan: ShardPlan,
+    mesh: Option<MeshBuilder<ToOwner, glommio::channels::channel_mesh::Full>>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) -> anyhow::Result<()> {
+    let (senders, receivers) = match mesh {
+        Some(mesh) => {
+            let (s, r) = mesh
+                .join()
+                .await
+                .map_err(|e| anyhow!("joining the shard mesh: {e}"))?;
+            (Some(s), Some(r))
+        }
+        None => (None, None),
+    };
+    // The mesh numbers shards in join order; that number is the shard's
+    // place on the ring, so every shard agrees on who owns what.
+    let id = senders.as_ref().map_or(0, |s| s.peer_id());
+    let limits = &plan.config.limits;
+    let me: Rc<str> = plan.name.as_str().into();
+    let links: Vec<Rc<Link>> = plan
+        .neighbours
+        .iter()
+        .map(|(name, addr)| {
+            Rc::new(Link::new(
+                name.as_str().into(),
+                *addr,
+                limits.flood_queue_records,
+            ))
+        })
+        .collect();
+    for link in &links {
+        let settings = LinkSettings {
+            me: me.clone(),
+            credential: credential(plan.secret.as_deref(), &plan.name, &link.neighbour),
+            backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
+            backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
+        };
+        glommio::spawn_local(link::run(link.clone(), settings)).detach();
+    }
+    let places: Rc<dyn Places> = Rc::new(OfflinePlaces);
+    let shard = Rc::new(Shard::new(
+        id,
+        me.clone(),
+        links.clone(),
+        places,
+        Duration::from_millis(limits.places_timeout_ms),
+    ));
+    if let Some(receivers) = receivers {
+        route::serve_owner(shard.clone(), receivers);
+    }
+    let router = Rc::new(Router::new(shard.clone(), Ring::new(plan.shards), senders));
+    let admission = Rc::new(Admission {
+        me: me.clone(),
+        neighbours: links.iter().map(|l| l.neighbour.clone()).collect(),
+        secret: plan.secret.clone(),
+        max_line: limits.max_line_bytes,
+    });
+    let listener = TcpListener::bind(plan.listen)
+        .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;
+    let _ = ready.send(Ok(id));
+    let max_connections = limits.max_connections_per_shard;
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors or memory: back off, keep serving.
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shard.connections.get() >= max_connections {
+            tracing::warn!(
+                shard = id,
+                max_connections,
+                "connection refused: shard at its connection limit"
+            );
+            drop(stream);
+            continue;
+        }
+        shard.connections.set(shard.connections.get() + 1);
+        let (router, admission, shard) = (router.clone(), admission.clone(), shard.clone());
+        glommio::spawn_local(async move {
+            connection::serve(stream, router, admission).await;
+            shard.connections.set(shard.connections.get() - 1);
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,109 @@
+//! One shard's state and the owner's side of every command: apply a record
+//! and flood it, or answer a WHATSAT from a stored record through Places.
+//!
+//! Owned by one executor (`Rc`, `RefCell`, no locks). Never touches a client
+//! socket: it returns replies as values and hands floods to link queues.
+
+use crate::link::Link;
+use crate::places::{self, NearbyQuery, Places};
+use crate::protocol::parse_location;
+use crate::record::Record;
+use crate::store::Store;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Index of a neighbour in this server's neighbour list.
+pub type NeighbourId = usize;
+
+/// A shard: its slice of the client-id space and its links to neighbours.
+pub struct Shard {
+    /// This shard's id (its place on the ring and in the channel mesh).
+    pub id: usize,
+    /// Name of this server.
+    pub server: Rc<str>,
+    store: RefCell<Store>,
+    links: Vec<Rc<Link>>,
+    places: Rc<dyn Places>,
+    places_timeout: Duration,
+    /// Open client connections on this shard.
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    /// A shard with an empty store.
+    pub fn new(
+        id: usize,
+        server: Rc<str>,
+        links: Vec<Rc<Link>>,
+        places: Rc<dyn Places>,
+        places_timeout: Duration,
+    ) -> Shard {
+        Shard {
+            id,
+            server,
+            store: RefCell::new(Store::new()),
+            links,
+            places,
+            places_timeout,
+            connections: Cell::new(0),
+        }
+    }
+
+    /// Applies a record this shard owns; floods it to every neighbour but
+    /// the one it came from if it was newer than the stored one.
+    pub fn apply(&self, record: Record, from: Option<NeighbourId>) {
+        let mut store = self.store.borrow_mut();
+        let Some(stored) = store.apply(record) else {
+            tracing::trace!(shard = self.id, "stale record dropped");
+            return;
+        };
+        for (i, link) in self.links.iter().enumerate() {
+            if Some(i) != from {
+                link.flood(stored.clone());
+            }
+        }
+    }
+
+    /// The WHATSAT reply for a client this shard owns, or `None` when the
+    /// client has no record (the command is then invalid).
+    pub async fn nearby(
+        &self,
+        client_id: &str,
+        radius_km: f64,
+        max_results: usize,
+    ) -> Option<Vec<u8>> {
+        let (at_line, location) = {
+            let store = self.store.borrow();
+            let record = store.get(client_id)?;
+            (record.line().to_owned(), parse_location(record.location()))
+        };
+        // Stored records were parsed on the way in, so this always succeeds.
+        let location = location?;
+        let query = NearbyQuery {
+            lat: location.lat,
+            lon: location.lon,
+            radius_m: radius_km * 1000.0,
+        };
+        let timeout = self.places_timeout;
+        let answer = futures_lite::future::or(self.places.nearby(query), async move {
+            glommio::timer::sleep(timeout).await;
+            places::error_answer(
+                "UNKNOWN_ERROR",
+                &format!(
+                    "places upstream did not answer within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+        })
+        .await;
+        let mut reply = Vec::with_capacity(at_line.len() + 4096);
+        places::write_nearby_reply(&mut reply, &at_line, &answer, max_results);
+        Some(reply)
+    }
+
+    /// Number of clients this shard holds records for.
+    pub fn records(&self) -> usize {
+        self.store.borrow().len()
+    }
+}

@@ -1,0 +1,119 @@
+//! `herd up`: runs every server of a herd on this host, each as its own
+//! `herd serve` process, and stops them all on Ctrl-C or SIGTERM.
+//!
+//! Owns only child processes it started, and signals them by their PID.
+
+use crate::config::Config;
+use anyhow::{anyhow, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+/// How to bring a herd up.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Config file, or `None` for the default herd.
+    pub config_path: Option<PathBuf>,
+    /// The herd it describes.
+    pub config: Config,
+    /// Shards per server.
+    pub shards: usize,
+    /// Log directory for every server.
+    pub log_dir: PathBuf,
+    /// Log level for every server.
+    pub log_level: String,
+}
+
+/// Starts the herd and waits for a signal; returns once every child is gone.
+pub fn up(opts: UpOptions) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding the herd executable")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for server in &opts.config.servers {
+        match spawn(&exe, &server.name, &opts) {
+            Ok(child) => children.push((server.name.clone(), child)),
+            Err(e) => {
+                stop_all(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    println!("herd is up: {} servers on this host", children.len());
+    for server in &opts.config.servers {
+        println!(
+            "  {:<10} {:<22} neighbours: {}",
+            server.name,
+            server.listen,
+            server.neighbours.join(", ")
+        );
+    }
+    println!("logs in {}", opts.log_dir.display());
+    println!("WHATSAT answers come from the offline provider: sample data, not real places.");
+    if let Some(first) = opts.config.servers.first() {
+        let (host, port) = first
+            .listen
+            .rsplit_once(':')
+            .unwrap_or(("127.0.0.1", "12138"));
+        println!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -q 1 {host} {port}");
+    }
+    println!("Ctrl-C stops them all.");
+    'wait: loop {
+        if let Some(signal) = signals.pending().next() {
+            println!("signal {signal}: stopping the herd");
+            break 'wait;
+        }
+        for (name, child) in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                println!("{name} exited ({status}); stopping the herd");
+                break 'wait;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_all(&mut children);
+    Ok(())
+}
+
+fn spawn(exe: &Path, name: &str, opts: &UpOptions) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg(name)
+        .arg("--shards")
+        .arg(opts.shards.to_string())
+        .arg("--log-dir")
+        .arg(&opts.log_dir)
+        .arg("--log-level")
+        .arg(&opts.log_level);
+    if let Some(path) = &opts.config_path {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.spawn().map_err(|e| anyhow!("starting {name}: {e}"))
+}
+
+/// SIGTERM to every child, then SIGKILL to any still alive after 5 s.
+fn stop_all(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter() {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (name, child) in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    println!("{name} did not stop in time; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
