@@ -63,13 +63,13 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Longest accepted input line in bytes, newline included.
+    /// Longest accepted input line in bytes, its line ending not counted.
     pub max_line_bytes: usize,
     /// Most client connections one shard holds at once.
     pub max_connections_per_shard: usize,
     /// Records a neighbour link may queue before it starts dropping floods.
     pub flood_queue_records: usize,
-    /// Capacity of the internal channels between tasks.
+    /// Capacity of each channel between two shards (senders wait when full).
     pub channel_capacity: usize,
     /// First delay before reconnecting a broken neighbour link, in milliseconds.
     pub link_backoff_initial_ms: u64,

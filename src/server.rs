@@ -85,9 +85,24 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let cpus = usable_cpus()?;
     let shards = opts.shards.unwrap_or(cpus.len()).max(1);
     // SO_REUSEPORT would let a second copy of this server share the port
-    // silently; a plain bind first makes "already running" an error.
-    std::net::TcpListener::bind(listen)
-        .with_context(|| format!("{}: cannot listen on {listen}", me.name))?;
+    // silently, so a listener that already answers there is an error. (A
+    // plain bind cannot tell: connections of a killed predecessor still hold
+    // the port until they time out.) A killed predecessor's listener can
+    // outlive it briefly while the kernel tears its io_uring down, so only a
+    // listener that keeps answering for two seconds counts.
+    let answers =
+        || std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
+    let mut answered = 0;
+    while answered < 20 && answers() {
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if answered == 20 {
+        bail!(
+            "{}: something already listens on {listen}; is this server running already?",
+            me.name
+        );
+    }
     let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
     let plan = ShardPlan {
         name: me.name.clone(),

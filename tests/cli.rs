@@ -1,0 +1,157 @@
+//! The command line as a user meets it: check-config, serve's start-up
+//! errors, and `herd up` bringing a whole herd up and down.
+
+// A test that cannot go on should stop loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn check_config_accepts_a_good_herd() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "herd.json",
+        &herd::config::Config::default_herd().to_json_pretty(),
+    );
+    let out = Command::new(herd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ok, 5 servers"), "{text}");
+}
+
+#[test]
+fn check_config_explains_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "bad.json",
+        r#"{"servers": [
+            {"name": "A", "listen": "127.0.0.1:9001", "neighbours": ["B", "Ghost"]},
+            {"name": "B", "listen": "not an address", "neighbours": []},
+            {"name": "B", "listen": "127.0.0.1:9003", "neighbours": []}
+        ]}"#,
+    );
+    let out = Command::new(herd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Ghost"), "unknown neighbour: {text}");
+    assert!(text.contains("not an address"), "bad address: {text}");
+    assert!(
+        text.contains("B is used by more than one server"),
+        "duplicate name: {text}"
+    );
+    assert!(text.contains("does not list"), "asymmetric: {text}");
+}
+
+#[test]
+fn check_config_names_a_missing_file() {
+    let out = Command::new(herd_bin())
+        .args(["check-config", "/nonexistent/herd.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/herd.json"));
+}
+
+#[test]
+fn serve_refuses_a_name_that_is_not_in_the_herd() {
+    let out = Command::new(herd_bin())
+        .args(["serve", "Nobody"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Nobody is not a server of this herd"));
+}
+
+#[test]
+fn a_second_copy_of_a_running_server_refuses_to_start() {
+    let herd = Herd::start(herd_of(&["Once"], &[]), 1);
+    let out = Command::new(herd_bin())
+        .args(["serve", "Once", "--shards", "1", "--config"])
+        .arg(&herd.config_path)
+        .arg("--log-dir")
+        .arg(herd.log_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already listens"),
+        "{out:?}"
+    );
+    // The first copy still serves alone.
+    assert!(exchange_text(herd.addr("Once"), "IAMAT x +1-2 3\n").starts_with("AT Once "));
+}
+
+#[test]
+fn herd_up_runs_every_server_and_stops_them_all_on_sigterm() {
+    let config = default_herd_on_free_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let mut up = Command::new(herd_bin())
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        banner.push_str(&line);
+    }
+    assert!(banner.contains("nc "), "{banner}");
+    for server in &config.servers {
+        assert!(banner.contains(&server.listen), "{banner}");
+        wait_listening(config.listen_addr(&server.name).unwrap());
+    }
+    // The herd floods: a record given to Goloman shows up at Welsh.
+    let at = exchange_text(
+        config.listen_addr("Goloman").unwrap(),
+        "IAMAT upped +1-2 3\n",
+    );
+    let got = eventually("record at Welsh", || {
+        stored_at_line(config.listen_addr("Welsh").unwrap(), "upped")
+    });
+    assert_eq!(got + "\n", at);
+
+    let pid = nix::unistd::Pid::from_raw(up.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "herd up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    for server in &config.servers {
+        let addr = config.listen_addr(&server.name).unwrap();
+        eventually("servers gone", || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100))
+                .is_err()
+                .then_some(())
+        });
+    }
+}

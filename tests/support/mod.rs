@@ -1,0 +1,284 @@
+//! Test support: real `herd` processes on free loopback ports, and plain
+//! blocking TCP clients to talk to them. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use herd::config::{Config, ServerConfig};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The herd binary built for these tests.
+pub fn herd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herd")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The default five-server herd, moved to free loopback ports.
+pub fn default_herd_on_free_ports() -> Config {
+    let mut config = Config::default_herd();
+    for server in &mut config.servers {
+        server.listen = format!("127.0.0.1:{}", free_port());
+    }
+    config
+}
+
+/// A herd of the given servers and symmetric neighbour pairs on free ports.
+pub fn herd_of(names: &[&str], pairs: &[(&str, &str)]) -> Config {
+    let mut config = Config::default_herd();
+    config.servers = names
+        .iter()
+        .map(|name| ServerConfig {
+            name: (*name).to_owned(),
+            listen: format!("127.0.0.1:{}", free_port()),
+            neighbours: pairs
+                .iter()
+                .filter_map(|&(a, b)| {
+                    if a == *name {
+                        Some(b.to_owned())
+                    } else if b == *name {
+                        Some(a.to_owned())
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    config
+}
+
+/// Real server processes of one herd, killed (by PID) when dropped.
+pub struct Herd {
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub children: Vec<(String, Child)>,
+    pub shards: usize,
+}
+
+impl Herd {
+    /// Writes the config and starts every server in it.
+    pub fn start(config: Config, shards: usize) -> Herd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("herd.json");
+        std::fs::write(&config_path, config.to_json_pretty()).expect("write config");
+        let mut herd = Herd {
+            config,
+            dir,
+            config_path,
+            children: Vec::new(),
+            shards,
+        };
+        let names: Vec<String> = herd.config.servers.iter().map(|s| s.name.clone()).collect();
+        for name in names {
+            herd.start_server(&name);
+        }
+        herd
+    }
+
+    /// Starts (or restarts) one server and waits until it accepts.
+    pub fn start_server(&mut self, name: &str) {
+        let said_before = self.stderr(name).len();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.stderr")))
+            .expect("stderr file");
+        let child = Command::new(herd_bin())
+            .arg("serve")
+            .arg(name)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .arg("--log-dir")
+            .arg(self.log_dir())
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn herd serve");
+        self.children.push((name.to_owned(), child));
+        let deadline = Instant::now() + PATIENCE;
+        // Started means: said so on stderr (every shard listens by then).
+        while !self.stderr(name)[said_before..].contains(&format!("herd {name} listening")) {
+            assert!(self.alive(name), "{name} exited: {}", self.stderr(name));
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not start: {}",
+                self.stderr(name)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills one server with SIGKILL and waits for it to be gone.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(i) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_dir().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// What a server printed on stderr, over all its starts.
+    pub fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.stderr"))).unwrap_or_default()
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.config.listen_addr(name).expect("server in herd")
+    }
+
+    /// Whether a server process is still running.
+    pub fn alive(&mut self, name: &str) -> bool {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows what the servers said.
+            for server in &self.config.servers {
+                let log = self.log(&server.name);
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- {} stderr:\n{}", server.name, self.stderr(&server.name));
+                eprintln!(
+                    "--- {} log tail:\n{}",
+                    server.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until something accepts connections at `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never started listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails the test after PATIENCE.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Connects with read and write timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// Sends `input`, half-closes, and reads everything until the server closes.
+pub fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr);
+    s.write_all(input).expect("write");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to end");
+    out
+}
+
+/// Like [`exchange`], as text.
+pub fn exchange_text(addr: SocketAddr, input: &str) -> String {
+    String::from_utf8(exchange(addr, input.as_bytes())).expect("utf-8 reply")
+}
+
+/// A line-oriented client on one connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        let s = connect(addr);
+        Client {
+            reader: BufReader::new(s.try_clone().expect("clone")),
+            writer: s,
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).expect("write");
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("read line");
+        line
+    }
+
+    /// Reads one WHATSAT reply: lines up to and including the empty one.
+    pub fn whatsat_reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let line = self.line();
+            assert!(!line.is_empty(), "connection closed mid-reply: {reply}");
+            reply.push_str(&line);
+            if line == "\n" {
+                return reply;
+            }
+        }
+    }
+}
+
+/// The AT line a server holds for `client`, asked with WHATSAT, or None.
+pub fn stored_at_line(addr: SocketAddr, client: &str) -> Option<String> {
+    let reply = exchange_text(addr, &format!("WHATSAT {client} 1 0\n"));
+    if reply.starts_with("AT ") {
+        reply.lines().next().map(str::to_owned)
+    } else {
+        None
+    }
+}
+
+/// Writes a file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
