@@ -100,7 +100,17 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             let _ = stream.write_all(&out).await;
         }
     }
-    tracing::debug!(%peer, end, "connection ended");
+    match role {
+        Role::Link(id) => {
+            let neighbour = admission
+                .neighbours
+                .get(id)
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            tracing::info!(%peer, %neighbour, end, "incoming link dropped");
+        }
+        _ => tracing::debug!(%peer, end, "connection ended"),
+    }
 }
 
 /// Handles one framed line, appending its reply to `out`. Returns false when
