@@ -65,10 +65,17 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut role = Role::Opening;
     let end = loop {
-        let n = match stream.read(lines.spare()).await {
-            Ok(0) => break "closed",
-            Ok(n) => n,
-            Err(_) => break "read failed",
+        let stop = &router.shard().stop;
+        let read =
+            futures_lite::future::or(async { Some(stream.read(lines.spare()).await) }, async {
+                stop.wait().await;
+                None
+            });
+        let n = match read.await {
+            None => break "server stopping",
+            Some(Ok(0)) => break "closed",
+            Some(Ok(n)) => n,
+            Some(Err(_)) => break "read failed",
         };
         lines.filled(n);
         while let Some(frame) = lines.next_frame() {

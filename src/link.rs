@@ -69,6 +69,11 @@ impl Link {
     pub fn queued(&self) -> usize {
         self.queue.borrow().len()
     }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.borrow().dropped()
+    }
 }
 
 /// Keeps `link` connected for as long as the shard runs.

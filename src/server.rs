@@ -18,8 +18,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// How long a stopping server may take to finish replies and flush floods.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How to run one server of the herd.
 #[derive(Debug, Clone)]
@@ -112,6 +116,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config: opts.config.clone(),
         shards,
     };
+    let stop = stop_on_signals()?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut executors = Vec::with_capacity(shards);
@@ -120,10 +125,11 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let plan = plan.clone();
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
+        let stop = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("herd-{i}"))
             .spawn(move || async move {
-                if let Err(e) = run_shard(plan, mesh, ready.clone()).await {
+                if let Err(e) = run_shard(plan, mesh, ready.clone(), stop).await {
                     let _ = ready.send(Err(format!("{e:#}")));
                 }
             })
@@ -155,7 +161,37 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .join()
             .map_err(|e| anyhow!("shard executor failed: {e}"))?;
     }
+    tracing::info!(server = %me.name, "stopped");
+    eprintln!("herd {} stopped", me.name);
     Ok(())
+}
+
+/// The first SIGTERM or SIGINT asks the shards to stop gracefully; a
+/// second one exits at once.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("herd-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal, "stopping: finishing replies and flushing floods");
+                    eprintln!("herd: signal {signal}: stopping (a second signal exits at once)");
+                    flag.store(true, Ordering::SeqCst);
+                } else {
+                    eprintln!("herd: second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(stop)
 }
 
 /// One shard: its links, its owner service, then its accept loop.
@@ -163,6 +199,7 @@ async fn run_shard(
     plan: ShardPlan,
     mesh: Option<MeshBuilder<ToOwner, glommio::channels::channel_mesh::Full>>,
     ready: mpsc::Sender<Result<usize, String>>,
+    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (senders, receivers) = match mesh {
         Some(mesh) => {
@@ -220,11 +257,28 @@ async fn run_shard(
     let listener = TcpListener::bind(plan.listen)
         .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;
     let _ = ready.send(Ok(id));
+    {
+        // The process-wide flag is polled: shards sleep in io_uring, and a
+        // 50 ms delay to notice a stop is harmless.
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            shard.stop.request();
+        })
+        .detach();
+    }
     let max_connections = limits.max_connections_per_shard;
     loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
-            Err(e) => {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stop.wait().await;
+            None
+        });
+        let stream = match accepted.await {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
                 // Out of file descriptors or memory: back off, keep serving.
                 tracing::warn!(shard = id, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -248,4 +302,39 @@ async fn run_shard(
         })
         .detach();
     }
+    drop(listener);
+    drain(&shard).await;
+    Ok(())
+}
+
+/// Lets connections finish the replies they owe, then waits for link queues
+/// to empty, all within [`DRAIN_DEADLINE`]; logs what was left.
+async fn drain(shard: &Shard) {
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    while shard.connections.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // Records other shards routed here just before they stopped reading.
+    glommio::timer::sleep(Duration::from_millis(100)).await;
+    let pending = || {
+        shard
+            .links()
+            .iter()
+            .filter(|l| l.is_connected())
+            .map(|l| l.queued())
+            .sum::<usize>()
+    };
+    while pending() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let unsent: usize = shard.links().iter().map(|l| l.queued()).sum();
+    let dropped: u64 = shard.links().iter().map(|l| l.dropped()).sum();
+    tracing::info!(
+        shard = shard.id,
+        records = shard.records(),
+        connections_left = shard.connections.get(),
+        floods_unsent = unsent,
+        floods_dropped_when_full = dropped,
+        "shard stopped"
+    );
 }

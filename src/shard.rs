@@ -9,6 +9,7 @@ use crate::places::{self, NearbyQuery, Places};
 use crate::protocol::parse_location;
 use crate::record::Record;
 use crate::store::Store;
+use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -28,6 +29,40 @@ pub struct Shard {
     places_timeout: Duration,
     /// Open client connections on this shard.
     pub connections: Cell<usize>,
+    /// Set when the server is stopping.
+    pub stop: Stop,
+}
+
+/// This shard's view of the process-wide stop request.
+#[derive(Default)]
+pub struct Stop {
+    requested: Cell<bool>,
+    event: Event,
+}
+
+impl Stop {
+    /// Asks everything on this shard that waits on [`Stop::wait`] to stop.
+    pub fn request(&self) {
+        self.requested.set(true);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Whether stopping was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.get()
+    }
+
+    /// Resolves once stopping is requested.
+    pub async fn wait(&self) {
+        while !self.requested.get() {
+            let listener = self.event.listen();
+            // Checked again after listening, so a request in between is not missed.
+            if self.requested.get() {
+                return;
+            }
+            listener.await;
+        }
+    }
 }
 
 impl Shard {
@@ -47,6 +82,7 @@ impl Shard {
             places,
             places_timeout,
             connections: Cell::new(0),
+            stop: Stop::default(),
         }
     }
 
@@ -105,5 +141,10 @@ impl Shard {
     /// Number of clients this shard holds records for.
     pub fn records(&self) -> usize {
         self.store.borrow().len()
+    }
+
+    /// This shard's links to its neighbours.
+    pub fn links(&self) -> &[Rc<Link>] {
+        &self.links
     }
 }

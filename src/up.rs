@@ -94,14 +94,15 @@ fn spawn(exe: &Path, name: &str, opts: &UpOptions) -> anyhow::Result<Child> {
     cmd.spawn().map_err(|e| anyhow!("starting {name}: {e}"))
 }
 
-/// SIGTERM to every child, then SIGKILL to any still alive after 5 s.
+/// SIGTERM to every child (each drains for up to 5 s), then SIGKILL to any
+/// still alive after 10 s.
 fn stop_all(children: &mut [(String, Child)]) {
     for (_, child) in children.iter() {
         if let Ok(pid) = i32::try_from(child.id()) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     for (name, child) in children.iter_mut() {
         loop {
             match child.try_wait() {

@@ -135,6 +135,34 @@ impl Herd {
         }
     }
 
+    /// Sends a signal to one server.
+    pub fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("server started");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("kill");
+    }
+
+    /// Waits (bounded) for one server to exit and returns its status.
+    pub fn wait_exit(&mut self, name: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("server started");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")
     }

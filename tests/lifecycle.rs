@@ -1,0 +1,64 @@
+//! A server's life: graceful stop on SIGTERM, and a second signal that does
+//! not wait.
+
+// A test that cannot go on should stop loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn sigterm_stops_a_server_gracefully_with_exit_code_zero() {
+    let mut herd = Herd::start(herd_of(&["Calm"], &[]), 2);
+    let addr = herd.addr("Calm");
+    assert!(exchange_text(addr, "IAMAT before.stop +1-2 3\n").starts_with("AT Calm "));
+    // An idle client is let go: the server closes it rather than wait forever.
+    let mut idle = connect(addr);
+    herd.signal("Calm", Signal::SIGTERM);
+    let status = herd.wait_exit("Calm");
+    assert!(status.success(), "{status:?}");
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert!(
+        herd.stderr("Calm").contains("herd Calm stopped"),
+        "{}",
+        herd.stderr("Calm")
+    );
+    let log = herd.log("Calm");
+    assert!(log.contains("shard stopped"), "{log}");
+    assert!(
+        log.contains("records=1"),
+        "the summary counts stored records: {log}"
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut herd = Herd::start(herd_of(&["Stuck"], &[]), 1);
+    let addr = herd.addr("Stuck");
+    exchange_text(addr, "IAMAT big +1-2 3\n");
+    // A client that asks for far more than the socket buffers hold and never
+    // reads: its connection cannot finish, so draining would take the full
+    // deadline.
+    let mut hog = connect(addr);
+    let request = "WHATSAT big 50 20\n".repeat(5_000);
+    hog.write_all(request.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    herd.signal("Stuck", Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(herd.alive("Stuck"), "still draining after the first signal");
+    herd.signal("Stuck", Signal::SIGTERM);
+    let status = herd.wait_exit("Stuck");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status:?} (signal {:?})",
+        status.signal()
+    );
+    drop(hog);
+}
