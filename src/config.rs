@@ -77,6 +77,12 @@ pub struct Limits {
     pub link_backoff_max_ms: u64,
     /// How long a WHATSAT may wait on the places service, in milliseconds.
     pub places_timeout_ms: u64,
+    /// A client connection that sends nothing for this long is closed, in
+    /// milliseconds (neighbour links are exempt).
+    pub client_idle_timeout_ms: u64,
+    /// A client that does not take its replies within this long is dropped,
+    /// in milliseconds.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -89,6 +95,8 @@ impl Default for Limits {
             link_backoff_initial_ms: 50,
             link_backoff_max_ms: 2000,
             places_timeout_ms: 5000,
+            client_idle_timeout_ms: 600_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -292,6 +300,8 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("channel_capacity", l.channel_capacity == 0),
         ("link_backoff_initial_ms", l.link_backoff_initial_ms == 0),
         ("places_timeout_ms", l.places_timeout_ms == 0),
+        ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
+        ("write_timeout_ms", l.write_timeout_ms == 0),
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));
@@ -481,6 +491,10 @@ mod tests {
             => ["link_backoff_initial_ms (2001) is greater than limits.link_backoff_max_ms"];
         a_zero_places_timeout_is_reported: |v| v["limits"]["places_timeout_ms"] = json!(0)
             => ["limits.places_timeout_ms is 0"];
+        a_zero_idle_timeout_is_reported: |v| v["limits"]["client_idle_timeout_ms"] = json!(0)
+            => ["limits.client_idle_timeout_ms is 0"];
+        a_zero_write_timeout_is_reported: |v| v["limits"]["write_timeout_ms"] = json!(0)
+            => ["limits.write_timeout_ms is 0"];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
     }
 

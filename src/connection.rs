@@ -13,8 +13,9 @@ use crate::route::Router;
 use crate::shard::NeighbourId;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::io::ErrorKind;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Flush replies once this many bytes wait, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
@@ -40,6 +41,10 @@ pub struct Admission {
     pub secret: Option<String>,
     /// Line-length limit.
     pub max_line: usize,
+    /// A client silent for this long is closed.
+    pub idle_timeout: Duration,
+    /// A client that takes no replies for this long is dropped.
+    pub write_timeout: Duration,
 }
 
 /// The receive time, read once per line.
@@ -61,10 +66,14 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
         .unwrap_or_default();
     // Replies are whole lines; waiting to fill packets only adds latency.
     let _ = stream.set_nodelay(true);
+    // Bounded waits: a silent client is closed, one that does not read its
+    // replies is dropped (its socket buffer full, writes stall).
+    let _ = stream.set_read_timeout(Some(admission.idle_timeout));
+    let _ = stream.set_write_timeout(Some(admission.write_timeout));
     let mut lines = LineBuffer::new(admission.max_line);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut role = Role::Opening;
-    let end = loop {
+    let end = 'conn: loop {
         let stop = &router.shard().stop;
         let read =
             futures_lite::future::or(async { Some(stream.read(lines.spare()).await) }, async {
@@ -75,27 +84,29 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             None => break "server stopping",
             Some(Ok(0)) => break "closed",
             Some(Ok(n)) => n,
+            Some(Err(e)) if e.kind() == ErrorKind::TimedOut => break "idle timeout",
             Some(Err(_)) => break "read failed",
         };
         lines.filled(n);
+        let opening = role == Role::Opening;
         while let Some(frame) = lines.next_frame() {
             if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
                 let _ = stream.write_all(&out).await;
                 tracing::info!(%peer, "connection closed after a refused handshake");
                 return;
             }
-            if out.len() >= FLUSH_AT && stream.write_all(&out).await.is_err() {
-                return;
-            }
             if out.len() >= FLUSH_AT {
-                out.clear();
+                if let Err(e) = flush(&mut stream, &mut out).await {
+                    break 'conn e;
+                }
             }
         }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                break "write failed";
-            }
-            out.clear();
+        if opening && matches!(role, Role::Link(_)) {
+            // Neighbours may be quiet for long stretches; links never idle out.
+            let _ = stream.set_read_timeout(None);
+        }
+        if let Err(e) = flush(&mut stream, &mut out).await {
+            break e;
         }
     };
     // End of input also ends a last line without '\n': answer it, then close.
@@ -107,6 +118,9 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             let _ = stream.write_all(&out).await;
         }
     }
+    if end == "write deadline passed" {
+        tracing::warn!(%peer, "client dropped: it did not take its replies in time");
+    }
     match role {
         Role::Link(id) => {
             let neighbour = admission
@@ -117,6 +131,20 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             tracing::info!(%peer, %neighbour, end, "incoming link dropped");
         }
         _ => tracing::debug!(%peer, end, "connection ended"),
+    }
+}
+
+/// Writes and clears the pending replies; names the failure if any.
+async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let result = stream.write_all(out).await;
+    out.clear();
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::TimedOut => Err("write deadline passed"),
+        Err(_) => Err("write failed"),
     }
 }
 

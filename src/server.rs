@@ -253,6 +253,8 @@ async fn run_shard(
         neighbours: links.iter().map(|l| l.neighbour.clone()).collect(),
         secret: plan.secret.clone(),
         max_line: limits.max_line_bytes,
+        idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
+        write_timeout: Duration::from_millis(limits.write_timeout_ms),
     });
     let listener = TcpListener::bind(plan.listen)
         .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;

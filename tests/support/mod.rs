@@ -270,6 +270,15 @@ impl Client {
         }
     }
 
+    /// A second client on the same connection.
+    pub fn try_clone(&self) -> Client {
+        let s = self.writer.try_clone().expect("clone");
+        Client {
+            reader: BufReader::new(s.try_clone().expect("clone")),
+            writer: s,
+        }
+    }
+
     pub fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).expect("write");
     }

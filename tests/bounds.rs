@@ -1,0 +1,92 @@
+//! Bounded under abuse: idle clients are closed, clients that do not read
+//! are dropped, and a shard refuses connections past its limit, all while
+//! the server keeps serving everyone else.
+
+// A test that cannot go on should stop loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn an_idle_client_is_closed_after_the_idle_timeout() {
+    let mut config = herd_of(&["Idle"], &[]);
+    config.limits.client_idle_timeout_ms = 300;
+    let herd = Herd::start(config, 1);
+    let mut quiet = connect(herd.addr("Idle"));
+    let start = Instant::now();
+    assert!(closed_by_server(&mut quiet));
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "not before the timeout"
+    );
+    assert!(exchange_text(herd.addr("Idle"), "IAMAT x +1-2 3\n").starts_with("AT Idle "));
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_dropped() {
+    let mut config = herd_of(&["Slow"], &[]);
+    config.limits.write_timeout_ms = 300;
+    let herd = Herd::start(config, 1);
+    let addr = herd.addr("Slow");
+    exchange_text(addr, "IAMAT big +1-2 3\n");
+    let mut hog = connect(addr);
+    // About 60 MB of replies asked for, far beyond any socket buffer.
+    let request = "WHATSAT big 50 20\n".repeat(5_000);
+    let _ = hog.write_all(request.as_bytes());
+    eventually("the slow reader dropped", || {
+        herd.log("Slow")
+            .contains("did not take its replies in time")
+            .then_some(())
+    });
+    // Everyone else is still served.
+    assert!(exchange_text(addr, "IAMAT other +1-2 3\n").starts_with("AT Slow "));
+}
+
+#[test]
+fn a_shard_refuses_connections_past_its_limit_and_keeps_serving() {
+    let mut config = herd_of(&["Full"], &[]);
+    config.limits.max_connections_per_shard = 3;
+    let herd = Herd::start(config, 1);
+    let addr = herd.addr("Full");
+    let held: Vec<_> = (0..3).map(|_| Client::new(addr)).collect();
+    // Make sure all three are accepted before the fourth knocks.
+    for mut c in held.iter().map(|c| c.try_clone()) {
+        c.send("IAMAT held +1-2 3\n");
+        assert!(c.line().starts_with("AT Full "));
+    }
+    let mut extra = connect(addr);
+    assert!(
+        closed_by_server(&mut extra),
+        "the fourth connection is closed"
+    );
+    eventually("the refusal in the log", || {
+        herd.log("Full")
+            .contains("connection refused: shard at its connection limit")
+            .then_some(())
+    });
+    drop(held);
+    eventually("a slot freed", || {
+        let reply = exchange(addr, b"IAMAT again +1-2 3\n");
+        reply.starts_with(b"AT Full ").then_some(())
+    });
+}
