@@ -8,9 +8,13 @@ use crate::protocol::{self, At, IAmAt, PosixTime};
 use std::cmp::Ordering;
 
 /// One client's location record: an AT line, exactly as stored and flooded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Two records are equal when their lines are.
+#[derive(Debug, Clone)]
 pub struct Record {
     line: Box<str>,
+    // The store's sequence number for this record (0 until stored): links use
+    // it to tell a neighbour what it has been sent.
+    seq: u64,
     // The client id sits at line[id_start..id_start + id_len]; both fit a byte
     // because server names, skews and client ids are bounded by the parser.
     id_start: u8,
@@ -43,9 +47,20 @@ impl Record {
         let id_start = line.len() - tail;
         Record {
             line: line.into_boxed_str(),
+            seq: 0,
             id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
             id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
         }
+    }
+
+    /// The store's sequence number (0 until stored).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Sets the sequence number; only the store does this.
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
     }
 
     /// The AT line.
@@ -88,6 +103,14 @@ impl Record {
             .then_with(|| self.line.as_bytes().cmp(other.line.as_bytes()))
     }
 }
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.line == other.line
+    }
+}
+
+impl Eq for Record {}
 
 #[cfg(test)]
 mod tests {

@@ -1,16 +1,23 @@
 //! The per-shard store: the newest record of every client this shard owns.
 //!
 //! Owned by one shard and touched only by it (no locks). Applies the ordering
-//! rule: a record replaces the stored one only if it is newer. Pure: no I/O.
+//! rule: a record replaces the stored one only if it is newer. Numbers every
+//! applied record (its sequence number) so links can resend what a neighbour
+//! missed. Pure: no I/O, no clock.
 
+use crate::protocol::PosixTime;
 use crate::record::Record;
 use hashbrown::HashTable;
 
-/// Client id -> newest record, keyed by the id inside the record itself so
-/// that no id is stored twice.
+/// Client id -> newest record. Records live in a slab of slots that never
+/// move (freed slots are reused), so a scan by slot index can pause between
+/// chunks and resume where it was; the hash table holds slot indices only.
 #[derive(Default)]
 pub struct Store {
-    table: HashTable<Record>,
+    index: HashTable<u32>,
+    slots: Vec<Option<Record>>,
+    free: Vec<u32>,
+    seq: u64,
     // Random keys per process: client ids come off the network, so a fixed
     // hash would let a client pick colliding ids.
     hasher: ahash::RandomState,
@@ -22,48 +29,131 @@ impl Store {
         Store::default()
     }
 
-    /// Stores `record` if it is newer than the stored record of its client.
-    /// Returns the stored record when it was applied, `None` when it was stale.
-    pub fn apply(&mut self, record: Record) -> Option<&Record> {
+    /// Stores `record` if it is newer than the stored record of its client,
+    /// giving it the next sequence number. Returns the stored record when it
+    /// was applied, `None` when it was stale.
+    pub fn apply(&mut self, mut record: Record) -> Option<&Record> {
         let hash = self.hasher.hash_one(record.client_id());
+        let slots = &self.slots;
         let hasher = &self.hasher;
-        let entry = self.table.entry(
-            hash,
-            |stored| stored.client_id() == record.client_id(),
-            |stored| hasher.hash_one(stored.client_id()),
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => {
-                if !record.is_newer_than(slot.get()) {
+        let found = self.index.find(hash, |&slot| {
+            slots[slot as usize]
+                .as_ref()
+                .is_some_and(|stored| stored.client_id() == record.client_id())
+        });
+        self.seq += 1;
+        record.set_seq(self.seq);
+        let slot = match found {
+            Some(&slot) => {
+                let stored = self.slots[slot as usize].as_mut()?;
+                if !record.is_newer_than(stored) {
+                    self.seq -= 1;
                     return None;
                 }
-                *slot.get_mut() = record;
-                Some(slot.into_mut())
+                *stored = record;
+                slot
             }
-            hashbrown::hash_table::Entry::Vacant(slot) => Some(slot.insert(record).into_mut()),
-        }
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot as usize] = Some(record);
+                        slot
+                    }
+                    None => {
+                        // More than 4 billion clients on one shard is not a
+                        // case to serve; refuse rather than wrap.
+                        let slot = u32::try_from(self.slots.len()).ok()?;
+                        self.slots.push(Some(record));
+                        slot
+                    }
+                };
+                let slots = &self.slots;
+                self.index.insert_unique(hash, slot, |&s| {
+                    slots[s as usize]
+                        .as_ref()
+                        .map_or(0, |r| hasher.hash_one(r.client_id()))
+                });
+                slot
+            }
+        };
+        self.slots[slot as usize].as_ref()
     }
 
     /// The stored record of `client_id`.
     pub fn get(&self, client_id: &str) -> Option<&Record> {
         let hash = self.hasher.hash_one(client_id);
-        self.table
-            .find(hash, |stored| stored.client_id() == client_id)
+        let slot = self.index.find(hash, |&slot| {
+            self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|stored| stored.client_id() == client_id)
+        })?;
+        self.slots[*slot as usize].as_ref()
     }
 
     /// Number of clients with a record.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.index.len()
     }
 
     /// Whether no client has a record.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.index.is_empty()
+    }
+
+    /// The sequence number of the last applied record.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Every stored record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.table.iter()
+        self.slots.iter().flatten()
+    }
+
+    /// From slot `*cursor` on, up to `max` records with a sequence number in
+    /// `(after, upto]`, cloned; advances the cursor past the slots it looked
+    /// at. Returns an empty batch once the cursor has passed the last slot.
+    /// Records stored meanwhile in slots already passed have newer numbers.
+    pub fn newer(&self, cursor: &mut usize, after: u64, upto: u64, max: usize) -> Vec<Record> {
+        let mut batch = Vec::new();
+        while *cursor < self.slots.len() && batch.len() < max {
+            if let Some(r) = &self.slots[*cursor] {
+                if r.seq() > after && r.seq() <= upto {
+                    batch.push(r.clone());
+                }
+            }
+            *cursor += 1;
+        }
+        batch
+    }
+
+    /// Removes records whose client time is before `cutoff`, looking at no
+    /// more than `max` slots from `*cursor` (wrapping to 0 at the end), so
+    /// expiry runs in small steps. Returns how many were removed.
+    pub fn expire(&mut self, cursor: &mut usize, cutoff: PosixTime, max: usize) -> usize {
+        let mut removed = 0;
+        for _ in 0..max.min(self.slots.len()) {
+            if *cursor >= self.slots.len() {
+                *cursor = 0;
+            }
+            let slot = *cursor;
+            *cursor += 1;
+            let Some(record) = &self.slots[slot] else {
+                continue;
+            };
+            if record.time() >= cutoff {
+                continue;
+            }
+            let hash = self.hasher.hash_one(record.client_id());
+            if let Ok(entry) = self.index.find_entry(hash, |&s| s as usize == slot) {
+                entry.remove();
+            }
+            self.slots[slot] = None;
+            // The slot index fits u32: slots are only ever pushed up to u32::MAX.
+            self.free.push(slot as u32);
+            removed += 1;
+        }
+        removed
     }
 }
 
@@ -125,6 +215,80 @@ mod tests {
         assert_eq!(store.len(), 1);
     }
 
+    #[test]
+    fn applied_records_are_numbered_in_order_and_stale_ones_take_no_number() {
+        let mut store = Store::new();
+        assert_eq!(
+            store.apply(record("A", "IAMAT a +1-2 10")).map(Record::seq),
+            Some(1)
+        );
+        assert_eq!(
+            store.apply(record("A", "IAMAT a +1-2 5")).map(Record::seq),
+            None
+        );
+        assert_eq!(
+            store.apply(record("A", "IAMAT b +1-2 10")).map(Record::seq),
+            Some(2)
+        );
+        assert_eq!(
+            store.apply(record("A", "IAMAT a +1-2 11")).map(Record::seq),
+            Some(3)
+        );
+        assert_eq!(store.seq(), 3);
+    }
+
+    #[test]
+    fn newer_returns_each_record_in_the_range_once_across_chunks() {
+        let mut store = Store::new();
+        for i in 0..100 {
+            store.apply(record("A", &format!("IAMAT c{i} +1-2 10")));
+        }
+        // Ten of them are updated later, after the snapshot point 100.
+        for i in 0..10 {
+            store.apply(record("A", &format!("IAMAT c{i} +1-2 20")));
+        }
+        let mut cursor = 0;
+        let mut got = Vec::new();
+        loop {
+            let batch = store.newer(&mut cursor, 40, 100, 7);
+            if batch.is_empty() && cursor >= 100 {
+                break;
+            }
+            got.extend(batch);
+        }
+        // Seqs 41..=100 minus the ten whose newest version is past 100.
+        assert_eq!(got.len(), 60);
+        assert!(got.iter().all(|r| r.seq() > 40 && r.seq() <= 100));
+    }
+
+    #[test]
+    fn expire_removes_old_records_in_small_steps_and_reuses_their_slots() {
+        let mut store = Store::new();
+        for i in 0..50 {
+            store.apply(record("A", &format!("IAMAT old{i} +1-2 10")));
+            store.apply(record("A", &format!("IAMAT new{i} +1-2 1000")));
+        }
+        let cutoff = PosixTime {
+            secs: 500,
+            nanos: 0,
+        };
+        let mut cursor = 0;
+        let mut removed = 0;
+        for _ in 0..20 {
+            let step = store.expire(&mut cursor, cutoff, 10);
+            assert!(step <= 10);
+            removed += step;
+        }
+        assert_eq!(removed, 50);
+        assert_eq!(store.len(), 50);
+        assert!(store.get("old3").is_none());
+        assert!(store.get("new3").is_some());
+        let slots = store.slots.len();
+        store.apply(record("A", "IAMAT fresh +1-2 1000"));
+        assert_eq!(store.slots.len(), slots, "a freed slot is reused");
+        assert!(store.get("fresh").is_some());
+    }
+
     proptest! {
         #[test]
         fn any_arrival_order_leaves_the_same_store(
@@ -154,6 +318,31 @@ mod tests {
             da.sort();
             db.sort();
             prop_assert_eq!(da, db);
+        }
+
+        #[test]
+        fn store_agrees_with_a_plain_map_under_applies_and_expiry(
+            ops in proptest::collection::vec((0u8..20, 0u64..100, any::<bool>()), 1..200),
+        ) {
+            let mut store = Store::new();
+            let mut model: std::collections::HashMap<String, Record> = Default::default();
+            let mut cursor = 0;
+            for (client, time, expire) in ops {
+                if expire {
+                    let cutoff = PosixTime { secs: 50, nanos: 0 };
+                    store.expire(&mut cursor, cutoff, usize::MAX);
+                    model.retain(|_, r| r.time() >= cutoff);
+                } else {
+                    let r = record("A", &format!("IAMAT c{client} +1-2 {time}"));
+                    let newer = model.get(r.client_id()).is_none_or(|m| r.is_newer_than(m));
+                    prop_assert_eq!(store.apply(r.clone()).is_some(), newer);
+                    if newer { model.insert(r.client_id().to_owned(), r); }
+                }
+            }
+            prop_assert_eq!(store.len(), model.len());
+            for (id, r) in &model {
+                prop_assert_eq!(store.get(id), Some(r));
+            }
         }
     }
 }
