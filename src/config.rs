@@ -83,6 +83,8 @@ pub struct Limits {
     /// A client that does not take its replies within this long is dropped,
     /// in milliseconds.
     pub write_timeout_ms: u64,
+    /// Records per second a reopened link resends at most while catching up.
+    pub catch_up_records_per_sec: u64,
 }
 
 impl Default for Limits {
@@ -97,6 +99,7 @@ impl Default for Limits {
             places_timeout_ms: 5000,
             client_idle_timeout_ms: 600_000,
             write_timeout_ms: 10_000,
+            catch_up_records_per_sec: 200_000,
         }
     }
 }
@@ -302,6 +305,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("places_timeout_ms", l.places_timeout_ms == 0),
         ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
         ("write_timeout_ms", l.write_timeout_ms == 0),
+        ("catch_up_records_per_sec", l.catch_up_records_per_sec == 0),
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));

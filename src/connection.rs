@@ -5,6 +5,7 @@
 //! (a reply is never split across writes). A connection whose first line is
 //! a valid `PEER` handshake becomes an incoming link: its AT lines are records.
 
+use crate::catchup::Marks;
 use crate::config::credential_ok;
 use crate::framing::{Frame, LineBuffer};
 use crate::protocol::{self, Command, Parsed, PosixTime};
@@ -15,6 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io::ErrorKind;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Flush replies once this many bytes wait, even mid-batch.
@@ -27,8 +29,18 @@ enum Role {
     Opening,
     /// A client: IAMAT and WHATSAT.
     Client,
-    /// An incoming link from this neighbour: AT lines.
-    Link(NeighbourId),
+    /// An incoming link from a neighbour: AT lines.
+    Link(Incoming),
+}
+
+/// An incoming link's state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Incoming {
+    from: NeighbourId,
+    /// The sending shard and its epoch, once `STREAM` was read.
+    stream: Option<(u32, u64)>,
+    /// Highest `SEQ` read: every record of the stream up to it has arrived.
+    received: u64,
 }
 
 /// Who may open incoming links, and how they prove it.
@@ -45,6 +57,8 @@ pub struct Admission {
     pub idle_timeout: Duration,
     /// A client that takes no replies for this long is dropped.
     pub write_timeout: Duration,
+    /// How far each neighbour stream was received (shared by all shards).
+    pub marks: Arc<Marks>,
 }
 
 /// The receive time, read once per line.
@@ -122,13 +136,14 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
         tracing::warn!(%peer, "client dropped: it did not take its replies in time");
     }
     match role {
-        Role::Link(id) => {
-            let neighbour = admission
-                .neighbours
-                .get(id)
-                .map(|n| n.to_string())
-                .unwrap_or_default();
-            tracing::info!(%peer, %neighbour, end, "incoming link dropped");
+        Role::Link(link) => {
+            let neighbour = &admission.neighbours[link.from];
+            if let Some((shard, epoch)) = link.stream {
+                admission
+                    .marks
+                    .record(neighbour, shard, epoch, link.received);
+            }
+            tracing::info!(%peer, %neighbour, end, received = link.received, "incoming link dropped");
         }
         _ => tracing::debug!(%peer, end, "connection ended"),
     }
@@ -171,17 +186,8 @@ async fn handle(
     };
     let now = now();
     let parsed = protocol::parse_line(line);
-    if let Role::Link(from) = *role {
-        match parsed {
-            Parsed::Command(Command::At(at)) => {
-                tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
-                router.record(Record::from_at(&at), Some(from)).await;
-            }
-            Parsed::Empty => {}
-            _ => {
-                tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link ignored")
-            }
-        }
+    if let Role::Link(link) = role {
+        on_link(link, parsed, line, router, admission, peer, out).await;
         return true;
     }
     tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in");
@@ -191,7 +197,10 @@ async fn handle(
     }
     match parsed {
         Parsed::Empty => {}
-        Parsed::Invalid | Parsed::Command(Command::At(_)) => reply_invalid(out, line, peer),
+        Parsed::Invalid
+        | Parsed::Command(Command::At(_) | Command::Stream { .. } | Command::Seq(_)) => {
+            reply_invalid(out, line, peer)
+        }
         Parsed::Command(Command::Peer(p)) => {
             let neighbour = admission.neighbours.iter().position(|n| **n == *p.name);
             let ok = opening
@@ -203,9 +212,13 @@ async fn handle(
                     p.credential,
                 );
             match neighbour {
-                Some(id) if ok => {
+                Some(from) if ok => {
                     tracing::info!(%peer, neighbour = p.name, "incoming link accepted");
-                    *role = Role::Link(id);
+                    *role = Role::Link(Incoming {
+                        from,
+                        stream: None,
+                        received: 0,
+                    });
                 }
                 _ => {
                     tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, bad credential, or not the first line");
@@ -233,6 +246,37 @@ async fn handle(
         }
     }
     true
+}
+
+/// One line on an incoming link: a record, or the stream's bookkeeping.
+async fn on_link(
+    link: &mut Incoming,
+    parsed: Parsed<'_>,
+    line: &[u8],
+    router: &Router,
+    admission: &Admission,
+    peer: &str,
+    out: &mut Vec<u8>,
+) {
+    let neighbour = &admission.neighbours[link.from];
+    match parsed {
+        Parsed::Command(Command::At(at)) => {
+            tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
+            router.record(Record::from_at(&at), Some(link.from)).await;
+        }
+        Parsed::Command(Command::Stream { shard, epoch }) if link.stream.is_none() => {
+            let since = admission.marks.since(neighbour, shard, epoch);
+            link.stream = Some((shard, epoch));
+            link.received = since;
+            tracing::info!(%peer, %neighbour, shard, since, "link stream resumes");
+            out.extend_from_slice(format!("SINCE {since}\n").as_bytes());
+        }
+        Parsed::Command(Command::Seq(seq)) => link.received = link.received.max(seq),
+        Parsed::Empty => {}
+        _ => {
+            tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link ignored")
+        }
+    }
 }
 
 fn reply_invalid(out: &mut Vec<u8>, line: &[u8], peer: &str) {

@@ -75,6 +75,11 @@ impl FloodQueue {
         }
     }
 
+    /// Forgets every queued record (a catch-up resends them from the store).
+    pub fn clear(&mut self) {
+        self.records.clear();
+    }
+
     /// Records waiting.
     pub fn len(&self) -> usize {
         self.records.len()

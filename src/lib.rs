@@ -7,6 +7,7 @@
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`server`]
 //! (start-up), [`up`] and [`cli`].
 
+pub mod catchup;
 pub mod cli;
 pub mod config;
 pub mod connection;

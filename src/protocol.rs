@@ -163,6 +163,17 @@ pub enum Command<'a> {
     At(At<'a>),
     /// `PEER` (valid only as a connection's first line).
     Peer(Peer<'a>),
+    /// `STREAM <shard> <epoch>`: on a link, right after `PEER`, names the
+    /// sending shard's record stream so the receiver can say what it has.
+    Stream {
+        /// The sending shard.
+        shard: u32,
+        /// The sending shard's epoch (new on every start).
+        epoch: u64,
+    },
+    /// `SEQ <n>`: on a link, every record of the stream numbered up to `n`
+    /// has been sent.
+    Seq(u64),
 }
 
 /// What one line is.
@@ -201,9 +212,34 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
         ("WHATSAT", 3) => parse_whatsat(args[0], args[1], args[2]).map(Command::WhatsAt),
         ("AT", 5) => parse_at(&args).map(Command::At),
         ("PEER", 2) => parse_peer(args[0], args[1]).map(Command::Peer),
+        ("STREAM", 2) => match (parse_count(args[0]), parse_count(args[1])) {
+            (Some(shard), Some(epoch)) => u32::try_from(shard)
+                .ok()
+                .map(|shard| Command::Stream { shard, epoch }),
+            _ => None,
+        },
+        ("SEQ", 1) => parse_count(args[0]).map(Command::Seq),
         _ => None,
     };
     command.map_or(Parsed::Invalid, Parsed::Command)
+}
+
+/// Plain decimal digits as a u64.
+fn parse_count(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Parses the `SINCE <n>` line a neighbour answers a link's `STREAM` with.
+pub fn parse_since(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let mut fields = text.split_ascii_whitespace();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some("SINCE"), Some(n), None) => parse_count(n),
+        _ => None,
+    }
 }
 
 fn valid_client_id(id: &str) -> bool {
@@ -363,6 +399,13 @@ pub fn write_invalid(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(b"? ");
     out.extend_from_slice(line);
     out.push(b'\n');
+}
+
+/// Appends a link's opening: the `PEER` line, then `STREAM`, each with `\n`.
+pub fn write_link_opening(out: &mut String, name: &str, credential: &str, shard: u32, epoch: u64) {
+    write_peer(out, name, credential);
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "\nSTREAM {shard} {epoch}");
 }
 
 /// Appends the `PEER` line that opens a link.
@@ -595,6 +638,36 @@ mod tests {
             })
         );
         assert!(invalid(format!("PEER {} -", "n".repeat(65)).as_bytes()));
+    }
+
+    #[test]
+    fn link_control_lines_parse() {
+        assert_eq!(
+            command("STREAM 3 18446744073709551615"),
+            Command::Stream {
+                shard: 3,
+                epoch: u64::MAX
+            }
+        );
+        assert_eq!(command("SEQ 42"), Command::Seq(42));
+        for bad in [
+            "STREAM 1",
+            "STREAM -1 2",
+            "STREAM 4294967296 1",
+            "SEQ",
+            "SEQ x",
+            "SEQ 1 2",
+            "SEQ +1",
+        ] {
+            assert!(invalid(bad.as_bytes()), "{bad}");
+        }
+        assert_eq!(parse_since(b"SINCE 17"), Some(17));
+        assert_eq!(parse_since(b"SINCE 17\r"), Some(17));
+        assert_eq!(parse_since(b"? PEER A -"), None);
+        assert_eq!(parse_since(b"SINCE"), None);
+        let mut opening = String::new();
+        write_link_opening(&mut opening, "A", "-", 2, 99);
+        assert_eq!(opening, "PEER A -\nSTREAM 2 99\n");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Owns the order things start in and the start-up summary. Holds no
 //! protocol logic: shards, routing, links and connections do the work.
 
+use crate::catchup::Marks;
 use crate::config::{credential, Config};
 use crate::connection::{self, Admission};
 use crate::link::{self, Link, LinkSettings};
@@ -49,6 +50,7 @@ struct ShardPlan {
     secret: Option<String>,
     config: Config,
     shards: usize,
+    marks: Arc<Marks>,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -115,6 +117,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         secret: opts.config.secret.clone(),
         config: opts.config.clone(),
         shards,
+        marks: Arc::new(Marks::new()),
     };
     let stop = stop_on_signals()?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
@@ -227,15 +230,6 @@ async fn run_shard(
             ))
         })
         .collect();
-    for link in &links {
-        let settings = LinkSettings {
-            me: me.clone(),
-            credential: credential(plan.secret.as_deref(), &plan.name, &link.neighbour),
-            backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
-            backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
-        };
-        glommio::spawn_local(link::run(link.clone(), settings)).detach();
-    }
     let places: Rc<dyn Places> = Rc::new(OfflinePlaces);
     let shard = Rc::new(Shard::new(
         id,
@@ -244,6 +238,16 @@ async fn run_shard(
         places,
         Duration::from_millis(limits.places_timeout_ms),
     ));
+    for link in &links {
+        let settings = LinkSettings {
+            me: me.clone(),
+            credential: credential(plan.secret.as_deref(), &plan.name, &link.neighbour),
+            backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
+            backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
+            catch_up_rate: limits.catch_up_records_per_sec,
+        };
+        glommio::spawn_local(link::run(link.clone(), settings, shard.clone())).detach();
+    }
     if let Some(receivers) = receivers {
         route::serve_owner(shard.clone(), receivers);
     }
@@ -255,6 +259,7 @@ async fn run_shard(
         max_line: limits.max_line_bytes,
         idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
+        marks: plan.marks.clone(),
     });
     let listener = TcpListener::bind(plan.listen)
         .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;

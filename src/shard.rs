@@ -23,6 +23,9 @@ pub struct Shard {
     pub id: usize,
     /// Name of this server.
     pub server: Rc<str>,
+    /// This shard's epoch: new on every start, so neighbours can tell that
+    /// its sequence numbers started over.
+    pub epoch: u64,
     store: RefCell<Store>,
     links: Vec<Rc<Link>>,
     places: Rc<dyn Places>,
@@ -31,6 +34,21 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// Set when the server is stopping.
     pub stop: Stop,
+}
+
+/// A number that differs between starts (and between shards).
+fn new_epoch(shard: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the OS once per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_usize(shard);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 /// This shard's view of the process-wide stop request.
@@ -77,6 +95,7 @@ impl Shard {
         Shard {
             id,
             server,
+            epoch: new_epoch(id),
             store: RefCell::new(Store::new()),
             links,
             places,
@@ -141,6 +160,21 @@ impl Shard {
     /// Number of clients this shard holds records for.
     pub fn records(&self) -> usize {
         self.store.borrow().len()
+    }
+
+    /// The sequence number of the last record this shard stored.
+    pub fn seq(&self) -> u64 {
+        self.store.borrow().seq()
+    }
+
+    /// A chunk of stored records numbered in `(after, upto]`; see [`Store::newer`].
+    pub fn newer(&self, cursor: &mut usize, after: u64, upto: u64, max: usize) -> Vec<Record> {
+        self.store.borrow().newer(cursor, after, upto, max)
+    }
+
+    /// Slots in the store, for scans by slot index.
+    pub fn slots(&self) -> usize {
+        self.store.borrow().slots()
     }
 
     /// This shard's links to its neighbours.

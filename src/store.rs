@@ -105,6 +105,11 @@ impl Store {
         self.seq
     }
 
+    /// Number of slots (used or free); scans by slot index end here.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Every stored record, in no particular order.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
         self.slots.iter().flatten()

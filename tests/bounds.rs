@@ -86,7 +86,7 @@ fn a_shard_refuses_connections_past_its_limit_and_keeps_serving() {
     });
     drop(held);
     eventually("a slot freed", || {
-        let reply = exchange(addr, b"IAMAT again +1-2 3\n");
+        let reply = try_exchange(addr, b"IAMAT again +1-2 3\n")?;
         reply.starts_with(b"AT Full ").then_some(())
     });
 }

@@ -250,6 +250,17 @@ pub fn exchange(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Like [`exchange`], but `None` where the server closes or resets early.
+pub fn try_exchange(addr: SocketAddr, input: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, PATIENCE).ok()?;
+    s.set_read_timeout(Some(PATIENCE)).ok()?;
+    s.write_all(input).ok()?;
+    s.shutdown(Shutdown::Write).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
 /// Like [`exchange`], as text.
 pub fn exchange_text(addr: SocketAddr, input: &str) -> String {
     String::from_utf8(exchange(addr, input.as_bytes())).expect("utf-8 reply")
