@@ -85,6 +85,9 @@ pub struct Limits {
     pub write_timeout_ms: u64,
     /// Records per second a reopened link resends at most while catching up.
     pub catch_up_records_per_sec: u64,
+    /// Records whose client time is older than this are dropped, in
+    /// milliseconds; `None` keeps records forever.
+    pub record_ttl_ms: Option<u64>,
 }
 
 impl Default for Limits {
@@ -100,6 +103,7 @@ impl Default for Limits {
             client_idle_timeout_ms: 600_000,
             write_timeout_ms: 10_000,
             catch_up_records_per_sec: 200_000,
+            record_ttl_ms: None,
         }
     }
 }
@@ -306,6 +310,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
         ("write_timeout_ms", l.write_timeout_ms == 0),
         ("catch_up_records_per_sec", l.catch_up_records_per_sec == 0),
+        ("record_ttl_ms", l.record_ttl_ms == Some(0)),
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));
@@ -499,6 +504,8 @@ mod tests {
             => ["limits.client_idle_timeout_ms is 0"];
         a_zero_write_timeout_is_reported: |v| v["limits"]["write_timeout_ms"] = json!(0)
             => ["limits.write_timeout_ms is 0"];
+        a_zero_record_ttl_is_reported: |v| v["limits"]["record_ttl_ms"] = json!(0)
+            => ["limits.record_ttl_ms is 0"];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
     }
 

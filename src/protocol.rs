@@ -53,6 +53,19 @@ impl PosixTime {
         Some(PosixTime { secs, nanos })
     }
 
+    /// This time minus `d`, or the epoch itself if that would be before it.
+    pub fn saturating_sub(self, d: std::time::Duration) -> PosixTime {
+        let total = self.total_nanos() - i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
+        if total <= 0 {
+            return PosixTime::default();
+        }
+        PosixTime {
+            // Below self, so within u64 seconds; the remainder is below 1e9.
+            secs: u64::try_from(total / 1_000_000_000).unwrap_or(u64::MAX),
+            nanos: (total % 1_000_000_000) as u32,
+        }
+    }
+
     /// Whole nanoseconds since the epoch, wide enough for any u64 seconds.
     fn total_nanos(self) -> i128 {
         i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
@@ -572,6 +585,17 @@ mod tests {
             PosixTime::parse("5.1").unwrap()
         );
         assert!(PosixTime::parse("10").unwrap() > PosixTime::parse("9.999999999").unwrap());
+    }
+
+    #[test]
+    fn subtracting_a_duration_borrows_from_seconds_and_stops_at_the_epoch() {
+        use std::time::Duration;
+        assert_eq!(
+            t(10, 100).saturating_sub(Duration::from_nanos(200)),
+            t(9, 999_999_900)
+        );
+        assert_eq!(t(10, 0).saturating_sub(Duration::from_secs(3)), t(7, 0));
+        assert_eq!(t(1, 0).saturating_sub(Duration::from_secs(5)), t(0, 0));
     }
 
     #[test]

@@ -276,6 +276,9 @@ async fn run_shard(
         })
         .detach();
     }
+    if let Some(ttl) = limits.record_ttl_ms {
+        glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
+    }
     let max_connections = limits.max_connections_per_shard;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -312,6 +315,21 @@ async fn run_shard(
     drop(listener);
     drain(&shard).await;
     Ok(())
+}
+
+/// Drops records older than `ttl` (by client time), a few thousand slots
+/// every 10 ms, so a large store is swept without a pause.
+async fn expire_records(shard: Rc<Shard>, ttl: Duration) {
+    const SLOTS_PER_STEP: usize = 4096;
+    let mut cursor = 0;
+    while !shard.stop.is_requested() {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+        let cutoff = connection::now().saturating_sub(ttl);
+        let removed = shard.expire(&mut cursor, cutoff, SLOTS_PER_STEP);
+        if removed > 0 {
+            tracing::debug!(shard = shard.id, removed, "expired records");
+        }
+    }
 }
 
 /// Lets connections finish the replies they owe, then waits for link queues

@@ -162,6 +162,17 @@ impl Shard {
         self.store.borrow().len()
     }
 
+    /// Drops records with a client time before `cutoff`, looking at no more
+    /// than `max` slots from `*cursor`; see [`Store::expire`].
+    pub fn expire(
+        &self,
+        cursor: &mut usize,
+        cutoff: crate::protocol::PosixTime,
+        max: usize,
+    ) -> usize {
+        self.store.borrow_mut().expire(cursor, cutoff, max)
+    }
+
     /// The sequence number of the last record this shard stored.
     pub fn seq(&self) -> u64 {
         self.store.borrow().seq()

@@ -90,3 +90,26 @@ fn a_shard_refuses_connections_past_its_limit_and_keeps_serving() {
         reply.starts_with(b"AT Full ").then_some(())
     });
 }
+
+#[test]
+fn records_older_than_the_ttl_are_dropped() {
+    let mut config = herd_of(&["Brief"], &[]);
+    config.limits.record_ttl_ms = Some(3_000);
+    let herd = Herd::start(config, 2);
+    let addr = herd.addr("Brief");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    exchange_text(addr, &format!("IAMAT ancient +1-2 {}\n", now - 3600));
+    exchange_text(addr, &format!("IAMAT fresh +1-2 {}.5\n", now));
+    // The fresh record is still there right after, the ancient one goes first.
+    assert!(stored_at_line(addr, "fresh").is_some());
+    eventually("the ancient record dropped", || {
+        stored_at_line(addr, "ancient").is_none().then_some(())
+    });
+    eventually(
+        "the fresh record dropped once it is older than the TTL",
+        || stored_at_line(addr, "fresh").is_none().then_some(()),
+    );
+}
