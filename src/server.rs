@@ -144,7 +144,24 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => bail!("{}: a shard failed to start: {e}", me.name),
-            Err(_) => bail!("{}: shards stopped during start-up", me.name),
+            Err(_) => {
+                // An executor that could not even start returns its error
+                // from its thread; io_uring set-up is the usual cause.
+                let why = executors
+                    .into_iter()
+                    .filter_map(|h| h.join().err())
+                    .map(|e| e.to_string())
+                    .next()
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                bail!(
+                    "{}: could not start the io_uring executors: {why}\n\
+                     herd needs io_uring: Linux 5.8 or later, sysctl kernel.io_uring_disabled=0, \
+                     a seccomp profile that allows io_uring_setup/io_uring_enter/io_uring_register, \
+                     and enough locked memory (ulimit -l: glommio asks for at least 512 KiB). \
+                     See tuning.md, section io_uring.",
+                    me.name
+                )
+            }
         }
     }
     eprintln!(

@@ -62,3 +62,39 @@ fn a_second_signal_exits_at_once() {
     );
     drop(hog);
 }
+
+#[test]
+fn without_io_uring_resources_start_up_fails_with_the_fix_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_file(
+        dir.path(),
+        "herd.json",
+        &herd_of(&["Lone"], &[]).to_json_pretty(),
+    );
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--memlock=0:0",
+            herd_bin(),
+            "serve",
+            "Lone",
+            "--shards",
+            "1",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--log-dir")
+        .arg(dir.path())
+        .output()
+        .expect("prlimit (util-linux) runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not start the io_uring executors"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ulimit -l") && stderr.contains("tuning.md"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
