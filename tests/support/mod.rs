@@ -18,12 +18,22 @@ pub fn herd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_herd")
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, never handed out twice in
+/// one test process, and below the kernel's ephemeral range (32768 and up by
+/// default), so no outgoing connection can take it before a server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another, but start each one elsewhere in
+    // the range so that leftovers of the previous one are not in the way.
+    let start = (std::process::id() % 100) * 120;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(20_000 + (start + offset) % 12_000).expect("port in range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The default five-server herd, moved to free loopback ports.
