@@ -44,6 +44,119 @@ pub struct Config {
     /// Resource limits; any field left out of the file takes its default.
     #[serde(default)]
     pub limits: Limits,
+    /// Where WHATSAT answers come from.
+    #[serde(default)]
+    pub places: PlacesConfig,
+}
+
+/// Which Places provider answers WHATSAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Google when a key is set (environment or file), else offline.
+    #[default]
+    Auto,
+    /// Google Places over HTTPS; needs a key.
+    Google,
+    /// Any server of the legacy Nearby Search API at `base_url`, such as
+    /// `herd places-mock`.
+    Mock,
+    /// Built-in deterministic sample data; no network.
+    Offline,
+}
+
+/// Settings of the Places client (one per shard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlacesConfig {
+    /// The provider.
+    pub provider: Provider,
+    /// Base URL (`http://` or `https://`); Google's when absent.
+    pub base_url: Option<String>,
+    /// API key; `HERD_PLACES_KEY` in the environment takes precedence.
+    pub key: Option<String>,
+    /// Idle keep-alive connections kept per shard.
+    pub pool_connections: usize,
+    /// Upstream requests in flight per shard; more wait (within the timeout).
+    pub max_in_flight: usize,
+    /// Answers cached per shard.
+    pub cache_entries: usize,
+    /// How long a cached answer is served, in milliseconds.
+    pub cache_ttl_ms: u64,
+    /// Retries of a request that failed before any answer (never after a timeout).
+    pub retries: u32,
+    /// PEM file of extra CA certificates to trust (e.g. a test CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for PlacesConfig {
+    fn default() -> Self {
+        PlacesConfig {
+            provider: Provider::Auto,
+            base_url: None,
+            key: None,
+            pool_connections: 8,
+            max_in_flight: 64,
+            cache_entries: 4096,
+            cache_ttl_ms: 60_000,
+            retries: 1,
+            ca_file: None,
+        }
+    }
+}
+
+/// Google's base URL for the legacy Places API.
+pub const GOOGLE_BASE_URL: &str = "https://maps.googleapis.com";
+
+/// The provider a server will use, settled from the config and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacesSource {
+    /// Built-in sample data.
+    Offline,
+    /// An HTTP(S) upstream.
+    Http {
+        /// Base URL.
+        base_url: String,
+        /// API key, if any.
+        key: Option<String>,
+    },
+}
+
+impl PlacesConfig {
+    /// Settles the provider; `env_key` is `HERD_PLACES_KEY` if set.
+    pub fn resolve(&self, env_key: Option<String>) -> Result<PlacesSource, String> {
+        let key = env_key
+            .filter(|k| !k.is_empty())
+            .or_else(|| self.key.clone());
+        let base = || {
+            self.base_url
+                .clone()
+                .unwrap_or_else(|| GOOGLE_BASE_URL.to_owned())
+        };
+        match self.provider {
+            Provider::Offline => Ok(PlacesSource::Offline),
+            Provider::Auto if key.is_none() => Ok(PlacesSource::Offline),
+            Provider::Auto => Ok(PlacesSource::Http {
+                base_url: base(),
+                key,
+            }),
+            Provider::Google if key.is_none() => Err(
+                "places provider google needs an API key: set HERD_PLACES_KEY or places.key"
+                    .to_owned(),
+            ),
+            Provider::Google => Ok(PlacesSource::Http {
+                base_url: base(),
+                key,
+            }),
+            Provider::Mock => match &self.base_url {
+                Some(url) => Ok(PlacesSource::Http {
+                    base_url: url.clone(),
+                    key,
+                }),
+                None => Err("places provider mock needs places.base_url".to_owned()),
+            },
+        }
+    }
 }
 
 /// One server of the herd.
@@ -142,6 +255,7 @@ impl Config {
             secret: None,
             servers,
             limits: Limits::default(),
+            places: PlacesConfig::default(),
         }
     }
 
@@ -240,6 +354,7 @@ impl Config {
             }
         }
         limit_problems(&self.limits, &mut problems);
+        places_problems(&self.places, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -290,6 +405,28 @@ fn name_problems(index: usize, name: &str, problems: &mut Vec<String>) {
 }
 
 /// Reports every limit outside the range the servers can work with.
+fn places_problems(p: &PlacesConfig, problems: &mut Vec<String>) {
+    if let Some(url) = &p.base_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.push(format!(
+                "places.base_url {url:?} must start with http:// or https://"
+            ));
+        }
+    }
+    if p.provider == Provider::Mock && p.base_url.is_none() {
+        problems.push("places.provider is mock but places.base_url is missing".to_owned());
+    }
+    if p.pool_connections == 0 {
+        problems.push("places.pool_connections is 0; it must be at least 1".to_owned());
+    }
+    if p.max_in_flight == 0 {
+        problems.push("places.max_in_flight is 0; it must be at least 1".to_owned());
+    }
+    if p.key.as_deref() == Some("") {
+        problems.push("places.key is empty; omit it (or use null) for no key".to_owned());
+    }
+}
+
 fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
     if !(MIN_LINE_BYTES..=MAX_LINE_BYTES).contains(&l.max_line_bytes) {
         problems.push(format!(
@@ -506,6 +643,12 @@ mod tests {
             => ["limits.write_timeout_ms is 0"];
         a_zero_record_ttl_is_reported: |v| v["limits"]["record_ttl_ms"] = json!(0)
             => ["limits.record_ttl_ms is 0"];
+        a_places_url_without_scheme_is_reported: |v| v["places"] = json!({"base_url": "maps.example"})
+            => ["places.base_url \"maps.example\" must start with http:// or https://"];
+        a_mock_provider_without_url_is_reported: |v| v["places"] = json!({"provider": "mock"})
+            => ["places.provider is mock but places.base_url is missing"];
+        a_zero_places_pool_is_reported: |v| v["places"] = json!({"pool_connections": 0})
+            => ["places.pool_connections is 0"];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
     }
 
@@ -535,6 +678,62 @@ mod tests {
             assert!(matches!(err, ConfigError::Json(_)), "{err:?}");
             assert!(err.to_string().contains("unknown field"), "{err}");
         }
+    }
+
+    #[test]
+    fn places_provider_is_settled_from_config_and_environment() {
+        let auto = PlacesConfig::default();
+        assert_eq!(auto.resolve(None), Ok(PlacesSource::Offline));
+        assert_eq!(
+            auto.resolve(Some(String::new())),
+            Ok(PlacesSource::Offline),
+            "an empty key is no key"
+        );
+        assert_eq!(
+            auto.resolve(Some("k".into())),
+            Ok(PlacesSource::Http {
+                base_url: GOOGLE_BASE_URL.into(),
+                key: Some("k".into())
+            })
+        );
+        let google = PlacesConfig {
+            provider: Provider::Google,
+            key: Some("file".into()),
+            ..auto.clone()
+        };
+        assert_eq!(
+            google.resolve(Some("env".into())),
+            Ok(PlacesSource::Http {
+                base_url: GOOGLE_BASE_URL.into(),
+                key: Some("env".into())
+            }),
+            "the environment wins"
+        );
+        let keyless = PlacesConfig {
+            provider: Provider::Google,
+            ..auto.clone()
+        };
+        assert!(keyless
+            .resolve(None)
+            .unwrap_err()
+            .contains("HERD_PLACES_KEY"));
+        let mock = PlacesConfig {
+            provider: Provider::Mock,
+            base_url: Some("http://127.0.0.1:9".into()),
+            ..auto.clone()
+        };
+        assert_eq!(
+            mock.resolve(None),
+            Ok(PlacesSource::Http {
+                base_url: "http://127.0.0.1:9".into(),
+                key: None
+            })
+        );
+        let offline = PlacesConfig {
+            provider: Provider::Offline,
+            ..auto
+        };
+        assert_eq!(offline.resolve(Some("k".into())), Ok(PlacesSource::Offline));
     }
 
     #[test]

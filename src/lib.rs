@@ -5,7 +5,9 @@
 //! [`record`], [`store`], [`ring`], [`flood`], [`places`], [`config`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`server`]
-//! (start-up), [`up`] and [`cli`].
+//! (start-up), [`up`] and [`cli`]; for Places over HTTP(S), [`upstream`]
+//! (the client, per shard) on [`http_rt`] (hyper on glommio), and
+//! [`places_mock`] (a local upstream for tests, the bench and demos).
 
 pub mod catchup;
 pub mod cli;
@@ -13,9 +15,11 @@ pub mod config;
 pub mod connection;
 pub mod flood;
 pub mod framing;
+pub mod http_rt;
 pub mod link;
 pub mod logging;
 pub mod places;
+pub mod places_mock;
 pub mod protocol;
 pub mod record;
 pub mod ring;
@@ -24,3 +28,4 @@ pub mod server;
 pub mod shard;
 pub mod store;
 pub mod up;
+pub mod upstream;

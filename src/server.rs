@@ -5,13 +5,14 @@
 //! protocol logic: shards, routing, links and connections do the work.
 
 use crate::catchup::Marks;
-use crate::config::{credential, Config};
+use crate::config::{credential, Config, PlacesSource};
 use crate::connection::{self, Admission};
 use crate::link::{self, Link, LinkSettings};
 use crate::places::{OfflinePlaces, Places};
 use crate::ring::Ring;
 use crate::route::{self, Router, ToOwner};
 use crate::shard::Shard;
+use crate::upstream::{Upstream, UpstreamSettings};
 use anyhow::{anyhow, bail, Context};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -51,6 +52,8 @@ struct ShardPlan {
     config: Config,
     shards: usize,
     marks: Arc<Marks>,
+    /// The Places upstream, or `None` for the offline sample data.
+    places: Option<UpstreamSettings>,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -109,6 +112,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             me.name
         );
     }
+    let places = places_settings(&opts.config)?;
     let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
     let plan = ShardPlan {
         name: me.name.clone(),
@@ -118,6 +122,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config: opts.config.clone(),
         shards,
         marks: Arc::new(Marks::new()),
+        places: places.clone(),
     };
     let stop = stop_on_signals()?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
@@ -164,15 +169,25 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             }
         }
     }
+    let places_note = match &places {
+        None => "offline sample data (not real places)".to_owned(),
+        // The key is never printed.
+        Some(p) => format!(
+            "{} (key {})",
+            p.base_url,
+            if p.key.is_some() { "set" } else { "not set" }
+        ),
+    };
+    let neighbours = if me.neighbours.is_empty() {
+        "none".to_owned()
+    } else {
+        me.neighbours.join(", ")
+    };
     eprintln!(
-        "herd {} listening on {listen} with {shards} shard(s) on CPUs {:?}; neighbours {}; log {}",
+        "herd {} listening on {listen} with {shards} shard(s) on CPUs {:?}; neighbours {neighbours}; \
+         places {places_note}; log {}",
         me.name,
         &cpus[..shards.min(cpus.len())],
-        if me.neighbours.is_empty() {
-            "none".to_owned()
-        } else {
-            me.neighbours.join(", ")
-        },
         opts.log_dir.join(format!("{}.log", me.name)).display(),
     );
     tracing::info!(server = %me.name, %listen, shards, "started");
@@ -184,6 +199,39 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!(server = %me.name, "stopped");
     eprintln!("herd {} stopped", me.name);
     Ok(())
+}
+
+/// The Places client settings from the config and `HERD_PLACES_KEY`, or
+/// `None` for the offline provider.
+fn places_settings(config: &Config) -> anyhow::Result<Option<UpstreamSettings>> {
+    let p = &config.places;
+    let source = p
+        .resolve(std::env::var("HERD_PLACES_KEY").ok())
+        .map_err(|e| anyhow!(e))?;
+    let PlacesSource::Http { base_url, key } = source else {
+        return Ok(None);
+    };
+    let extra_ca_pem = match &p.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading places.ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let settings = UpstreamSettings {
+        base_url,
+        key,
+        timeout: Duration::from_millis(config.limits.places_timeout_ms),
+        pool_connections: p.pool_connections,
+        max_in_flight: p.max_in_flight,
+        cache_entries: p.cache_entries,
+        cache_ttl: Duration::from_millis(p.cache_ttl_ms),
+        retries: p.retries,
+        extra_ca_pem,
+    };
+    // Fail at start-up, not at the first WHATSAT, on a bad URL or CA file.
+    Upstream::new(settings.clone()).map_err(|e| anyhow!("places upstream: {e}"))?;
+    Ok(Some(settings))
 }
 
 /// The first SIGTERM or SIGINT asks the shards to stop gracefully; a
@@ -247,13 +295,21 @@ async fn run_shard(
             ))
         })
         .collect();
-    let places: Rc<dyn Places> = Rc::new(OfflinePlaces);
+    let places: Rc<dyn Places> = match &plan.places {
+        None => Rc::new(OfflinePlaces),
+        Some(settings) => Rc::new(
+            Upstream::new(settings.clone())
+                .map_err(|e| anyhow!("shard {id}: places upstream: {e}"))?,
+        ),
+    };
     let shard = Rc::new(Shard::new(
         id,
         me.clone(),
         links.clone(),
         places,
-        Duration::from_millis(limits.places_timeout_ms),
+        // A backstop only: the upstream client times out first, with a
+        // message that says where.
+        Duration::from_millis(limits.places_timeout_ms + 500),
     ));
     for link in &links {
         let settings = LinkSettings {

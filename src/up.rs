@@ -52,7 +52,19 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
         );
     }
     println!("logs in {}", opts.log_dir.display());
-    println!("WHATSAT answers come from the offline provider: sample data, not real places.");
+    match opts
+        .config
+        .places
+        .resolve(std::env::var("HERD_PLACES_KEY").ok())
+    {
+        Ok(crate::config::PlacesSource::Http { base_url, .. }) => {
+            println!("WHATSAT answers come from {base_url}.")
+        }
+        _ => println!(
+            "WHATSAT answers come from the offline provider: sample data, not real places \
+             (set HERD_PLACES_KEY for Google)."
+        ),
+    }
     if let Some(first) = opts.config.servers.first() {
         let (host, port) = first
             .listen
