@@ -85,7 +85,8 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
     let _ = stream.set_read_timeout(Some(admission.idle_timeout));
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
     let mut lines = LineBuffer::new(admission.max_line);
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // Grows with the replies it holds; an idle connection costs nothing here.
+    let mut out: Vec<u8> = Vec::new();
     let mut role = Role::Opening;
     let end = 'conn: loop {
         let stop = &router.shard().stop;

@@ -7,6 +7,11 @@
 
 /// Bytes asked of the socket per read, on top of room for one whole line.
 const READ_CHUNK: usize = 4096;
+/// A new connection's buffer: enough for typical lines, small enough that
+/// ten thousand idle connections cost little.
+const INITIAL: usize = 1024;
+/// Fewest free bytes offered to a read.
+const MIN_READ: usize = 256;
 
 /// One framed line, borrowed from the buffer until the next call.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,11 +36,8 @@ pub struct LineBuffer {
 impl LineBuffer {
     /// A buffer for lines of at most `max_line` bytes (line ending excluded).
     pub fn new(max_line: usize) -> Self {
-        // Room for a whole line with "\r\n" and one more read, so the search
-        // for `\n` always sees enough bytes to judge the line's length.
-        let capacity = max_line + 2 + READ_CHUNK;
         LineBuffer {
-            buf: vec![0; capacity],
+            buf: vec![0; INITIAL.min(Self::max_capacity(max_line))],
             start: 0,
             end: 0,
             max_line,
@@ -43,24 +45,48 @@ impl LineBuffer {
         }
     }
 
+    /// Room for a whole line with "\r\n" and one more read, so the search
+    /// for `\n` always sees enough bytes to judge the line's length.
+    fn max_capacity(max_line: usize) -> usize {
+        max_line + 2 + READ_CHUNK
+    }
+
     /// Free space at the end of the buffer to read into; never empty.
     pub fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.buf.len() - self.end < READ_CHUNK {
+        } else if self.buf.len() - self.end < MIN_READ {
             // Pending bytes are less than one line (else they would have been
-            // framed or reported), so moving them to the front frees a chunk.
+            // framed or reported), so moving them to the front frees room.
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.buf.len() - self.end < MIN_READ {
+            self.grow();
         }
         &mut self.buf[self.end..]
     }
 
     /// Records that `n` bytes were read into [`LineBuffer::spare`].
     pub fn filled(&mut self, n: usize) {
+        let offered = self.buf.len() - self.end;
         self.end = (self.end + n).min(self.buf.len());
+        if n == offered {
+            // The read filled all it was offered: more is probably waiting,
+            // so offer more next time (up to the cap).
+            self.grow();
+        }
+    }
+
+    /// Doubles the buffer, up to one line plus one read.
+    fn grow(&mut self) {
+        let cap = Self::max_capacity(self.max_line);
+        if self.buf.len() < cap {
+            let new_len = (self.buf.len() * 2).clamp(INITIAL, cap);
+            self.buf.resize(new_len, 0);
+        }
     }
 
     /// Bytes received but not framed yet.
@@ -240,9 +266,27 @@ mod tests {
     }
 
     #[test]
+    fn buffer_starts_small_and_grows_only_while_reads_fill_it() {
+        let mut lb = LineBuffer::new(4096);
+        assert_eq!(lb.buf.len(), INITIAL);
+        // Short lines that never fill the buffer keep it small.
+        for _ in 0..100 {
+            let spare = lb.spare();
+            spare[..6].copy_from_slice(b"hello\n");
+            lb.filled(6);
+            while lb.next_frame().is_some() {}
+        }
+        assert_eq!(lb.buf.len(), INITIAL);
+        // A read that fills what it was offered makes room for more.
+        let n = lb.spare().len();
+        lb.filled(n);
+        assert!(lb.buf.len() > INITIAL);
+    }
+
+    #[test]
     fn buffer_never_grows_past_one_line_and_one_read() {
         let mut lb = LineBuffer::new(16);
-        let cap = lb.buf.len();
+        let cap = LineBuffer::max_capacity(16);
         for _ in 0..10_000 {
             let spare = lb.spare();
             assert!(!spare.is_empty());
