@@ -1,0 +1,392 @@
+//! Reply framing and validation for the load generator: pure functions over
+//! bytes, no I/O and no clock, so every rule is unit-tested here.
+//!
+//! `reply_len` finds where one reply ends in a read buffer; `check_iamat` and
+//! `check_whatsat` decide whether a whole reply is exactly what the protocol
+//! promises for the request that was sent. Nothing here may panic on what
+//! came off the network.
+
+use std::fmt;
+
+/// Which request a reply answers, so framing knows how the reply ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// One line: an AT line or a `?` line.
+    Iamat,
+    /// An AT line, indented JSON and an empty line; or one `?` line.
+    Whatsat,
+}
+
+/// What a reply must echo: the fields of the record the request is about.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected<'a> {
+    /// The server name the AT line must carry, when the caller knows it.
+    pub server: Option<&'a str>,
+    /// The client id, as sent.
+    pub id: &'a str,
+    /// The location, as sent.
+    pub location: &'a str,
+    /// The client time, as sent.
+    pub time: &'a str,
+}
+
+/// Why a reply is wrong; one value per kind of fault, for error counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Invalid {
+    /// The server answered `? ...`: it rejected the request.
+    Question,
+    /// The reply is not UTF-8.
+    NotUtf8,
+    /// The AT line does not have the six single-space-separated fields.
+    NotAtLine,
+    /// The AT line names another server than `--server`.
+    WrongServer,
+    /// The skew is not `[+-]digits.9digits`.
+    BadSkew,
+    /// Client id, location or client time differ from what was sent.
+    WrongEcho,
+    /// The WHATSAT reply does not end with `}\n\n`.
+    BadEnding,
+    /// The WHATSAT body is not JSON.
+    NotJson,
+    /// The JSON has no `results` array.
+    NoResults,
+    /// `results` has more entries than max-results.
+    TooManyResults,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invalid::Question => "server replied '?' (request rejected)",
+            Invalid::NotUtf8 => "reply is not UTF-8",
+            Invalid::NotAtLine => "reply is not an AT line with six fields",
+            Invalid::WrongServer => "AT line names another server",
+            Invalid::BadSkew => "skew is not [+-]digits.9digits",
+            Invalid::WrongEcho => "client id, location or client time not echoed exactly",
+            Invalid::BadEnding => "WHATSAT reply does not end with '}\\n\\n'",
+            Invalid::NotJson => "WHATSAT body is not JSON",
+            Invalid::NoResults => "WHATSAT JSON has no 'results' array",
+            Invalid::TooManyResults => "WHATSAT JSON has more results than max-results",
+        })
+    }
+}
+
+/// Length of the first complete reply in `buf`, or `None` while more bytes
+/// are needed.
+///
+/// A WHATSAT reply ends at its first empty line (the JSON is indented and
+/// never holds one). If the line after its AT line does not open a JSON
+/// object, the reply is taken to be that one line, so a wrong server cannot
+/// swallow the replies that follow it.
+pub fn reply_len(buf: &[u8], kind: ReplyKind) -> Option<usize> {
+    let first = buf.iter().position(|&b| b == b'\n')? + 1;
+    if kind == ReplyKind::Iamat || buf.starts_with(b"?") {
+        return Some(first);
+    }
+    match buf.get(first) {
+        None => None,
+        Some(b'{') => find(&buf[first..], b"\n\n").map(|at| first + at + 2),
+        Some(_) => Some(first),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// True when `skew` is an explicit sign, one or more digits, a dot and
+/// exactly nine digits.
+pub fn is_valid_skew(skew: &str) -> bool {
+    let Some(rest) = skew.strip_prefix('+').or_else(|| skew.strip_prefix('-')) else {
+        return false;
+    };
+    let Some((int, frac)) = rest.split_once('.') else {
+        return false;
+    };
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() == 9
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks one AT line (without its `\n`) against what was sent.
+fn check_at_line(line: &str, expected: &Expected<'_>) -> Result<(), Invalid> {
+    if line.starts_with('?') {
+        return Err(Invalid::Question);
+    }
+    let mut fields = line.split(' ');
+    let (Some("AT"), Some(server), Some(skew), Some(id), Some(location), Some(time), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(Invalid::NotAtLine);
+    };
+    if server.is_empty() {
+        return Err(Invalid::NotAtLine);
+    }
+    if expected.server.is_some_and(|want| want != server) {
+        return Err(Invalid::WrongServer);
+    }
+    if !is_valid_skew(skew) {
+        return Err(Invalid::BadSkew);
+    }
+    if id != expected.id || location != expected.location || time != expected.time {
+        return Err(Invalid::WrongEcho);
+    }
+    Ok(())
+}
+
+/// Validates a whole IAMAT reply (with its `\n`): exactly
+/// `AT <server> <skew> <id> <location> <time>\n` echoing what was sent.
+pub fn check_iamat(reply: &[u8], expected: &Expected<'_>) -> Result<(), Invalid> {
+    let text = std::str::from_utf8(reply).map_err(|_| Invalid::NotUtf8)?;
+    let line = text.strip_suffix('\n').ok_or(Invalid::NotAtLine)?;
+    check_at_line(line, expected)
+}
+
+/// Validates a whole WHATSAT reply: the stored AT line of that client, JSON
+/// whose `results` has at most `max_results` entries, then an empty line.
+pub fn check_whatsat(
+    reply: &[u8],
+    expected: &Expected<'_>,
+    max_results: usize,
+) -> Result<(), Invalid> {
+    let text = std::str::from_utf8(reply).map_err(|_| Invalid::NotUtf8)?;
+    let (line, body) = text.split_once('\n').ok_or(Invalid::NotAtLine)?;
+    check_at_line(line, expected)?;
+    if !body.ends_with("}\n\n") {
+        return Err(Invalid::BadEnding);
+    }
+    // The JSON is everything up to and including the closing brace.
+    let json = &body[..body.len() - 2];
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|_| Invalid::NotJson)?;
+    let results = value
+        .get("results")
+        .and_then(|r| r.as_array())
+        .ok_or(Invalid::NoResults)?;
+    if results.len() > max_results {
+        return Err(Invalid::TooManyResults);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "bench-0-7";
+    const LOC: &str = "+34.068930-118.445127";
+    const TIME: &str = "1700000000.000000001";
+
+    fn expected(server: Option<&'static str>) -> Expected<'static> {
+        Expected {
+            server,
+            id: ID,
+            location: LOC,
+            time: TIME,
+        }
+    }
+
+    fn at(server: &str, skew: &str) -> String {
+        format!("AT {server} {skew} {ID} {LOC} {TIME}\n")
+    }
+
+    fn whatsat(results: usize) -> String {
+        let entries: Vec<String> = (0..results)
+            .map(|i| format!("    {{\n      \"name\": \"Place {i}\"\n    }}"))
+            .collect();
+        format!(
+            "{}{{\n  \"html_attributions\": [],\n  \"results\": [\n{}\n  ],\n  \"status\": \"OK\"\n}}\n\n",
+            at("Goloman", "+0.263873386"),
+            entries.join(",\n")
+        )
+    }
+
+    #[test]
+    fn exact_echo_with_good_skew_is_valid() {
+        let reply = at("Goloman", "+0.263873386");
+        assert_eq!(check_iamat(reply.as_bytes(), &expected(None)), Ok(()));
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(Some("Goloman"))),
+            Ok(())
+        );
+        let negative = at("Goloman", "-12.000000000");
+        assert_eq!(check_iamat(negative.as_bytes(), &expected(None)), Ok(()));
+    }
+
+    #[test]
+    fn wrong_echo_is_invalid() {
+        let reply = format!("AT Goloman +0.263873386 {ID} +0+0 {TIME}\n");
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(None)),
+            Err(Invalid::WrongEcho)
+        );
+        let reply = "AT X +0.000000000 wrong +0+0 1\n";
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(None)),
+            Err(Invalid::WrongEcho)
+        );
+        let reply = format!("AT Goloman +0.263873386 {ID} {LOC} 1700000000.0000000010\n");
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(None)),
+            Err(Invalid::WrongEcho)
+        );
+    }
+
+    #[test]
+    fn malformed_skews_are_invalid() {
+        for skew in [
+            "0.263873386",
+            "+0.26387338",
+            "+0.2638733860",
+            "+.263873386",
+            "+0263873386",
+            "+1e3.000000000",
+            "+0.26387338x",
+            "++0.263873386",
+        ] {
+            let reply = at("Goloman", skew);
+            assert_eq!(
+                check_iamat(reply.as_bytes(), &expected(None)),
+                Err(Invalid::BadSkew),
+                "{skew}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_server_name_is_invalid_only_when_one_is_expected() {
+        let reply = at("Hands", "+0.000000001");
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(Some("Goloman"))),
+            Err(Invalid::WrongServer)
+        );
+        assert_eq!(check_iamat(reply.as_bytes(), &expected(None)), Ok(()));
+    }
+
+    #[test]
+    fn question_reply_is_invalid() {
+        let reply = format!("? IAMAT {ID} {LOC} {TIME}\n");
+        assert_eq!(
+            check_iamat(reply.as_bytes(), &expected(None)),
+            Err(Invalid::Question)
+        );
+        let reply = format!("? WHATSAT {ID} 10 5\n");
+        assert_eq!(
+            check_whatsat(reply.as_bytes(), &expected(None), 5),
+            Err(Invalid::Question)
+        );
+    }
+
+    #[test]
+    fn lines_of_the_wrong_shape_are_invalid() {
+        for reply in [
+            "".to_owned(),
+            "\n".to_owned(),
+            format!("AT Goloman +0.263873386 {ID} {LOC}\n"),
+            format!("AT Goloman +0.263873386 {ID} {LOC} {TIME} extra\n"),
+            format!("AT  Goloman +0.263873386 {ID} {LOC} {TIME}\n"),
+            format!("XY Goloman +0.263873386 {ID} {LOC} {TIME}\n"),
+            format!("AT Goloman +0.263873386 {ID} {LOC} {TIME}"),
+        ] {
+            assert_eq!(
+                check_iamat(reply.as_bytes(), &expected(None)),
+                Err(Invalid::NotAtLine),
+                "{reply:?}"
+            );
+        }
+        assert_eq!(
+            check_iamat(b"AT \xff\n", &expected(None)),
+            Err(Invalid::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn good_whatsat_reply_is_valid() {
+        for n in 0..=5 {
+            let reply = whatsat(n);
+            assert_eq!(
+                check_whatsat(reply.as_bytes(), &expected(Some("Goloman")), 5),
+                Ok(()),
+                "{reply}"
+            );
+        }
+    }
+
+    #[test]
+    fn whatsat_reply_with_too_many_results_is_invalid() {
+        let reply = whatsat(6);
+        assert_eq!(
+            check_whatsat(reply.as_bytes(), &expected(None), 5),
+            Err(Invalid::TooManyResults)
+        );
+    }
+
+    #[test]
+    fn whatsat_reply_without_trailing_empty_line_is_invalid() {
+        let reply = whatsat(1);
+        let cut = &reply[..reply.len() - 1];
+        assert_eq!(
+            check_whatsat(cut.as_bytes(), &expected(None), 5),
+            Err(Invalid::BadEnding)
+        );
+    }
+
+    #[test]
+    fn whatsat_reply_that_is_not_json_is_invalid() {
+        let reply = format!("{}{{ not json\n}}\n\n", at("Goloman", "+0.263873386"));
+        assert_eq!(
+            check_whatsat(reply.as_bytes(), &expected(None), 5),
+            Err(Invalid::NotJson)
+        );
+        let reply = format!(
+            "{}{{\n  \"status\": \"OK\"\n}}\n\n",
+            at("G", "+0.000000000")
+        );
+        assert_eq!(
+            check_whatsat(reply.as_bytes(), &expected(None), 5),
+            Err(Invalid::NoResults)
+        );
+    }
+
+    #[test]
+    fn whatsat_reply_for_another_client_is_invalid() {
+        let reply = whatsat(1).replace(ID, "bench-0-8");
+        assert_eq!(
+            check_whatsat(reply.as_bytes(), &expected(None), 5),
+            Err(Invalid::WrongEcho)
+        );
+    }
+
+    #[test]
+    fn iamat_replies_are_framed_by_their_newline() {
+        assert_eq!(reply_len(b"AT a", ReplyKind::Iamat), None);
+        assert_eq!(reply_len(b"AT a\nAT b\n", ReplyKind::Iamat), Some(5));
+    }
+
+    #[test]
+    fn whatsat_replies_are_framed_by_their_empty_line() {
+        let reply = whatsat(2);
+        let mut buf = reply.clone().into_bytes();
+        buf.extend_from_slice(b"AT next\n");
+        assert_eq!(reply_len(&buf, ReplyKind::Whatsat), Some(reply.len()));
+        for cut in 0..reply.len() {
+            assert_eq!(reply_len(&buf[..cut], ReplyKind::Whatsat), None, "{cut}");
+        }
+    }
+
+    #[test]
+    fn whatsat_question_or_bare_at_line_is_one_line() {
+        assert_eq!(
+            reply_len(b"? WHATSAT x 1 1\nAT", ReplyKind::Whatsat),
+            Some(16)
+        );
+        assert_eq!(reply_len(b"AT x\nAT y\n", ReplyKind::Whatsat), Some(5));
+    }
+}

@@ -1,0 +1,247 @@
+//! The requests one connection sends: pure and deterministic, no I/O.
+//!
+//! Each connection owns its own clients (`bench-<c>-<k>`), so only it ever
+//! updates them, and numbers its IAMATs with a sequence that sets both the
+//! location and the client time. A client's time therefore grows with every
+//! IAMAT, every IAMAT is newer than the stored record (stored and flooded),
+//! and what a reply must echo can be rebuilt from the sequence number alone
+//! instead of being kept per request.
+
+use std::fmt::Write as _;
+
+/// One request that was written, as the reader needs it to check the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `IAMAT` for `client` carrying IAMAT number `seq` of this connection.
+    Iamat {
+        /// Client index within the connection.
+        client: u32,
+        /// IAMAT sequence number, which fixes location and client time.
+        seq: u64,
+    },
+    /// `WHATSAT` about `client`, whose newest IAMAT so far was number `seq`.
+    Whatsat {
+        /// Client index within the connection.
+        client: u32,
+        /// Sequence number of the record the reply must carry.
+        seq: u64,
+    },
+}
+
+/// Generates the request stream of one connection.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    conn: usize,
+    clients: u32,
+    base_secs: u64,
+    whatsat_pct: u32,
+    radius: String,
+    max_results: u32,
+    iamats: u64,
+    rng: u64,
+    /// Reused for every line, so steady state allocates nothing.
+    line: String,
+}
+
+impl Workload {
+    /// A workload for connection `conn` owning `clients` clients; client
+    /// times start at `base_secs`; `whatsat_pct` percent of requests (once a
+    /// client of this connection has a record) are WHATSATs.
+    pub fn new(
+        conn: usize,
+        clients: u32,
+        base_secs: u64,
+        whatsat_pct: u32,
+        radius: String,
+        max_results: u32,
+    ) -> Workload {
+        Workload {
+            conn,
+            clients: clients.max(1),
+            base_secs,
+            whatsat_pct: whatsat_pct.min(100),
+            radius,
+            max_results,
+            iamats: 0,
+            // Per-connection seed so connections do not move in lockstep.
+            rng: splitmix(conn as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            line: String::with_capacity(96),
+        }
+    }
+
+    /// Appends the next request line to `out` and says what it was.
+    pub fn next_request(&mut self, out: &mut Vec<u8>) -> Request {
+        self.rng = splitmix(self.rng);
+        let whatsat = self.iamats > 0 && (self.rng % 100) < u64::from(self.whatsat_pct);
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let request = if whatsat {
+            // Only clients that already have an IAMAT from this connection.
+            let known = self.iamats.min(u64::from(self.clients));
+            let client = (splitmix(self.rng) % known) as u32;
+            let seq = last_seq(self.iamats, self.clients, client);
+            let _ = write!(line, "WHATSAT ");
+            self.write_id(&mut line, client);
+            let _ = writeln!(line, " {} {}", self.radius, self.max_results);
+            Request::Whatsat { client, seq }
+        } else {
+            let seq = self.iamats;
+            self.iamats += 1;
+            let client = (seq % u64::from(self.clients)) as u32;
+            line.push_str("IAMAT ");
+            self.write_id(&mut line, client);
+            line.push(' ');
+            self.write_location(&mut line, seq);
+            line.push(' ');
+            self.write_time(&mut line, seq);
+            line.push('\n');
+            Request::Iamat { client, seq }
+        };
+        out.extend_from_slice(line.as_bytes());
+        self.line = line;
+        request
+    }
+
+    /// Writes the fields a reply to `request` must echo into the three
+    /// buffers (cleared first).
+    pub fn expected(
+        &self,
+        request: Request,
+        id: &mut String,
+        location: &mut String,
+        time: &mut String,
+    ) {
+        let (Request::Iamat { client, seq } | Request::Whatsat { client, seq }) = request;
+        id.clear();
+        location.clear();
+        time.clear();
+        self.write_id(id, client);
+        self.write_location(location, seq);
+        self.write_time(time, seq);
+    }
+
+    fn write_id(&self, out: &mut String, client: u32) {
+        let _ = write!(out, "bench-{}-{}", self.conn, client);
+    }
+
+    fn write_location(&self, out: &mut String, seq: u64) {
+        write_location(out, self.conn, seq);
+    }
+
+    fn write_time(&self, out: &mut String, seq: u64) {
+        let secs = self.base_secs + seq / 1_000_000_000;
+        let _ = write!(out, "{secs}.{:09}", seq % 1_000_000_000);
+    }
+}
+
+/// The newest IAMAT sequence number of `client` when `iamats` IAMATs have
+/// been sent round-robin over `clients` clients (`client < iamats`).
+fn last_seq(iamats: u64, clients: u32, client: u32) -> u64 {
+    let (clients, client) = (u64::from(clients), u64::from(client));
+    client + (iamats - 1 - client) / clients * clients
+}
+
+/// A valid ISO 6709 location that varies with `(conn, seq)`: latitude in
+/// [-90, 90], longitude in [-180, 180], explicit signs, six decimals.
+pub fn write_location(out: &mut String, conn: usize, seq: u64) {
+    let h = splitmix(splitmix(conn as u64) ^ seq);
+    let lat = (h % 180_000_001) as i64 - 90_000_000;
+    let lon = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
+    for micro in [lat, lon] {
+        let sign = if micro < 0 { '-' } else { '+' };
+        let abs = micro.unsigned_abs();
+        let _ = write!(out, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000);
+    }
+}
+
+/// SplitMix64: a cheap, well-mixed deterministic step.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_degrees(text: &str) -> f64 {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn locations_are_valid_iso_6709() {
+        for seq in 0..10_000 {
+            let mut loc = String::new();
+            write_location(&mut loc, 3, seq);
+            let split = 1 + loc[1..].find(['+', '-']).unwrap();
+            let (lat, lon) = loc.split_at(split);
+            assert!(lat.starts_with(['+', '-']) && lon.starts_with(['+', '-']));
+            assert_eq!(lat.split_once('.').unwrap().1.len(), 6, "{loc}");
+            assert_eq!(lon.split_once('.').unwrap().1.len(), 6, "{loc}");
+            assert!(parse_degrees(lat).abs() <= 90.0, "{loc}");
+            assert!(parse_degrees(lon).abs() <= 180.0, "{loc}");
+        }
+    }
+
+    #[test]
+    fn iamat_echo_matches_the_line_sent() {
+        let mut w = Workload::new(5, 3, 1_700_000_000, 0, "10".into(), 5);
+        let (mut id, mut loc, mut time) = (String::new(), String::new(), String::new());
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            let req = w.next_request(&mut out);
+            w.expected(req, &mut id, &mut loc, &mut time);
+            let line = String::from_utf8(out).unwrap();
+            assert_eq!(line, format!("IAMAT {id} {loc} {time}\n"));
+        }
+        assert_eq!(id, "bench-5-0");
+        assert_eq!(time, "1700000000.000000009");
+    }
+
+    #[test]
+    fn client_times_strictly_increase_per_client() {
+        let mut w = Workload::new(0, 7, 1_700_000_000, 30, "10".into(), 5);
+        let mut last: Vec<Option<u64>> = vec![None; 7];
+        for _ in 0..1000 {
+            if let Request::Iamat { client, seq } = w.next_request(&mut Vec::new()) {
+                let prev = last[client as usize].replace(seq);
+                assert!(prev < Some(seq));
+            }
+        }
+    }
+
+    #[test]
+    fn whatsat_asks_only_about_the_newest_record_of_a_known_client() {
+        let mut w = Workload::new(1, 50, 1_700_000_000, 50, "10".into(), 5);
+        let mut newest: Vec<Option<u64>> = vec![None; 50];
+        let mut whatsats = 0;
+        for _ in 0..5000 {
+            let mut out = Vec::new();
+            match w.next_request(&mut out) {
+                Request::Iamat { client, seq } => newest[client as usize] = Some(seq),
+                Request::Whatsat { client, seq } => {
+                    whatsats += 1;
+                    assert_eq!(newest[client as usize], Some(seq));
+                    let line = String::from_utf8(out).unwrap();
+                    assert_eq!(line, format!("WHATSAT bench-1-{client} 10 5\n"));
+                }
+            }
+        }
+        assert!((2000..3000).contains(&whatsats), "{whatsats}");
+    }
+
+    #[test]
+    fn first_request_is_never_a_whatsat() {
+        let mut w = Workload::new(0, 1, 1_700_000_000, 100, "10".into(), 5);
+        assert!(matches!(
+            w.next_request(&mut Vec::new()),
+            Request::Iamat { .. }
+        ));
+        assert!(matches!(
+            w.next_request(&mut Vec::new()),
+            Request::Whatsat { client: 0, seq: 0 }
+        ));
+    }
+}

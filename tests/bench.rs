@@ -1,0 +1,269 @@
+//! End-to-end tests of `herd-bench`: the load generator against the bare
+//! baseline server (closed and open loop must report zero errors) and
+//! against a deliberately wrong server (must report errors, exit 1). Real
+//! processes on loopback; every child is killed by PID when its test ends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::thread;
+
+use serde_json::Value;
+
+mod support;
+
+const BIN: &str = env!("CARGO_BIN_EXE_herd-bench");
+
+/// The tests load the same CPUs: one at a time, or each skews the others.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A child process killed (SIGTERM, then SIGKILL) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `herd-bench bare` on a free loopback port; returns it and its
+/// address.
+fn start_bare() -> (Killed, String) {
+    let mut child = Command::new(BIN)
+        .args(["bare", "--listen", "127.0.0.1:0", "--cpu", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start herd-bench bare");
+    let stdout = child.stdout.take().expect("bare stdout");
+    let guard = Killed(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read bare's address");
+    let addr = line
+        .trim()
+        .strip_prefix("bare listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from bare: {line:?}"))
+        .to_owned();
+    (guard, addr)
+}
+
+/// Runs `herd-bench load` with `args` after `--addr addr --json-only`.
+fn load(addr: &str, args: &[&str]) -> (Output, Value) {
+    let output = Command::new(BIN)
+        .args(["load", "--addr", addr, "--json-only", "--cpus", "1"])
+        .args(args)
+        .output()
+        .expect("run herd-bench load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("JSON "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON line; stdout {stdout:?}, stderr {:?}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let value = serde_json::from_str(json).expect("JSON line parses");
+    (output, value)
+}
+
+#[test]
+fn closed_loop_against_bare_server_has_no_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bare, addr) = start_bare();
+    let (output, v) = load(
+        &addr,
+        &[
+            "--connections",
+            "4",
+            "--depth",
+            "1",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--server",
+            "Bare",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["mode"], "closed");
+    assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["p99_us"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn open_loop_against_bare_server_keeps_its_rate() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bare, addr) = start_bare();
+    // A loaded test machine can delay timers by milliseconds; the 1 ms
+    // default send-lag limit is for real measurements, not for CI.
+    let (output, v) = load(
+        &addr,
+        &[
+            "--connections",
+            "4",
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--max-send-lag-ms",
+            "100",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["mode"], "open");
+    let requests = v["requests"].as_f64().unwrap();
+    assert!((800.0..=1200.0).contains(&requests), "{v}");
+    assert!(v["send_lag_p99_us"].is_number(), "{v}");
+}
+
+#[test]
+fn wrong_replies_are_counted_and_exit_1() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Answers every line with the same wrong AT line. Its threads end when
+    // the test process does.
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines() {
+                    if line.is_err()
+                        || writer
+                            .write_all(b"AT X +0.000000000 wrong +0+0 1\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (output, v) = load(
+        &addr,
+        &["--connections", "2", "--duration", "1", "--warmup", "0"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{v}");
+    assert!(v["errors"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["requests"], 0, "{v}");
+}
+
+#[test]
+fn unreachable_server_exits_2() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Bind then drop: nothing listens on that port any more.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let output = Command::new(BIN)
+        .args(["load", "--addr", &addr, "--duration", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
+}
+
+#[test]
+fn open_loop_beyond_the_generator_aborts_with_exit_2() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bare, addr) = start_bare();
+    let output = Command::new(BIN)
+        .args(["load", "--addr", &addr, "--cpus", "1", "--connections", "4"])
+        .args(["--rate", "5000000", "--duration", "0.5", "--warmup", "0.3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot keep up"), "{stderr}");
+}
+
+#[test]
+fn open_loop_against_a_real_herd_counts_every_request_with_no_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let herd = support::Herd::start(support::herd_of(&["Real"], &[]), 1);
+    let addr = herd.addr("Real").to_string();
+    let (output, v) = load(
+        &addr,
+        &[
+            "--connections",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--whatsat-pct",
+            "20",
+            "--server",
+            "Real",
+            "--max-send-lag-ms",
+            "100",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let requests = v["requests"].as_f64().unwrap();
+    assert!((640.0..=960.0).contains(&requests), "400/s for 2 s: {v}");
+}
+
+#[test]
+fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A - B - Probe: the probe (the bench) sits two hops from A.
+    let config = support::herd_of(&["A", "B", "Probe"], &[("A", "B"), ("B", "Probe")]);
+    let mut herd = support::Herd::start(support::herd_of(&[], &[]), 1);
+    herd.config = config;
+    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
+    herd.start_server("A");
+    herd.start_server("B");
+    let output = Command::new(BIN)
+        .args([
+            "propagation",
+            "--json-only",
+            "--count",
+            "300",
+            "--rate",
+            "300",
+            "--settle",
+            "1",
+        ])
+        .args(["--send", &herd.addr("A").to_string()])
+        .args([
+            "--probe-listen",
+            &herd.addr("Probe").to_string(),
+            "--probe-name",
+            "Probe",
+        ])
+        .output()
+        .expect("run herd-bench propagation");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("JSON "))
+        .expect("JSON line");
+    let v: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["requests"], 300, "{v}");
+}
