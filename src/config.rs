@@ -201,6 +201,14 @@ pub struct Limits {
     /// Records whose client time is older than this are dropped, in
     /// milliseconds; `None` keeps records forever.
     pub record_ttl_ms: Option<u64>,
+    /// A link that wrote less than this ago lets floods gather until then
+    /// before its next write, in microseconds (0: write at once); an idle
+    /// link writes at once. Bounds the added delay per hop.
+    pub flood_linger_us: u64,
+    /// How long an idle shard keeps polling before it sleeps, in
+    /// microseconds (0: sleep at once). Polling spares the peers the cost of
+    /// waking a sleeping core; see tuning.md.
+    pub spin_before_park_us: u64,
 }
 
 impl Default for Limits {
@@ -217,6 +225,8 @@ impl Default for Limits {
             write_timeout_ms: 10_000,
             catch_up_records_per_sec: 200_000,
             record_ttl_ms: None,
+            flood_linger_us: 1000,
+            spin_before_park_us: 0,
         }
     }
 }
@@ -451,6 +461,12 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));
+    }
+    if l.flood_linger_us > 100_000 {
+        problems.push(format!(
+            "limits.flood_linger_us is {}; at most 100000 (0.1 s), or floods would crawl",
+            l.flood_linger_us
+        ));
     }
     if l.link_backoff_initial_ms > l.link_backoff_max_ms {
         problems.push(format!(

@@ -9,7 +9,7 @@
 const READ_CHUNK: usize = 4096;
 /// A new connection's buffer: enough for typical lines, small enough that
 /// ten thousand idle connections cost little.
-const INITIAL: usize = 1024;
+const INITIAL: usize = 512;
 /// Fewest free bytes offered to a read.
 const MIN_READ: usize = 256;
 

@@ -33,6 +33,8 @@ pub struct LinkSettings {
     pub backoff_max: Duration,
     /// Records per second a catch-up sends at most.
     pub catch_up_rate: u64,
+    /// How long floods may gather before a write.
+    pub linger: Duration,
 }
 
 /// One shard's link to one neighbour.
@@ -120,12 +122,13 @@ async fn carry(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut opening = String::new();
+    let epoch = shard.epoch();
     protocol::write_link_opening(
         &mut opening,
         &settings.me,
         &settings.credential,
         shard.id as u32,
-        shard.epoch,
+        epoch,
     );
     if let Err(e) = writer.write_all(opening.as_bytes()).await {
         return e.to_string();
@@ -181,9 +184,15 @@ async fn carry(
         drop(watcher);
         return e;
     }
+    let mut last_write = Instant::now();
     let reason = loop {
         if closed.get() {
             break "closed by neighbour".to_owned();
+        }
+        if shard.epoch() != epoch {
+            // The store renumbered: the neighbour's mark no longer means
+            // anything, so reopen and let it ask for everything.
+            break "sequence numbers started over; reopening".to_owned();
         }
         if link.dropped() > dropped_before {
             // Records were dropped from the full queue: reconnecting makes the
@@ -197,6 +206,14 @@ async fn carry(
             // would wait for the next one.
             if link.queue.borrow().is_empty() && !closed.get() && link.dropped() == dropped_before {
                 listener.await;
+                // Linger, Nagle-style: every write costs the neighbour a
+                // wake-up, which dwarfs the record itself. A link that wrote
+                // less than `linger` ago lets floods gather until then, so a
+                // busy link writes batches; an idle one writes at once.
+                let since_last = last_write.elapsed();
+                if since_last < settings.linger && link.queued() < BATCH {
+                    glommio::timer::sleep(settings.linger - since_last).await;
+                }
             }
             continue;
         };
@@ -210,6 +227,7 @@ async fn carry(
             link.queue.borrow_mut().put_back(batch);
             break e.to_string();
         }
+        last_write = Instant::now();
     };
     drop(watcher);
     reason

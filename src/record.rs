@@ -13,8 +13,9 @@ use std::cmp::Ordering;
 pub struct Record {
     line: Box<str>,
     // The store's sequence number for this record (0 until stored): links use
-    // it to tell a neighbour what it has been sent.
-    seq: u64,
+    // it to tell a neighbour what it has been sent. 32 bits keep a record at
+    // 24 bytes; the store renumbers before it would wrap.
+    seq: u32,
     // The client id sits at line[id_start..id_start + id_len]; both fit a byte
     // because server names, skews and client ids are bounded by the parser.
     id_start: u8,
@@ -55,11 +56,11 @@ impl Record {
 
     /// The store's sequence number (0 until stored).
     pub fn seq(&self) -> u64 {
-        self.seq
+        u64::from(self.seq)
     }
 
     /// Sets the sequence number; only the store does this.
-    pub(crate) fn set_seq(&mut self, seq: u64) {
+    pub(crate) fn set_seq(&mut self, seq: u32) {
         self.seq = seq;
     }
 

@@ -18,11 +18,15 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// Memory each executor registers with io_uring for file I/O (unused).
+const IO_MEMORY: usize = 512 * 1024;
 
 /// How long a stopping server may take to finish replies and flush floods.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -136,6 +140,12 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let stop = stop.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("herd-{i}"))
+            // glommio reserves this for DMA file I/O, which herd does not
+            // do; its 10 MiB default would be pinned memory for nothing.
+            .io_memory(IO_MEMORY)
+            .spin_before_park(Duration::from_micros(
+                opts.config.limits.spin_before_park_us,
+            ))
             .spawn(move || async move {
                 if let Err(e) = run_shard(plan, mesh, ready.clone(), stop).await {
                     let _ = ready.send(Err(format!("{e:#}")));
@@ -318,6 +328,7 @@ async fn run_shard(
             backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
             backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
             catch_up_rate: limits.catch_up_records_per_sec,
+            linger: Duration::from_micros(limits.flood_linger_us),
         };
         glommio::spawn_local(link::run(link.clone(), settings, shard.clone())).detach();
     }
@@ -346,6 +357,7 @@ async fn run_shard(
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             shard.stop.request();
+            shard.connections.stop_reading();
         })
         .detach();
     }
@@ -368,7 +380,7 @@ async fn run_shard(
                 continue;
             }
         };
-        if shard.connections.get() >= max_connections {
+        if shard.connections.count() >= max_connections {
             tracing::warn!(
                 shard = id,
                 max_connections,
@@ -377,11 +389,10 @@ async fn run_shard(
             drop(stream);
             continue;
         }
-        shard.connections.set(shard.connections.get() + 1);
         let (router, admission, shard) = (router.clone(), admission.clone(), shard.clone());
         glommio::spawn_local(async move {
+            let _registered = shard.connections.register(stream.as_raw_fd());
             connection::serve(stream, router, admission).await;
-            shard.connections.set(shard.connections.get() - 1);
         })
         .detach();
     }
@@ -409,7 +420,7 @@ async fn expire_records(shard: Rc<Shard>, ttl: Duration) {
 /// to empty, all within [`DRAIN_DEADLINE`]; logs what was left.
 async fn drain(shard: &Shard) {
     let deadline = Instant::now() + DRAIN_DEADLINE;
-    while shard.connections.get() > 0 && Instant::now() < deadline {
+    while shard.connections.count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     // Records other shards routed here just before they stopped reading.
@@ -430,7 +441,7 @@ async fn drain(shard: &Shard) {
     tracing::info!(
         shard = shard.id,
         records = shard.records(),
-        connections_left = shard.connections.get(),
+        connections_left = shard.connections.count(),
         floods_unsent = unsent,
         floods_dropped_when_full = dropped,
         "shard stopped"

@@ -11,6 +11,8 @@ use crate::record::Record;
 use crate::store::Store;
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -23,15 +25,14 @@ pub struct Shard {
     pub id: usize,
     /// Name of this server.
     pub server: Rc<str>,
-    /// This shard's epoch: new on every start, so neighbours can tell that
-    /// its sequence numbers started over.
-    pub epoch: u64,
+    /// New on every start; with the store's generation it makes the epoch.
+    epoch_base: u64,
     store: RefCell<Store>,
     links: Vec<Rc<Link>>,
     places: Rc<dyn Places>,
     places_timeout: Duration,
-    /// Open client connections on this shard.
-    pub connections: Cell<usize>,
+    /// Open connections on this shard (clients and incoming links).
+    pub connections: Connections,
     /// Set when the server is stopping.
     pub stop: Stop,
 }
@@ -49,6 +50,53 @@ fn new_epoch(shard: usize) -> u64 {
             .as_nanos(),
     );
     h.finish()
+}
+
+/// The sockets of a shard's open connections, so that a stop can end the
+/// reads they wait in without each read also waiting on the stop.
+#[derive(Default)]
+pub struct Connections {
+    open: RefCell<HashMap<u64, RawFd, ahash::RandomState>>,
+    next: Cell<u64>,
+}
+
+/// A connection's place in [`Connections`]; leaving it frees the place.
+pub struct Registered<'a> {
+    connections: &'a Connections,
+    id: u64,
+}
+
+impl Connections {
+    /// Counts a connection in until the returned guard is dropped.
+    pub fn register(&self, fd: RawFd) -> Registered<'_> {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        self.open.borrow_mut().insert(id, fd);
+        Registered {
+            connections: self,
+            id,
+        }
+    }
+
+    /// Open connections now.
+    pub fn count(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    /// Shuts the reading side of every open connection: each read ends as
+    /// at end of input, the connection answers what it had and closes.
+    pub fn stop_reading(&self) {
+        for &fd in self.open.borrow().values() {
+            // The socket may be closing already; nothing to do then.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+        }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.connections.open.borrow_mut().remove(&self.id);
+    }
 }
 
 /// This shard's view of the process-wide stop request.
@@ -95,12 +143,12 @@ impl Shard {
         Shard {
             id,
             server,
-            epoch: new_epoch(id),
+            epoch_base: new_epoch(id),
             store: RefCell::new(Store::new()),
             links,
             places,
             places_timeout,
-            connections: Cell::new(0),
+            connections: Connections::default(),
             stop: Stop::default(),
         }
     }
@@ -171,6 +219,13 @@ impl Shard {
         max: usize,
     ) -> usize {
         self.store.borrow_mut().expire(cursor, cutoff, max)
+    }
+
+    /// This shard's epoch: it changes on every start and whenever the store
+    /// renumbers, so neighbours can tell that its sequence numbers started over.
+    pub fn epoch(&self) -> u64 {
+        self.epoch_base
+            .wrapping_add(u64::from(self.store.borrow().generation()))
     }
 
     /// The sequence number of the last record this shard stored.

@@ -12,15 +12,24 @@ use hashbrown::HashTable;
 /// Client id -> newest record. Records live in a slab of slots that never
 /// move (freed slots are reused), so a scan by slot index can pause between
 /// chunks and resume where it was; the hash table holds slot indices only.
-#[derive(Default)]
 pub struct Store {
     index: HashTable<u32>,
     slots: Vec<Option<Record>>,
     free: Vec<u32>,
-    seq: u64,
+    seq: u32,
+    // When `seq` reaches this, every record is renumbered 1 and the
+    // generation goes up (u32::MAX except in tests).
+    seq_limit: u32,
+    generation: u32,
     // Random keys per process: client ids come off the network, so a fixed
     // hash would let a client pick colliding ids.
     hasher: ahash::RandomState,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store::with_seq_limit(u32::MAX)
+    }
 }
 
 impl Store {
@@ -29,22 +38,55 @@ impl Store {
         Store::default()
     }
 
+    /// An empty store that renumbers once `seq_limit` numbers are used.
+    pub fn with_seq_limit(seq_limit: u32) -> Store {
+        Store {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            seq_limit: seq_limit.max(2),
+            generation: 0,
+            hasher: ahash::RandomState::new(),
+        }
+    }
+
+    /// Bumped each time the numbering starts over; neighbours then need
+    /// everything again (the shard's epoch includes it).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Gives every record number 1 and starts counting again after it.
+    fn renumber(&mut self) {
+        for record in self.slots.iter_mut().flatten() {
+            record.set_seq(1);
+        }
+        self.seq = 1;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
     /// Stores `record` if it is newer than the stored record of its client,
     /// giving it the next sequence number. Returns the stored record when it
     /// was applied, `None` when it was stale.
     pub fn apply(&mut self, mut record: Record) -> Option<&Record> {
+        if self.seq >= self.seq_limit {
+            self.renumber();
+        }
         let hash = self.hasher.hash_one(record.client_id());
         let slots = &self.slots;
-        let hasher = &self.hasher;
-        let found = self.index.find(hash, |&slot| {
-            slots[slot as usize]
-                .as_ref()
-                .is_some_and(|stored| stored.client_id() == record.client_id())
-        });
+        let found = self
+            .index
+            .find(hash, |&slot| {
+                slots[slot as usize]
+                    .as_ref()
+                    .is_some_and(|stored| stored.client_id() == record.client_id())
+            })
+            .copied();
         self.seq += 1;
         record.set_seq(self.seq);
         let slot = match found {
-            Some(&slot) => {
+            Some(slot) => {
                 let stored = self.slots[slot as usize].as_mut()?;
                 if !record.is_newer_than(stored) {
                     self.seq -= 1;
@@ -68,6 +110,7 @@ impl Store {
                     }
                 };
                 let slots = &self.slots;
+                let hasher = &self.hasher;
                 self.index.insert_unique(hash, slot, |&s| {
                     slots[s as usize]
                         .as_ref()
@@ -102,7 +145,7 @@ impl Store {
 
     /// The sequence number of the last applied record.
     pub fn seq(&self) -> u64 {
-        self.seq
+        u64::from(self.seq)
     }
 
     /// Number of slots (used or free); scans by slot index end here.
@@ -240,6 +283,21 @@ mod tests {
             Some(3)
         );
         assert_eq!(store.seq(), 3);
+    }
+
+    #[test]
+    fn numbering_starts_over_before_it_wraps_and_keeps_every_record_sendable() {
+        let mut store = Store::with_seq_limit(5);
+        for i in 0..12 {
+            store.apply(record("A", &format!("IAMAT c{i} +1-2 10")));
+        }
+        assert_eq!(store.generation(), 2, "renumbered at 5 and again at 5");
+        assert!(store.seq() <= 5);
+        // After a renumbering a neighbour starts from 0 and gets everything.
+        let mut cursor = 0;
+        let all = store.newer(&mut cursor, 0, store.seq(), usize::MAX);
+        assert_eq!(all.len(), 12);
+        assert_eq!(std::mem::size_of::<Record>(), 24, "records stay small");
     }
 
     #[test]
