@@ -9,6 +9,7 @@ mod host;
 mod load;
 mod probe;
 mod report;
+mod sink;
 mod stats;
 mod wire;
 mod workload;
@@ -35,6 +36,8 @@ enum Command {
     /// Measure update-to-visibility time across a herd, posing as a
     /// neighbour server.
     Propagation(probe::PropagationArgs),
+    /// Act as a neighbour that takes a server's floods and drops them.
+    Sink(sink::SinkArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(args),
         Command::Bare(args) => bare::run(args).map(|()| 0),
         Command::Propagation(args) => probe::run(args),
+        Command::Sink(args) => sink::run(args).map(|()| 0),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -1,0 +1,84 @@
+//! `herd-bench sink`: a neighbour that takes a server's floods and drops
+//! them, so that a throughput run measures a server that stores *and*
+//! floods every update, without other herd servers competing for the CPUs.
+//!
+//! It accepts links (`PEER`, then `STREAM`, answered with `SINCE` "all" so
+//! that nothing is resent from the store), reads and discards every line,
+//! and runs until killed.
+
+use std::io::Write as _;
+
+use anyhow::{anyhow, Result};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::host;
+use crate::probe::is_stream_opening;
+
+/// Options of `herd-bench sink`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SinkArgs {
+    /// Address to listen on, HOST:PORT (the address the herd's config gives
+    /// this neighbour).
+    #[arg(long)]
+    pub listen: String,
+    /// CPU to pin the executor to.
+    #[arg(long, default_value_t = 1)]
+    pub cpu: usize,
+}
+
+/// Reads one link to its end, answering its `STREAM` line.
+async fn drain(mut stream: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    // Only the first few lines can hold `STREAM`; after that just discard.
+    let mut head = Vec::new();
+    let mut answered = false;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if answered {
+            continue;
+        }
+        head.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&head).into_owned();
+        if text.lines().any(is_stream_opening) {
+            let answer = format!("SINCE {}\n", u64::MAX);
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            answered = true;
+            head = Vec::new();
+        } else if head.len() > 4096 {
+            // Not a herd link that asks; keep discarding.
+            answered = true;
+        }
+    }
+}
+
+/// Runs the sink until the process is killed.
+pub fn run(args: &SinkArgs) -> Result<()> {
+    host::check_cpus(&[args.cpu])?;
+    let addr = host::resolve(&args.listen)?;
+    let handle = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
+        .name("sink")
+        .spawn(move || async move {
+            let listener = TcpListener::bind(addr).map_err(|e| anyhow!("binding {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| anyhow!("{e}"))?;
+            println!("sink listening on {bound}");
+            let _ = std::io::stdout().flush();
+            #[allow(unreachable_code)]
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(drain(stream)).detach();
+                    }
+                    Err(_) => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
+                }
+            }
+        })
+        .map_err(|e| anyhow!("starting the sink executor: {e}"))?;
+    handle.join().map_err(|e| anyhow!("sink executor: {e}"))?
+}
