@@ -67,13 +67,14 @@ wait_for() {
   return 1
 }
 
-# Starts a command in the background, output to $work/$name.out.
+# Starts a command in the background, output to $work/$name.out; its PID
+# goes to $last (not printed: a $(...) subshell would lose it from $pids).
 start() {
   local name=$1
   shift
   "$@" >"$work/$name.out" 2>&1 &
-  pids+=($!)
-  echo $!
+  last=$!
+  pids+=("$last")
 }
 
 stop() {
@@ -88,7 +89,8 @@ herd_config() { # file, JSON of servers, extra top-level JSON (may be empty)
 p() { echo $((PORT_BASE + $1)); }
 
 # --- Baseline: the bare glommio line server -------------------------------
-bare=$(start bare taskset -c "$SERVER_CPU" "$BENCH" bare --listen "127.0.0.1:$(p 0)" --cpu "$SERVER_CPU")
+start bare taskset -c "$SERVER_CPU" "$BENCH" bare --listen "127.0.0.1:$(p 0)" --cpu "$SERVER_CPU"
+bare=$last
 wait_for "$work/bare.out" "listening"
 run_load bare-64x1 --addr "127.0.0.1:$(p 0)" --connections 64 --depth 1 --server Bare
 run_load bare-64x16 --addr "127.0.0.1:$(p 0)" --connections 64 --depth 16 --server Bare
@@ -102,10 +104,11 @@ herd_config "$cfg" "[
   {\"name\": \"S3\", \"listen\": \"127.0.0.1:$(p 13)\", \"neighbours\": [\"Target\"]}]" \
   ', "limits": {"max_connections_per_shard": 20000}'
 for i in 1 2 3; do
-  sink=$(start "sink$i" "$BENCH" sink --listen "127.0.0.1:$(p $((10 + i)))" --cpu "$GEN_CPU")
+  start "sink$i" "$BENCH" sink --listen "127.0.0.1:$(p $((10 + i)))" --cpu "$GEN_CPU"
   wait_for "$work/sink$i.out" "listening"
 done
-target=$(start target taskset -c "$SERVER_CPU" "$HERD" serve Target --config "$cfg" --shards 1 --log-dir "$work/logs")
+start target taskset -c "$SERVER_CPU" "$HERD" serve Target --config "$cfg" --shards 1 --log-dir "$work/logs"
+target=$last
 wait_for "$work/target.out" "listening"
 sleep 1 # the three links open
 run_load herd-64x1 --addr "127.0.0.1:$(p 10)" --connections 64 --depth 1 --server Target --pid "$target"
@@ -123,8 +126,10 @@ if [ -n "$max" ]; then
 fi
 # Idle-ish connections on top of the records stored so far: each of 10,000
 # connections sends about one IAMAT every two seconds.
+# Opening 10,000 connections takes the generator a moment: a longer warm-up
+# and a looser send-lag limit (latency is not the point of this run).
 run_load herd-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 --server Target \
-  --pid "$target" --max-send-lag-ms 20
+  --pid "$target" --max-send-lag-ms 200 --warmup 4
 stop "$target"
 records=$(grep -o 'records=[0-9]*' "$work/logs/Target.log" | tail -n 1 | cut -d= -f2 || true)
 echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${records:-null}}}" >>"$results"
@@ -138,7 +143,8 @@ stop "$bare"
 for shards in 1 2; do
   cpus=$SERVER_CPU
   [ "$shards" = 2 ] && cpus="$SERVER_CPU,$GEN_CPU"
-  t=$(start "scale$shards" taskset -c "$cpus" "$HERD" serve Target --config "$cfg" --shards "$shards" --log-dir "$work/logs$shards")
+  start "scale$shards" taskset -c "$cpus" "$HERD" serve Target --config "$cfg" --shards "$shards" --log-dir "$work/logs$shards"
+  t=$last
   wait_for "$work/scale$shards.out" "listening"
   sleep 1
   run_load "herd-shards-$shards" --addr "127.0.0.1:$(p 10)" --connections 64 --depth 4 --server Target
@@ -147,11 +153,13 @@ done
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
 # --- WHATSAT against places-mock with 20 ms of upstream latency -----------
-mock=$(start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20)
+start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20
+mock=$last
 wait_for "$work/mock.out" "listening"
 herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"neighbours\": []}]" \
   ", \"places\": {\"provider\": \"mock\", \"base_url\": \"http://127.0.0.1:$(p 20)\"}"
-near=$(start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs")
+start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs"
+near=$last
 wait_for "$work/near.out" "listening"
 run_load whatsat-50pct --addr "127.0.0.1:$(p 21)" --connections 64 --depth 1 --clients 2000 \
   --whatsat-pct 50 --max-results 5 --server Near
@@ -175,7 +183,7 @@ servers+="{\"name\": \"Probe\", \"listen\": \"127.0.0.1:$(p 35)\", \"neighbours\
 herd_config "$work/herd.json" "[$servers]" ""
 for name in "${names[@]}"; do
   start "$name" taskset -c "$SERVER_CPU" "$HERD" serve "$name" --config "$work/herd.json" --shards 1 \
-    --log-dir "$work/logs" >/dev/null
+    --log-dir "$work/logs"
   wait_for "$work/$name.out" "listening"
 done
 line=$("$BENCH" propagation --json-only --send "127.0.0.1:$(p 30)" --probe-listen "127.0.0.1:$(p 35)" \
@@ -185,7 +193,8 @@ for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
 # --- Redis GEOADD, the same shape (64 connections, one in flight) ---------
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  redis=$(start redis taskset -c "$SERVER_CPU" redis-server --port "$(p 40)" --save '' --appendonly no)
+  start redis taskset -c "$SERVER_CPU" redis-server --port "$(p 40)" --save '' --appendonly no
+redis=$last
   sleep 0.5
   rps=$(taskset -c "$GEN_CPU" redis-benchmark -p "$(p 40)" -c 64 -P 1 -n $((150000 * DURATION)) -r 1000000 -q \
     GEOADD herd -118.445127 34.068930 client:__rand_int__ | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1 || true)

@@ -1,0 +1,194 @@
+//! Links cut and restored through a proxy the test controls: while the two
+//! servers cannot reach each other both keep serving, and once the links
+//! heal both hold every record, from either side.
+
+// A test that cannot go on should stop loudly.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+/// A TCP proxy that can cut every connection it carries and refuse new ones.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = Proxy {
+            addr: listener.local_addr().unwrap(),
+            cut: Arc::new(AtomicBool::new(false)),
+            open: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (cut, open, stop) = (proxy.cut.clone(), proxy.open.clone(), proxy.stop.clone());
+        std::thread::spawn(move || {
+            // Bounded by `stop`, set when the proxy is dropped.
+            while !stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                if cut.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let mut held = open.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Breaks every carried connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
+    let mut s = connect(addr);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    s.write_all(text.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    (0..lines.len())
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn servers_cut_apart_keep_serving_and_converge_once_the_links_heal() {
+    // Each server gets its own config: the other's address is a proxy.
+    let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let to_b = Proxy::start(b_addr);
+    let to_a = Proxy::start(a_addr);
+    let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
+    config_a.servers[0].listen = a_addr.to_string();
+    config_a.servers[1].listen = to_b.addr.to_string();
+    let mut config_b = config_a.clone();
+    config_b.servers[0].listen = to_a.addr.to_string();
+    config_b.servers[1].listen = b_addr.to_string();
+    let mut a = Herd::start(herd_of(&[], &[]), 1);
+    a.config = config_a;
+    std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
+    a.start_server("A");
+    let mut b = Herd::start(herd_of(&[], &[]), 1);
+    b.config = config_b;
+    std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
+    b.start_server("B");
+
+    let mut replies = send_all(
+        a_addr,
+        &(0..50)
+            .map(|i| format!("IAMAT before{i} +1-2 5"))
+            .collect::<Vec<_>>(),
+    );
+    eventually("records across the proxy", || {
+        stored_at_line(b_addr, "before49")
+    });
+
+    to_b.cut();
+    to_a.cut();
+    // Both sides keep serving while cut off.
+    replies.extend(send_all(
+        a_addr,
+        &(0..200)
+            .map(|i| format!("IAMAT froma{i} +1-2 6"))
+            .collect::<Vec<_>>(),
+    ));
+    replies.extend(send_all(
+        b_addr,
+        &(0..200)
+            .map(|i| format!("IAMAT fromb{i} +3-4 6"))
+            .collect::<Vec<_>>(),
+    ));
+    // Same clients updated on both sides: the newer time must win everywhere.
+    replies.extend(send_all(
+        a_addr,
+        &(0..20)
+            .map(|i| format!("IAMAT both{i} +1-2 7"))
+            .collect::<Vec<_>>(),
+    ));
+    replies.extend(send_all(
+        b_addr,
+        &(0..20)
+            .map(|i| format!("IAMAT both{i} +3-4 8"))
+            .collect::<Vec<_>>(),
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stored_at_line(b_addr, "froma0"), None, "the cut really cut");
+    assert_eq!(stored_at_line(a_addr, "fromb0"), None, "the cut really cut");
+
+    to_b.heal();
+    to_a.heal();
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for line in &replies {
+        let id = line.split(' ').nth(3).unwrap().to_owned();
+        let time: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let newer = expected
+            .get(&id)
+            .is_none_or(|old| time > old.rsplit(' ').next().unwrap().parse::<u64>().unwrap());
+        if newer {
+            expected.insert(id, line.clone());
+        }
+    }
+    for addr in [a_addr, b_addr] {
+        for (id, want) in &expected {
+            let got = eventually("convergence after the heal", || {
+                stored_at_line(addr, id).filter(|got| got == want)
+            });
+            assert_eq!(&got, want);
+        }
+    }
+}
