@@ -205,4 +205,13 @@ else
 fi
 
 python3 bench/report.py "$results" "$notes" >"$OUT"
-echo "wrote $OUT" >&2
+# The same report at the end of bench/README.md, between its markers.
+python3 - "$OUT" bench/README.md <<'PY'
+import sys
+report, readme = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+head, rest = readme.split("<!-- report -->", 1)
+tail = rest.split("<!-- /report -->", 1)[1]
+body = report.replace("# herd bench report", "").strip()
+open(sys.argv[2], "w").write(f"{head}<!-- report -->\n{body}\n<!-- /report -->{tail}")
+PY
+echo "wrote $OUT and bench/README.md" >&2

@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,20 +90,6 @@ impl Drop for Proxy {
         self.stop.store(true, Ordering::SeqCst);
         self.cut();
     }
-}
-
-fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
-    let mut s = connect(addr);
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    s.write_all(text.as_bytes()).unwrap();
-    let mut reader = BufReader::new(s);
-    (0..lines.len())
-        .map(|_| {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            line.trim_end().to_owned()
-        })
-        .collect()
 }
 
 #[test]

@@ -340,3 +340,18 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write file");
     path
 }
+
+/// Sends IAMATs over one connection and returns the AT lines, in order.
+pub fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
+    let mut s = connect(addr);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    s.write_all(text.as_bytes()).expect("write");
+    let mut reader = BufReader::new(s);
+    (0..lines.len())
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read line");
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
