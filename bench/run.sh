@@ -47,7 +47,7 @@ run_load() {
   shift
   local line status=0
   line=$("$BENCH" load --label "$scenario" --json-only --cpus "$GEN_CPU" \
-    --duration "$DURATION" --warmup "$WARMUP" "$@" | sed -n 's/^JSON //p') || status=$?
+    --duration "$DURATION" --warmup "${RUN_WARMUP:-$WARMUP}" "$@" | sed -n 's/^JSON //p') || status=$?
   if [ -z "$line" ]; then
     note "$scenario: no result (herd-bench exit $status)"
     return 0
@@ -128,8 +128,8 @@ fi
 # connections sends about one IAMAT every two seconds.
 # Opening 10,000 connections takes the generator a moment: a longer warm-up
 # and a looser send-lag limit (latency is not the point of this run).
-run_load herd-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 --server Target \
-  --pid "$target" --max-send-lag-ms 200 --warmup 4
+RUN_WARMUP=4 run_load herd-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 --server Target \
+  --pid "$target" --max-send-lag-ms 200
 stop "$target"
 records=$(grep -o 'records=[0-9]*' "$work/logs/Target.log" | tail -n 1 | cut -d= -f2 || true)
 echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${records:-null}}}" >>"$results"
