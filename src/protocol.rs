@@ -83,36 +83,44 @@ pub struct Location {
 
 /// Parses ISO 6709 `+DD.DDDD-DDD.DDDD` (explicit signs, latitude first).
 pub fn parse_location(text: &str) -> Option<Location> {
+    let (lat, lon) = split_location(text)?;
+    Some(Location {
+        lat: lat.parse().ok()?,
+        lon: lon.parse().ok()?,
+    })
+}
+
+/// Whether `text` is a valid location, without converting it to numbers
+/// (an IAMAT only needs the check; WHATSAT converts the stored text).
+pub fn valid_location(text: &str) -> bool {
+    split_location(text).is_some()
+}
+
+/// Splits a valid location into its latitude and longitude texts.
+fn split_location(text: &str) -> Option<(&str, &str)> {
     let bytes = text.as_bytes();
     if !matches!(bytes.first(), Some(b'+' | b'-')) {
         return None;
     }
     // The longitude starts at the second sign.
     let split = 1 + bytes[1..].iter().position(|&b| b == b'+' || b == b'-')?;
-    let lat = parse_degrees(&text[..split], 90)?;
-    let lon = parse_degrees(&text[split..], 180)?;
-    Some(Location { lat, lon })
+    let (lat, lon) = text.split_at(split);
+    (valid_degrees(lat, 90) && valid_degrees(lon, 180)).then_some((lat, lon))
 }
 
-/// Parses `[+-]digits[.digits]` with |value| <= `limit`, compared exactly.
-fn parse_degrees(text: &str, limit: u32) -> Option<f64> {
+/// Checks `[+-]digits[.digits]` with |value| <= `limit`, compared exactly.
+fn valid_degrees(text: &str, limit: u32) -> bool {
     let unsigned = &text[1..];
     let (int, frac) = match unsigned.split_once('.') {
         Some((i, f)) => (i, f),
         None => (unsigned, ""),
     };
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 3 || !digits(int) || !digits(frac) {
-        return None;
+    if int.is_empty() || int.len() > 3 || !digits(int) || !digits(frac) || unsigned.ends_with('.') {
+        return false;
     }
-    if unsigned.ends_with('.') {
-        return None;
-    }
-    let whole: u32 = int.parse().ok()?;
-    if whole > limit || (whole == limit && frac.bytes().any(|b| b != b'0')) {
-        return None;
-    }
-    text.parse::<f64>().ok()
+    let whole = int.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    whole < limit || (whole == limit && frac.bytes().all(|b| b == b'0'))
 }
 
 /// An `IAMAT` command; texts are exactly as the client sent them.
@@ -272,7 +280,9 @@ fn parse_iamat<'a>(
     if !valid_client_id(client_id) {
         return None;
     }
-    parse_location(location)?;
+    if !valid_location(location) {
+        return None;
+    }
     let time = PosixTime::parse(client_time)?;
     Some(IAmAt {
         client_id,
@@ -362,15 +372,27 @@ fn parse_peer<'a>(name: &'a str, credential: &'a str) -> Option<Peer<'a>> {
 /// Appends `skew = now - client`, signed, with exactly nine fraction digits.
 pub fn write_skew(out: &mut String, now: PosixTime, client: PosixTime) {
     let diff = now.total_nanos() - client.total_nanos();
-    let sign = if diff < 0 { '-' } else { '+' };
+    out.push(if diff < 0 { '-' } else { '+' });
     let abs = diff.unsigned_abs();
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{sign}{}.{:09}",
-        abs / 1_000_000_000,
-        abs % 1_000_000_000
-    );
+    push_digits(out, abs / 1_000_000_000, 1);
+    out.push('.');
+    push_digits(out, abs % 1_000_000_000, 9);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits; by hand,
+/// as this runs for every IAMAT and the formatting machinery costs more.
+fn push_digits(out: &mut String, mut n: u128, width: usize) {
+    let mut buf = [b'0'; 40];
+    let mut i = buf.len();
+    while n > 0 {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = i.min(buf.len() - width);
+    for &b in &buf[start..] {
+        out.push(char::from(b));
+    }
 }
 
 /// Appends the AT line (no line ending) for an IAMAT received at `now` by `server`.

@@ -25,29 +25,49 @@ pub struct Record {
 impl Record {
     /// The record for an IAMAT received by `server` at `now`.
     pub fn from_iamat(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> Record {
-        let mut line = String::with_capacity(
-            24 + server.len()
-                + iamat.client_id.len()
-                + iamat.location.len()
-                + iamat.client_time.len(),
-        );
-        protocol::write_at(&mut line, server, now, iamat);
-        Record::with_id(line, iamat.client_id, iamat.location, iamat.client_time)
+        Record::build(
+            |line| protocol::write_at(line, server, now, iamat),
+            iamat.client_id,
+            iamat.location,
+            iamat.client_time,
+        )
     }
 
     /// The record carried by an AT line from a neighbour, in canonical form.
     pub fn from_at(at: &At<'_>) -> Record {
-        let mut line = String::new();
-        protocol::write_at_line(&mut line, at);
-        Record::with_id(line, at.client_id, at.location, at.client_time)
+        Record::build(
+            |line| protocol::write_at_line(line, at),
+            at.client_id,
+            at.location,
+            at.client_time,
+        )
     }
 
-    fn with_id(line: String, client_id: &str, location: &str, client_time: &str) -> Record {
+    /// Writes the line into a reused buffer, then copies it once into an
+    /// exact-size box (a String's spare capacity would make
+    /// `into_boxed_str` reallocate): one allocation per record.
+    fn build(
+        write: impl FnOnce(&mut String),
+        client_id: &str,
+        location: &str,
+        client_time: &str,
+    ) -> Record {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            write(line);
+            Record::with_id(line, client_id, location, client_time)
+        })
+    }
+
+    fn with_id(line: &str, client_id: &str, location: &str, client_time: &str) -> Record {
         // The line ends with " <client-id> <location> <client-time>".
         let tail = client_id.len() + location.len() + client_time.len() + 2;
         let id_start = line.len() - tail;
         Record {
-            line: line.into_boxed_str(),
+            line: Box::from(line),
             seq: 0,
             id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
             id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
