@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGTERM};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -40,6 +41,32 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
                 stop_all(&mut children);
                 return Err(e);
             }
+        }
+    }
+    // Print the banner once every server answers, so the nc line works at once.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for server in &opts.config.servers {
+        let Some(addr) = opts.config.listen_addr(&server.name) else {
+            continue;
+        };
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            let exited = children
+                .iter_mut()
+                .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()));
+            if let Some(name) = exited {
+                stop_all(&mut children);
+                return Err(anyhow!(
+                    "{name} exited during start-up (its error is above)"
+                ));
+            }
+            if Instant::now() > deadline {
+                stop_all(&mut children);
+                return Err(anyhow!(
+                    "{} did not start listening on {addr} within 15 s",
+                    server.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     println!("herd is up: {} servers on this host", children.len());
@@ -103,6 +130,10 @@ fn spawn(exe: &Path, name: &str, opts: &UpOptions) -> anyhow::Result<Child> {
     if let Some(path) = &opts.config_path {
         cmd.arg("--config").arg(path);
     }
+    // A process group of its own: Ctrl-C at the terminal reaches only
+    // `herd up`, which then stops each server with one SIGTERM (a second
+    // signal would make a server skip its graceful stop).
+    cmd.process_group(0);
     cmd.spawn().map_err(|e| anyhow!("starting {name}: {e}"))
 }
 

@@ -7,6 +7,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
@@ -97,10 +98,11 @@ fn a_second_copy_of_a_running_server_refuses_to_start() {
 }
 
 #[test]
-fn herd_up_runs_every_server_and_stops_them_all_on_sigterm() {
+fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
     let config = default_herd_on_free_ports();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    // Its own process group, like a shell job: Ctrl-C goes to the group.
     let mut up = Command::new(herd_bin())
         .arg("up")
         .arg("--config")
@@ -109,6 +111,7 @@ fn herd_up_runs_every_server_and_stops_them_all_on_sigterm() {
         .arg(dir.path().join("logs"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(up.stdout.take().unwrap());
@@ -135,8 +138,9 @@ fn herd_up_runs_every_server_and_stops_them_all_on_sigterm() {
     });
     assert_eq!(got + "\n", at);
 
-    let pid = nix::unistd::Pid::from_raw(up.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // Ctrl-C at a terminal: SIGINT to the whole foreground group.
+    let group = nix::unistd::Pid::from_raw(-(up.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = up.try_wait().unwrap() {
@@ -146,6 +150,13 @@ fn herd_up_runs_every_server_and_stops_them_all_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    // Every server stopped gracefully (one signal each, not two).
+    for server in &config.servers {
+        let log =
+            std::fs::read_to_string(dir.path().join("logs").join(format!("{}.log", server.name)))
+                .unwrap();
+        assert!(log.contains("shard stopped"), "{}: {log}", server.name);
+    }
     for server in &config.servers {
         let addr = config.listen_addr(&server.name).unwrap();
         eventually("servers gone", || {
