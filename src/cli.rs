@@ -29,9 +29,12 @@ pub enum Cmd {
         /// Herd config (JSON); the default five-server herd if absent.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Shards (pinned executors); default: one per usable core.
+        /// Shards (pinned executors); default: one per CPU to run on.
         #[arg(long)]
         shards: Option<usize>,
+        /// CPUs to pin shards to, e.g. 2,3 (default: the affinity mask).
+        #[arg(long, value_delimiter = ',')]
+        cpus: Option<Vec<usize>>,
         /// Directory for <NAME>.log.
         #[arg(long, default_value = "logs")]
         log_dir: PathBuf,
@@ -96,14 +99,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             config,
             shards,
+            cpus,
             log_dir,
             log_level,
         } => server::serve(ServeOptions {
             name,
             config: load(config.as_deref())?,
-            shards,
+            shards: shards.or(cpus.as_ref().map(Vec::len)),
             log_dir,
             log_level,
+            cpus,
         }),
         Cmd::Up {
             config,

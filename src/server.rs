@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub log_dir: PathBuf,
     /// tracing filter, e.g. `info` or `debug`.
     pub log_level: String,
+    /// CPUs to pin shards to, in order; `None` means the affinity mask.
+    pub cpus: Option<Vec<usize>>,
 }
 
 /// What every shard needs to start; all `Send`, copied into each executor.
@@ -95,7 +97,22 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             Ok((n.clone(), addr))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cpus = usable_cpus()?;
+    let usable = usable_cpus()?;
+    let cpus = match &opts.cpus {
+        None => usable,
+        Some(asked) => {
+            if let Some(cpu) = asked.iter().find(|c| !usable.contains(c)) {
+                bail!(
+                    "{}: CPU {cpu} is not in this process's affinity mask {usable:?}",
+                    me.name
+                );
+            }
+            asked.clone()
+        }
+    };
+    if cpus.is_empty() {
+        bail!("{}: --cpus names no CPU", me.name);
+    }
     let shards = opts.shards.unwrap_or(cpus.len()).max(1);
     // SO_REUSEPORT would let a second copy of this server share the port
     // silently, so a listener that already answers there is an error. (A

@@ -33,9 +33,16 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the herd executable")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing signal handlers")?;
+    // Spread the servers over the CPUs this process may use: server k's
+    // shards start at CPU k (mod the count), so five one-shard servers on
+    // two cores do not all share the first.
+    let usable = crate::server::usable_cpus()?;
     let mut children: Vec<(String, Child)> = Vec::new();
-    for server in &opts.config.servers {
-        match spawn(&exe, &server.name, &opts) {
+    for (k, server) in opts.config.servers.iter().enumerate() {
+        let cpus: Vec<String> = (0..opts.shards)
+            .map(|i| usable[(k * opts.shards + i) % usable.len()].to_string())
+            .collect();
+        match spawn(&exe, &server.name, &opts, &cpus.join(",")) {
             Ok(child) => children.push((server.name.clone(), child)),
             Err(e) => {
                 stop_all(&mut children);
@@ -117,12 +124,14 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(exe: &Path, name: &str, opts: &UpOptions) -> anyhow::Result<Child> {
+fn spawn(exe: &Path, name: &str, opts: &UpOptions, cpus: &str) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
         .arg(name)
         .arg("--shards")
         .arg(opts.shards.to_string())
+        .arg("--cpus")
+        .arg(cpus)
         .arg("--log-dir")
         .arg(&opts.log_dir)
         .arg("--log-level")

@@ -166,3 +166,42 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
         });
     }
 }
+
+#[test]
+fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
+    let usable = herd::server::usable_cpus().unwrap();
+    let last = *usable.last().unwrap();
+    let mut herd = Herd::start(herd_of(&[], &[]), 1);
+    herd.config = herd_of(&["Pinned"], &[]);
+    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
+    let out = Command::new(herd_bin())
+        .args(["serve", "Pinned", "--cpus", "9999", "--config"])
+        .arg(&herd.config_path)
+        .arg("--log-dir")
+        .arg(herd.log_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CPU 9999 is not in"),
+        "{out:?}"
+    );
+    let mut child = Command::new(herd_bin())
+        .args(["serve", "Pinned", "--cpus", &last.to_string(), "--config"])
+        .arg(&herd.config_path)
+        .arg("--log-dir")
+        .arg(herd.log_dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        banner.contains(&format!("with 1 shard(s) on CPUs [{last}]")),
+        "{banner}"
+    );
+}
