@@ -183,7 +183,9 @@ async fn handle(
     let now = now();
     let parsed = protocol::parse_line(line);
     if let Role::Link(link) = role {
-        on_link(link, parsed, line, router, admission, peer, out).await;
+        if let Some(record) = on_link(link, parsed, line, admission, peer, out) {
+            router.record(record, Some(link.from)).await;
+        }
         return true;
     }
     tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in");
@@ -232,7 +234,10 @@ async fn handle(
             router.record(record, None).await;
         }
         Parsed::Command(Command::WhatsAt(w)) => {
-            match router.nearby(w.client_id, w.radius_km, w.max_results).await {
+            // Boxed: a WHATSAT may wait long (Places), and the connection's
+            // task should not carry that future's size while it is idle.
+            let nearby = Box::pin(router.nearby(w.client_id, w.radius_km, w.max_results));
+            match nearby.await {
                 Some(reply) => {
                     tracing::debug!(%peer, reply = %String::from_utf8_lossy(&reply), "out");
                     out.extend_from_slice(&reply);
@@ -244,21 +249,22 @@ async fn handle(
     true
 }
 
-/// One line on an incoming link: a record, or the stream's bookkeeping.
-async fn on_link(
+/// One line on an incoming link: the stream's bookkeeping is done here, a
+/// record is returned to be routed (synchronous, so that the connection's
+/// task stays small).
+fn on_link(
     link: &mut Incoming,
     parsed: Parsed<'_>,
     line: &[u8],
-    router: &Router,
     admission: &Admission,
     peer: &str,
     out: &mut Vec<u8>,
-) {
+) -> Option<Record> {
     let neighbour = &admission.neighbours[link.from];
     match parsed {
         Parsed::Command(Command::At(at)) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
-            router.record(Record::from_at(&at), Some(link.from)).await;
+            return Some(Record::from_at(&at));
         }
         Parsed::Command(Command::Stream { shard, epoch }) if link.stream.is_none() => {
             let since = admission.marks.since(neighbour, shard, epoch);
@@ -273,6 +279,7 @@ async fn on_link(
             tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link ignored")
         }
     }
+    None
 }
 
 fn reply_invalid(out: &mut Vec<u8>, line: &[u8], peer: &str) {

@@ -58,19 +58,38 @@ impl Router {
 
     /// Applies a record on its owner shard.
     pub async fn record(&self, record: Record, from: Option<NeighbourId>) {
-        let owner = self.ring.owner(record.client_id());
+        if let Err(record) = self.record_here(record, from) {
+            // Boxed: only records owned elsewhere wait, and a connection's
+            // task should not carry this future's size while it is idle.
+            Box::pin(self.record_elsewhere(record, from)).await;
+        }
+    }
+
+    /// Applies `record` right here if this shard owns it; otherwise gives
+    /// it back, to be sent to its owner.
+    pub fn record_here(&self, record: Record, from: Option<NeighbourId>) -> Result<(), Record> {
         match &self.senders {
-            Some(senders) if owner != self.shard.id => {
-                if senders
-                    .send_to(owner, ToOwner::Record { record, from })
-                    .await
-                    .is_err()
-                {
-                    // Only at shutdown, when the owner has stopped receiving.
-                    tracing::warn!(owner, "owner shard gone; record not applied");
-                }
+            Some(_) if self.ring.owner(record.client_id()) != self.shard.id => Err(record),
+            _ => {
+                self.shard.apply(record, from);
+                Ok(())
             }
-            _ => self.shard.apply(record, from),
+        }
+    }
+
+    /// Sends a record to the shard that owns it (waits while its channel is full).
+    async fn record_elsewhere(&self, record: Record, from: Option<NeighbourId>) {
+        let owner = self.ring.owner(record.client_id());
+        let Some(senders) = &self.senders else {
+            return self.shard.apply(record, from);
+        };
+        if senders
+            .send_to(owner, ToOwner::Record { record, from })
+            .await
+            .is_err()
+        {
+            // Only at shutdown, when the owner has stopped receiving.
+            tracing::warn!(owner, "owner shard gone; record not applied");
         }
     }
 
