@@ -58,28 +58,33 @@ impl Router {
 
     /// Applies a record on its owner shard.
     pub async fn record(&self, record: Record, from: Option<NeighbourId>) {
-        if let Err(record) = self.record_here(record, from) {
+        if let Err((record, owner)) = self.record_here(record, from) {
             // Boxed: only records owned elsewhere wait, and a connection's
             // task should not carry this future's size while it is idle.
-            Box::pin(self.record_elsewhere(record, from)).await;
+            Box::pin(self.record_elsewhere(record, from, owner)).await;
         }
     }
 
     /// Applies `record` right here if this shard owns it; otherwise gives
-    /// it back, to be sent to its owner.
-    pub fn record_here(&self, record: Record, from: Option<NeighbourId>) -> Result<(), Record> {
-        match &self.senders {
-            Some(_) if self.ring.owner(record.client_id()) != self.shard.id => Err(record),
-            _ => {
-                self.shard.apply(record, from);
-                Ok(())
+    /// it back with its owner, to be sent there.
+    fn record_here(
+        &self,
+        record: Record,
+        from: Option<NeighbourId>,
+    ) -> Result<(), (Record, usize)> {
+        if self.senders.is_some() {
+            let owner = self.ring.owner(record.client_id());
+            if owner != self.shard.id {
+                return Err((record, owner));
             }
         }
+        self.shard.apply(record, from);
+        Ok(())
     }
 
-    /// Sends a record to the shard that owns it (waits while its channel is full).
-    async fn record_elsewhere(&self, record: Record, from: Option<NeighbourId>) {
-        let owner = self.ring.owner(record.client_id());
+    /// Sends a record to `owner`, the shard that owns it (waits while that
+    /// shard's channel is full).
+    async fn record_elsewhere(&self, record: Record, from: Option<NeighbourId>, owner: usize) {
         let Some(senders) = &self.senders else {
             return self.shard.apply(record, from);
         };

@@ -81,11 +81,8 @@ fn serve_refuses_a_name_that_is_not_in_the_herd() {
 #[test]
 fn a_second_copy_of_a_running_server_refuses_to_start() {
     let herd = Herd::start(herd_of(&["Once"], &[]), 1);
-    let out = Command::new(herd_bin())
-        .args(["serve", "Once", "--shards", "1", "--config"])
-        .arg(&herd.config_path)
-        .arg("--log-dir")
-        .arg(herd.log_dir())
+    let out = serve_command("Once", &herd.config_path, &herd.log_dir())
+        .args(["--shards", "1"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -174,11 +171,8 @@ fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
     let mut herd = Herd::start(herd_of(&[], &[]), 1);
     herd.config = herd_of(&["Pinned"], &[]);
     std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
-    let out = Command::new(herd_bin())
-        .args(["serve", "Pinned", "--cpus", "9999", "--config"])
-        .arg(&herd.config_path)
-        .arg("--log-dir")
-        .arg(herd.log_dir())
+    let out = serve_command("Pinned", &herd.config_path, &herd.log_dir())
+        .args(["--cpus", "9999"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -186,11 +180,8 @@ fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
         String::from_utf8_lossy(&out.stderr).contains("CPU 9999 is not in"),
         "{out:?}"
     );
-    let mut child = Command::new(herd_bin())
-        .args(["serve", "Pinned", "--cpus", &last.to_string(), "--config"])
-        .arg(&herd.config_path)
-        .arg("--log-dir")
-        .arg(herd.log_dir())
+    let mut child = serve_command("Pinned", &herd.config_path, &herd.log_dir())
+        .args(["--cpus", &last.to_string()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -250,11 +250,8 @@ fn a_google_provider_without_a_key_refuses_to_start() {
     config.places.provider = Provider::Google;
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
-    let out = Command::new(herd_bin())
-        .args(["serve", "Keyless", "--shards", "1", "--config"])
-        .arg(&path)
-        .arg("--log-dir")
-        .arg(dir.path())
+    let out = serve_command("Keyless", &path, dir.path())
+        .args(["--shards", "1"])
         .env_remove("HERD_PLACES_KEY")
         .output()
         .unwrap();
@@ -272,19 +269,8 @@ fn the_api_key_is_sent_upstream_but_never_logged() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
     let key = "k3y-that-must-not-leak";
-    let mut child = Command::new(herd_bin())
-        .args([
-            "serve",
-            "Secretive",
-            "--shards",
-            "1",
-            "--log-level",
-            "debug",
-            "--config",
-        ])
-        .arg(&path)
-        .arg("--log-dir")
-        .arg(dir.path())
+    let mut child = serve_command("Secretive", &path, dir.path())
+        .args(["--shards", "1", "--log-level", "debug"])
         .env("HERD_PLACES_KEY", key)
         .stderr(Stdio::piped())
         .spawn()

@@ -18,6 +18,19 @@ pub fn herd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_herd")
 }
 
+/// `herd serve NAME --config CONFIG --log-dir LOG_DIR`, for callers to add
+/// their own options and stdio to.
+pub fn serve_command(name: &str, config: &Path, log_dir: &Path) -> Command {
+    let mut cmd = Command::new(herd_bin());
+    cmd.arg("serve")
+        .arg(name)
+        .arg("--config")
+        .arg(config)
+        .arg("--log-dir")
+        .arg(log_dir);
+    cmd
+}
+
 /// A loopback port that was free a moment ago, never handed out twice in
 /// one test process, and below the kernel's ephemeral range (32768 and up by
 /// default), so no outgoing connection can take it before a server binds it.
@@ -107,15 +120,9 @@ impl Herd {
             .append(true)
             .open(self.dir.path().join(format!("{name}.stderr")))
             .expect("stderr file");
-        let child = Command::new(herd_bin())
-            .arg("serve")
-            .arg(name)
-            .arg("--config")
-            .arg(&self.config_path)
+        let child = serve_command(name, &self.config_path, &self.log_dir())
             .arg("--shards")
             .arg(self.shards.to_string())
-            .arg("--log-dir")
-            .arg(self.log_dir())
             .arg("--log-level")
             .arg("debug")
             .stdout(Stdio::null())
