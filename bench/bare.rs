@@ -29,6 +29,11 @@ pub struct BareArgs {
     /// CPU to pin the executor to.
     #[arg(long, default_value_t = 0)]
     pub cpu: usize,
+    /// Wait this many microseconds per line before replying: a throttled
+    /// server that idles, for showing how a run that cannot saturate the
+    /// server is flagged generator-bound.
+    #[arg(long, default_value_t = 0)]
+    pub delay_us: u64,
 }
 
 /// What every reply starts with.
@@ -51,7 +56,7 @@ pub fn write_replies(input: &[u8], out: &mut Vec<u8>) -> usize {
 }
 
 /// Serves one connection: one write per read batch.
-async fn serve(mut stream: TcpStream) {
+async fn serve(mut stream: TcpStream, delay: Duration) {
     let _ = stream.set_nodelay(true);
     let mut inbuf = InBuf::new(64 * 1024);
     let mut out = Vec::with_capacity(64 * 1024);
@@ -64,7 +69,14 @@ async fn serve(mut stream: TcpStream) {
         }
         out.clear();
         let used = write_replies(inbuf.bytes(), &mut out);
+        let lines = inbuf.bytes()[..used]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         inbuf.consume(used);
+        if !delay.is_zero() && lines > 0 {
+            glommio::timer::sleep(delay * lines as u32).await;
+        }
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             return;
         }
@@ -76,9 +88,10 @@ pub fn run(args: &BareArgs) -> Result<()> {
     host::check_cpus(&[args.cpu])?;
     let addr = host::resolve(&args.listen)?;
     host::raise_fd_limit();
+    let delay = Duration::from_micros(args.delay_us);
     let handle = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
         .name("bare")
-        .spawn(move || listen(addr))
+        .spawn(move || listen(addr, delay))
         .map_err(|e| anyhow!("starting the executor on CPU {}: {e}", args.cpu))?;
     handle
         .join()
@@ -86,7 +99,7 @@ pub fn run(args: &BareArgs) -> Result<()> {
 }
 
 /// Binds, says where on stdout, and accepts forever.
-async fn listen(addr: SocketAddr) -> Result<()> {
+async fn listen(addr: SocketAddr, delay: Duration) -> Result<()> {
     let listener = TcpListener::bind(addr).map_err(|e| anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener
         .local_addr()
@@ -97,7 +110,7 @@ async fn listen(addr: SocketAddr) -> Result<()> {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve(stream)).detach();
+                glommio::spawn_local(serve(stream, delay)).detach();
             }
             // Out of descriptors: pause instead of spinning.
             Err(_) => glommio::timer::sleep(Duration::from_millis(10)).await,

@@ -48,6 +48,68 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{addr} resolves to no address"))
 }
 
+/// Pins the calling thread to `cpu`.
+pub fn pin_thread(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning a thread to CPU {cpu}"))
+}
+
+/// Time each CPU spent busy and in all, in clock ticks, from /proc/stat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// `(busy, total)` ticks, indexed by CPU number; CPUs missing from the
+    /// file are `(0, 0)`.
+    pub per_cpu: Vec<(u64, u64)>,
+}
+
+impl CpuTimes {
+    /// Reads /proc/stat now.
+    pub fn read() -> Result<CpuTimes> {
+        let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        Ok(CpuTimes::parse(&text))
+    }
+
+    /// The per-CPU lines of /proc/stat text. Busy is everything but idle
+    /// and iowait; guest time is already inside user time, so it is not
+    /// added again.
+    pub fn parse(text: &str) -> CpuTimes {
+        let mut per_cpu = Vec::new();
+        for line in text.lines() {
+            let mut fields = line.split_ascii_whitespace();
+            let Some(cpu) = fields
+                .next()
+                .and_then(|f| f.strip_prefix("cpu"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let ticks: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+            if ticks.len() < 5 {
+                continue;
+            }
+            let total: u64 = ticks.iter().sum();
+            let idle = ticks[3] + ticks[4];
+            if per_cpu.len() <= cpu {
+                per_cpu.resize(cpu + 1, (0, 0));
+            }
+            per_cpu[cpu] = (total - idle, total);
+        }
+        CpuTimes { per_cpu }
+    }
+
+    /// Percent of the time from `earlier` to `self` that `cpu` was busy;
+    /// `None` when the CPU is unknown or no tick passed.
+    pub fn busy_pct_since(&self, earlier: &CpuTimes, cpu: usize) -> Option<f64> {
+        let (b1, t1) = *self.per_cpu.get(cpu)?;
+        let (b0, t0) = *earlier.per_cpu.get(cpu)?;
+        let total = t1.checked_sub(t0).filter(|&t| t > 0)?;
+        let busy = b1.saturating_sub(b0).min(total);
+        Some((busy as f64 * 1000.0 / total as f64).round() / 10.0)
+    }
+}
+
 /// `secs` as a duration; `what` names the option in the error.
 pub fn seconds(what: &str, secs: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(secs)
@@ -66,6 +128,22 @@ mod tests {
             seconds("--duration", 1.5).unwrap(),
             Duration::from_millis(1500)
         );
+    }
+
+    #[test]
+    fn cpu_busy_is_everything_but_idle_and_iowait() {
+        let before = CpuTimes::parse(
+            "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\n",
+        );
+        // CPU 0: 90 more busy ticks of 100; CPU 1: 10 busy (5 in iowait
+        // do not count) of 100.
+        let after = CpuTimes::parse(
+            "cpu  0\ncpu0 60 0 40 50 0 0 0 0 0 0\ncpu1 10 0 10 125 5 0 0 0 0 0\nintr 1 2\n",
+        );
+        assert_eq!(after.busy_pct_since(&before, 0), Some(90.0));
+        assert_eq!(after.busy_pct_since(&before, 1), Some(10.0));
+        assert_eq!(after.busy_pct_since(&before, 2), None);
+        assert_eq!(before.busy_pct_since(&before, 0), None);
     }
 
     #[test]

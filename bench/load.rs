@@ -4,32 +4,33 @@
 //! its stall: coordinated omission is corrected), validates every reply and
 //! reports latency quantiles.
 //!
-//! One pinned glommio executor per `--cpus` entry; each owns its connections
-//! and its `Stats` outright (no locks, no atomics on the hot path) and hands
-//! them back through its join handle. Every loop is bounded by the run's
+//! One pinned thread per `--cpus` entry, each driving its connections
+//! through its own io_uring (`uring.rs`): per loop turn, one system call
+//! submits every send and receive and collects every completion. Each owns
+//! its connections and its `Stats` outright (no locks, no atomics on the hot
+//! path) and hands them back when it ends. Nothing is allocated, and no
+//! timer or task is made, per request. Every loop is bounded by the run's
 //! clock: nothing waits past the end of the run plus the 2 s drain.
+//!
+//! The busy share of the generator's and the server's CPUs over the measured
+//! window is read from /proc/stat, so every figure says whether the server
+//! was the bottleneck.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpStream};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
-use futures_lite::io::{ReadHalf, WriteHalf};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
-use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::check::{check_iamat, check_whatsat, reply_len, Expected, ReplyKind};
-use crate::host;
-use crate::report::{self, Summary};
+use crate::check::{check_iamat, check_whatsat_against, reply_len, Expected, ReplyKind};
+use crate::host::{self, CpuTimes};
+use crate::report::{self, CpuUse, Summary};
 use crate::stats::Stats;
-use crate::wire::{sleep_until, until, InBuf};
+use crate::uring::{Conns, Event};
 use crate::workload::{Request, Workload};
 
 /// Options of `herd-bench load`.
@@ -86,11 +87,17 @@ pub struct LoadArgs {
     /// Print only the JSON line.
     #[arg(long)]
     pub json_only: bool,
-    /// Let each executor spin this many microseconds before it sleeps: its
-    /// wake-ups get cheaper (less generator latency in the figures) at the
-    /// cost of a busy CPU. 0: sleep at once, like the server.
-    #[arg(long, default_value_t = 0)]
-    pub spin_us: u64,
+    /// Requests to send in all, split over the connections like the
+    /// clients (with as many clients, each gets exactly one IAMAT: a fill).
+    /// The run then ends when the last is answered, or at the end of the
+    /// window, whichever comes first.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// CPUs the server runs on. Their busy share over the measured window
+    /// (from /proc/stat) is reported, and a closed-loop run that left them
+    /// under 95 % busy is flagged generator-bound: it measured the generator.
+    #[arg(long, value_delimiter = ',')]
+    pub server_cpus: Vec<usize>,
     /// Open loop: abort (exit 2) when the warm-up send-lag p99 exceeds this
     /// many milliseconds, as the generator then cannot keep its schedule.
     #[arg(long, default_value_t = 1.0)]
@@ -104,9 +111,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Delay between the last executor being connected and the first request,
 /// so every executor starts on the same instant.
 const START_DELAY: Duration = Duration::from_millis(50);
-/// While an open-loop sender may still write, its reader wakes this often
-/// to notice that the sender stopped.
-const READER_TICK: Duration = Duration::from_millis(50);
+/// The longest one wait for completions may last, so the clock is looked
+/// at often enough to end the run on time.
+const TICK: Duration = Duration::from_millis(10);
+/// Open loop: when the next request is due sooner than this, poll instead
+/// of sleeping, since a kernel timer would wake the generator late.
+const SPIN: Duration = Duration::from_micros(30);
+/// Open loop: a send this late means the generator cannot keep its
+/// schedule at all; it stops at once instead of queueing without bound.
+const HOPELESS_LAG: Duration = Duration::from_secs(1);
+/// Closed loop: completions a turn waits for (see `Conns::wait`); measured
+/// on the 2-core VM against the bare server at 64 x 16: 1 gave 0.74 M/s,
+/// 4 gave 1.0 M/s, 16 no more, 32 less.
+const BATCH: usize = 4;
+/// Receive buffer per connection (grows for large WHATSAT replies).
+const INBUF: usize = 16 * 1024;
+/// A server CPU less busy than this in a closed-loop run was waiting for
+/// the generator: the run measured the generator, not the server.
+pub const SATURATED_PCT: f64 = 95.0;
 
 /// What every executor needs to know; shared read-only across threads.
 struct Plan {
@@ -118,6 +140,8 @@ struct Plan {
     warmup: Duration,
     duration: Duration,
     clients: u64,
+    /// Requests to send in all; `None`: until the end of the window.
+    requests: Option<u64>,
     whatsat_pct: u32,
     radius: String,
     max_results: u32,
@@ -128,13 +152,23 @@ struct Plan {
     abort: AtomicBool,
 }
 
+/// `total` split evenly over `n` parts; part `i` of it (the first
+/// `total % n` parts take one more).
+fn share(total: u64, n: usize, i: usize) -> u64 {
+    let n = n as u64;
+    total / n + u64::from((i as u64) < total % n)
+}
+
 impl Plan {
-    /// Clients owned by connection `c`: an even split, the first
-    /// `clients % connections` connections taking one more.
+    /// Clients owned by connection `c`.
     fn clients_of(&self, c: usize) -> u32 {
-        let n = self.connections as u64;
-        let share = self.clients / n + u64::from((c as u64) < self.clients % n);
-        share.min(u64::from(u32::MAX)) as u32
+        share(self.clients, self.connections, c).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Requests connection `c` may send in all.
+    fn quota_of(&self, c: usize) -> u64 {
+        self.requests
+            .map_or(u64::MAX, |n| share(n, self.connections, c))
     }
 }
 
@@ -147,33 +181,39 @@ struct Clock {
     drain_end: Instant,
 }
 
-/// One executor's shared state: its plan, clock and statistics.
-struct Env {
-    plan: Arc<Plan>,
-    clock: Clock,
-    stats: RefCell<Stats>,
-}
-
 /// A request that awaits its reply; `at` is when it was sent (closed loop)
 /// or scheduled (open loop): latency is measured from it.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
-    request: Request,
+    whatsat: bool,
+    /// Length of its echo in the connection's `echoes`.
+    echo_len: u32,
     at: Instant,
 }
 
-/// Buffers for rebuilding what a reply must echo.
-#[derive(Default)]
-struct Scratch {
-    id: String,
-    location: String,
-    time: String,
+/// One connection's requests: what it sends next and what it awaits.
+struct Line {
+    work: Workload,
+    pending: VecDeque<Pending>,
+    /// What the replies of `pending` must echo, back to back, from
+    /// `echo_start`.
+    echoes: Vec<u8>,
+    echo_start: usize,
+    /// Requests this connection may still send.
+    quota: u64,
+    alive: bool,
+    /// The last WHATSAT body that passed validation (see check.rs).
+    last_body: Vec<u8>,
 }
 
-fn kind(request: Request) -> ReplyKind {
-    match request {
-        Request::Iamat { .. } => ReplyKind::Iamat,
-        Request::Whatsat { .. } => ReplyKind::Whatsat,
+impl Line {
+    fn take_echo(&mut self, len: usize) {
+        self.echo_start += len;
+        // Compact now and then, not per reply.
+        if self.echo_start >= 64 * 1024 && self.echo_start * 2 >= self.echoes.len() {
+            self.echoes.drain(..self.echo_start);
+            self.echo_start = 0;
+        }
     }
 }
 
@@ -187,344 +227,433 @@ fn shown(reply: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(cut))
 }
 
-impl Env {
-    /// Validates one reply and records it.
-    fn on_reply(
-        &self,
-        c: usize,
-        work: &Workload,
-        p: &Pending,
-        reply: &[u8],
-        now: Instant,
-        s: &mut Scratch,
-    ) {
-        work.expected(p.request, &mut s.id, &mut s.location, &mut s.time);
-        let expected = Expected {
-            server: self.plan.server.as_deref(),
-            id: &s.id,
-            location: &s.location,
-            time: &s.time,
+/// One executor's run: its connections, their requests, its statistics.
+/// Everything here belongs to one thread; nothing is shared but the plan.
+struct Driver {
+    plan: Arc<Plan>,
+    clock: Clock,
+    conns: Conns,
+    lines: Vec<Line>,
+    stats: Stats,
+    /// Requests sent and not yet answered, over all live connections.
+    outstanding: usize,
+    /// Closed loop: (connection, requests) queued this turn, stamped with
+    /// the time just before they are handed to the kernel.
+    fresh: Vec<(usize, usize)>,
+    events: Vec<(usize, Event)>,
+    /// Open loop: scheduled times of the requests queued this turn.
+    dues: Vec<Instant>,
+    /// Open loop: how late a request went out when the schedule was lost.
+    hopeless: Option<Duration>,
+    /// Connections with requests awaiting replies.
+    busy_lines: usize,
+}
+
+impl Driver {
+    /// Queues up to `n` requests on connection `c`, sent or scheduled at
+    /// `at`; returns how many (fewer once its quota is spent).
+    fn issue(&mut self, c: usize, n: usize, at: Instant) -> usize {
+        let line = &mut self.lines[c];
+        let out = self.conns.queue(c);
+        let n = n.min(usize::try_from(line.quota).unwrap_or(usize::MAX));
+        if line.pending.is_empty() && n > 0 {
+            self.busy_lines += 1;
+        }
+        for _ in 0..n {
+            let before = line.echoes.len();
+            let request = line.work.next_request(out, &mut line.echoes);
+            line.pending.push_back(Pending {
+                whatsat: matches!(request, Request::Whatsat { .. }),
+                echo_len: (line.echoes.len() - before) as u32,
+                at,
+            });
+        }
+        line.quota -= n as u64;
+        self.outstanding += n;
+        self.stats.sent += n as u64;
+        n
+    }
+
+    /// Frames, validates and records every complete reply received on `c`;
+    /// returns how many there were.
+    fn on_received(&mut self, c: usize, now: Instant) -> usize {
+        let Driver {
+            plan,
+            clock,
+            conns,
+            lines,
+            stats,
+            outstanding,
+            busy_lines,
+            ..
+        } = self;
+        let line = &mut lines[c];
+        let Some(inbuf) = conns.received(c) else {
+            return 0;
         };
-        let verdict = match p.request {
-            Request::Iamat { .. } => check_iamat(reply, &expected),
-            Request::Whatsat { .. } => {
-                check_whatsat(reply, &expected, self.plan.max_results as usize)
-            }
-        };
-        let mut stats = self.stats.borrow_mut();
-        match verdict {
-            Ok(()) => {
-                stats.validated += 1;
-                if p.at >= self.clock.warm_end && p.at < self.clock.end {
-                    let ns = nanos(now.saturating_duration_since(p.at));
-                    stats.requests += 1;
-                    stats.latency.saturating_record(ns);
-                    let second = (p.at - self.clock.warm_end).as_secs() as usize;
-                    if let Some(h) = stats.per_second.get_mut(second) {
-                        h.saturating_record(ns);
+        let mut answered = 0;
+        while let Some(&p) = line.pending.front() {
+            let kind = if p.whatsat {
+                ReplyKind::Whatsat
+            } else {
+                ReplyKind::Iamat
+            };
+            let Some(len) = reply_len(inbuf.bytes(), kind) else {
+                break;
+            };
+            let reply = &inbuf.bytes()[..len];
+            let echo = &line.echoes[line.echo_start..line.echo_start + p.echo_len as usize];
+            let expected = Expected {
+                server: plan.server.as_deref().map(str::as_bytes),
+                echo,
+            };
+            let verdict = if p.whatsat {
+                check_whatsat_against(
+                    reply,
+                    &expected,
+                    plan.max_results as usize,
+                    &mut line.last_body,
+                )
+            } else {
+                check_iamat(reply, &expected)
+            };
+            match verdict {
+                Ok(()) => {
+                    stats.validated += 1;
+                    if p.at >= clock.warm_end && p.at < clock.end {
+                        let ns = nanos(now.saturating_duration_since(p.at));
+                        stats.requests += 1;
+                        stats.latency.saturating_record(ns);
+                        let second = (p.at - clock.warm_end).as_secs() as usize;
+                        if let Some(h) = stats.per_second.get_mut(second) {
+                            h.saturating_record(ns);
+                        }
+                        stats.last_reply = stats.last_reply.max(Some(now));
                     }
                 }
+                Err(why) => {
+                    stats.errors.invalid += 1;
+                    stats.sample(|| format!("connection {c}: {why}: {}", shown(reply)));
+                }
             }
-            Err(why) => {
-                stats.errors.invalid += 1;
-                stats.sample(|| format!("connection {c}: {why}: {}", shown(reply)));
-            }
+            inbuf.consume(len);
+            line.take_echo(p.echo_len as usize);
+            line.pending.pop_front();
+            answered += 1;
         }
+        *outstanding -= answered;
+        if answered > 0 && line.pending.is_empty() {
+            *busy_lines -= 1;
+        }
+        if line.pending.is_empty() && !inbuf.bytes().is_empty() {
+            stats.errors.invalid += 1;
+            let extra = shown(inbuf.bytes());
+            stats.sample(|| format!("connection {c}: bytes after the last reply: {extra}"));
+            let all = inbuf.bytes().len();
+            inbuf.consume(all);
+        }
+        answered
     }
 
     /// Counts a failed connection and the replies it will never give.
-    fn connection_failed(&self, c: usize, what: &str, outstanding: usize) {
-        let mut stats = self.stats.borrow_mut();
-        stats.errors.connection += 1;
-        stats.errors.missing += outstanding as u64;
-        stats.sample(|| format!("connection {c}: {what}"));
-    }
-
-    /// Counts replies that did not come before the drain deadline.
-    fn replies_missing(&self, c: usize, outstanding: usize) {
-        if outstanding == 0 {
+    fn fail(&mut self, c: usize, what: &str) {
+        let line = &mut self.lines[c];
+        if !line.alive {
             return;
         }
-        let mut stats = self.stats.borrow_mut();
-        stats.errors.missing += outstanding as u64;
-        stats.sample(|| {
-            format!("connection {c}: {outstanding} replies missing {DRAIN:?} after the run")
-        });
+        line.alive = false;
+        line.quota = 0;
+        let lost = line.pending.len();
+        if lost > 0 {
+            self.busy_lines -= 1;
+        }
+        line.pending.clear();
+        self.outstanding -= lost;
+        self.stats.errors.connection += 1;
+        self.stats.errors.missing += lost as u64;
+        self.stats.sample(|| format!("connection {c}: {what}"));
     }
-}
 
-/// Closed loop on one connection: `depth` requests in flight; each reply
-/// read lets one more out, written in one batch per read.
-async fn closed_loop(env: Rc<Env>, c: usize, mut stream: TcpStream, mut work: Workload) {
-    let clock = env.clock;
-    let depth = env.plan.depth;
-    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(depth);
-    let mut out = Vec::with_capacity(depth * 96);
-    let mut inbuf = InBuf::new(64 * 1024);
-    let mut scratch = Scratch::default();
-    sleep_until(clock.t0).await;
-    let mut answered = depth;
-    loop {
-        if answered > 0 && Instant::now() < clock.end {
-            out.clear();
-            for _ in 0..answered {
-                let request = work.next_request(&mut out);
-                pending.push_back(Pending {
-                    request,
-                    at: clock.t0,
-                });
+    /// Counts the replies that did not come before the drain deadline.
+    fn give_up(&mut self) {
+        for (c, line) in self.lines.iter_mut().enumerate() {
+            let lost = line.pending.len();
+            if lost == 0 {
+                continue;
             }
-            // Stamp after formatting: the requests leave now.
-            let at = Instant::now();
-            for p in pending.iter_mut().rev().take(answered) {
+            line.pending.clear();
+            self.busy_lines -= 1;
+            self.stats.errors.missing += lost as u64;
+            self.stats.sample(|| {
+                format!("connection {c}: {lost} replies missing {DRAIN:?} after the run")
+            });
+        }
+        self.outstanding = 0;
+    }
+
+    /// Sends what is queued on `c` and keeps a receive armed while it lives.
+    fn pump(&mut self, c: usize) {
+        if !self.lines[c].alive {
+            return;
+        }
+        if let Err(e) = self.conns.flush(c).and_then(|()| self.conns.arm(c)) {
+            self.fail(c, &e.to_string());
+        }
+    }
+
+    /// Waits for completions (at most `timeout`) and handles them; the
+    /// closed loop refills each connection with as many requests as it got
+    /// replies.
+    fn turn(&mut self, timeout: Duration, refill: bool) -> Result<()> {
+        // Batch only while enough connections await replies for a batch to
+        // come at all.
+        let batch = if refill && self.busy_lines >= 4 * BATCH {
+            BATCH
+        } else {
+            1
+        };
+        self.conns
+            .wait(batch, timeout, &mut self.events)
+            .map_err(|e| anyhow!("io_uring wait: {e}"))?;
+        let now = Instant::now();
+        let mut events = std::mem::take(&mut self.events);
+        for &(c, event) in &events {
+            match event {
+                Event::Received(_) => {
+                    let answered = self.on_received(c, now);
+                    if refill && answered > 0 && now < self.clock.end {
+                        let n = self.issue(c, answered, now);
+                        if n > 0 {
+                            self.fresh.push((c, n));
+                        }
+                    }
+                    self.pump(c);
+                }
+                Event::Closed => self.fail(c, "server closed the connection"),
+                Event::Failed(errno) => {
+                    let e = std::io::Error::from_raw_os_error(errno);
+                    self.fail(c, &format!("socket: {e}"));
+                }
+                Event::Sent => {}
+            }
+        }
+        events.clear();
+        self.events = events;
+        Ok(())
+    }
+
+    /// Gives the requests queued this turn their send time: now, just
+    /// before the next wait hands them to the kernel.
+    fn stamp(&mut self) {
+        if self.fresh.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        for &(c, n) in &self.fresh {
+            let pending = &mut self.lines[c].pending;
+            let from = pending.len() - n;
+            for p in pending.range_mut(from..) {
                 p.at = at;
             }
-            env.stats.borrow_mut().sent += answered as u64;
-            match until(clock.drain_end, stream.write_all(&out)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    return env.connection_failed(c, &format!("write: {e}"), pending.len())
-                }
-                None => return env.connection_failed(c, "write timed out", pending.len()),
-            }
         }
-        if pending.is_empty() {
-            break;
+        self.fresh.clear();
+    }
+
+    /// Closed loop: `depth` requests in flight per connection; each reply
+    /// lets one more out.
+    fn closed(&mut self) -> Result<()> {
+        let depth = self.plan.depth;
+        sleep_until(self.clock.t0);
+        for c in 0..self.lines.len() {
+            let n = self.issue(c, depth, self.clock.t0);
+            self.fresh.push((c, n));
+            self.pump(c);
         }
-        let Some(spare) = inbuf.spare() else {
-            return env.connection_failed(c, "reply too large to frame", pending.len());
-        };
-        let n = match until(clock.drain_end, stream.read(spare)).await {
-            None => return env.replies_missing(c, pending.len()),
-            Some(Ok(0)) => {
-                return env.connection_failed(c, "server closed the connection", pending.len())
-            }
-            Some(Err(e)) => return env.connection_failed(c, &format!("read: {e}"), pending.len()),
-            Some(Ok(n)) => n,
-        };
-        inbuf.filled(n);
-        let now = Instant::now();
-        answered = 0;
-        while let Some(p) = pending.front() {
-            let Some(len) = reply_len(inbuf.bytes(), kind(p.request)) else {
+        self.stamp();
+        loop {
+            let now = Instant::now();
+            if self.outstanding == 0 {
                 break;
-            };
-            env.on_reply(c, &work, p, &inbuf.bytes()[..len], now, &mut scratch);
-            inbuf.consume(len);
-            pending.pop_front();
-            answered += 1;
-        }
-    }
-    if !inbuf.bytes().is_empty() {
-        let mut stats = env.stats.borrow_mut();
-        stats.errors.invalid += 1;
-        stats.sample(|| format!("connection {c}: bytes after the last reply"));
-    }
-}
-
-/// What an open-loop connection's sender and reader share.
-struct OpenShared {
-    pending: RefCell<VecDeque<Pending>>,
-    /// The sender has sent its last request.
-    sender_done: Cell<bool>,
-    /// Stop sending: the reader is gone or the run aborted.
-    stop: Cell<bool>,
-    /// A connection error was counted already (count it once).
-    broken: Cell<bool>,
-}
-
-impl OpenShared {
-    fn connection_failed(&self, env: &Env, c: usize, what: &str) {
-        self.stop.set(true);
-        if !self.broken.replace(true) {
-            env.connection_failed(c, what, 0);
-        }
-    }
-}
-
-/// Open loop on one connection: a sender task keeps the timetable while
-/// this task reads and checks replies, so neither waits for the other.
-async fn open_loop(env: Rc<Env>, c: usize, stream: TcpStream, work: Workload) {
-    let (reader, writer) = futures_lite::io::split(stream);
-    let shared = Rc::new(OpenShared {
-        pending: RefCell::new(VecDeque::new()),
-        sender_done: Cell::new(false),
-        stop: Cell::new(false),
-        broken: Cell::new(false),
-    });
-    // The reader only rebuilds echoes, which depend on the fixed parts.
-    let echo = work.clone();
-    let sender = glommio::spawn_local(open_sender(env.clone(), c, writer, work, shared.clone()));
-    open_reader(&env, c, reader, &echo, &shared).await;
-    sender.await;
-}
-
-async fn open_sender(
-    env: Rc<Env>,
-    c: usize,
-    mut writer: WriteHalf<TcpStream>,
-    mut work: Workload,
-    shared: Rc<OpenShared>,
-) {
-    let clock = env.clock;
-    let plan = &env.plan;
-    let rate = plan.rate.unwrap_or(1.0);
-    let interval_ns = plan.connections as f64 * 1e9 / rate;
-    // Connections are staggered evenly over one interval.
-    let offset_ns = c as f64 * 1e9 / rate;
-    let due = |i: u64| clock.t0 + Duration::from_nanos((offset_ns + i as f64 * interval_ns) as u64);
-    let mut i: u64 = 0;
-    let mut out = Vec::with_capacity(4096);
-    let mut dues: Vec<Instant> = Vec::new();
-    loop {
-        if shared.stop.get() || plan.abort.load(Ordering::Relaxed) {
-            break;
-        }
-        let next = due(i);
-        if next >= clock.end {
-            break;
-        }
-        let now = Instant::now();
-        if next > now {
-            sleep_until(next).await;
-            continue;
-        }
-        out.clear();
-        dues.clear();
-        {
-            let mut pending = shared.pending.borrow_mut();
-            loop {
-                let d = due(i);
-                if d > now || d >= clock.end {
-                    break;
-                }
-                let request = work.next_request(&mut out);
-                pending.push_back(Pending { request, at: d });
-                dues.push(d);
-                i += 1;
             }
+            if now >= self.clock.drain_end {
+                self.give_up();
+                break;
+            }
+            let timeout = TICK.min(self.clock.drain_end - now);
+            self.turn(timeout, true)?;
+            self.stamp();
         }
+        Ok(())
+    }
+
+    /// Open loop: request `j` of this executor is due at a fixed time; it
+    /// goes out at the first turn at or after that time, and its latency
+    /// counts from the due time, so a stalled server cannot hide its stall.
+    fn open(&mut self, first: usize) -> Result<()> {
+        let plan = self.plan.clone();
+        let rate = plan.rate.unwrap_or(1.0);
+        let (all, mine) = (plan.connections as f64, self.lines.len());
+        // Connection `first + k` sends at (first + k + m * all) / rate for
+        // m = 0, 1, ...: every connection of the whole run staggered
+        // evenly. Merged over this executor's connections, in order.
+        let t0 = self.clock.t0;
+        let due = |j: usize| {
+            let slot = (first + j % mine) as f64 + (j / mine) as f64 * all;
+            t0 + Duration::from_nanos((slot * 1e9 / rate) as u64)
+        };
+        for c in 0..mine {
+            self.pump(c);
+        }
+        let mut j = 0usize;
+        let mut lag_checked = plan.warmup.is_zero();
+        let mut stopped = false;
+        loop {
+            let now = Instant::now();
+            if !lag_checked && now >= self.clock.warm_end {
+                lag_checked = true;
+                let lag = &self.stats.warmup_lag;
+                if !lag.is_empty() && lag.value_at_quantile(0.99) > plan.max_lag_ns {
+                    plan.abort.store(true, Ordering::Relaxed);
+                }
+            }
+            stopped |= plan.abort.load(Ordering::Relaxed);
+            let mut next = due(j);
+            while !stopped && next <= now && next < self.clock.end {
+                let c = j % mine;
+                if self.lines[c].alive && self.issue(c, 1, next) == 1 {
+                    self.dues.push(next);
+                }
+                j += 1;
+                next = due(j);
+            }
+            let sending = !stopped && next < self.clock.end;
+            if !self.dues.is_empty() {
+                for c in 0..mine {
+                    if self.conns.writing(c) {
+                        self.pump(c);
+                    }
+                }
+                self.record_lags();
+            }
+            if !sending && self.outstanding == 0 {
+                break;
+            }
+            if now >= self.clock.drain_end {
+                self.give_up();
+                break;
+            }
+            let wake = if sending { next } else { self.clock.drain_end };
+            let mut timeout = wake.saturating_duration_since(Instant::now()).min(TICK);
+            if timeout < SPIN {
+                timeout = Duration::ZERO;
+            }
+            self.turn(timeout, false)?;
+        }
+        if let Some(lag) = self.hopeless.take() {
+            bail!(
+                "the generator cannot keep up with {rate} requests/s on this executor's CPU: \
+                 a request went out {:.0} ms late; use more --cpus, fewer connections or a \
+                 lower --rate",
+                lag.as_secs_f64() * 1e3
+            );
+        }
+        if plan.abort.load(Ordering::Relaxed) && lag_checked {
+            let p99 = self.stats.warmup_lag.value_at_quantile(0.99);
+            bail!(
+                "the generator cannot keep up with {rate} requests/s on this executor's CPU: \
+                 warm-up send-lag p99 is {:.1} µs (limit {:.1} µs); use more --cpus, fewer \
+                 connections or a lower --rate",
+                report::micros(p99),
+                report::micros(plan.max_lag_ns),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records how late the requests queued this turn go out.
+    fn record_lags(&mut self) {
         let sent_at = Instant::now();
-        {
-            let mut stats = env.stats.borrow_mut();
-            stats.sent += dues.len() as u64;
-            for &d in &dues {
-                let lag = nanos(sent_at.saturating_duration_since(d));
-                if d < clock.warm_end {
-                    stats.warmup_lag.saturating_record(lag);
-                } else {
-                    stats.send_lag.saturating_record(lag);
-                }
+        for &d in &self.dues {
+            let lag = sent_at.saturating_duration_since(d);
+            if lag > HOPELESS_LAG && self.hopeless.is_none() {
+                self.hopeless = Some(lag);
+                self.plan.abort.store(true, Ordering::Relaxed);
+            }
+            if d < self.clock.warm_end {
+                self.stats.warmup_lag.saturating_record(nanos(lag));
+            } else {
+                self.stats.send_lag.saturating_record(nanos(lag));
             }
         }
-        match until(clock.drain_end, writer.write_all(&out)).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                shared.connection_failed(&env, c, &format!("write: {e}"));
-                break;
-            }
-            None => {
-                shared.connection_failed(&env, c, "write timed out");
-                break;
-            }
-        }
-    }
-    shared.sender_done.set(true);
-}
-
-async fn open_reader(
-    env: &Env,
-    c: usize,
-    mut reader: ReadHalf<TcpStream>,
-    work: &Workload,
-    shared: &OpenShared,
-) {
-    let clock = env.clock;
-    let mut inbuf = InBuf::new(64 * 1024);
-    let mut scratch = Scratch::default();
-    loop {
-        let sender_done = shared.sender_done.get();
-        if shared.pending.borrow().is_empty() && (sender_done || shared.stop.get()) {
-            break;
-        }
-        let now = Instant::now();
-        let deadline = if sender_done || now >= clock.end {
-            clock.drain_end
-        } else {
-            (now + READER_TICK).min(clock.end)
-        };
-        let Some(spare) = inbuf.spare() else {
-            shared.connection_failed(env, c, "reply too large to frame");
-            break;
-        };
-        let n = match until(deadline, reader.read(spare)).await {
-            None if deadline == clock.drain_end => break,
-            None => continue,
-            Some(Ok(0)) => {
-                shared.connection_failed(env, c, "server closed the connection");
-                break;
-            }
-            Some(Err(e)) => {
-                shared.connection_failed(env, c, &format!("read: {e}"));
-                break;
-            }
-            Some(Ok(n)) => n,
-        };
-        inbuf.filled(n);
-        let now = Instant::now();
-        let mut pending = shared.pending.borrow_mut();
-        while let Some(p) = pending.front() {
-            let Some(len) = reply_len(inbuf.bytes(), kind(p.request)) else {
-                break;
-            };
-            env.on_reply(c, work, p, &inbuf.bytes()[..len], now, &mut scratch);
-            inbuf.consume(len);
-            pending.pop_front();
-        }
-    }
-    // Whatever is still pending will never be answered now.
-    shared.stop.set(true);
-    let outstanding = shared.pending.borrow().len();
-    env.replies_missing(c, outstanding);
-    if shared.pending.borrow().is_empty() && !inbuf.bytes().is_empty() {
-        let mut stats = env.stats.borrow_mut();
-        stats.errors.invalid += 1;
-        stats.sample(|| format!("connection {c}: bytes after the last reply"));
+        self.dues.clear();
     }
 }
 
-/// Body of one executor: connect its connections, report ready, wait for
-/// the common start, run them all, return its statistics.
-async fn executor_main(
+/// Sleeps the thread until `at` (nothing else runs on it before the start).
+fn sleep_until(at: Instant) {
+    let left = at.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        std::thread::sleep(left);
+    }
+}
+
+/// Body of one executor thread: connect its connections, report ready,
+/// wait for the common start, run them all, return its statistics.
+fn executor_main(
     plan: Arc<Plan>,
+    cpu: usize,
     conns: Range<usize>,
     ready: mpsc::Sender<Result<()>>,
     go: mpsc::Receiver<Instant>,
 ) -> Result<Stats> {
-    let mut streams = Vec::with_capacity(conns.len());
-    for c in conns.clone() {
-        match TcpStream::connect_timeout(plan.addr, CONNECT_TIMEOUT).await {
-            Ok(stream) => {
-                // Requests are written in batches already; Nagle would only
-                // delay them.
-                let _ = stream.set_nodelay(true);
-                streams.push((c, stream));
-            }
-            Err(e) => {
-                let e = anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr);
-                let _ = ready.send(Err(anyhow!("{e}")));
-                return Err(e);
-            }
+    let connected = (|| {
+        host::pin_thread(cpu)?;
+        let mut streams = Vec::with_capacity(conns.len());
+        for c in conns.clone() {
+            let stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
+                .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
+            // Requests are written in batches already; Nagle would only
+            // delay them.
+            let _ = stream.set_nodelay(true);
+            streams.push(stream);
         }
-    }
-    let _ = ready.send(Ok(()));
-    // Blocking this thread is fine: nothing runs on it until the start.
+        Conns::new(streams, INBUF).map_err(|e| anyhow!("setting up io_uring: {e}"))
+    })();
+    let conns_io = match connected {
+        Ok(c) => {
+            let _ = ready.send(Ok(()));
+            c
+        }
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("{e:#}")));
+            return Err(e);
+        }
+    };
     let t0 = go
         .recv()
         .map_err(|_| anyhow!("start cancelled: another executor failed"))?;
     let warm_end = t0 + plan.warmup;
     let end = warm_end + plan.duration;
-    let env = Rc::new(Env {
+    let lines = conns
+        .clone()
+        .map(|c| Line {
+            work: Workload::new(
+                c,
+                plan.clients_of(c),
+                plan.base_secs,
+                plan.whatsat_pct,
+                plan.radius.clone(),
+                plan.max_results,
+            ),
+            pending: VecDeque::with_capacity(plan.depth),
+            echoes: Vec::with_capacity(plan.depth * 64),
+            echo_start: 0,
+            quota: plan.quota_of(c),
+            alive: true,
+            last_body: Vec::new(),
+        })
+        .collect();
+    let mut driver = Driver {
         plan: plan.clone(),
         clock: Clock {
             t0,
@@ -532,58 +661,37 @@ async fn executor_main(
             end,
             drain_end: end + DRAIN,
         },
-        stats: RefCell::new(Stats::new(plan.intervals)?),
-    });
-    let lag_abort: Rc<Cell<Option<u64>>> = Rc::new(Cell::new(None));
-    if plan.rate.is_some() && !plan.warmup.is_zero() {
-        let (env, lag_abort) = (env.clone(), lag_abort.clone());
-        glommio::spawn_local(async move {
-            sleep_until(env.clock.warm_end).await;
-            let p99 = {
-                let stats = env.stats.borrow();
-                (!stats.warmup_lag.is_empty()).then(|| stats.warmup_lag.value_at_quantile(0.99))
-            };
-            if let Some(p99) = p99.filter(|&p| p > env.plan.max_lag_ns) {
-                lag_abort.set(Some(p99));
-                env.plan.abort.store(true, Ordering::Relaxed);
-            }
-        })
-        .detach();
+        conns: conns_io,
+        lines,
+        stats: Stats::new(plan.intervals)?,
+        outstanding: 0,
+        fresh: Vec::new(),
+        events: Vec::with_capacity(1024),
+        dues: Vec::with_capacity(1024),
+        hopeless: None,
+        busy_lines: 0,
+    };
+    if plan.rate.is_some() {
+        driver.open(conns.start)?;
+    } else {
+        driver.closed()?;
     }
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .map(|(c, stream)| {
-            let work = Workload::new(
-                c,
-                plan.clients_of(c),
-                plan.base_secs,
-                plan.whatsat_pct,
-                plan.radius.clone(),
-                plan.max_results,
-            );
-            let env = env.clone();
-            if plan.rate.is_some() {
-                glommio::spawn_local(open_loop(env, c, stream, work))
-            } else {
-                glommio::spawn_local(closed_loop(env, c, stream, work))
-            }
-        })
-        .collect();
-    for task in tasks {
-        task.await;
-    }
-    if let Some(p99) = lag_abort.get() {
-        bail!(
-            "the generator cannot keep up with {} requests/s on this executor's CPU: \
-             warm-up send-lag p99 is {:.1} µs (limit {:.1} µs); use more --cpus, fewer \
-             connections or a lower --rate",
-            plan.rate.unwrap_or(0.0),
-            report::micros(p99),
-            report::micros(plan.max_lag_ns),
-        );
-    }
-    let stats = env.stats.replace(Stats::new(0)?);
-    Ok(stats)
+    Ok(driver.stats)
+}
+
+/// Reads /proc/stat at the start of the measured window and again at its
+/// end, or as soon as `done` says the run ended early; on a thread of its
+/// own, so the executors never wait for it.
+fn sample_cpus(
+    start: Instant,
+    end: Instant,
+    done: mpsc::Receiver<()>,
+) -> Option<(CpuTimes, CpuTimes)> {
+    sleep_until(start);
+    let first = CpuTimes::read().ok()?;
+    let _ = done.recv_timeout(end.saturating_duration_since(Instant::now()));
+    let second = CpuTimes::read().ok()?;
+    Some((first, second))
 }
 
 /// Runs `herd-bench load`; returns the error count (replies that were
@@ -606,6 +714,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     if args.clients < args.connections as u64 {
         bail!("--clients must be at least --connections (each connection owns its clients)");
     }
+    if args.requests == Some(0) {
+        bail!("--requests must be at least 1");
+    }
     if !(args.radius > 0.0 && args.radius <= 50.0) {
         bail!("--radius must be in (0, 50] km");
     }
@@ -613,6 +724,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         bail!("--max-send-lag-ms must be a number >= 0");
     }
     host::check_cpus(&args.cpus)?;
+    if !args.server_cpus.is_empty() {
+        host::check_cpus(&args.server_cpus)?;
+    }
     let addr = host::resolve(&args.addr)?;
     if let Some(pid) = args.pid {
         report::read_memory(pid)?;
@@ -627,6 +741,7 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         warmup,
         duration,
         clients: args.clients,
+        requests: args.requests,
         whatsat_pct: args.whatsat_pct,
         radius: args.radius.to_string(),
         max_results: args.max_results,
@@ -652,14 +767,10 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         let (go_tx, go_rx) = mpsc::channel();
         go.push(go_tx);
         let (plan, ready) = (plan.clone(), ready_tx.clone());
-        let mut builder =
-            LocalExecutorBuilder::new(Placement::Fixed(cpu)).name(&format!("bench-{e}"));
-        if args.spin_us > 0 {
-            builder = builder.spin_before_park(Duration::from_micros(args.spin_us));
-        }
-        let handle = builder
-            .spawn(move || executor_main(plan, conns, ready, go_rx))
-            .map_err(|e| anyhow!("starting an executor on CPU {cpu}: {e}"))?;
+        let handle = std::thread::Builder::new()
+            .name(format!("bench-{e}"))
+            .spawn(move || executor_main(plan, cpu, conns, ready, go_rx))
+            .map_err(|e| anyhow!("starting an executor thread for CPU {cpu}: {e}"))?;
         handles.push(handle);
     }
     drop(ready_tx);
@@ -686,6 +797,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     }
     let t0 = Instant::now() + START_DELAY;
     let window_start = SystemTime::now() + START_DELAY + warmup;
+    let (done_tx, done_rx) = mpsc::channel();
+    let sampler =
+        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, done_rx));
     for tx in &go {
         let _ = tx.send(t0);
     }
@@ -697,14 +811,25 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
-            Err(e) => {
-                failure.get_or_insert(anyhow!("executor failed: {e}"));
+            Err(_) => {
+                failure.get_or_insert(anyhow!("an executor thread panicked"));
             }
         }
     }
+    let _ = done_tx.send(());
+    let cpu_times = sampler.join().ok().flatten();
     if let Some(e) = failure {
         return Err(e);
     }
+    // A run with --requests may end before its window does: its rate is
+    // over the time it took.
+    let window = match (args.requests, merged.last_reply) {
+        (Some(_), Some(last)) => last
+            .saturating_duration_since(t0 + warmup)
+            .min(duration)
+            .max(Duration::from_millis(1)),
+        _ => duration,
+    };
     let memory = match args.pid.map(report::read_memory) {
         Some(Ok(m)) => Some(m),
         Some(Err(e)) => {
@@ -714,28 +839,42 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         None => None,
     };
     if let Some(path) = &args.hist_log {
+        let seconds = window.as_secs_f64().ceil() as usize;
         report::write_interval_log(
             path,
-            &merged.per_second,
+            &merged.per_second[..seconds.min(merged.per_second.len())],
             window_start,
-            duration,
+            window,
             &args.label,
         )?;
     }
     let open = args.rate.is_some();
+    let cpu = cpu_times.map(|(before, after)| {
+        let busy = |cpus: &[usize]| -> BTreeMap<usize, f64> {
+            cpus.iter()
+                .filter_map(|&c| after.busy_pct_since(&before, c).map(|p| (c, p)))
+                .collect()
+        };
+        CpuUse::new(
+            busy(&args.cpus[..executors]),
+            busy(&args.server_cpus),
+            !open,
+        )
+    });
     let summary = Summary {
         label: &args.label,
         mode: if open { "open" } else { "closed" },
         connections: args.connections,
         depth: (!open).then_some(args.depth),
         target_rate: args.rate,
-        achieved_rate: merged.requests as f64 / duration.as_secs_f64(),
+        achieved_rate: merged.requests as f64 / window.as_secs_f64(),
         requests: merged.requests,
         errors: merged.errors,
         latency: &merged.latency,
         send_lag: open.then_some(&merged.send_lag),
         memory,
-        duration_s: duration.as_secs_f64(),
+        cpu,
+        duration_s: window.as_secs_f64(),
     };
     summary.print(args.json_only);
     for s in &merged.samples {
@@ -758,6 +897,7 @@ mod tests {
             warmup: Duration::ZERO,
             duration: Duration::from_secs(1),
             clients,
+            requests: Some(7),
             whatsat_pct: 0,
             radius: "10".into(),
             max_results: 5,
@@ -774,5 +914,7 @@ mod tests {
         let shares: Vec<u32> = (0..4).map(|c| p.clients_of(c)).collect();
         assert_eq!(shares, [3, 3, 2, 2]);
         assert_eq!(shares.iter().map(|&s| u64::from(s)).sum::<u64>(), 10);
+        let quotas: Vec<u64> = (0..4).map(|c| p.quota_of(c)).collect();
+        assert_eq!(quotas, [2, 2, 2, 1]);
     }
 }

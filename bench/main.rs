@@ -7,10 +7,12 @@ mod bare;
 mod check;
 mod host;
 mod load;
+mod plot;
 mod probe;
 mod report;
 mod sink;
 mod stats;
+mod uring;
 mod wire;
 mod workload;
 
@@ -38,6 +40,8 @@ enum Command {
     Propagation(probe::PropagationArgs),
     /// Act as a neighbour that takes a server's floods and drops them.
     Sink(sink::SinkArgs),
+    /// Draw latency by percentile, or over time, from interval logs (SVG).
+    Plot(plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Bare(args) => bare::run(args).map(|()| 0),
         Command::Propagation(args) => probe::run(args),
         Command::Sink(args) => sink::run(args).map(|()| 0),
+        Command::Plot(args) => plot::run(args).map(|()| 0),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

@@ -217,11 +217,10 @@ async fn read_replies(
             let Some(len) = reply_len(inbuf.bytes(), ReplyKind::Iamat) else {
                 break;
             };
+            let echo = format!("{id} {location} {time}");
             let expected = Expected {
                 server: None,
-                id,
-                location,
-                time,
+                echo: echo.as_bytes(),
             };
             if let Err(why) = check_iamat(&inbuf.bytes()[..len], &expected) {
                 eprintln!("herd-bench: IAMAT reply for {id}: {why}");
@@ -401,6 +400,7 @@ pub fn run(args: &PropagationArgs) -> Result<u64> {
         latency: &outcome.latency,
         send_lag: None,
         memory: None,
+        cpu: None,
         duration_s: (window * 1000.0).round() / 1000.0,
     };
     summary.print(args.json_only);

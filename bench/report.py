@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Writes bench/REPORT.md from the JSON lines bench/run.sh collected."""
+"""Writes bench/REPORT.md from the JSON lines bench/run.sh collected.
+
+Usage: report.py RESULTS NOTES SERVER_CPU GEN_CPU
+Every target is stated as a ratio to a baseline of the same run; a baseline
+row whose server CPU was under 95 % busy is flagged "generator-bound".
+"""
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+
+SATURATED = 95.0
 
 
 def sh(cmd):
@@ -17,6 +24,7 @@ def sh(cmd):
 
 def main():
     results_path, notes_path = sys.argv[1], sys.argv[2]
+    server_cpu, gen_cpu = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("0", "1")
     runs = {}
     order = []
     for line in open(results_path):
@@ -39,6 +47,12 @@ def main():
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
 
+    def fr(r):
+        return "n/a" if r is None else f"{r:.2f}"
+
+    def baseline_bound(name):
+        return name.startswith("bare") and res(name, "generator_bound") is True
+
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     out = []
     out.append("# herd bench report\n")
@@ -47,8 +61,10 @@ def main():
     out.append(f"- machine: {os.cpu_count()} CPUs ({cpu or 'unknown model'}), "
                f"Linux {platform.release()}, {mem} GiB")
     out.append(f"- herd: {sh('git rev-parse --short HEAD')} built by {sh('rustc --version')}")
-    out.append("- layout: server pinned to CPU 0; load generator, flood sinks, probe and places-mock on CPU 1; loopback")
-    out.append("- every request validated; latency from the scheduled send time in open loop\n")
+    out.append(f"- layout: server pinned to CPU {server_cpu}; load generator, flood sinks, probe and "
+               f"places-mock on CPU {gen_cpu}; loopback")
+    out.append("- every reply validated; latency from the scheduled send time in open loop; "
+               "CPU busy % from /proc/stat over each measured window\n")
 
     out.append("## Targets\n")
     out.append("| target | measured | baseline (same run) | ratio | met |")
@@ -57,61 +73,115 @@ def main():
     def row(name, measured, baseline, r, met):
         out.append(f"| {name} | {measured} | {baseline} | {r} | {met} |")
 
-    h1, b1 = res("herd-64x1", "achieved_rate"), res("bare-64x1", "achieved_rate")
-    r1 = ratio(h1, b1)
-    row("IAMAT 64x1, stored and flooded, >= 90 % of bare", fmt(h1, "/s"), f"bare {fmt(b1, '/s')}",
-        fmt(r1, "", 2) if r1 else "n/a", "yes" if r1 and r1 >= 0.9 else "no")
-    redis = res("redis-geoadd-64x1", "achieved_rate")
-    rr = ratio(h1, redis)
-    row("IAMAT 64x1 ahead of Redis GEOADD", fmt(h1, "/s"), f"Redis {fmt(redis, '/s')}",
-        fmt(rr, "", 2) if rr else "n/a", "yes" if rr and rr > 1 else ("no" if rr else "n/a"))
-    h16, b16 = res("herd-64x16", "achieved_rate"), res("bare-64x16", "achieved_rate")
-    row("IAMAT 64x16 pipelined >= 1.2 M/s on one core", fmt(h16, "/s"), f"bare {fmt(b16, '/s')}",
-        fmt(ratio(h16, b16), "", 2) if h16 and b16 else "n/a", "yes" if h16 and h16 >= 1.2e6 else "no")
-    o80, bo80 = res("herd-open-80", "p99_us"), res("bare-open-80", "p99_us")
-    row("open loop at 80 % of max: p99 < 1 ms", fmt(o80, " us", 1), f"bare p99 {fmt(bo80, ' us', 1)}",
-        fmt(ratio(o80, bo80), "", 2) if o80 and bo80 else "n/a", "yes" if o80 and o80 < 1000 else "no")
-    rss = res("herd-10k-conns", "server_vmrss_mib")
+    def yes(ok):
+        return "n/a" if ok is None else ("yes" if ok else "no")
+
+    def rate_row(name, herd, base, want, base_label="bare"):
+        h, b = res(herd, "achieved_rate"), res(base, "achieved_rate")
+        r = ratio(h, b)
+        flag = " (baseline generator-bound)" if baseline_bound(base) else ""
+        row(name, fmt(h, "/s"), f"{base_label} {fmt(b, '/s')}{flag}", fr(r), yes(None if r is None else r >= want))
+
+    rate_row("IAMAT 64x1, stored and flooded, >= 0.9x bare", "healthy-64x1", "bare-64x1", 0.9)
+    rate_row("IAMAT 64x16 pipelined, >= 0.8x bare", "healthy-64x16", "bare-64x16", 0.8)
+    for depth in (1, 16):
+        h, redis = res(f"healthy-64x{depth}", "achieved_rate"), res(f"redis-geoadd-64x{depth}", "achieved_rate")
+        rr = ratio(h, redis)
+        row(f"IAMAT 64x{depth} ahead of Redis GEOADD -P {depth}", fmt(h, "/s"), f"Redis {fmt(redis, '/s')}",
+            fr(rr), yes(None if rr is None else rr > 1))
+    for bad in ("down", "slow"):
+        for level in (50, 80):
+            b, h = res(f"{bad}-open-{level}", "p99_us"), res(f"healthy-open-{level}", "p99_us")
+            rr = ratio(b, h)
+            what = "every neighbour down" if bad == "down" else "one neighbour slow"
+            row(f"open loop at {level} %, {what}: p99 <= 1.25x healthy", fmt(b, " us", 1),
+                f"healthy p99 {fmt(h, ' us', 1)}", fr(rr), yes(None if rr is None else rr <= 1.25))
+    o80, bo80 = res("healthy-open-80", "p99_us"), res("bare-at-healthy-open-80", "p99_us")
+    row("open loop at 80 % of max: p99 < 1 ms (and vs the bare server at that rate)", fmt(o80, " us", 1),
+        f"bare p99 {fmt(bo80, ' us', 1)}", fr(ratio(o80, bo80)), yes(None if o80 is None else o80 < 1000))
+    wc, wi = res("whatsat-cached-64x1", "achieved_rate"), res("near-iamat-64x1", "achieved_rate")
+    rw = ratio(wc, wi)
+    row("cached WHATSAT, 20 results, >= 0.4x IAMAT", fmt(wc, "/s"), f"IAMAT {fmt(wi, '/s')}", fr(rw),
+        yes(None if rw is None else rw >= 0.4))
+    gm, sm = res("growth", "max_us"), res("healthy-64x16", "max_us")
+    rg = ratio(gm, sm)
+    row("growth to 5 M clients: max latency <= 2x steady max", fmt(gm, " us", 1),
+        f"steady (healthy 64x16) max {fmt(sm, ' us', 1)}", fr(rg), yes(None if rg is None else rg <= 2))
+    rss = res("healthy-10k-conns", "server_vmrss_mib")
     records = res("records-held", "records")
     row("10,000 connections + 1 M records <= 150 MB RSS",
         f"{fmt(rss, ' MiB', 1)} with {fmt(records)} records", "-", "-",
-        "yes" if rss and records and rss * 1.048576 <= 150 and records >= 1_000_000 else "no")
+        yes(None if rss is None or records is None else rss * 1.048576 <= 150 and records >= 1_000_000))
     pp99 = res("propagation-2-hops", "p99_us")
     row("update visible two hops away: p99 < 2 ms", fmt(pp99, " us", 1), "-", "-",
-        "yes" if pp99 and pp99 < 2000 else "no")
-    s1, s2 = res("herd-shards-1", "achieved_rate"), res("herd-shards-2", "achieved_rate")
-    row("2 shards vs 1 (cores allowing)", fmt(s2, "/s"), f"1 shard {fmt(s1, '/s')}",
-        fmt(ratio(s2, s1), "", 2) if s1 and s2 else "n/a",
-        "see note: the 2nd shard shares CPU 1 with the generator")
+        yes(None if pp99 is None else pp99 < 2000))
+    s1, s2 = res("shards-1-64x16", "achieved_rate"), res("shards-2-64x16", "achieved_rate")
+    row("2 shards vs 1, 64x16 (cores allowing)", fmt(s2, "/s"), f"1 shard {fmt(s1, '/s')}", fr(ratio(s2, s1)),
+        f"see note: the 2nd shard shares CPU {gen_cpu} with the generator")
 
     out.append("\n## Every run\n")
-    out.append("| scenario | mode | conns x depth | target rate | achieved rate | p50 us | p90 us | p99 us | p99.9 us | max us | errors | server RSS MiB |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("A baseline (`bare-*`) closed-loop row whose server CPU was under "
+               f"{SATURATED:.0f} % busy is marked **generator-bound**: it measured the generator.\n")
+    out.append("| scenario | mode | conns x depth | target rate | achieved rate | p50 us | p99 us | p99.9 us "
+               "| p99.99 us | max us | errors | gen CPU % | server CPU % | server RSS MiB |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in order:
         r = runs[name]["result"]
         if "p50_us" not in r:
             continue
         depth = r.get("depth")
-        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            name, r.get("mode", "-"), f"{r.get('connections', '-')} x {depth if depth else '-'}",
+        label = f"{name} **generator-bound**" if baseline_bound(name) else name
+        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            label, r.get("mode", "-"), f"{r.get('connections', '-')} x {depth if depth else '-'}",
             fmt(r.get("target_rate")), fmt(r.get("achieved_rate"), "", 0),
-            fmt(r.get("p50_us"), "", 1), fmt(r.get("p90_us"), "", 1), fmt(r.get("p99_us"), "", 1),
-            fmt(r.get("p999_us"), "", 1), fmt(r.get("max_us"), "", 1), fmt(r.get("errors")),
+            fmt(r.get("p50_us"), "", 1), fmt(r.get("p99_us"), "", 1), fmt(r.get("p999_us"), "", 1),
+            fmt(r.get("p9999_us"), "", 1), fmt(r.get("max_us"), "", 1), fmt(r.get("errors")),
+            fmt(r.get("generator_cpu_busy_pct"), "", 1), fmt(r.get("server_cpu_busy_pct"), "", 1),
             fmt(r.get("server_vmrss_mib"), "", 1)))
 
+    plots = [
+        ("closed", "Closed loop, herd vs bare"),
+        ("open", "Open loop, herd vs bare at the same rates"),
+        ("failure", "Neighbours healthy, down or slow"),
+        ("failure-timeline", "Neighbours healthy, down or slow, per second"),
+        ("growth", "Growth vs steady state"),
+        ("growth-timeline", "Growth, per second"),
+        ("whatsat", "WHATSAT"),
+        ("shards", "1 vs 2 shards"),
+        ("conns", "10,000 connections"),
+    ]
+    out.append("\n## Plots\n")
+    out.append("Percentile plots: latency (log) against percentile on a 1/(1-p) axis, so the tail "
+               "gets the room. Timelines: p99 (thick) and maximum (thin) of each second.\n")
+    for file, title in plots:
+        if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "plots", f"{file}.svg")):
+            out.append(f"### {title}\n\n![{title}](plots/{file}.svg)\n")
+
     up = runs.get("whatsat-upstream", {}).get("result", {})
-    wreq = res("whatsat-50pct", "requests")
+    wreq = sum(res(f"whatsat-mix-{m}", "requests") or 0 for m in ("64x1", "64x16", "open-50", "open-80"))
     if up and wreq:
         whatsats = wreq / 2
         out.append("\n## WHATSAT against places-mock (20 ms upstream latency)\n")
-        out.append(f"- WHATSATs in the measured window: about {whatsats:,.0f} (50 % of {wreq:,}), over 2,000 clients")
-        out.append(f"- upstream requests over the whole run, warm-up included: {up.get('requests', 'n/a'):,}")
+        out.append(f"- WHATSATs in the four measured windows: about {whatsats:,.0f} (50 % of {wreq:,}), "
+                   "over 2,000 clients")
+        out.append(f"- upstream requests over the whole scenario, warm-ups included: {up.get('requests', 'n/a'):,}")
         if up.get("requests"):
             out.append(f"- upstream requests per WHATSAT: at most {up['requests'] / whatsats:.4f}: "
-                       "the rest were answered by the per-shard cache or coalesced with an identical request in flight")
+                       "the rest were answered by the per-shard cache or coalesced with an identical "
+                       "request in flight")
+
+    out.append("\n## The generator\n")
+    for name in ("bare-64x1", "bare-64x16"):
+        g, s = res(name, "generator_cpu_busy_pct"), res(name, "server_cpu_busy_pct")
+        if g is not None and s is not None:
+            state = "saturated" if s >= SATURATED else "NOT saturated (generator-bound)"
+            out.append(f"- {name}: server CPU {s:.1f} % busy ({state}), generator CPU {g:.1f} % busy, "
+                       f"{fmt(res(name, 'achieved_rate'), '/s')}")
     out.append("\n## Notes\n")
-    out.append("- The 2-shard run pins the second shard to CPU 1, which the load generator also uses: "
+    out.append(f"- The 2-shard runs pin the second shard to CPU {gen_cpu}, which the load generator also uses: "
                "this 2-core machine cannot show shard scaling cleanly.")
+    out.append("- Open-loop rates are 50 % and 80 % of the same scenario's closed-loop 64x1 maximum: an open "
+               "loop sends single requests, so the unpipelined rate is its ceiling.")
     for n in notes:
         out.append(f"- {n}")
     failed = [n for n in order if runs[n].get("exit", 0) != 0]

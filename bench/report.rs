@@ -2,6 +2,7 @@
 //! with the same fields (snake_case), the HdrHistogram interval log, and the
 //! server's memory from /proc. Only formatting and files; no measuring.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -13,7 +14,45 @@ use hdrhistogram::serialization::V2Serializer;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::load::SATURATED_PCT;
 use crate::stats::Errors;
+
+/// How busy the generator's and the server's CPUs were over the measured
+/// window, percent per CPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuUse {
+    /// The generator's CPUs.
+    pub generator: BTreeMap<usize, f64>,
+    /// The server's CPUs (empty when they were not given).
+    pub server: BTreeMap<usize, f64>,
+    /// True when the run was closed loop and the server's CPUs were not
+    /// saturated: the server waited for the generator. `None` when the
+    /// server's CPUs are unknown, or in open loop (where idle is the point).
+    pub generator_bound: Option<bool>,
+}
+
+fn mean(m: &BTreeMap<usize, f64>) -> Option<f64> {
+    (!m.is_empty()).then(|| (m.values().sum::<f64>() / m.len() as f64 * 10.0).round() / 10.0)
+}
+
+impl CpuUse {
+    /// The figures of one run; `closed` tells whether it was closed loop.
+    pub fn new(
+        generator: BTreeMap<usize, f64>,
+        server: BTreeMap<usize, f64>,
+        closed: bool,
+    ) -> CpuUse {
+        let generator_bound = match mean(&server) {
+            Some(busy) if closed => Some(busy < SATURATED_PCT),
+            _ => None,
+        };
+        CpuUse {
+            generator,
+            server,
+            generator_bound,
+        }
+    }
+}
 
 /// The server's memory at the end of a run, from /proc/PID/status.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +87,8 @@ pub struct Summary<'a> {
     pub send_lag: Option<&'a Histogram<u64>>,
     /// The server's memory, when `--pid` was given and readable.
     pub memory: Option<Memory>,
+    /// CPU busy shares, when /proc/stat could be read.
+    pub cpu: Option<CpuUse>,
     /// Length of the measured window, s.
     pub duration_s: f64,
 }
@@ -92,6 +133,15 @@ impl Summary<'_> {
         for (key, _, q) in QUANTILES {
             v[key] = json!(micros(self.latency.value_at_quantile(q)));
         }
+        let by_cpu = |m: &BTreeMap<usize, f64>| -> Value {
+            m.iter().map(|(c, p)| (c.to_string(), json!(p))).collect()
+        };
+        let cpu = self.cpu.as_ref();
+        v["generator_cpus_busy_pct"] = cpu.map_or(Value::Null, |c| by_cpu(&c.generator));
+        v["server_cpus_busy_pct"] = cpu.map_or(Value::Null, |c| by_cpu(&c.server));
+        v["generator_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.generator)));
+        v["server_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.server)));
+        v["generator_bound"] = json!(cpu.and_then(|c| c.generator_bound));
         v
     }
 
@@ -135,6 +185,13 @@ impl Summary<'_> {
             cols.push(("rss MiB".into(), format!("{:.1}", m.rss_mib)));
             cols.push(("hwm MiB".into(), format!("{:.1}", m.hwm_mib)));
         }
+        let cpu = self.cpu.as_ref();
+        if let Some(busy) = cpu.and_then(|c| mean(&c.generator)) {
+            cols.push(("gen cpu %".into(), format!("{busy:.1}")));
+        }
+        if let Some(busy) = cpu.and_then(|c| mean(&c.server)) {
+            cols.push(("server cpu %".into(), format!("{busy:.1}")));
+        }
         let (mut head, mut row) = (String::new(), String::new());
         for (i, (h, v)) in cols.iter().enumerate() {
             let width = h.chars().count().max(v.chars().count());
@@ -148,7 +205,16 @@ impl Summary<'_> {
                 let _ = write!(row, "{sep}{v:>width$}");
             }
         }
-        format!("{head}\n{row}\n")
+        let mut table = format!("{head}\n{row}\n");
+        if let Some(c) = cpu.filter(|c| c.generator_bound == Some(true)) {
+            let _ = writeln!(
+                table,
+                "generator-bound: the server's CPUs were {:.1} % busy (under {SATURATED_PCT} %): \
+                 this run measured the generator, not the server",
+                mean(&c.server).unwrap_or(0.0)
+            );
+        }
+        table
     }
 
     /// Prints the table (unless `json_only`) and the `JSON ` line to stdout.
@@ -245,6 +311,7 @@ mod tests {
                 rss_mib: 12.5,
                 hwm_mib: 13.0,
             }),
+            cpu: None,
             duration_s: 2.0,
         }
     }
@@ -274,6 +341,27 @@ mod tests {
         let table = s.table();
         assert_eq!(table.lines().count(), 2);
         assert!(table.contains("p99.99 µs") && table.contains("lag max µs"));
+    }
+
+    #[test]
+    fn a_closed_loop_run_that_left_the_server_idle_is_flagged_generator_bound() {
+        let h = crate::stats::histogram().unwrap();
+        let cpus = |pct: f64| BTreeMap::from([(0, pct)]);
+        let mut s = summary(&h, None);
+        s.cpu = Some(CpuUse::new(cpus(100.0), cpus(60.0), true));
+        assert_eq!(s.to_json()["generator_bound"], true);
+        assert_eq!(s.to_json()["server_cpus_busy_pct"]["0"], 60.0);
+        assert!(s.table().contains("generator-bound"));
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), true));
+        assert_eq!(s.to_json()["generator_bound"], false);
+        assert!(!s.table().contains("generator-bound"));
+        // Open loop leaves the server idle on purpose; unknown server CPUs
+        // say nothing.
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(10.0), false));
+        assert_eq!(s.to_json()["generator_bound"], Value::Null);
+        s.cpu = Some(CpuUse::new(cpus(70.0), BTreeMap::new(), true));
+        assert_eq!(s.to_json()["generator_bound"], Value::Null);
+        assert_eq!(s.to_json()["generator_cpu_busy_pct"], 70.0);
     }
 
     #[test]

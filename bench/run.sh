@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# bench/run.sh: herd's standard scenarios, written up as bench/REPORT.md.
+# bench/run.sh: herd's standard scenarios, written up as bench/REPORT.md with
+# plots in bench/plots/.
 #
 # Server pinned to CPU $SERVER_CPU, load generator (and flood sinks, probe,
 # places-mock) on CPU $GEN_CPU, loopback only. Every figure is put next to
 # a baseline measured in the same run: the bare glommio line server of
-# herd-bench. Bounded: each load runs $DURATION s after $WARMUP s of
-# warm-up; every process started here is stopped by PID on exit.
+# herd-bench. Every load run records the busy share of both CPUs, so a row
+# whose server CPU was not saturated says so. Bounded: each load runs
+# $DURATION s after $WARMUP s of warm-up (the growth fill at most
+# $GROWTH_MAX_S s); every process started here is stopped by PID on exit.
 #
-# Usage: bench/run.sh            (about four minutes)
+# Usage: bench/run.sh            (about eight minutes)
 #        DURATION=10 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +20,12 @@ WARMUP=${WARMUP:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 OUT=${OUT:-bench/REPORT.md}
+PLOTS=${PLOTS:-bench/plots}
 PORT_BASE=${PORT_BASE:-31000}
+GROWTH_CLIENTS=${GROWTH_CLIENTS:-5000000}
+GROWTH_MAX_S=${GROWTH_MAX_S:-120}
+# The slow neighbour reads this many bytes a second.
+SLOW_BYTES_PER_SEC=${SLOW_BYTES_PER_SEC:-65536}
 
 cargo build --release --bins >&2
 HERD=$PWD/target/release/herd
@@ -36,24 +44,58 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 results=$work/results.jsonl
 notes=$work/notes.txt
+hist=$work/hist
+mkdir -p "$hist" "$PLOTS"
 : >"$results"
 : >"$notes"
 
 note() { echo "$*" | tee -a "$notes" >&2; }
 
-# Runs herd-bench load; appends its JSON line tagged with the scenario.
+# The CPUs the server of the next runs uses (the 2-shard run changes it).
+server_cpus=$SERVER_CPU
+
+# Runs herd-bench load; appends its JSON line tagged with the scenario and
+# keeps its interval log for the plots.
 run_load() {
   local scenario=$1
   shift
   local line status=0
-  line=$("$BENCH" load --label "$scenario" --json-only --cpus "$GEN_CPU" \
-    --duration "$DURATION" --warmup "${RUN_WARMUP:-$WARMUP}" "$@" | sed -n 's/^JSON //p') || status=$?
+  line=$("$BENCH" load --label "$scenario" --json-only --cpus "$GEN_CPU" --server-cpus "$server_cpus" \
+    --duration "$DURATION" --warmup "${RUN_WARMUP:-$WARMUP}" --hist-log "$hist/$scenario.hlog" "$@" |
+    sed -n 's/^JSON //p') || status=$?
   if [ -z "$line" ]; then
     note "$scenario: no result (herd-bench exit $status)"
     return 0
   fi
   echo "{\"scenario\": \"$scenario\", \"exit\": $status, \"result\": $line}" >>"$results"
   echo "$scenario: $line" >&2
+}
+
+# The achieved rate of a scenario already run, as an integer ('' if none).
+rate_of() {
+  python3 -c "
+import json
+for l in open('$results'):
+    r = json.loads(l)
+    if r['scenario'] == '$1' and r['result'].get('achieved_rate'): print(int(r['result']['achieved_rate']))
+"
+}
+
+# The four load shapes of a scenario: closed loop 64 x 1, pipelined
+# 64 x 16, and open loop at 50 % and 80 % of the 64 x 1 maximum (the open
+# loop sends single requests, so its ceiling is the unpipelined one).
+# Usage: modes PREFIX ADDR SERVER-NAME [extra load args...]
+modes() {
+  local prefix=$1 addr=$2 name=$3
+  shift 3
+  run_load "$prefix-64x1" --addr "$addr" --connections 64 --depth 1 --server "$name" "$@"
+  run_load "$prefix-64x16" --addr "$addr" --connections 64 --depth 16 --server "$name" "$@"
+  local max
+  max=$(rate_of "$prefix-64x1")
+  if [ -n "$max" ]; then
+    run_load "$prefix-open-50" --addr "$addr" --connections 64 --rate $((max / 2)) --server "$name" "$@"
+    run_load "$prefix-open-80" --addr "$addr" --connections 64 --rate $((max * 8 / 10)) --server "$name" "$@"
+  fi
 }
 
 # Waits until a line matching $2 appears in file $1 (bounded: 15 s).
@@ -88,71 +130,98 @@ herd_config() { # file, JSON of servers, extra top-level JSON (may be empty)
 
 p() { echo $((PORT_BASE + $1)); }
 
+# A one-server herd "Target" at port offset $2 whose three neighbours S1..S3
+# are at offsets $2+1..$2+3. Written to file $1.
+target_config() {
+  local base=$2
+  herd_config "$1" "[
+  {\"name\": \"Target\", \"listen\": \"127.0.0.1:$(p "$base")\", \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
+  {\"name\": \"S1\", \"listen\": \"127.0.0.1:$(p $((base + 1)))\", \"neighbours\": [\"Target\"]},
+  {\"name\": \"S2\", \"listen\": \"127.0.0.1:$(p $((base + 2)))\", \"neighbours\": [\"Target\"]},
+  {\"name\": \"S3\", \"listen\": \"127.0.0.1:$(p $((base + 3)))\", \"neighbours\": [\"Target\"]}]" \
+    ', "limits": {"max_connections_per_shard": 20000}'
+}
+
+# Starts herd serve Target from config $1 with $2 shards on CPUs $3; its
+# PID goes to $target.
+start_target() {
+  local cfg=$1 shards=$2 cpus=$3 tag=$4
+  start "target-$tag" taskset -c "$cpus" "$HERD" serve Target --config "$cfg" --shards "$shards" \
+    --log-dir "$work/logs-$tag"
+  target=$last
+  wait_for "$work/target-$tag.out" "listening"
+  sleep 1 # the links open (or fail to)
+}
+
 # --- Baseline: the bare glommio line server -------------------------------
 start bare taskset -c "$SERVER_CPU" "$BENCH" bare --listen "127.0.0.1:$(p 0)" --cpu "$SERVER_CPU"
 bare=$last
 wait_for "$work/bare.out" "listening"
-run_load bare-64x1 --addr "127.0.0.1:$(p 0)" --connections 64 --depth 1 --server Bare
-run_load bare-64x16 --addr "127.0.0.1:$(p 0)" --connections 64 --depth 16 --server Bare
+modes bare "127.0.0.1:$(p 0)" Bare
 
-# --- herd: one server, one shard, flooding to three sink neighbours -------
-cfg=$work/target.json
-herd_config "$cfg" "[
-  {\"name\": \"Target\", \"listen\": \"127.0.0.1:$(p 10)\", \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
-  {\"name\": \"S1\", \"listen\": \"127.0.0.1:$(p 11)\", \"neighbours\": [\"Target\"]},
-  {\"name\": \"S2\", \"listen\": \"127.0.0.1:$(p 12)\", \"neighbours\": [\"Target\"]},
-  {\"name\": \"S3\", \"listen\": \"127.0.0.1:$(p 13)\", \"neighbours\": [\"Target\"]}]" \
-  ', "limits": {"max_connections_per_shard": 20000}'
+# --- Healthy: one shard flooding to three sink neighbours ------------------
+target_config "$work/healthy.json" 10
 for i in 1 2 3; do
   start "sink$i" "$BENCH" sink --listen "127.0.0.1:$(p $((10 + i)))" --cpu "$GEN_CPU"
   wait_for "$work/sink$i.out" "listening"
 done
-start target taskset -c "$SERVER_CPU" "$HERD" serve Target --config "$cfg" --shards 1 --log-dir "$work/logs"
-target=$last
-wait_for "$work/target.out" "listening"
-sleep 1 # the three links open
-run_load herd-64x1 --addr "127.0.0.1:$(p 10)" --connections 64 --depth 1 --server Target --pid "$target"
-run_load herd-64x16 --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 --server Target --pid "$target"
-max=$(python3 -c "
-import json, sys
-for l in open('$results'):
-    r = json.loads(l)
-    if r['scenario'] == 'herd-64x1': print(int(r['result']['achieved_rate']))
-")
-if [ -n "$max" ]; then
-  run_load herd-open-50 --addr "127.0.0.1:$(p 10)" --connections 64 --rate $((max / 2)) --server Target --pid "$target"
-  run_load herd-open-80 --addr "127.0.0.1:$(p 10)" --connections 64 --rate $((max * 8 / 10)) --server Target --pid "$target"
-  echo "$max" >"$work/max"
-fi
+start_target "$work/healthy.json" 1 "$SERVER_CPU" healthy
+modes healthy "127.0.0.1:$(p 10)" Target --pid "$target"
 # Idle-ish connections on top of the records stored so far: each of 10,000
-# connections sends about one IAMAT every two seconds.
-# Opening 10,000 connections takes the generator a moment: a longer warm-up
-# and a looser send-lag limit (latency is not the point of this run).
-RUN_WARMUP=4 run_load herd-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 --server Target \
-  --pid "$target" --max-send-lag-ms 200
+# connections sends about one IAMAT every two seconds. Opening them takes
+# the generator a moment: a longer warm-up and a looser send-lag limit
+# (latency is not the point of this run).
+RUN_WARMUP=4 run_load healthy-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 \
+  --server Target --pid "$target" --max-send-lag-ms 200
 stop "$target"
-records=$(grep -o 'records=[0-9]*' "$work/logs/Target.log" | tail -n 1 | cut -d= -f2 || true)
+records=$(grep -o 'records=[0-9]*' "$work/logs-healthy/Target.log" | tail -n 1 | cut -d= -f2 || true)
 echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${records:-null}}}" >>"$results"
-# The bare server at the rate herd had at 80 %, for the open-loop comparison.
-if [ -s "$work/max" ]; then
-  run_load bare-open-80 --addr "127.0.0.1:$(p 0)" --connections 64 --rate $(($(cat "$work/max") * 8 / 10)) --server Bare
-fi
+
+# The bare server at herd's open-loop rates: whose tail is longer at the
+# same offered load.
+for level in 50 80; do
+  r=$(rate_of "healthy-open-$level")
+  [ -n "$r" ] && run_load "bare-at-healthy-open-$level" --addr "127.0.0.1:$(p 0)" --connections 64 --rate "$r" --server Bare
+done
 stop "$bare"
 
-# --- Shard scaling: the same load against 1 and 2 shards ------------------
+# --- Growth: 5 M distinct clients, filled at full speed (healthy links) ---
+start_target "$work/healthy.json" 1 "$SERVER_CPU" growth
+RUN_WARMUP=0 DURATION=$GROWTH_MAX_S run_load growth --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 \
+  --clients "$GROWTH_CLIENTS" --requests "$GROWTH_CLIENTS" --server Target --pid "$target"
+stop "$target"
+
+# --- All neighbours down: nothing listens at their addresses --------------
+target_config "$work/down.json" 50
+start_target "$work/down.json" 1 "$SERVER_CPU" down
+modes down "127.0.0.1:$(p 50)" Target --pid "$target"
+stop "$target"
+
+# --- One neighbour slow: S3 reads $SLOW_BYTES_PER_SEC bytes/s --------------
+target_config "$work/slow.json" 60
+start slow1 "$BENCH" sink --listen "127.0.0.1:$(p 61)" --cpu "$GEN_CPU"
+wait_for "$work/slow1.out" "listening"
+start slow2 "$BENCH" sink --listen "127.0.0.1:$(p 62)" --cpu "$GEN_CPU"
+wait_for "$work/slow2.out" "listening"
+start slow3 "$BENCH" sink --listen "127.0.0.1:$(p 63)" --cpu "$GEN_CPU" --bytes-per-sec "$SLOW_BYTES_PER_SEC"
+wait_for "$work/slow3.out" "listening"
+start_target "$work/slow.json" 1 "$SERVER_CPU" slow
+modes slow "127.0.0.1:$(p 60)" Target --pid "$target"
+stop "$target"
+
+# --- Shard scaling: 1 and 2 shards, flooding to the healthy sinks ---------
 for shards in 1 2; do
   cpus=$SERVER_CPU
   [ "$shards" = 2 ] && cpus="$SERVER_CPU,$GEN_CPU"
-  start "scale$shards" taskset -c "$cpus" "$HERD" serve Target --config "$cfg" --shards "$shards" --log-dir "$work/logs$shards"
-  t=$last
-  wait_for "$work/scale$shards.out" "listening"
-  sleep 1
-  run_load "herd-shards-$shards" --addr "127.0.0.1:$(p 10)" --connections 64 --depth 4 --server Target
-  stop "$t"
+  server_cpus=$cpus
+  start_target "$work/healthy.json" "$shards" "$cpus" "shards$shards"
+  modes "shards-$shards" "127.0.0.1:$(p 10)" Target
+  stop "$target"
 done
+server_cpus=$SERVER_CPU
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
-# --- WHATSAT against places-mock with 20 ms of upstream latency -----------
+# --- WHATSAT: places-mock with 20 ms of upstream latency ------------------
 start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20
 mock=$last
 wait_for "$work/mock.out" "listening"
@@ -161,10 +230,15 @@ herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p
 start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs"
 near=$last
 wait_for "$work/near.out" "listening"
-run_load whatsat-50pct --addr "127.0.0.1:$(p 21)" --connections 64 --depth 1 --clients 2000 \
-  --whatsat-pct 50 --max-results 5 --server Near
+# Half WHATSATs over 2,000 clients: most lookups are new (clients move).
+modes whatsat-mix "127.0.0.1:$(p 21)" Near --clients 2000 --whatsat-pct 50 --max-results 5
 upstream=$(curl -s "http://127.0.0.1:$(p 20)/stats" || echo '{}')
 echo "{\"scenario\": \"whatsat-upstream\", \"exit\": 0, \"result\": $upstream}" >>"$results"
+# Cached WHATSATs with 20 results against IAMATs on the same server: one
+# client per connection, so after the first lookup every answer is cached.
+run_load near-iamat-64x1 --addr "127.0.0.1:$(p 21)" --connections 64 --depth 1 --server Near
+run_load whatsat-cached-64x1 --addr "127.0.0.1:$(p 21)" --connections 64 --depth 1 --server Near \
+  --clients 64 --whatsat-pct 100 --max-results 20
 stop "$near"
 stop "$mock"
 
@@ -191,20 +265,51 @@ line=$("$BENCH" propagation --json-only --send "127.0.0.1:$(p 30)" --probe-liste
 [ -n "$line" ] && echo "{\"scenario\": \"propagation-2-hops\", \"exit\": 0, \"result\": $line}" >>"$results"
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
-# --- Redis GEOADD, the same shape (64 connections, one in flight) ---------
+# --- Redis GEOADD, the same shapes (64 connections, 1 and 16 in flight) ---
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
   start redis taskset -c "$SERVER_CPU" redis-server --port "$(p 40)" --save '' --appendonly no
-redis=$last
+  redis=$last
   sleep 0.5
-  rps=$(taskset -c "$GEN_CPU" redis-benchmark -p "$(p 40)" -c 64 -P 1 -n $((150000 * DURATION)) -r 1000000 -q \
-    GEOADD herd -118.445127 34.068930 client:__rand_int__ | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1 || true)
-  echo "{\"scenario\": \"redis-geoadd-64x1\", \"exit\": 0, \"result\": {\"achieved_rate\": ${rps:-null}}}" >>"$results"
+  for depth in 1 16; do
+    rps=$(taskset -c "$GEN_CPU" redis-benchmark -p "$(p 40)" -c 64 -P "$depth" -n $((150000 * DURATION * depth / 4 + 150000)) \
+      -r 1000000 -q GEOADD herd -118.445127 34.068930 client:__rand_int__ |
+      tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1 || true)
+    echo "{\"scenario\": \"redis-geoadd-64x$depth\", \"exit\": 0, \"result\": {\"achieved_rate\": ${rps:-null}}}" >>"$results"
+  done
   stop "$redis"
 else
   note "redis-server or redis-benchmark not installed: no GEOADD comparison (apt-get install redis-server redis-tools)"
 fi
 
-python3 bench/report.py "$results" "$notes" >"$OUT"
+# --- Plots -----------------------------------------------------------------
+plot() { # kind, file, title, scenarios...
+  local kind=$1 file=$2 title=$3
+  shift 3
+  local series=()
+  for s in "$@"; do
+    [ -s "$hist/$s.hlog" ] && series+=("$s=$hist/$s.hlog")
+  done
+  if [ ${#series[@]} -gt 0 ]; then
+    "$BENCH" plot --kind "$kind" --out "$PLOTS/$file.svg" --title "$title" "${series[@]}" ||
+      note "plot $file failed"
+  fi
+}
+plot percentiles closed "Closed loop: herd flooding to 3 neighbours vs the bare server" \
+  bare-64x1 healthy-64x1 bare-64x16 healthy-64x16
+plot percentiles open "Open loop: herd (healthy) vs the bare server at the same rates" \
+  healthy-open-50 bare-at-healthy-open-50 healthy-open-80 bare-at-healthy-open-80
+plot percentiles failure "Open loop, neighbours healthy, down or slow" \
+  healthy-open-50 down-open-50 slow-open-50 healthy-open-80 down-open-80 slow-open-80
+plot timeline failure-timeline "Open loop at 80 %, per second: neighbours healthy, down or slow" \
+  healthy-open-80 down-open-80 slow-open-80
+plot percentiles growth "Growth to $GROWTH_CLIENTS clients (64 x 16) vs steady state" growth healthy-64x16
+plot timeline growth-timeline "Growth to $GROWTH_CLIENTS clients, per second" growth
+plot percentiles whatsat "WHATSAT: 50 % mix over places-mock (20 ms), and cached 20-result answers" \
+  whatsat-mix-64x1 whatsat-mix-open-50 whatsat-mix-open-80 near-iamat-64x1 whatsat-cached-64x1
+plot percentiles shards "1 shard vs 2 shards (64 x 16)" shards-1-64x16 shards-2-64x16
+plot percentiles conns "10,000 connections, 5,000 IAMAT/s" healthy-10k-conns
+
+python3 bench/report.py "$results" "$notes" "$SERVER_CPU" "$GEN_CPU" >"$OUT"
 # The same report at the end of bench/README.md, between its markers.
 python3 - "$OUT" bench/README.md <<'PY'
 import sys
@@ -214,4 +319,4 @@ tail = rest.split("<!-- /report -->", 1)[1]
 body = report.replace("# herd bench report", "").strip()
 open(sys.argv[2], "w").write(f"{head}<!-- report -->\n{body}\n<!-- /report -->{tail}")
 PY
-echo "wrote $OUT and bench/README.md" >&2
+echo "wrote $OUT, $PLOTS/ and bench/README.md" >&2

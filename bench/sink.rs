@@ -26,19 +26,42 @@ pub struct SinkArgs {
     /// CPU to pin the executor to.
     #[arg(long, default_value_t = 1)]
     pub cpu: usize,
+    /// Read each link at most this many bytes per second: a slow
+    /// neighbour, whose links back up into the server. 0: read at once.
+    #[arg(long, default_value_t = 0)]
+    pub bytes_per_sec: u64,
 }
 
-/// Reads one link to its end, answering its `STREAM` line.
-async fn drain(mut stream: TcpStream) {
-    let mut buf = vec![0u8; 64 * 1024];
+/// Reads one link to its end, answering its `STREAM` line; at most
+/// `bytes_per_sec` bytes a second when that is not 0.
+async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
+    // A slow sink reads small pieces, so its pace is even.
+    let size = if bytes_per_sec == 0 {
+        64 * 1024
+    } else {
+        bytes_per_sec.clamp(1, 4096) as usize
+    };
+    let mut buf = vec![0u8; size];
+    let start = std::time::Instant::now();
+    let mut taken: u64 = 0;
     // Only the first few lines can hold `STREAM`; after that just discard.
     let mut head = Vec::new();
     let mut answered = false;
     loop {
+        if bytes_per_sec > 0 {
+            // Not before the bytes taken so far are due at this rate.
+            let due =
+                start + std::time::Duration::from_secs_f64(taken as f64 / bytes_per_sec as f64);
+            let wait = due.saturating_duration_since(std::time::Instant::now());
+            if !wait.is_zero() {
+                glommio::timer::sleep(wait).await;
+            }
+        }
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        taken += n as u64;
         if answered {
             continue;
         }
@@ -62,6 +85,7 @@ async fn drain(mut stream: TcpStream) {
 pub fn run(args: &SinkArgs) -> Result<()> {
     host::check_cpus(&[args.cpu])?;
     let addr = host::resolve(&args.listen)?;
+    let bytes_per_sec = args.bytes_per_sec;
     let handle = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
         .name("sink")
         .spawn(move || async move {
@@ -73,7 +97,7 @@ pub fn run(args: &SinkArgs) -> Result<()> {
             loop {
                 match listener.accept().await {
                     Ok(stream) => {
-                        glommio::spawn_local(drain(stream)).detach();
+                        glommio::spawn_local(drain(stream, bytes_per_sec)).detach();
                     }
                     Err(_) => glommio::timer::sleep(std::time::Duration::from_millis(10)).await,
                 }

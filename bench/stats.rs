@@ -58,6 +58,8 @@ pub struct Stats {
     pub errors: Errors,
     /// The first few errors, described.
     pub samples: Vec<String>,
+    /// When the last reply of the measured window came.
+    pub last_reply: Option<std::time::Instant>,
 }
 
 impl Stats {
@@ -74,6 +76,7 @@ impl Stats {
             sent: 0,
             errors: Errors::default(),
             samples: Vec::new(),
+            last_reply: None,
         })
     }
 
@@ -105,6 +108,7 @@ impl Stats {
         self.errors.invalid += other.errors.invalid;
         self.errors.missing += other.errors.missing;
         self.errors.connection += other.errors.connection;
+        self.last_reply = self.last_reply.max(other.last_reply);
         for s in other.samples {
             self.sample(|| s);
         }

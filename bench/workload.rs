@@ -35,12 +35,12 @@ pub struct Workload {
     clients: u32,
     base_secs: u64,
     whatsat_pct: u32,
-    radius: String,
-    max_results: u32,
+    /// `" <radius> <max-results>\n"`, the fixed tail of every WHATSAT.
+    whatsat_tail: Vec<u8>,
+    /// `"bench-<conn>-"`, the fixed head of every client id.
+    id_prefix: Vec<u8>,
     iamats: u64,
     rng: u64,
-    /// Reused for every line, so steady state allocates nothing.
-    line: String,
 }
 
 impl Workload {
@@ -60,50 +60,66 @@ impl Workload {
             clients: clients.max(1),
             base_secs,
             whatsat_pct: whatsat_pct.min(100),
-            radius,
-            max_results,
+            whatsat_tail: format!(" {radius} {max_results}\n").into_bytes(),
+            id_prefix: format!("bench-{conn}-").into_bytes(),
             iamats: 0,
             // Per-connection seed so connections do not move in lockstep.
             rng: splitmix(conn as u64 ^ 0x9e37_79b9_7f4a_7c15),
-            line: String::with_capacity(96),
         }
     }
 
-    /// Appends the next request line to `out` and says what it was.
-    pub fn next_request(&mut self, out: &mut Vec<u8>) -> Request {
+    /// Appends the next request line to `out`, and to `echo` what the AT
+    /// line of its reply must carry after the skew (client id, location and
+    /// client time of the record, without a newline); says what it was.
+    ///
+    /// Bytes are written by hand, not with `write!`: this runs for every
+    /// request, and the generator must outrun the server.
+    pub fn next_request(&mut self, out: &mut Vec<u8>, echo: &mut Vec<u8>) -> Request {
         self.rng = splitmix(self.rng);
         let whatsat = self.iamats > 0 && (self.rng % 100) < u64::from(self.whatsat_pct);
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        let request = if whatsat {
+        if whatsat {
             // Only clients that already have an IAMAT from this connection.
             let known = self.iamats.min(u64::from(self.clients));
             let client = (splitmix(self.rng) % known) as u32;
             let seq = last_seq(self.iamats, self.clients, client);
-            let _ = write!(line, "WHATSAT ");
-            self.write_id(&mut line, client);
-            let _ = writeln!(line, " {} {}", self.radius, self.max_results);
+            out.extend_from_slice(b"WHATSAT ");
+            self.push_id(out, client);
+            out.extend_from_slice(&self.whatsat_tail);
+            self.push_record(echo, client, seq);
             Request::Whatsat { client, seq }
         } else {
             let seq = self.iamats;
             self.iamats += 1;
             let client = (seq % u64::from(self.clients)) as u32;
-            line.push_str("IAMAT ");
-            self.write_id(&mut line, client);
-            line.push(' ');
-            self.write_location(&mut line, seq);
-            line.push(' ');
-            self.write_time(&mut line, seq);
-            line.push('\n');
+            out.extend_from_slice(b"IAMAT ");
+            let record = out.len();
+            self.push_record(out, client, seq);
+            echo.extend_from_slice(&out[record..]);
+            out.push(b'\n');
             Request::Iamat { client, seq }
-        };
-        out.extend_from_slice(line.as_bytes());
-        self.line = line;
-        request
+        }
+    }
+
+    /// Client id, location and client time of IAMAT `seq`, one space apart.
+    fn push_record(&self, out: &mut Vec<u8>, client: u32, seq: u64) {
+        self.push_id(out, client);
+        out.push(b' ');
+        push_location(out, self.conn, seq);
+        out.push(b' ');
+        push_digits(out, self.base_secs + seq / 1_000_000_000, 1);
+        out.push(b'.');
+        push_digits(out, seq % 1_000_000_000, 9);
+    }
+
+    fn push_id(&self, out: &mut Vec<u8>, client: u32) {
+        out.extend_from_slice(&self.id_prefix);
+        push_digits(out, u64::from(client), 1);
     }
 
     /// Writes the fields a reply to `request` must echo into the three
-    /// buffers (cleared first).
+    /// buffers (cleared first): the tests' independent account of the echo,
+    /// written with `write!`.
+    #[cfg(test)]
     pub fn expected(
         &self,
         request: Request,
@@ -115,23 +131,23 @@ impl Workload {
         id.clear();
         location.clear();
         time.clear();
-        self.write_id(id, client);
-        self.write_location(location, seq);
-        self.write_time(time, seq);
-    }
-
-    fn write_id(&self, out: &mut String, client: u32) {
-        let _ = write!(out, "bench-{}-{}", self.conn, client);
-    }
-
-    fn write_location(&self, out: &mut String, seq: u64) {
-        write_location(out, self.conn, seq);
-    }
-
-    fn write_time(&self, out: &mut String, seq: u64) {
+        let _ = write!(id, "bench-{}-{}", self.conn, client);
+        write_location(location, self.conn, seq);
         let secs = self.base_secs + seq / 1_000_000_000;
-        let _ = write!(out, "{secs}.{:09}", seq % 1_000_000_000);
+        let _ = write!(time, "{secs}.{:09}", seq % 1_000_000_000);
     }
+}
+
+/// Appends `value` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while value > 0 || digits.len() - at < width {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The newest IAMAT sequence number of `client` when `iamats` IAMATs have
@@ -141,13 +157,30 @@ fn last_seq(iamats: u64, clients: u32, client: u32) -> u64 {
     client + (iamats - 1 - client) / clients * clients
 }
 
-/// A valid ISO 6709 location that varies with `(conn, seq)`: latitude in
-/// [-90, 90], longitude in [-180, 180], explicit signs, six decimals.
-pub fn write_location(out: &mut String, conn: usize, seq: u64) {
+/// Latitude and longitude, in millionths of a degree, that vary with
+/// `(conn, seq)`: latitude in [-90, 90], longitude in [-180, 180].
+fn micro_degrees(conn: usize, seq: u64) -> [i64; 2] {
     let h = splitmix(splitmix(conn as u64) ^ seq);
     let lat = (h % 180_000_001) as i64 - 90_000_000;
     let lon = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
-    for micro in [lat, lon] {
+    [lat, lon]
+}
+
+/// Appends a valid ISO 6709 location that varies with `(conn, seq)`:
+/// explicit signs, six decimals.
+fn push_location(out: &mut Vec<u8>, conn: usize, seq: u64) {
+    for micro in micro_degrees(conn, seq) {
+        out.push(if micro < 0 { b'-' } else { b'+' });
+        let abs = micro.unsigned_abs();
+        push_digits(out, abs / 1_000_000, 1);
+        out.push(b'.');
+        push_digits(out, abs % 1_000_000, 6);
+    }
+}
+
+/// `push_location` with `write!`, for the probe and as the tests' oracle.
+pub fn write_location(out: &mut String, conn: usize, seq: u64) {
+    for micro in micro_degrees(conn, seq) {
         let sign = if micro < 0 { '-' } else { '+' };
         let abs = micro.unsigned_abs();
         let _ = write!(out, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000);
@@ -186,15 +219,36 @@ mod tests {
     }
 
     #[test]
+    fn digits_by_hand_match_write() {
+        for v in [0u64, 7, 10, 999_999, 1_000_000, u64::MAX] {
+            for width in [1, 6, 9] {
+                let mut out = Vec::new();
+                push_digits(&mut out, v, width);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{v:0width$}"));
+            }
+        }
+        for seq in 0..1000 {
+            let (mut bytes, mut text) = (Vec::new(), String::new());
+            push_location(&mut bytes, 9, seq);
+            write_location(&mut text, 9, seq);
+            assert_eq!(String::from_utf8(bytes).unwrap(), text);
+        }
+    }
+
+    #[test]
     fn iamat_echo_matches_the_line_sent() {
         let mut w = Workload::new(5, 3, 1_700_000_000, 0, "10".into(), 5);
         let (mut id, mut loc, mut time) = (String::new(), String::new(), String::new());
         for _ in 0..10 {
-            let mut out = Vec::new();
-            let req = w.next_request(&mut out);
+            let (mut out, mut echo) = (Vec::new(), Vec::new());
+            let req = w.next_request(&mut out, &mut echo);
             w.expected(req, &mut id, &mut loc, &mut time);
             let line = String::from_utf8(out).unwrap();
             assert_eq!(line, format!("IAMAT {id} {loc} {time}\n"));
+            assert_eq!(
+                String::from_utf8(echo).unwrap(),
+                format!("{id} {loc} {time}")
+            );
         }
         assert_eq!(id, "bench-5-0");
         assert_eq!(time, "1700000000.000000009");
@@ -205,7 +259,8 @@ mod tests {
         let mut w = Workload::new(0, 7, 1_700_000_000, 30, "10".into(), 5);
         let mut last: Vec<Option<u64>> = vec![None; 7];
         for _ in 0..1000 {
-            if let Request::Iamat { client, seq } = w.next_request(&mut Vec::new()) {
+            if let Request::Iamat { client, seq } = w.next_request(&mut Vec::new(), &mut Vec::new())
+            {
                 let prev = last[client as usize].replace(seq);
                 assert!(prev < Some(seq));
             }
@@ -217,15 +272,20 @@ mod tests {
         let mut w = Workload::new(1, 50, 1_700_000_000, 50, "10".into(), 5);
         let mut newest: Vec<Option<u64>> = vec![None; 50];
         let mut whatsats = 0;
+        let (mut id, mut loc, mut time) = (String::new(), String::new(), String::new());
         for _ in 0..5000 {
-            let mut out = Vec::new();
-            match w.next_request(&mut out) {
+            let (mut out, mut echo) = (Vec::new(), Vec::new());
+            let request = w.next_request(&mut out, &mut echo);
+            match request {
                 Request::Iamat { client, seq } => newest[client as usize] = Some(seq),
                 Request::Whatsat { client, seq } => {
                     whatsats += 1;
                     assert_eq!(newest[client as usize], Some(seq));
                     let line = String::from_utf8(out).unwrap();
                     assert_eq!(line, format!("WHATSAT bench-1-{client} 10 5\n"));
+                    w.expected(request, &mut id, &mut loc, &mut time);
+                    let echo = String::from_utf8(echo).unwrap();
+                    assert_eq!(echo, format!("{id} {loc} {time}"));
                 }
             }
         }
@@ -236,11 +296,11 @@ mod tests {
     fn first_request_is_never_a_whatsat() {
         let mut w = Workload::new(0, 1, 1_700_000_000, 100, "10".into(), 5);
         assert!(matches!(
-            w.next_request(&mut Vec::new()),
+            w.next_request(&mut Vec::new(), &mut Vec::new()),
             Request::Iamat { .. }
         ));
         assert!(matches!(
-            w.next_request(&mut Vec::new()),
+            w.next_request(&mut Vec::new(), &mut Vec::new()),
             Request::Whatsat { client: 0, seq: 0 }
         ));
     }

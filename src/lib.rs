@@ -9,6 +9,9 @@
 //! (the client, per shard) on [`http_rt`] (hyper on glommio), and
 //! [`places_mock`] (a local upstream for tests, the bench and demos).
 
+// The server has no unsafe code, and must keep it that way.
+#![forbid(unsafe_code)]
+
 pub mod catchup;
 pub mod cli;
 pub mod config;

@@ -39,8 +39,14 @@ impl Drop for Killed {
 /// Starts `herd-bench bare` on a free loopback port; returns it and its
 /// address.
 fn start_bare() -> (Killed, String) {
+    start_bare_with(&[])
+}
+
+/// `start_bare` with more arguments.
+fn start_bare_with(extra: &[&str]) -> (Killed, String) {
     let mut child = Command::new(BIN)
         .args(["bare", "--listen", "127.0.0.1:0", "--cpu", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start herd-bench bare");
@@ -103,6 +109,70 @@ fn closed_loop_against_bare_server_has_no_errors() {
     assert_eq!(v["mode"], "closed");
     assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
     assert!(v["p99_us"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+#[test]
+fn a_run_that_leaves_a_throttled_server_idle_is_flagged_generator_bound() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // 2 ms per line: the bare server's CPU idles whatever the generator
+    // does, as it would if the generator were too slow to load it.
+    let (_bare, addr) = start_bare_with(&["--delay-us", "2000"]);
+    let (output, v) = load(
+        &addr,
+        &[
+            "--connections",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--server-cpus",
+            "0",
+            "--server",
+            "Bare",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["generator_bound"], true, "{v}");
+    assert!(v["server_cpu_busy_pct"].as_f64().unwrap() < 95.0, "{v}");
+    assert!(v["generator_cpus_busy_pct"]["1"].is_number(), "{v}");
+    // The table says it in words too.
+    let table = Command::new(BIN)
+        .args(["load", "--addr", &addr, "--cpus", "1", "--server-cpus", "0"])
+        .args(["--connections", "1", "--duration", "0.5", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(stdout.contains("generator-bound"), "{stdout}");
+}
+
+#[test]
+fn a_fill_sends_exactly_the_requests_asked_for() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_bare, addr) = start_bare();
+    let (output, v) = load(
+        &addr,
+        &[
+            "--connections",
+            "8",
+            "--depth",
+            "16",
+            "--clients",
+            "1001",
+            "--requests",
+            "1001",
+            "--duration",
+            "30",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["requests"], 1001, "{v}");
+    // It ended when the last reply came, not at the 30 s window's end.
+    assert!(v["duration_s"].as_f64().unwrap() < 30.0, "{v}");
 }
 
 #[test]
