@@ -123,19 +123,20 @@ def main():
     out.append("A baseline (`bare-*`) closed-loop row whose server CPU was under "
                f"{SATURATED:.0f} % busy is marked **generator-bound**: it measured the generator.\n")
     out.append("| scenario | mode | conns x depth | target rate | achieved rate | p50 us | p99 us | p99.9 us "
-               "| p99.99 us | max us | errors | gen CPU % | server CPU % | server RSS MiB |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+               "| p99.99 us | max us | send lag p99 us | errors | gen CPU % | server CPU % | server RSS MiB |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in order:
         r = runs[name]["result"]
         if "p50_us" not in r:
             continue
         depth = r.get("depth")
         label = f"{name} **generator-bound**" if baseline_bound(name) else name
-        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             label, r.get("mode", "-"), f"{r.get('connections', '-')} x {depth if depth else '-'}",
             fmt(r.get("target_rate")), fmt(r.get("achieved_rate"), "", 0),
             fmt(r.get("p50_us"), "", 1), fmt(r.get("p99_us"), "", 1), fmt(r.get("p999_us"), "", 1),
-            fmt(r.get("p9999_us"), "", 1), fmt(r.get("max_us"), "", 1), fmt(r.get("errors")),
+            fmt(r.get("p9999_us"), "", 1), fmt(r.get("max_us"), "", 1),
+            fmt(r.get("send_lag_p99_us"), "", 1) if r.get("mode") == "open" else "-", fmt(r.get("errors")),
             fmt(r.get("generator_cpu_busy_pct"), "", 1), fmt(r.get("server_cpu_busy_pct"), "", 1),
             fmt(r.get("server_vmrss_mib"), "", 1)))
 

@@ -83,6 +83,9 @@ impl Conns {
             .setup_cqsize(ENTRIES * 4)
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // Flags deferred work in the ring, so a poll (`submit`) knows
+            // to enter the kernel and run it.
+            .setup_taskrun_flag()
             .build(ENTRIES)
             .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
         let conns = streams
@@ -200,10 +203,18 @@ impl Conns {
         timeout: Duration,
         events: &mut Vec<(usize, Event)>,
     ) -> io::Result<()> {
+        if timeout.is_zero() {
+            // A poll: no timer, no sleep (a zero timeout still schedules,
+            // and lets other work on this CPU run first).
+            self.ring.submit()?;
+            self.reap();
+            events.append(&mut self.ready);
+            return Ok(());
+        }
         let ts = types::Timespec::from(timeout);
         let mut args = types::SubmitArgs::new().timespec(&ts);
         let mut want = 1;
-        if batch > 1 && !timeout.is_zero() && self.ring.params().is_feature_min_timeout() {
+        if batch > 1 && self.ring.params().is_feature_min_timeout() {
             want = batch;
             args = args.min_wait_usec(BATCH_WAIT.as_micros() as u32);
         }
