@@ -81,6 +81,12 @@ pub struct PlacesConfig {
     pub max_in_flight: usize,
     /// Answers cached per shard.
     pub cache_entries: usize,
+    /// Bytes of rendered answers cached per shard (the cache holds answers as reply
+    /// bytes); whichever of this and `cache_entries` is reached first evicts.
+    pub cache_bytes: usize,
+    /// Grid cell, in metres, that WHATSAT locations snap to so near lookups share one
+    /// upstream query (fetched with a larger radius, filtered per client); 0: off.
+    pub snap_m: u32,
     /// How long a cached answer is served, in milliseconds.
     pub cache_ttl_ms: u64,
     /// Retries of a request that failed before any answer (never after a timeout).
@@ -98,12 +104,20 @@ impl Default for PlacesConfig {
             pool_connections: 8,
             max_in_flight: 64,
             cache_entries: 4096,
+            cache_bytes: crate::places::DEFAULT_CACHE_BYTES,
+            snap_m: 0,
             cache_ttl_ms: 60_000,
             retries: 1,
             ca_file: None,
         }
     }
 }
+
+/// Smallest useful `places.cache_bytes`: a few rendered answers.
+pub const MIN_CACHE_BYTES: usize = 64 * 1024;
+
+/// Coarsest `places.snap_m` accepted, metres.
+pub const MAX_SNAP_M: u32 = 5_000;
 
 /// Google's base URL for the legacy Places API.
 pub const GOOGLE_BASE_URL: &str = "https://maps.googleapis.com";
@@ -432,6 +446,20 @@ fn places_problems(p: &PlacesConfig, problems: &mut Vec<String>) {
     if p.max_in_flight == 0 {
         problems.push("places.max_in_flight is 0; it must be at least 1".to_owned());
     }
+    if p.cache_entries > 0 && p.cache_bytes < MIN_CACHE_BYTES {
+        problems.push(format!(
+            "places.cache_bytes is {}; at least {MIN_CACHE_BYTES} (one answer of 20 results \
+             is about 20 KiB), or set places.cache_entries to 0 to turn the cache off",
+            p.cache_bytes
+        ));
+    }
+    if p.snap_m > MAX_SNAP_M {
+        problems.push(format!(
+            "places.snap_m is {}; at most {MAX_SNAP_M} (a coarser grid fetches areas so \
+             much larger than asked that few results are left), or 0 for no snapping",
+            p.snap_m
+        ));
+    }
     if p.key.as_deref() == Some("") {
         problems.push("places.key is empty; omit it (or use null) for no key".to_owned());
     }
@@ -665,6 +693,10 @@ mod tests {
             => ["places.provider is mock but places.base_url is missing"];
         a_zero_places_pool_is_reported: |v| v["places"] = json!({"pool_connections": 0})
             => ["places.pool_connections is 0"];
+        a_tiny_places_cache_is_reported: |v| v["places"] = json!({"cache_bytes": 1000})
+            => ["places.cache_bytes is 1000; at least 65536"];
+        a_coarse_snapping_grid_is_reported: |v| v["places"] = json!({"snap_m": 5001})
+            => ["places.snap_m is 5001; at most 5000"];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
     }
 

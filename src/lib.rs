@@ -2,7 +2,8 @@
 //! mobile location updates.
 //!
 //! The pure core (no I/O, no executor): [`protocol`], [`framing`],
-//! [`record`], [`store`], [`ring`], [`flood`], [`places`], [`config`].
+//! [`record`], [`store`], [`ring`], [`flood`], [`places`], [`rendered`],
+//! [`answer_cache`], [`nearby_key`], [`config`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`server`]
 //! (start-up), [`up`] and [`cli`]; for Places over HTTP(S), [`upstream`]
@@ -12,6 +13,7 @@
 // The server has no unsafe code, and must keep it that way.
 #![forbid(unsafe_code)]
 
+pub mod answer_cache;
 pub mod catchup;
 pub mod cli;
 pub mod config;
@@ -21,10 +23,12 @@ pub mod framing;
 pub mod http_rt;
 pub mod link;
 pub mod logging;
+pub mod nearby_key;
 pub mod places;
 pub mod places_mock;
 pub mod protocol;
 pub mod record;
+pub mod rendered;
 pub mod ring;
 pub mod route;
 pub mod server;

@@ -1,15 +1,30 @@
-//! Places for WHATSAT: the `Places` source trait, an offline sample-data provider,
-//! Google-shaped error answers and the byte-exact formatting of a WHATSAT reply.
-//! It owns the reply format (results cut, pretty JSON, newline rules) and the
-//! offline data. It must stay pure: no I/O, no clock, no randomness, no runtime types.
+//! Places for WHATSAT: the `Places` source trait, the offline sample-data provider
+//! (plain, and cached as rendered answers) and Google-shaped error answers.
+//! It owns the offline data; `rendered` owns the reply bytes. Under test it keeps the
+//! original reply rendering (a JSON tree, pretty-printed, newlines collapsed) as the
+//! oracle the rendered replies are checked against.
+//! It must stay pure: no I/O, no randomness, no runtime types; the clock is injected.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::{json, Value};
 
-/// Mean earth radius in metres, shared by `distance_m` and the offline placement.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+use crate::answer_cache::LruTtl;
+use crate::nearby_key::{Grid, QueryKey};
+use crate::rendered::{Disc, RenderedAnswer};
+
+/// Mean earth radius in metres, shared by `distance_m`, the offline placement and the grid.
+pub(crate) const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Default byte bound of one shard's answer cache (`places.cache_bytes`): room for about
+/// 1,600 offline answers of 20 results, or fewer, larger Google ones.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// How many results the offline provider returns (Google's legacy page size).
 const OFFLINE_RESULT_COUNT: usize = 20;
@@ -31,10 +46,117 @@ pub type PlacesAnswer = serde_json::Value;
 /// The future returned by `Places::nearby`; not `Send`, as servers run thread-per-core.
 pub type NearbyFuture = Pin<Box<dyn Future<Output = PlacesAnswer>>>;
 
-/// Where WHATSAT gets places from. One method: nearby search around a point.
+/// An answer ready for replies, shared by every reply that uses it.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The answer as reply bytes with its result offsets.
+    pub answer: Rc<RenderedAnswer>,
+    /// The client's own disc when the answer is for a larger, snapped one: replies
+    /// keep only the results inside it. `None`: every result is the client's.
+    pub within: Option<Disc>,
+}
+
+impl Rendered {
+    /// An answer rendered for this one use (errors, uncached sources).
+    pub fn once(answer: &PlacesAnswer) -> Rendered {
+        Rendered {
+            answer: Rc::new(RenderedAnswer::render(answer)),
+            within: None,
+        }
+    }
+
+    /// The answer as a JSON tree, results filtered but not cut (a slow path: it parses).
+    pub fn to_value(&self) -> PlacesAnswer {
+        self.answer.to_value(usize::MAX, self.within.as_ref())
+    }
+}
+
+/// The future returned by `Places::nearby_rendered`.
+pub type RenderedFuture = Pin<Box<dyn Future<Output = Rendered>>>;
+
+/// Where WHATSAT gets places from: nearby search around a point.
 pub trait Places {
     /// Nearby search; never fails: failures come back as Google-shaped error JSON.
     fn nearby(&self, query: NearbyQuery) -> NearbyFuture;
+
+    /// Nearby search answered as reply bytes, the WHATSAT path. This default renders
+    /// `nearby`'s answer for each call; cached sources hand out one rendering.
+    fn nearby_rendered(&self, query: NearbyQuery) -> RenderedFuture {
+        let answer = self.nearby(query);
+        Box::pin(async move { Rendered::once(&answer.await) })
+    }
+}
+
+/// Answer cache and snapping settings shared by every source that caches
+/// (`places.cache_bytes`, `places.snap_m`; entries and TTL have older homes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerSettings {
+    /// Total bytes of rendered answers one shard keeps.
+    pub cache_bytes: usize,
+    /// The grid near queries are snapped to; off by default.
+    pub grid: Grid,
+}
+
+impl Default for AnswerSettings {
+    fn default() -> Self {
+        AnswerSettings {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            grid: Grid::default(),
+        }
+    }
+}
+
+/// Where "now" comes from for cache expiry; tests pass a clock they move by hand.
+pub type Clock = Rc<dyn Fn() -> Instant>;
+
+/// The offline provider behind a shard's answer cache: each distinct (snapped) query is
+/// computed and rendered once, then served as bytes until it expires or is evicted.
+pub struct CachedOfflinePlaces {
+    /// Rendered answers by key.
+    cache: RefCell<LruTtl<QueryKey, Rc<RenderedAnswer>>>,
+    /// Snapping of queries onto keys.
+    grid: Grid,
+    /// Time source for expiry.
+    clock: Clock,
+}
+
+impl CachedOfflinePlaces {
+    /// A cache of at most `entries` answers and `answers.cache_bytes` bytes, each kept `ttl`.
+    pub fn new(entries: usize, ttl: Duration, answers: AnswerSettings, clock: Clock) -> Self {
+        CachedOfflinePlaces {
+            cache: RefCell::new(LruTtl::new(entries, answers.cache_bytes, ttl)),
+            grid: answers.grid,
+            clock,
+        }
+    }
+
+    /// The rendered answer for `query`, from the cache or computed now.
+    pub fn rendered(&self, query: NearbyQuery) -> Rendered {
+        let Some((key, within)) = self.grid.key(query) else {
+            // Let the provider word the refusal, as it does uncached.
+            return Rendered::once(&OfflinePlaces.answer(query));
+        };
+        let now = (self.clock)();
+        let cached = self.cache.borrow_mut().get(&key, now);
+        let answer = cached.unwrap_or_else(|| {
+            let answer = Rc::new(RenderedAnswer::render(&OfflinePlaces.answer(key.query())));
+            self.cache
+                .borrow_mut()
+                .insert(key, Rc::clone(&answer), answer.weight(), now);
+            answer
+        });
+        Rendered { answer, within }
+    }
+}
+
+impl Places for CachedOfflinePlaces {
+    fn nearby(&self, query: NearbyQuery) -> NearbyFuture {
+        Box::pin(std::future::ready(self.rendered(query).to_value()))
+    }
+
+    fn nearby_rendered(&self, query: NearbyQuery) -> RenderedFuture {
+        Box::pin(std::future::ready(self.rendered(query)))
+    }
 }
 
 /// Offline sample-data provider: deterministic results, clearly labelled as sample data.
@@ -162,7 +284,7 @@ fn destination(lat: f64, lon: f64, dist_m: f64, bearing_deg: f64) -> (f64, f64) 
 }
 
 /// Wraps a longitude into [-180, 180]; in-range values are returned bit-for-bit unchanged.
-fn wrap_lon(lon: f64) -> f64 {
+pub(crate) fn wrap_lon(lon: f64) -> f64 {
     if (-180.0..=180.0).contains(&lon) {
         lon
     } else {
@@ -191,9 +313,11 @@ pub fn error_answer(status: &str, message: &str) -> PlacesAnswer {
     })
 }
 
+/// The original WHATSAT rendering, kept as the test oracle of `rendered`.
 /// Appends a whole WHATSAT reply to `out`: the AT line, '\n', the answer with results cut to
 /// `max_results`, pretty-printed, newline runs collapsed, trailing newlines removed, then "\n\n".
-pub fn write_nearby_reply(
+#[cfg(test)]
+pub(crate) fn write_nearby_reply(
     out: &mut Vec<u8>,
     at_line: &str,
     answer: &PlacesAnswer,
@@ -212,6 +336,7 @@ pub fn write_nearby_reply(
 
 /// A shallow copy of `answer` with only the first `max` results, or `None` if no cut is needed.
 /// Only the kept results are cloned, so the cached answer stays cheap to reuse and untouched.
+#[cfg(test)]
 fn cut_results(answer: &PlacesAnswer, max: usize) -> Option<Value> {
     let fields = answer.as_object()?;
     let results = fields.get("results")?.as_array()?;
@@ -229,13 +354,15 @@ fn cut_results(answer: &PlacesAnswer, max: usize) -> Option<Value> {
 }
 
 /// Pretty JSON with serde_json's printer (2-space indent).
+#[cfg(test)]
 fn pretty_json(value: &Value) -> String {
     // Serializing a `Value` cannot fail (keys are strings); fall back to compact just in case.
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// Collapses every run of two or more '\n' into one and removes trailing newlines.
-pub fn collapse_newlines(text: &str) -> String {
+#[cfg(test)]
+pub(crate) fn collapse_newlines(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if !(c == '\n' && out.ends_with('\n')) {
@@ -262,10 +389,18 @@ mod tests {
         OfflinePlaces.answer(query(34.068930, -118.445127, 10_000.0))
     }
 
+    /// A reply as servers write it now: rendered once, then cut.
     fn reply(answer: &PlacesAnswer, max: usize) -> String {
         let mut out = Vec::new();
-        write_nearby_reply(&mut out, AT, answer, max);
+        let rendered = RenderedAnswer::render(answer);
+        crate::rendered::write_reply(&mut out, AT, &rendered, max, None);
         String::from_utf8(out).unwrap()
+    }
+
+    fn manual_clock() -> (Rc<std::cell::Cell<Instant>>, Clock) {
+        let now = Rc::new(std::cell::Cell::new(Instant::now()));
+        let clock = Rc::clone(&now);
+        (now, Rc::new(move || clock.get()))
     }
 
     /// The shape every reply must have: AT line, JSON, exactly one empty line at the end.
@@ -313,6 +448,87 @@ mod tests {
         let mut out = Vec::new();
         write_nearby_reply(&mut out, &format!("{AT}\r\n"), &ucla(), 1);
         assert_reply_shape(&String::from_utf8(out).unwrap());
+        let mut out = Vec::new();
+        let rendered = RenderedAnswer::render(&ucla());
+        crate::rendered::write_reply(&mut out, &format!("{AT}\r\n"), &rendered, 1, None);
+        assert_reply_shape(&String::from_utf8(out).unwrap());
+    }
+
+    #[test]
+    fn offline_answers_are_computed_once_per_distinct_query_and_expire() {
+        let (now, clock) = manual_clock();
+        let ttl = Duration::from_secs(60);
+        let places = CachedOfflinePlaces::new(16, ttl, AnswerSettings::default(), clock);
+        let q = query(34.068930, -118.445127, 10_000.0);
+        let first = places.rendered(q);
+        let again = places.rendered(query(34.0689304, -118.445127, 10_000.2));
+        assert!(
+            Rc::ptr_eq(&first.answer, &again.answer),
+            "same key, one rendering"
+        );
+        assert_eq!(first.within, None);
+        assert_eq!(
+            *first.answer,
+            RenderedAnswer::render(&OfflinePlaces.answer(q))
+        );
+        let other = places.rendered(query(1.0, 2.0, 10_000.0));
+        assert!(!Rc::ptr_eq(&first.answer, &other.answer));
+        now.set(now.get() + ttl);
+        let expired = places.rendered(q);
+        assert!(!Rc::ptr_eq(&first.answer, &expired.answer), "rendered anew");
+        assert_eq!(expired.answer, first.answer);
+        let value = futures_lite::future::block_on(places.nearby(q));
+        assert_eq!(value["results"].as_array().unwrap().len(), 20);
+        let bad = futures_lite::future::block_on(places.nearby(query(f64::NAN, 0.0, 1.0)));
+        assert_eq!(bad["status"], "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn offline_cache_is_bounded_by_bytes() {
+        let (_, clock) = manual_clock();
+        let one = RenderedAnswer::render(&ucla()).weight();
+        let settings = AnswerSettings {
+            cache_bytes: one * 3,
+            ..AnswerSettings::default()
+        };
+        let places = CachedOfflinePlaces::new(100, Duration::from_secs(60), settings, clock);
+        for i in 0..10 {
+            places.rendered(query(f64::from(i), 0.0, 10_000.0));
+        }
+        let cache = places.cache.borrow();
+        assert!(cache.bytes() <= one * 3, "{} > {}", cache.bytes(), one * 3);
+        assert!((2..=3).contains(&cache.len()), "{}", cache.len());
+    }
+
+    #[test]
+    fn snapped_offline_replies_hold_only_results_inside_the_clients_radius() {
+        let (_, clock) = manual_clock();
+        let settings = AnswerSettings {
+            grid: Grid::new(1000),
+            ..AnswerSettings::default()
+        };
+        let places = CachedOfflinePlaces::new(16, Duration::from_secs(60), settings, clock);
+        let (a, b) = (
+            query(34.0661, -118.4501, 3000.0),
+            query(34.0664, -118.4489, 3000.0),
+        );
+        let (ra, rb) = (places.rendered(a), places.rendered(b));
+        assert!(Rc::ptr_eq(&ra.answer, &rb.answer), "one upstream query");
+        for (q, r) in [(a, ra), (b, rb)] {
+            let value = r.to_value();
+            let results = value["results"].as_array().unwrap();
+            assert!(!results.is_empty());
+            for result in results {
+                let loc = &result["geometry"]["location"];
+                let d = distance_m(
+                    q.lat,
+                    q.lon,
+                    loc["lat"].as_f64().unwrap(),
+                    loc["lng"].as_f64().unwrap(),
+                );
+                assert!(d <= q.radius_m, "{d} m");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@ use crate::catchup::Marks;
 use crate::config::{credential, Config, PlacesSource};
 use crate::connection::{self, Admission};
 use crate::link::{self, Link, LinkSettings};
-use crate::places::{OfflinePlaces, Places};
+use crate::nearby_key::Grid;
+use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::ring::Ring;
 use crate::route::{self, Router, ToOwner};
 use crate::shard::Shard;
@@ -322,10 +323,22 @@ async fn run_shard(
             ))
         })
         .collect();
+    let p = &plan.config.places;
+    let answers = AnswerSettings {
+        cache_bytes: p.cache_bytes,
+        grid: Grid::new(p.snap_m),
+    };
+    let clock: Clock = Rc::new(std::time::Instant::now);
     let places: Rc<dyn Places> = match &plan.places {
-        None => Rc::new(OfflinePlaces),
+        // Offline answers are computed once per query too, through the same cache.
+        None => Rc::new(CachedOfflinePlaces::new(
+            p.cache_entries,
+            Duration::from_millis(p.cache_ttl_ms),
+            answers,
+            clock,
+        )),
         Some(settings) => Rc::new(
-            Upstream::new(settings.clone())
+            Upstream::with_answers(settings.clone(), answers, clock)
                 .map_err(|e| anyhow!("shard {id}: places upstream: {e}"))?,
         ),
     };

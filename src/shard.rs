@@ -5,9 +5,10 @@
 //! socket: it returns replies as values and hands floods to link queues.
 
 use crate::link::Link;
-use crate::places::{self, NearbyQuery, Places};
+use crate::places::{self, NearbyQuery, Places, Rendered};
 use crate::protocol::parse_location;
 use crate::record::Record;
+use crate::rendered;
 use crate::store::Store;
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
@@ -176,10 +177,16 @@ impl Shard {
         radius_km: f64,
         max_results: usize,
     ) -> Option<Vec<u8>> {
-        let (at_line, location) = {
+        // The reply starts as the stored AT line, copied while the store is borrowed.
+        let (mut reply, location) = {
             let store = self.store.borrow();
             let record = store.get(client_id)?;
-            (record.line().to_owned(), parse_location(record.location()))
+            let line = record.line();
+            // Sized for the AT line only: the answer's exact size is known once it is here.
+            let mut reply = Vec::with_capacity(line.len() + 1);
+            reply.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
+            reply.push(b'\n');
+            (reply, parse_location(record.location()))
         };
         // Stored records were parsed on the way in, so this always succeeds.
         let location = location?;
@@ -189,19 +196,24 @@ impl Shard {
             radius_m: radius_km * 1000.0,
         };
         let timeout = self.places_timeout;
-        let answer = futures_lite::future::or(self.places.nearby(query), async move {
+        let found = futures_lite::future::or(self.places.nearby_rendered(query), async move {
             glommio::timer::sleep(timeout).await;
-            places::error_answer(
+            Rendered::once(&places::error_answer(
                 "UNKNOWN_ERROR",
                 &format!(
                     "places upstream did not answer within {} ms",
                     timeout.as_millis()
                 ),
-            )
+            ))
         })
         .await;
-        let mut reply = Vec::with_capacity(at_line.len() + 4096);
-        places::write_nearby_reply(&mut reply, &at_line, &answer, max_results);
+        // The AT line is already in: the rest is the cut answer and the empty line.
+        rendered::write_reply_json(
+            &mut reply,
+            &found.answer,
+            max_results,
+            found.within.as_ref(),
+        );
         Some(reply)
     }
 
