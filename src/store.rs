@@ -352,6 +352,36 @@ mod tests {
         assert!(store.get("fresh").is_some());
     }
 
+    /// Prints the slowest single `apply` while one store fills with 5 M
+    /// distinct clients: growth must never stop the world. Timed, so never
+    /// run by CI; run it with `cargo test --release --lib
+    /// store::tests::filling_five_million_clients_prints_the_slowest_apply --
+    /// --ignored --nocapture`. It prints and asserts nothing about time.
+    #[test]
+    #[ignore]
+    fn filling_five_million_clients_prints_the_slowest_apply() {
+        let mut store = Store::new();
+        let mut slowest = std::time::Duration::ZERO;
+        let mut slowest_at = 0;
+        let started = std::time::Instant::now();
+        for i in 0..5_000_000u32 {
+            let r = record("A", &format!("IAMAT client{i} +1-2 10"));
+            let t = std::time::Instant::now();
+            store.apply(r);
+            let took = t.elapsed();
+            if took > slowest {
+                slowest = took;
+                slowest_at = i;
+            }
+        }
+        println!(
+            "5M applies in {:?}; slowest apply {:?} at client {slowest_at}",
+            started.elapsed(),
+            slowest
+        );
+        assert_eq!(store.len(), 5_000_000);
+    }
+
     proptest! {
         #[test]
         fn any_arrival_order_leaves_the_same_store(
