@@ -469,8 +469,11 @@ impl Store {
     /// that of the sending; `after_seq` below the head's number goes to
     /// before the head at once. A call with the same `after_seq` continues
     /// a seek under way, and it survives applies, expiry and renumbering in
-    /// between; a different one starts over. While a seek is under way the
-    /// cursor hands out nothing ([`Store::next_batch`] returns `None`).
+    /// between; a different one starts over. An `after_seq` beyond
+    /// [`Store::seq`] counts as `seq()`: numbers not used yet were not sent.
+    /// While a seek is under way the cursor hands out nothing
+    /// ([`Store::next_batch`] returns `None`): refusing keeps every
+    /// `next_batch` call bounded by what it returns.
     pub fn seek(&mut self, id: CursorId, after_seq: u64, max_steps: usize) -> bool {
         let (head, tail) = (self.head, self.tail);
         let head_seq = self.seq_at(head);
@@ -1089,6 +1092,118 @@ mod tests {
         assert_eq!(store.len(), 5_000_000);
     }
 
+    /// One step of the model check below.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Apply {
+            client: u8,
+            time: u64,
+            server: u8,
+        },
+        Expire {
+            cutoff: u64,
+        },
+        Open,
+        Close {
+            cursor: usize,
+        },
+        Seek {
+            cursor: usize,
+            after: u64,
+            steps: usize,
+        },
+        SeekOn {
+            cursor: usize,
+            steps: usize,
+        },
+        Batch {
+            cursor: usize,
+            records: usize,
+            bytes: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u8..8, 0u64..30, 0u8..3)
+                .prop_map(|(client, time, server)| Op::Apply { client, time, server }),
+            1 => (0u64..30).prop_map(|cutoff| Op::Expire { cutoff }),
+            1 => Just(Op::Open),
+            1 => any::<usize>().prop_map(|cursor| Op::Close { cursor }),
+            2 => (any::<usize>(), 0u64..60, 0usize..6)
+                .prop_map(|(cursor, after, steps)| Op::Seek { cursor, after, steps }),
+            2 => (any::<usize>(), 0usize..6).prop_map(|(cursor, steps)| Op::SeekOn { cursor, steps }),
+            4 => (any::<usize>(), 0usize..5, 0usize..200)
+                .prop_map(|(cursor, records, bytes)| Op::Batch { cursor, records, bytes }),
+        ]
+    }
+
+    /// What the model knows of one open cursor.
+    struct ModelCursor {
+        id: CursorId,
+        // The number of the last record handed out, or the point of the
+        // last finished seek (0 when opened).
+        mark: u64,
+        // A seek under way: (after_seq asked, the same in today's numbers).
+        seeking: Option<(u64, u64)>,
+    }
+
+    /// The model: client -> (newest record, its number), the last number
+    /// used, and the cursors.
+    struct Model {
+        records: std::collections::HashMap<String, (Record, u64)>,
+        seq: u64,
+        limit: u64,
+        cursors: Vec<ModelCursor>,
+    }
+
+    impl Model {
+        /// How many stored records are numbered at or below `seq`: in the
+        /// new numbering, the number of the last of them.
+        fn rank(&self, seq: u64) -> u64 {
+            self.records.values().filter(|(_, s)| *s <= seq).count() as u64
+        }
+
+        fn renumber(&mut self) {
+            let ranks: Vec<(u64, Option<u64>)> = self
+                .cursors
+                .iter()
+                .map(|c| (self.rank(c.mark), c.seeking.map(|(_, t)| self.rank(t))))
+                .collect();
+            for (c, (mark, target)) in self.cursors.iter_mut().zip(ranks) {
+                c.mark = mark;
+                if let (Some(seek), Some(target)) = (c.seeking.as_mut(), target) {
+                    seek.1 = target;
+                }
+            }
+            let mut order: Vec<(u64, String)> = self
+                .records
+                .iter()
+                .map(|(id, (_, s))| (*s, id.clone()))
+                .collect();
+            order.sort_unstable();
+            for (n, (_, id)) in order.into_iter().enumerate() {
+                if let Some(entry) = self.records.get_mut(&id) {
+                    entry.1 = n as u64 + 1;
+                }
+            }
+            self.seq = self.records.len() as u64;
+        }
+
+        /// The records a cursor has not been sent: those numbered above its
+        /// mark, in number order.
+        fn unsent(&self, mark: u64) -> Vec<(u64, &Record)> {
+            let mut unsent: Vec<(u64, &Record)> = self
+                .records
+                .values()
+                .filter(|(_, s)| *s > mark)
+                .map(|(r, s)| (*s, r))
+                .collect();
+            unsent.sort_unstable_by_key(|(s, _)| *s);
+            unsent
+        }
+    }
+
     proptest! {
         #[test]
         fn any_arrival_order_leaves_the_same_store(
@@ -1118,6 +1233,163 @@ mod tests {
             da.sort();
             db.sort();
             prop_assert_eq!(da, db);
+        }
+
+        /// The store against a model, over random interleavings of applies
+        /// (eight clients, times that make some records stale), expiry,
+        /// cursors opened and closed, seeks advanced a few steps at a time,
+        /// and batches with random limits, with renumbering every few
+        /// dozen numbers. The property, after every step:
+        ///
+        /// - `apply` stores exactly the records newer than the model's, and
+        ///   numbers them as the model does (renumbering 1..=n in number
+        ///   order whenever the last number reaches the limit).
+        /// - A cursor's mark is the number of the last record it handed out,
+        ///   or the `after_seq` of its last finished seek, at most the last
+        ///   number used then (0 when opened).
+        ///   Its unsent records are exactly the stored ones numbered above
+        ///   the mark. So since its last seek a cursor hands out the newest
+        ///   version of each record numbered above the seek point or
+        ///   applied since, in increasing number order, each version at most
+        ///   once, and never a version replaced or expired before it was
+        ///   sent.
+        /// - Each `next_batch` appends, byte for byte, the first k unsent
+        ///   records (line and newline), with k the fewest that reach
+        ///   `max_records` or `max_bytes` but at least one, and returns the
+        ///   last one's number; `None` and nothing appended exactly when
+        ///   nothing is unsent or a seek is under way.
+        /// - `seek` finishes within as many steps as there are records
+        ///   numbered above its target; mid-seek, the cursor hands out
+        ///   nothing; `has_unsent` and `sent_seq` agree with the model.
+        /// - The list, free list, index and cursors agree (`Store::check`).
+        #[test]
+        fn cursors_hand_out_exactly_the_newest_unsent_records_in_order(
+            ops in proptest::collection::vec(op(), 1..150),
+            limit in 8u32..40,
+        ) {
+            let servers = ["Goloman", "Hands", "Welsh"];
+            let mut store = Store::with_seq_limit(limit);
+            let mut model = Model {
+                records: Default::default(),
+                seq: 0,
+                limit: u64::from(limit),
+                cursors: Vec::new(),
+            };
+            let mut expiry = 0;
+            for op in ops {
+                let n = model.cursors.len();
+                match op {
+                    Op::Apply { client, time, server } => {
+                        let r = record(
+                            servers[server as usize],
+                            &format!("IAMAT c{client} +1-2 {time}"),
+                        );
+                        let newer = model
+                            .records
+                            .get(r.client_id())
+                            .is_none_or(|(m, _)| r.is_newer_than(m));
+                        let want = newer.then(|| {
+                            // The replaced version leaves before any
+                            // renumbering, as it leaves the store's list.
+                            model.records.remove(r.client_id());
+                            if model.seq >= model.limit {
+                                model.renumber();
+                            }
+                            model.seq += 1;
+                            model.records.insert(r.client_id().to_owned(), (r.clone(), model.seq));
+                            model.seq
+                        });
+                        prop_assert_eq!(store.apply(r).map(Record::seq), want);
+                    }
+                    Op::Expire { cutoff } => {
+                        let cutoff = PosixTime { secs: cutoff, nanos: 0 };
+                        store.expire(&mut expiry, cutoff, usize::MAX);
+                        model.records.retain(|_, (r, _)| r.time() >= cutoff);
+                    }
+                    Op::Open => {
+                        let id = store.open_cursor();
+                        prop_assert!(model.cursors.iter().all(|c| c.id != id), "ids are unique");
+                        model.cursors.push(ModelCursor { id, mark: 0, seeking: None });
+                    }
+                    Op::Close { cursor } if n > 0 => {
+                        let c = model.cursors.swap_remove(cursor % n);
+                        store.close_cursor(c.id);
+                    }
+                    Op::Seek { cursor, after, steps } if n > 0 => {
+                        let i = cursor % n;
+                        let c = &mut model.cursors[i];
+                        c.seeking = match c.seeking {
+                            Some(seek) if seek.0 == after => Some(seek),
+                            _ => Some((after, after)),
+                        };
+                        let (id, target) = (c.id, after);
+                        let done = store.seek(id, after, steps);
+                        let needed = model.records.values().filter(|(_, s)| *s > target).count();
+                        prop_assert!(done || steps < needed, "a seek takes a step per record to send");
+                        if done {
+                            let c = &mut model.cursors[i];
+                            // Numbers not used yet cannot have been sent.
+                            c.mark = c.seeking.take().map_or(0, |(_, t)| t.min(model.seq));
+                        }
+                    }
+                    Op::SeekOn { cursor, steps } if n > 0 => {
+                        let i = cursor % n;
+                        if let Some((asked, target)) = model.cursors[i].seeking {
+                            let done = store.seek(model.cursors[i].id, asked, steps);
+                            let needed = model.records.values().filter(|(_, s)| *s > target).count();
+                            prop_assert!(done || steps < needed);
+                            if done {
+                                model.cursors[i].mark = target.min(model.seq);
+                                model.cursors[i].seeking = None;
+                            }
+                        }
+                    }
+                    Op::Batch { cursor, records, bytes } if n > 0 => {
+                        let i = cursor % n;
+                        let c = &model.cursors[i];
+                        let mut want = b"already here\n".to_vec();
+                        let mut want_last = None;
+                        if c.seeking.is_none() {
+                            let mut count = 0;
+                            for (s, r) in model.unsent(c.mark) {
+                                want.extend_from_slice(r.line().as_bytes());
+                                want.push(b'\n');
+                                count += 1;
+                                want_last = Some(s);
+                                if count >= records || want.len() - 13 >= bytes {
+                                    break;
+                                }
+                            }
+                        }
+                        let mut out = b"already here\n".to_vec();
+                        let last = store.next_batch(c.id, records, bytes, &mut out);
+                        prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+                        prop_assert_eq!(last, want_last);
+                        if let Some(last) = last {
+                            model.cursors[i].mark = last;
+                        }
+                    }
+                    _ => {}
+                }
+                store.check();
+                prop_assert_eq!(store.seq(), model.seq);
+                prop_assert_eq!(store.len(), model.records.len());
+                for c in &model.cursors {
+                    let unsent = !model.unsent(c.mark).is_empty();
+                    prop_assert_eq!(store.has_unsent(c.id), c.seeking.is_none() && unsent);
+                    let sent_seq = match c.seeking {
+                        Some((_, target)) => target.min(model.seq),
+                        None => model
+                            .records
+                            .values()
+                            .map(|(_, s)| *s)
+                            .filter(|&s| s <= c.mark)
+                            .max()
+                            .unwrap_or(0),
+                    };
+                    prop_assert_eq!(store.sent_seq(c.id), sent_seq);
+                }
+            }
         }
 
         #[test]
