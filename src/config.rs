@@ -194,8 +194,6 @@ pub struct Limits {
     pub max_line_bytes: usize,
     /// Most client connections one shard holds at once.
     pub max_connections_per_shard: usize,
-    /// Records a neighbour link may queue before it starts dropping floods.
-    pub flood_queue_records: usize,
     /// Capacity of each channel between two shards (senders wait when full).
     pub channel_capacity: usize,
     /// First delay before reconnecting a broken neighbour link, in milliseconds.
@@ -210,8 +208,17 @@ pub struct Limits {
     /// A client that does not take its replies within this long is dropped,
     /// in milliseconds.
     pub write_timeout_ms: u64,
-    /// Records per second a reopened link resends at most while catching up.
-    pub catch_up_records_per_sec: u64,
+    /// Records per second one link sends at most, so a returning neighbour
+    /// is not buried in its catch-up, nor this shard.
+    pub link_records_per_sec: u64,
+    /// A link that has written nothing for this long writes a keepalive,
+    /// in milliseconds.
+    pub link_heartbeat_ms: u64,
+    /// A link that has heard nothing for this long is closed and redialled,
+    /// and a link write that takes this long ends the link, in
+    /// milliseconds. At most three heartbeats, so that a neighbour gone
+    /// without a FIN is found within three heartbeat periods.
+    pub link_timeout_ms: u64,
     /// Records whose client time is older than this are dropped, in
     /// milliseconds; `None` keeps records forever.
     pub record_ttl_ms: Option<u64>,
@@ -230,14 +237,15 @@ impl Default for Limits {
         Limits {
             max_line_bytes: 4096,
             max_connections_per_shard: 10_000,
-            flood_queue_records: 65_536,
             channel_capacity: 1024,
             link_backoff_initial_ms: 50,
             link_backoff_max_ms: 2000,
             places_timeout_ms: 5000,
             client_idle_timeout_ms: 600_000,
             write_timeout_ms: 10_000,
-            catch_up_records_per_sec: 200_000,
+            link_records_per_sec: 1_000_000,
+            link_heartbeat_ms: 1000,
+            link_timeout_ms: 2500,
             record_ttl_ms: None,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
@@ -478,13 +486,13 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
             "max_connections_per_shard",
             l.max_connections_per_shard == 0,
         ),
-        ("flood_queue_records", l.flood_queue_records == 0),
         ("channel_capacity", l.channel_capacity == 0),
         ("link_backoff_initial_ms", l.link_backoff_initial_ms == 0),
         ("places_timeout_ms", l.places_timeout_ms == 0),
         ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
         ("write_timeout_ms", l.write_timeout_ms == 0),
-        ("catch_up_records_per_sec", l.catch_up_records_per_sec == 0),
+        ("link_records_per_sec", l.link_records_per_sec == 0),
+        ("link_heartbeat_ms", l.link_heartbeat_ms == 0),
         ("record_ttl_ms", l.record_ttl_ms == Some(0)),
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
@@ -494,6 +502,13 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         problems.push(format!(
             "limits.flood_linger_us is {}; at most 100000 (0.1 s), or floods would crawl",
             l.flood_linger_us
+        ));
+    }
+    if l.link_timeout_ms <= l.link_heartbeat_ms || l.link_timeout_ms > 3 * l.link_heartbeat_ms {
+        problems.push(format!(
+            "limits.link_timeout_ms ({}) must be more than limits.link_heartbeat_ms ({}) and at \
+             most three times it: a live link would look dead, or a dead one be found late",
+            l.link_timeout_ms, l.link_heartbeat_ms
         ));
     }
     if l.link_backoff_initial_ms > l.link_backoff_max_ms {
@@ -670,8 +685,14 @@ mod tests {
         zero_connections_per_shard_is_reported:
             |v| v["limits"]["max_connections_per_shard"] = json!(0)
             => ["limits.max_connections_per_shard is 0"];
-        a_zero_flood_queue_is_reported: |v| v["limits"]["flood_queue_records"] = json!(0)
-            => ["limits.flood_queue_records is 0"];
+        a_zero_heartbeat_is_reported: |v| v["limits"]["link_heartbeat_ms"] = json!(0)
+            => ["limits.link_heartbeat_ms is 0"];
+        a_link_timeout_of_more_than_three_heartbeats_is_reported:
+            |v| v["limits"]["link_timeout_ms"] = json!(3001)
+            => ["limits.link_timeout_ms (3001) must be more than limits.link_heartbeat_ms (1000)"];
+        a_link_timeout_not_above_the_heartbeat_is_reported:
+            |v| v["limits"]["link_timeout_ms"] = json!(1000)
+            => ["limits.link_timeout_ms (1000)"];
         a_zero_channel_capacity_is_reported: |v| v["limits"]["channel_capacity"] = json!(0)
             => ["limits.channel_capacity is 0"];
         a_zero_initial_backoff_is_reported: |v| v["limits"]["link_backoff_initial_ms"] = json!(0)

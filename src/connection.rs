@@ -3,11 +3,14 @@
 //!
 //! The only code that writes to a client socket, once per batch of replies
 //! (a reply is never split across writes). A connection whose first line is
-//! a valid `PEER` handshake becomes an incoming link: its AT lines are records.
+//! a valid `PEER` handshake becomes an incoming link: a
+//! [`link_session::Receiver`] decides what its lines mean, its AT lines are
+//! records.
 
 use crate::catchup::Marks;
 use crate::config::credential_ok;
 use crate::framing::{Frame, LineBuffer};
+use crate::link_session::{Liveness, Receiver, ReceiverEvent};
 use crate::protocol::{self, Command, Parsed, PosixTime};
 use crate::record::Record;
 use crate::route::Router;
@@ -17,30 +20,27 @@ use glommio::net::TcpStream;
 use std::io::ErrorKind;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Flush replies once this many bytes wait, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
 
 /// What a connection's peer may send, decided by its first line.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug)]
 enum Role {
     /// Nothing read yet: a `PEER` line would make this a link.
     Opening,
     /// A client: IAMAT and WHATSAT.
     Client,
     /// An incoming link from a neighbour: AT lines.
-    Link(Incoming),
+    Link(Box<Incoming>),
 }
 
-/// An incoming link's state.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// An incoming link: who it is from and its session.
+#[derive(Debug)]
 struct Incoming {
     from: NeighbourId,
-    /// The sending shard and its epoch, once `STREAM` was read.
-    stream: Option<(u32, u64)>,
-    /// Highest `SEQ` read: every record of the stream up to it has arrived.
-    received: u64,
+    session: Receiver,
 }
 
 /// Who may open incoming links, and how they prove it.
@@ -51,8 +51,12 @@ pub struct Admission {
     pub neighbours: Vec<Rc<str>>,
     /// Shared secret of the herd.
     pub secret: Option<String>,
-    /// Line-length limit.
+    /// Line-length limit of clients.
     pub max_line: usize,
+    /// Line-length limit of links: any AT line a valid IAMAT can produce.
+    pub link_max_line: usize,
+    /// Heartbeats and silence detection of links.
+    pub liveness: Liveness,
     /// A client silent for this long is closed.
     pub idle_timeout: Duration,
     /// A client that takes no replies for this long is dropped.
@@ -94,11 +98,25 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
         let n = match stream.read(lines.spare()).await {
             Ok(0) => break "closed",
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::TimedOut => break "idle timeout",
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                let Role::Link(link) = &mut role else {
+                    break "idle timeout";
+                };
+                // A link's reads time out every heartbeat tick: time to
+                // send a keepalive, or to give up on a silent neighbour.
+                if let Err(why) = link.session.on_tick(Instant::now(), &mut out) {
+                    tracing::warn!(%peer, neighbour = %admission.neighbours[link.from], %why, "incoming link closed");
+                    break "silent";
+                }
+                if let Err(e) = flush(&mut stream, &mut out).await {
+                    break e;
+                }
+                continue;
+            }
             Err(_) => break "read failed",
         };
         lines.filled(n);
-        let opening = role == Role::Opening;
+        let opening = matches!(role, Role::Opening);
         while let Some(frame) = lines.next_frame() {
             if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
                 let _ = stream.write_all(&out).await;
@@ -111,9 +129,21 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
                 }
             }
         }
+        if let Role::Link(link) = &mut role {
+            // A busy link's reads never time out: keepalives are due by the
+            // clock all the same, or the sender would take it for dead.
+            if let Err(why) = link.session.on_tick(Instant::now(), &mut out) {
+                tracing::warn!(%peer, neighbour = %admission.neighbours[link.from], %why, "incoming link closed");
+                break "silent";
+            }
+        }
         if opening && matches!(role, Role::Link(_)) {
-            // Neighbours may be quiet for long stretches; links never idle out.
-            let _ = stream.set_read_timeout(None);
+            // Neighbours may be quiet for long stretches: a link never idles
+            // out, its session watches it instead, woken every tick. Its AT
+            // lines are longer than the IAMATs they came from.
+            let _ = stream.set_read_timeout(Some(admission.liveness.tick()));
+            let _ = stream.set_write_timeout(Some(admission.liveness.dead_after));
+            lines.raise_limit(admission.link_max_line);
         }
         if let Err(e) = flush(&mut stream, &mut out).await {
             break e;
@@ -134,12 +164,11 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
     match role {
         Role::Link(link) => {
             let neighbour = &admission.neighbours[link.from];
-            if let Some((shard, epoch)) = link.stream {
-                admission
-                    .marks
-                    .record(neighbour, shard, epoch, link.received);
+            let mark = link.session.mark();
+            if let Some((shard, epoch, received)) = mark {
+                admission.marks.record(neighbour, shard, epoch, received);
             }
-            tracing::info!(%peer, %neighbour, end, received = link.received, "incoming link dropped");
+            tracing::info!(%peer, %neighbour, end, received = ?mark.map(|m| m.2), "incoming link dropped");
         }
         _ => tracing::debug!(%peer, end, "connection ended"),
     }
@@ -173,8 +202,16 @@ async fn handle(
         Frame::Line(line) => line,
         Frame::TooLong(start) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(start), "in: over-long line");
-            if *role == Role::Opening {
-                *role = Role::Client;
+            match role {
+                Role::Opening => *role = Role::Client,
+                Role::Link(link) => {
+                    // Longer than any record a herd server makes: not a
+                    // record, and the mark must not move past it.
+                    link.session.refuse();
+                    tracing::warn!(%peer, "over-long line on a link refused");
+                    return true;
+                }
+                Role::Client => {}
             }
             reply_invalid(out, start, peer);
             return true;
@@ -184,12 +221,12 @@ async fn handle(
     let parsed = protocol::parse_line(line);
     if let Role::Link(link) = role {
         if let Some(record) = on_link(link, parsed, line, admission, peer, out) {
-            router.record(record, Some(link.from)).await;
+            router.record(record).await;
         }
         return true;
     }
     tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in");
-    let opening = *role == Role::Opening;
+    let opening = matches!(role, Role::Opening);
     if !matches!(parsed, Parsed::Empty) {
         *role = Role::Client;
     }
@@ -212,11 +249,10 @@ async fn handle(
             match neighbour {
                 Some(from) if ok => {
                     tracing::info!(%peer, neighbour = p.name, "incoming link accepted");
-                    *role = Role::Link(Incoming {
+                    *role = Role::Link(Box::new(Incoming {
                         from,
-                        stream: None,
-                        received: 0,
-                    });
+                        session: Receiver::new(Instant::now(), admission.liveness),
+                    }));
                 }
                 _ => {
                     tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, bad credential, or not the first line");
@@ -231,7 +267,7 @@ async fn handle(
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
             tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
-            router.record(record, None).await;
+            router.record(record).await;
         }
         Parsed::Command(Command::WhatsAt(w)) => {
             // Boxed: a WHATSAT may wait long (Places), and the connection's
@@ -249,9 +285,9 @@ async fn handle(
     true
 }
 
-/// One line on an incoming link: the stream's bookkeeping is done here, a
-/// record is returned to be routed (synchronous, so that the connection's
-/// task stays small).
+/// One line on an incoming link: the session does the stream's
+/// bookkeeping; a record is returned to be routed (synchronous, so that the
+/// connection's task stays small).
 fn on_link(
     link: &mut Incoming,
     parsed: Parsed<'_>,
@@ -261,25 +297,22 @@ fn on_link(
     out: &mut Vec<u8>,
 ) -> Option<Record> {
     let neighbour = &admission.neighbours[link.from];
-    match parsed {
-        Parsed::Command(Command::At(at)) => {
+    let since = |shard, epoch| {
+        let since = admission.marks.since(neighbour, shard, epoch);
+        tracing::info!(%peer, %neighbour, shard, since, "link stream resumes");
+        since
+    };
+    match link.session.on_line(parsed, Instant::now(), since, out) {
+        ReceiverEvent::Record(at) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
-            return Some(Record::from_at(&at));
+            Some(Record::from_at(&at))
         }
-        Parsed::Command(Command::Stream { shard, epoch }) if link.stream.is_none() => {
-            let since = admission.marks.since(neighbour, shard, epoch);
-            link.stream = Some((shard, epoch));
-            link.received = since;
-            tracing::info!(%peer, %neighbour, shard, since, "link stream resumes");
-            out.extend_from_slice(format!("SINCE {since}\n").as_bytes());
-        }
-        Parsed::Command(Command::Seq(seq)) => link.received = link.received.max(seq),
-        Parsed::Empty => {}
-        _ => {
-            tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link ignored")
+        ReceiverEvent::None => None,
+        ReceiverEvent::Invalid => {
+            tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link refused");
+            None
         }
     }
-    None
 }
 
 fn reply_invalid(out: &mut Vec<u8>, line: &[u8], peer: &str) {

@@ -45,6 +45,12 @@ impl LineBuffer {
         }
     }
 
+    /// Raises the line-length limit (never lowers it): a connection that
+    /// turned out to be a link takes longer lines than a client.
+    pub fn raise_limit(&mut self, max_line: usize) {
+        self.max_line = self.max_line.max(max_line);
+    }
+
     /// Room for a whole line with "\r\n" and one more read, so the search
     /// for `\n` always sees enough bytes to judge the line's length.
     fn max_capacity(max_line: usize) -> usize {

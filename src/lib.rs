@@ -2,7 +2,8 @@
 //! mobile location updates.
 //!
 //! The pure core (no I/O, no executor): [`protocol`], [`framing`],
-//! [`record`], [`store`], [`ring`], [`flood`], [`places`], [`rendered`],
+//! [`record`], [`store`] (also the replication log), [`ring`],
+//! [`link_session`] (the link protocol), [`places`], [`rendered`],
 //! [`answer_cache`], [`nearby_key`], [`config`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`server`]
@@ -18,10 +19,10 @@ pub mod catchup;
 pub mod cli;
 pub mod config;
 pub mod connection;
-pub mod flood;
 pub mod framing;
 pub mod http_rt;
 pub mod link;
+pub mod link_session;
 pub mod logging;
 pub mod nearby_key;
 pub mod places;

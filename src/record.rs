@@ -7,6 +7,16 @@
 use crate::protocol::{self, At, IAmAt, PosixTime};
 use std::cmp::Ordering;
 
+/// The longest AT line an IAMAT of at most `max_line` bytes can produce: the
+/// IAMAT's fields after the command word, plus `AT`, a server name of at
+/// most [`MAX_NAME_BYTES`](crate::config::MAX_NAME_BYTES) and a skew (sign,
+/// up to 20 digits, a dot and 9 digits). A link must take every such line,
+/// or a record stored by one server would never reach the others.
+pub fn max_at_line(max_line: usize) -> usize {
+    const SKEW: usize = 1 + 20 + 1 + 9;
+    max_line + crate::config::MAX_NAME_BYTES + SKEW
+}
+
 /// One client's location record: an AT line, exactly as stored and flooded.
 /// Two records are equal when their lines are.
 #[derive(Debug, Clone)]
@@ -150,6 +160,26 @@ mod tests {
             },
             &i,
         )
+    }
+
+    #[test]
+    fn the_longest_valid_iamat_makes_an_at_line_a_link_takes() {
+        let max_line = 4096;
+        let name = "N".repeat(crate::config::MAX_NAME_BYTES);
+        // Client time 0 makes the largest skew; the id fills the line.
+        let head = "IAMAT ";
+        let tail = " -90.000000-180.000000 0.000000001";
+        let id = "c".repeat(255);
+        let time_digits = max_line - head.len() - id.len() - tail.len();
+        let line = format!("{head}{id}{tail}{}", "0".repeat(time_digits));
+        assert_eq!(line.len(), max_line);
+        let r = iamat_record(&name, u64::MAX / 2, &line);
+        assert!(r.line().len() > max_line, "an AT line outgrows its IAMAT");
+        assert!(
+            r.line().len() <= max_at_line(max_line),
+            "{}",
+            r.line().len()
+        );
     }
 
     #[test]

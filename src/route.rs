@@ -7,20 +7,15 @@
 
 use crate::record::Record;
 use crate::ring::Ring;
-use crate::shard::{NeighbourId, Shard};
+use crate::shard::Shard;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use std::rc::Rc;
 
 /// Work sent to an owner shard.
 pub enum ToOwner {
-    /// Apply (and flood) a record; `from` is the neighbour it came from.
-    Record {
-        /// The record.
-        record: Record,
-        /// The neighbour that sent it, if any.
-        from: Option<NeighbourId>,
-    },
+    /// Apply (and so flood) a record.
+    Record(Record),
     /// Answer a WHATSAT.
     Nearby {
         /// Client id.
@@ -57,39 +52,35 @@ impl Router {
     }
 
     /// Applies a record on its owner shard.
-    pub async fn record(&self, record: Record, from: Option<NeighbourId>) {
-        if let Err((record, owner)) = self.record_here(record, from) {
+    pub async fn record(&self, record: Record) {
+        if let Err((record, owner)) = self.record_here(record) {
             // Boxed: only records owned elsewhere wait, and a connection's
             // task should not carry this future's size while it is idle.
-            Box::pin(self.record_elsewhere(record, from, owner)).await;
+            Box::pin(self.record_elsewhere(record, owner)).await;
         }
     }
 
     /// Applies `record` right here if this shard owns it; otherwise gives
     /// it back with its owner, to be sent there.
-    fn record_here(
-        &self,
-        record: Record,
-        from: Option<NeighbourId>,
-    ) -> Result<(), (Record, usize)> {
+    fn record_here(&self, record: Record) -> Result<(), (Record, usize)> {
         if self.senders.is_some() {
             let owner = self.ring.owner(record.client_id());
             if owner != self.shard.id {
                 return Err((record, owner));
             }
         }
-        self.shard.apply(record, from);
+        self.shard.apply(record);
         Ok(())
     }
 
     /// Sends a record to `owner`, the shard that owns it (waits while that
     /// shard's channel is full).
-    async fn record_elsewhere(&self, record: Record, from: Option<NeighbourId>, owner: usize) {
+    async fn record_elsewhere(&self, record: Record, owner: usize) {
         let Some(senders) = &self.senders else {
-            return self.shard.apply(record, from);
+            return self.shard.apply(record);
         };
         if senders
-            .send_to(owner, ToOwner::Record { record, from })
+            .send_to(owner, ToOwner::Record(record))
             .await
             .is_err()
         {
@@ -133,7 +124,7 @@ pub fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
         glommio::spawn_local(async move {
             while let Some(msg) = receiver.recv().await {
                 match msg {
-                    ToOwner::Record { record, from } => shard.apply(record, from),
+                    ToOwner::Record(record) => shard.apply(record),
                     ToOwner::Nearby {
                         client_id,
                         radius_km,

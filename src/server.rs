@@ -7,7 +7,8 @@
 use crate::catchup::Marks;
 use crate::config::{credential, Config, PlacesSource};
 use crate::connection::{self, Admission};
-use crate::link::{self, Link, LinkSettings};
+use crate::link::{self, LinkSettings};
+use crate::link_session::Liveness;
 use crate::nearby_key::Grid;
 use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::ring::Ring;
@@ -312,16 +313,10 @@ async fn run_shard(
     let id = senders.as_ref().map_or(0, |s| s.peer_id());
     let limits = &plan.config.limits;
     let me: Rc<str> = plan.name.as_str().into();
-    let links: Vec<Rc<Link>> = plan
+    let neighbours: Vec<(Rc<str>, SocketAddr)> = plan
         .neighbours
         .iter()
-        .map(|(name, addr)| {
-            Rc::new(Link::new(
-                name.as_str().into(),
-                *addr,
-                limits.flood_queue_records,
-            ))
-        })
+        .map(|(name, addr)| (name.as_str().into(), *addr))
         .collect();
     let p = &plan.config.places;
     let answers = AnswerSettings {
@@ -345,22 +340,28 @@ async fn run_shard(
     let shard = Rc::new(Shard::new(
         id,
         me.clone(),
-        links.clone(),
+        neighbours,
         places,
         // A backstop only: the upstream client times out first, with a
         // message that says where.
         Duration::from_millis(limits.places_timeout_ms + 500),
     ));
-    for link in &links {
+    let liveness = Liveness::from_heartbeat(
+        Duration::from_millis(limits.link_heartbeat_ms),
+        Duration::from_millis(limits.link_timeout_ms),
+    );
+    for status in shard.links() {
         let settings = LinkSettings {
             me: me.clone(),
-            credential: credential(plan.secret.as_deref(), &plan.name, &link.neighbour),
+            credential: credential(plan.secret.as_deref(), &plan.name, &status.neighbour),
             backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
             backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
-            catch_up_rate: limits.catch_up_records_per_sec,
+            records_per_sec: limits.link_records_per_sec,
             linger: Duration::from_micros(limits.flood_linger_us),
+            liveness,
+            write_timeout: liveness.dead_after,
         };
-        glommio::spawn_local(link::run(link.clone(), settings, shard.clone())).detach();
+        glommio::spawn_local(link::run(status.clone(), settings, shard.clone())).detach();
     }
     if let Some(receivers) = receivers {
         route::serve_owner(shard.clone(), receivers);
@@ -368,9 +369,11 @@ async fn run_shard(
     let router = Rc::new(Router::new(shard.clone(), Ring::new(plan.shards), senders));
     let admission = Rc::new(Admission {
         me: me.clone(),
-        neighbours: links.iter().map(|l| l.neighbour.clone()).collect(),
+        neighbours: shard.links().iter().map(|l| l.neighbour.clone()).collect(),
         secret: plan.secret.clone(),
         max_line: limits.max_line_bytes,
+        link_max_line: crate::record::max_at_line(limits.max_line_bytes),
+        liveness,
         idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
         marks: plan.marks.clone(),
@@ -446,8 +449,9 @@ async fn expire_records(shard: Rc<Shard>, ttl: Duration) {
     }
 }
 
-/// Lets connections finish the replies they owe, then waits for link queues
-/// to empty, all within [`DRAIN_DEADLINE`]; logs what was left.
+/// Lets connections finish the replies they owe, then waits until every
+/// link that is up has sent what the store holds, all within
+/// [`DRAIN_DEADLINE`]; logs what was left.
 async fn drain(shard: &Shard) {
     let deadline = Instant::now() + DRAIN_DEADLINE;
     while shard.connections.count() > 0 && Instant::now() < deadline {
@@ -459,21 +463,21 @@ async fn drain(shard: &Shard) {
         shard
             .links()
             .iter()
-            .filter(|l| l.is_connected())
-            .map(|l| l.queued())
-            .sum::<usize>()
+            .any(|l| l.connected.get() && shard.has_unsent(l.cursor))
     };
-    while pending() > 0 && Instant::now() < deadline {
+    while pending() && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    let unsent: usize = shard.links().iter().map(|l| l.queued()).sum();
-    let dropped: u64 = shard.links().iter().map(|l| l.dropped()).sum();
+    let behind: Vec<String> = shard
+        .links()
+        .iter()
+        .map(|l| format!("{}={}", l.neighbour, shard.unsent(l.cursor)))
+        .collect();
     tracing::info!(
         shard = shard.id,
         records = shard.records(),
         connections_left = shard.connections.count(),
-        floods_unsent = unsent,
-        floods_dropped_when_full = dropped,
+        links_behind = %behind.join(","),
         "shard stopped"
     );
 }

@@ -1,24 +1,40 @@
 //! One shard's state and the owner's side of every command: apply a record
-//! and flood it, or answer a WHATSAT from a stored record through Places.
+//! (its links then flood it), or answer a WHATSAT from a stored record
+//! through Places.
 //!
 //! Owned by one executor (`Rc`, `RefCell`, no locks). Never touches a client
-//! socket: it returns replies as values and hands floods to link queues.
+//! socket: it returns replies as values. It knows nothing of links but their
+//! cursors in its store: flooding is the links reading the store, which is
+//! the replication log (see `store.rs` and `link.rs`).
 
-use crate::link::Link;
 use crate::places::{self, NearbyQuery, Places, Rendered};
 use crate::protocol::parse_location;
 use crate::record::Record;
 use crate::rendered;
-use crate::store::Store;
+use crate::store::{CursorId, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Index of a neighbour in this server's neighbour list.
 pub type NeighbourId = usize;
+
+/// One shard's link to one neighbour, as the shard sees it: where the
+/// neighbour is, the link's cursor in the store, and whether it is up.
+pub struct LinkStatus {
+    /// The neighbour's name.
+    pub neighbour: Rc<str>,
+    /// Where the link dials.
+    pub addr: SocketAddr,
+    /// What was sent: everything in the store up to this cursor.
+    pub cursor: CursorId,
+    /// Whether the link is up now.
+    pub connected: Cell<bool>,
+}
 
 /// A shard: its slice of the client-id space and its links to neighbours.
 pub struct Shard {
@@ -29,7 +45,9 @@ pub struct Shard {
     /// New on every start; with the store's generation it makes the epoch.
     epoch_base: u64,
     store: RefCell<Store>,
-    links: Vec<Rc<Link>>,
+    /// Notified whenever a record is stored: links waiting for records.
+    pub changed: Event,
+    links: Vec<Rc<LinkStatus>>,
     places: Rc<dyn Places>,
     places_timeout: Duration,
     /// Open connections on this shard (clients and incoming links).
@@ -133,19 +151,33 @@ impl Stop {
 }
 
 impl Shard {
-    /// A shard with an empty store.
+    /// A shard with an empty store and a link cursor per neighbour
+    /// (`neighbours`: name and address).
     pub fn new(
         id: usize,
         server: Rc<str>,
-        links: Vec<Rc<Link>>,
+        neighbours: Vec<(Rc<str>, SocketAddr)>,
         places: Rc<dyn Places>,
         places_timeout: Duration,
     ) -> Shard {
+        let mut store = Store::new();
+        let links = neighbours
+            .into_iter()
+            .map(|(neighbour, addr)| {
+                Rc::new(LinkStatus {
+                    neighbour,
+                    addr,
+                    cursor: store.open_cursor(),
+                    connected: Cell::new(false),
+                })
+            })
+            .collect();
         Shard {
             id,
             server,
             epoch_base: new_epoch(id),
-            store: RefCell::new(Store::new()),
+            store: RefCell::new(store),
+            changed: Event::new(),
             links,
             places,
             places_timeout,
@@ -154,19 +186,16 @@ impl Shard {
         }
     }
 
-    /// Applies a record this shard owns; floods it to every neighbour but
-    /// the one it came from if it was newer than the stored one.
-    pub fn apply(&self, record: Record, from: Option<NeighbourId>) {
-        let mut store = self.store.borrow_mut();
-        let Some(stored) = store.apply(record) else {
+    /// Applies a record this shard owns. When it is newer than the stored
+    /// one it is stored once, and every link sends it from the store (the
+    /// neighbour it came from too: it drops the echo as not newer, and one
+    /// log for all links keeps a down neighbour free).
+    pub fn apply(&self, record: Record) {
+        if self.store.borrow_mut().apply(record).is_none() {
             tracing::trace!(shard = self.id, "stale record dropped");
             return;
-        };
-        for (i, link) in self.links.iter().enumerate() {
-            if Some(i) != from {
-                link.flood(stored.clone());
-            }
         }
+        self.changed.notify(usize::MAX);
     }
 
     /// The WHATSAT reply for a client this shard owns, or `None` when the
@@ -245,18 +274,46 @@ impl Shard {
         self.store.borrow().seq()
     }
 
-    /// A chunk of stored records numbered in `(after, upto]`; see [`Store::newer`].
-    pub fn newer(&self, cursor: &mut usize, after: u64, upto: u64, max: usize) -> Vec<Record> {
-        self.store.borrow().newer(cursor, after, upto, max)
+    /// Moves a link's cursor to just after sequence number `after`, in at
+    /// most `max_steps` steps; true when done. See [`Store::seek`].
+    pub fn seek(&self, cursor: CursorId, after: u64, max_steps: usize) -> bool {
+        self.store.borrow_mut().seek(cursor, after, max_steps)
     }
 
-    /// Slots in the store, for scans by slot index.
-    pub fn slots(&self) -> usize {
-        self.store.borrow().slots()
+    /// Appends the next records past a link's cursor to `out`; the sequence
+    /// number of the last, `None` when nothing is unsent. See
+    /// [`Store::next_batch`].
+    pub fn next_batch(
+        &self,
+        cursor: CursorId,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<u64> {
+        self.store
+            .borrow_mut()
+            .next_batch(cursor, max_records, max_bytes, out)
+    }
+
+    /// Whether a link has records to send.
+    pub fn has_unsent(&self, cursor: CursorId) -> bool {
+        self.store.borrow().has_unsent(cursor)
+    }
+
+    /// The sequence number a link has sent up to.
+    pub fn sent_seq(&self, cursor: CursorId) -> u64 {
+        self.store.borrow().sent_seq(cursor)
+    }
+
+    /// How many sequence numbers a link is behind (records it has not sent,
+    /// counting each update of a record).
+    pub fn unsent(&self, cursor: CursorId) -> u64 {
+        let store = self.store.borrow();
+        store.seq().saturating_sub(store.sent_seq(cursor))
     }
 
     /// This shard's links to its neighbours.
-    pub fn links(&self) -> &[Rc<Link>] {
+    pub fn links(&self) -> &[Rc<LinkStatus>] {
         &self.links
     }
 }

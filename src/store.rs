@@ -359,7 +359,7 @@ impl Store {
         u64::from(self.seq)
     }
 
-    /// Number of slots (used or free); scans by slot index end here.
+    /// Number of slots (used or free); expiry scans by slot index end here.
     pub fn slots(&self) -> usize {
         self.slots.len
     }
@@ -372,25 +372,6 @@ impl Store {
             at = slot.next;
             slot.record.as_ref()
         })
-    }
-
-    /// From slot `*cursor` on, up to `max` records with a sequence number in
-    /// `(after, upto]`, cloned; advances the cursor past the slots it looked
-    /// at. Returns an empty batch once the cursor has passed the last slot.
-    /// Records stored meanwhile in slots already passed have newer numbers.
-    /// The catch-up scan of the old links, kept until they use cursors.
-    pub fn newer(&self, cursor: &mut usize, after: u64, upto: u64, max: usize) -> Vec<Record> {
-        let mut batch = Vec::new();
-        while *cursor < self.slots.len && batch.len() < max {
-            // Below `slots.len`, so the index fits a u32.
-            if let Some(r) = self.slots.record(*cursor as u32) {
-                if r.seq() > after && r.seq() <= upto {
-                    batch.push(r.clone());
-                }
-            }
-            *cursor += 1;
-        }
-        batch
     }
 
     /// Removes records whose client time is before `cutoff`, looking at no
@@ -968,30 +949,6 @@ mod tests {
         store.close_cursor(b);
         store.close_cursor(a);
         assert!(store.cursors.is_empty());
-    }
-
-    #[test]
-    fn newer_returns_each_record_in_the_range_once_across_chunks() {
-        let mut store = Store::new();
-        for i in 0..100 {
-            store.apply(record("A", &format!("IAMAT c{i} +1-2 10")));
-        }
-        // Ten of them are updated later, after the snapshot point 100.
-        for i in 0..10 {
-            store.apply(record("A", &format!("IAMAT c{i} +1-2 20")));
-        }
-        let mut cursor = 0;
-        let mut got = Vec::new();
-        loop {
-            let batch = store.newer(&mut cursor, 40, 100, 7);
-            if batch.is_empty() && cursor >= 100 {
-                break;
-            }
-            got.extend(batch);
-        }
-        // Seqs 41..=100 minus the ten whose newest version is past 100.
-        assert_eq!(got.len(), 60);
-        assert!(got.iter().all(|r| r.seq() > 40 && r.seq() <= 100));
     }
 
     #[test]

@@ -10,17 +10,23 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 
-/// A TCP proxy that can cut every connection it carries and refuse new ones.
+/// A TCP proxy that can cut every connection it carries and refuse new ones,
+/// or silently stop forwarding on the connections it carries (a half-open
+/// link: nothing closes, nothing gets through).
 struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    /// Connections opened before this generation swallow what they read.
+    swallow_before: Arc<AtomicU64>,
+    /// The generation of the newest connection carried.
+    generation: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -32,8 +38,12 @@ impl Proxy {
             cut: Arc::new(AtomicBool::new(false)),
             open: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            swallow_before: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
         };
         let (cut, open, stop) = (proxy.cut.clone(), proxy.open.clone(), proxy.stop.clone());
+        let swallow_before = proxy.swallow_before.clone();
+        let generation = proxy.generation.clone();
         std::thread::spawn(move || {
             // Bounded by `stop`, set when the proxy is dropped.
             while !stop.load(Ordering::SeqCst) {
@@ -48,6 +58,7 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
+                let this = generation.fetch_add(1, Ordering::SeqCst) + 1;
                 client.set_nonblocking(false).unwrap();
                 let mut held = open.lock().unwrap();
                 held.push(client.try_clone().unwrap());
@@ -56,10 +67,17 @@ impl Proxy {
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
+                    let swallow_before = swallow_before.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            if n == 0 {
+                                break;
+                            }
+                            if swallow_before.load(Ordering::SeqCst) > this {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
                                 break;
                             }
                         }
@@ -82,6 +100,13 @@ impl Proxy {
 
     fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Every connection carried now stops forwarding, without closing:
+    /// bytes sent into it vanish. New connections forward as usual.
+    fn go_half_open(&self) {
+        let newest = self.generation.load(Ordering::SeqCst);
+        self.swallow_before.store(newest + 1, Ordering::SeqCst);
     }
 }
 
@@ -177,4 +202,50 @@ fn servers_cut_apart_keep_serving_and_converge_once_the_links_heal() {
             assert_eq!(&got, want);
         }
     }
+}
+
+#[test]
+fn a_half_open_link_is_found_by_heartbeats_and_redialled() {
+    let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let to_b = Proxy::start(b_addr);
+    let to_a = Proxy::start(a_addr);
+    let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
+    config_a.limits.link_heartbeat_ms = 200;
+    config_a.limits.link_timeout_ms = 500;
+    config_a.servers[0].listen = a_addr.to_string();
+    config_a.servers[1].listen = to_b.addr.to_string();
+    let mut config_b = config_a.clone();
+    config_b.servers[0].listen = to_a.addr.to_string();
+    config_b.servers[1].listen = b_addr.to_string();
+    let mut a = Herd::start(herd_of(&[], &[]), 1);
+    a.config = config_a;
+    std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
+    a.start_server("A");
+    let mut b = Herd::start(herd_of(&[], &[]), 1);
+    b.config = config_b;
+    std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
+    b.start_server("B");
+    send_all(a_addr, &["IAMAT before +1-2 5".to_owned()]);
+    eventually("a record across the proxy", || {
+        stored_at_line(b_addr, "before")
+    });
+    // The links stay open but carry nothing, in both directions: no FIN, no
+    // reset, no write error; only the missing heartbeats tell.
+    to_b.go_half_open();
+    to_a.go_half_open();
+    let a_line = send_all(a_addr, &["IAMAT after +1-2 6".to_owned()]);
+    let b_line = send_all(b_addr, &["IAMAT other +3-4 6".to_owned()]);
+    let got = eventually("records over redialled links", || {
+        stored_at_line(b_addr, "after")
+    });
+    assert_eq!(got, a_line[0]);
+    let got = eventually("records over redialled links", || {
+        stored_at_line(a_addr, "other")
+    });
+    assert_eq!(got, b_line[0]);
+    assert!(
+        a.log("A").contains("nothing heard for"),
+        "A's log says why the link was dropped"
+    );
 }

@@ -1,0 +1,543 @@
+//! The link protocol between two servers, as one pure state machine per end:
+//! [`Sender`] for the side that dialled and sends its shard's records,
+//! [`Receiver`] for the side that accepted and applies them.
+//!
+//! No I/O, no clock, no runtime types: the shell feeds in the lines it
+//! read and the time, writes out the bytes the session asks for, and acts on
+//! the events it returns. PROTOCOL.md ("Between servers") is the contract
+//! this implements:
+//!
+//! - The sender opens with `PEER <name> <credential>` and `STREAM <shard>
+//!   <epoch>`. A herd receiver answers `SINCE <n>`: it holds that stream up
+//!   to n. A receiver that speaks only the basic rules answers `? STREAM ...`
+//!   or nothing; after [`Liveness::answer_within`] the sender falls back to
+//!   plain AT lines from the start of its log, with no `SEQ` lines.
+//! - Records are AT lines. After each batch, and when it has written
+//!   nothing for a heartbeat, the sender writes `SEQ <m>`: it has sent the
+//!   stream up to m. The receiver writes `ACK <n>` every heartbeat: it holds
+//!   the stream up to n.
+//! - Either end closes a herd link that has heard nothing for
+//!   [`Liveness::dead_after`]: a neighbour gone without a FIN is found.
+//!   A basic link is never closed for silence (a basic server sends
+//!   nothing back); its writes still have a deadline in the shell.
+//! - A receiver that refused a record line stops moving its mark: the
+//!   position never moves past a record it does not hold, so a reopened
+//!   link sends that record again.
+
+use crate::protocol::{self, At, Command, Parsed};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// How a link watches its neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// An end that has written nothing for this long writes a keepalive.
+    pub heartbeat: Duration,
+    /// A herd link that has heard nothing for this long is dead.
+    pub dead_after: Duration,
+    /// How long a sender waits for `SINCE` before taking the neighbour for
+    /// one that speaks only the basic rules.
+    pub answer_within: Duration,
+}
+
+impl Liveness {
+    /// Timing from a heartbeat period: dead after two and a half periods
+    /// of silence, so that with checks every quarter period a half-open
+    /// link is found within three periods.
+    pub fn from_heartbeat(heartbeat: Duration, dead_after: Duration) -> Liveness {
+        Liveness {
+            heartbeat,
+            dead_after,
+            answer_within: dead_after,
+        }
+    }
+
+    /// How often the shell should call `on_tick`.
+    pub fn tick(&self) -> Duration {
+        (self.heartbeat / 4).max(Duration::from_millis(1))
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// The neighbour refused the handshake (its `? ...` line).
+    Refused(String),
+    /// Nothing was heard for [`Liveness::dead_after`].
+    Silent(Duration),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Refused(line) => write!(f, "refused: {line}"),
+            Closed::Silent(d) => write!(f, "nothing heard for {} ms", d.as_millis()),
+        }
+    }
+}
+
+/// What the sender's shell must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderEvent {
+    /// Nothing changes.
+    None,
+    /// Start (or restart) sending after sequence number `after`: position
+    /// the log cursor there, then send everything past it.
+    SendAfter(u64),
+    /// End the link.
+    Close(Closed),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SenderPhase {
+    /// `PEER` and `STREAM` written at `opened`; waiting for `SINCE`.
+    Opening { opened: Instant },
+    /// Sending; `basic` when the neighbour speaks only the basic rules.
+    Streaming { basic: bool },
+}
+
+/// The sending end of a link.
+#[derive(Debug)]
+pub struct Sender {
+    phase: SenderPhase,
+    liveness: Liveness,
+    last_heard: Instant,
+    last_written: Instant,
+    /// The highest sequence number the neighbour acknowledged.
+    acked: u64,
+}
+
+impl Sender {
+    /// Opens a link: appends `PEER` and `STREAM` to `out`.
+    pub fn open(
+        now: Instant,
+        liveness: Liveness,
+        me: &str,
+        credential: &str,
+        shard: u32,
+        epoch: u64,
+        out: &mut Vec<u8>,
+    ) -> Sender {
+        let mut opening = String::new();
+        protocol::write_link_opening(&mut opening, me, credential, shard, epoch);
+        out.extend_from_slice(opening.as_bytes());
+        Sender {
+            phase: SenderPhase::Opening { opened: now },
+            liveness,
+            last_heard: now,
+            last_written: now,
+            acked: 0,
+        }
+    }
+
+    /// Whether records may be sent now.
+    pub fn streaming(&self) -> bool {
+        matches!(self.phase, SenderPhase::Streaming { .. })
+    }
+
+    /// Whether the neighbour speaks only the basic rules.
+    pub fn basic(&self) -> bool {
+        self.phase == SenderPhase::Streaming { basic: true }
+    }
+
+    /// The highest sequence number the neighbour said it holds.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// A line the neighbour sent.
+    pub fn on_line(&mut self, line: &[u8], now: Instant) -> SenderEvent {
+        self.last_heard = now;
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end();
+        if let SenderPhase::Opening { .. } = self.phase {
+            if let Some(n) = protocol::parse_since(line) {
+                self.phase = SenderPhase::Streaming { basic: false };
+                self.acked = n;
+                return SenderEvent::SendAfter(n);
+            }
+            if text.starts_with("? STREAM") {
+                // It took `PEER` but not our extension: a basic server.
+                return self.fall_back();
+            }
+            if text.starts_with('?') {
+                return SenderEvent::Close(Closed::Refused(text.to_owned()));
+            }
+            return SenderEvent::None;
+        }
+        if let Some(n) = parse_count_line(text, "ACK") {
+            self.acked = self.acked.max(n);
+        }
+        // Anything else (a basic server's `? SEQ ...`) only shows it lives.
+        SenderEvent::None
+    }
+
+    fn fall_back(&mut self) -> SenderEvent {
+        self.phase = SenderPhase::Streaming { basic: true };
+        SenderEvent::SendAfter(0)
+    }
+
+    /// Time passed: falls back to basic when `SINCE` never came; closes a
+    /// herd link that went silent.
+    pub fn on_tick(&mut self, now: Instant) -> SenderEvent {
+        let silent = now.saturating_duration_since(self.last_heard);
+        match self.phase {
+            SenderPhase::Opening { opened } => {
+                if now.saturating_duration_since(opened) >= self.liveness.answer_within {
+                    return self.fall_back();
+                }
+                SenderEvent::None
+            }
+            SenderPhase::Streaming { basic: false } if silent >= self.liveness.dead_after => {
+                SenderEvent::Close(Closed::Silent(silent))
+            }
+            SenderPhase::Streaming { .. } => SenderEvent::None,
+        }
+    }
+
+    /// Appends what follows a batch of records numbered up to `last`: `SEQ`
+    /// on a herd link, nothing on a basic one.
+    pub fn end_batch(&mut self, last: u64, now: Instant, out: &mut Vec<u8>) {
+        self.last_written = now;
+        if !self.basic() {
+            write_count_line(out, "SEQ", last);
+        }
+    }
+
+    /// Appends a keepalive if this end has written nothing for a heartbeat
+    /// (a herd link only); `sent` is the last sequence number sent.
+    pub fn keepalive(&mut self, sent: u64, now: Instant, out: &mut Vec<u8>) {
+        if self.phase != (SenderPhase::Streaming { basic: false }) {
+            return;
+        }
+        if now.saturating_duration_since(self.last_written) >= self.liveness.heartbeat {
+            self.end_batch(sent, now, out);
+        }
+    }
+}
+
+/// What the receiver's shell must do after a line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverEvent<'a> {
+    /// Nothing to apply.
+    None,
+    /// Apply this record (it came from this link's neighbour).
+    Record(At<'a>),
+    /// The line is not part of the link protocol: count and log it.
+    Invalid,
+}
+
+/// The receiving end of a link, once its `PEER` line was accepted.
+#[derive(Debug)]
+pub struct Receiver {
+    liveness: Liveness,
+    /// The sending shard and its epoch, once `STREAM` was read: a herd link.
+    stream: Option<(u32, u64)>,
+    /// Every record of the stream up to this number has arrived.
+    received: u64,
+    /// A record line was refused: the mark stays where it was.
+    refused: bool,
+    last_heard: Instant,
+    last_written: Instant,
+}
+
+impl Receiver {
+    /// A link whose `PEER` line was just accepted.
+    pub fn new(now: Instant, liveness: Liveness) -> Receiver {
+        Receiver {
+            liveness,
+            stream: None,
+            received: 0,
+            refused: false,
+            last_heard: now,
+            last_written: now,
+        }
+    }
+
+    /// The stream and how far it was received, once known: what to
+    /// remember when the link ends, so the next one resumes there.
+    pub fn mark(&self) -> Option<(u32, u64, u64)> {
+        self.stream
+            .map(|(shard, epoch)| (shard, epoch, self.received))
+    }
+
+    /// One line from the neighbour, already parsed. `since` says how far
+    /// a stream was received on earlier links (0 when unknown). Replies go
+    /// to `out`.
+    pub fn on_line<'a>(
+        &mut self,
+        parsed: Parsed<'a>,
+        now: Instant,
+        since: impl FnOnce(u32, u64) -> u64,
+        out: &mut Vec<u8>,
+    ) -> ReceiverEvent<'a> {
+        self.last_heard = now;
+        match parsed {
+            Parsed::Command(Command::At(at)) => ReceiverEvent::Record(at),
+            Parsed::Command(Command::Stream { shard, epoch }) if self.stream.is_none() => {
+                let n = since(shard, epoch);
+                self.stream = Some((shard, epoch));
+                self.received = n;
+                write_count_line(out, "SINCE", n);
+                self.last_written = now;
+                ReceiverEvent::None
+            }
+            Parsed::Command(Command::Seq(seq)) if self.stream.is_some() => {
+                if !self.refused {
+                    self.received = self.received.max(seq);
+                }
+                ReceiverEvent::None
+            }
+            Parsed::Empty => ReceiverEvent::None,
+            _ => {
+                self.refused = true;
+                ReceiverEvent::Invalid
+            }
+        }
+    }
+
+    /// A record line of this link was refused (it did not parse): the mark
+    /// must not move past it.
+    pub fn refuse(&mut self) {
+        self.refused = true;
+    }
+
+    /// Time passed: appends `ACK` when a heartbeat is due on a herd link;
+    /// `Err` when a herd link went silent.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Vec<u8>) -> Result<(), Closed> {
+        if self.stream.is_none() {
+            // A basic sender: it neither expects nor sends keepalives.
+            return Ok(());
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent >= self.liveness.dead_after {
+            return Err(Closed::Silent(silent));
+        }
+        if now.saturating_duration_since(self.last_written) >= self.liveness.heartbeat {
+            write_count_line(out, "ACK", self.received);
+            self.last_written = now;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `<word> <n>\n`.
+fn write_count_line(out: &mut Vec<u8>, word: &str, n: u64) {
+    let mut line = String::with_capacity(word.len() + 22);
+    let _ = writeln!(line, "{word} {n}");
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// `n` from a line `<word> <n>`.
+fn parse_count_line(text: &str, word: &str) -> Option<u64> {
+    let mut fields = text.split_ascii_whitespace();
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(w), Some(n), None) if w == word && n.bytes().all(|b| b.is_ascii_digit()) => {
+            n.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse_line;
+
+    fn liveness() -> Liveness {
+        Liveness::from_heartbeat(Duration::from_millis(100), Duration::from_millis(250))
+    }
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    /// Runs a sender and a receiver against each other, as two servers
+    /// would, passing every byte one writes to the other.
+    fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn a_sender_opens_with_peer_and_stream_and_starts_after_since() {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut s = Sender::open(t0, liveness(), "A", "-", 2, 9, &mut out);
+        assert_eq!(out, b"PEER A -\nSTREAM 2 9\n");
+        assert!(!s.streaming());
+        assert_eq!(
+            s.on_line(b"SINCE 40", ms(t0, 1)),
+            SenderEvent::SendAfter(40)
+        );
+        assert!(s.streaming() && !s.basic());
+        assert_eq!(s.acked(), 40);
+    }
+
+    #[test]
+    fn a_refused_handshake_closes_the_link() {
+        let t0 = Instant::now();
+        let mut s = Sender::open(t0, liveness(), "A", "bad", 0, 1, &mut Vec::new());
+        assert_eq!(
+            s.on_line(b"? PEER A bad", t0),
+            SenderEvent::Close(Closed::Refused("? PEER A bad".into()))
+        );
+    }
+
+    #[test]
+    fn a_neighbour_that_refuses_stream_gets_plain_at_lines_from_the_start() {
+        let t0 = Instant::now();
+        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        assert_eq!(s.on_line(b"? STREAM 0 1", t0), SenderEvent::SendAfter(0));
+        assert!(s.basic());
+        let mut out = Vec::new();
+        s.end_batch(10, t0, &mut out);
+        s.keepalive(10, ms(t0, 1000), &mut out);
+        assert!(out.is_empty(), "no SEQ lines to a basic server");
+        // A basic server says nothing back; that is no reason to close.
+        assert_eq!(s.on_tick(ms(t0, 10_000)), SenderEvent::None);
+    }
+
+    #[test]
+    fn a_neighbour_that_never_answers_is_taken_for_a_basic_one() {
+        let t0 = Instant::now();
+        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        assert_eq!(s.on_tick(ms(t0, 100)), SenderEvent::None);
+        assert_eq!(s.on_tick(ms(t0, 250)), SenderEvent::SendAfter(0));
+        assert!(s.basic());
+    }
+
+    #[test]
+    fn an_idle_herd_link_sends_seq_as_keepalive_once_per_heartbeat() {
+        let t0 = Instant::now();
+        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        s.on_line(b"SINCE 0", t0);
+        let mut out = Vec::new();
+        s.end_batch(5, ms(t0, 10), &mut out);
+        assert_eq!(out, b"SEQ 5\n");
+        out.clear();
+        s.keepalive(5, ms(t0, 50), &mut out);
+        assert!(out.is_empty());
+        s.keepalive(5, ms(t0, 110), &mut out);
+        assert_eq!(out, b"SEQ 5\n");
+        out.clear();
+        s.keepalive(5, ms(t0, 150), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_silent_herd_link_is_closed_by_either_end_within_three_heartbeats() {
+        let t0 = Instant::now();
+        let live = liveness();
+        let mut s = Sender::open(t0, live, "A", "-", 0, 1, &mut Vec::new());
+        s.on_line(b"SINCE 0", t0);
+        let mut r = Receiver::new(t0, live);
+        r.on_line(parse_line(b"STREAM 0 1"), t0, |_, _| 0, &mut Vec::new());
+        // Ticks every quarter heartbeat: the first tick at or past
+        // dead_after closes, and that is before three heartbeats.
+        let mut closed_at = None;
+        let mut t = 0;
+        while closed_at.is_none() && t <= 1000 {
+            t += live.tick().as_millis() as u64;
+            if let SenderEvent::Close(Closed::Silent(_)) = s.on_tick(ms(t0, t)) {
+                closed_at = Some(t);
+            }
+        }
+        let closed_at = closed_at.expect("sender closes");
+        assert!(closed_at < 3 * 100, "{closed_at}");
+        assert!(r.on_tick(ms(t0, closed_at), &mut Vec::new()).is_err());
+        // Hearing anything keeps a link alive.
+        let mut s = Sender::open(t0, live, "A", "-", 0, 1, &mut Vec::new());
+        s.on_line(b"SINCE 0", t0);
+        for t in (0..1000).step_by(50) {
+            s.on_line(b"ACK 0", ms(t0, t));
+            assert_eq!(s.on_tick(ms(t0, t + 25)), SenderEvent::None);
+        }
+    }
+
+    #[test]
+    fn sender_and_receiver_agree_on_the_stream_and_the_mark() {
+        let t0 = Instant::now();
+        let live = liveness();
+        let mut to_receiver = Vec::new();
+        let mut s = Sender::open(t0, live, "A", "-", 3, 77, &mut to_receiver);
+        let mut r = Receiver::new(t0, live);
+        let mut to_sender = Vec::new();
+        let mut records = 0;
+        let mut feed = |r: &mut Receiver, bytes: &mut Vec<u8>, back: &mut Vec<u8>| {
+            for line in lines(bytes) {
+                if let ReceiverEvent::Record(_) = r.on_line(parse_line(&line), t0, |_, _| 12, back)
+                {
+                    records += 1;
+                }
+            }
+            bytes.clear();
+        };
+        // PEER is the shell's business (credentials); the session starts
+        // at STREAM.
+        to_receiver.drain(..b"PEER A -\n".len());
+        feed(&mut r, &mut to_receiver, &mut to_sender);
+        assert_eq!(to_sender, b"SINCE 12\n");
+        assert_eq!(s.on_line(b"SINCE 12", t0), SenderEvent::SendAfter(12));
+        to_receiver.extend_from_slice(b"AT A +0.000000001 c +1+2 3\nAT A +0.000000001 d +1+2 3\n");
+        s.end_batch(14, t0, &mut to_receiver);
+        feed(&mut r, &mut to_receiver, &mut Vec::new());
+        assert_eq!(r.mark(), Some((3, 77, 14)));
+        let mut ack = Vec::new();
+        r.on_tick(ms(t0, 100), &mut ack).unwrap();
+        assert_eq!(ack, b"ACK 14\n");
+        s.on_line(b"ACK 14", ms(t0, 100));
+        assert_eq!(s.acked(), 14);
+        assert_eq!(records, 2);
+    }
+
+    #[test]
+    fn the_mark_never_moves_past_a_refused_record() {
+        let t0 = Instant::now();
+        let mut r = Receiver::new(t0, liveness());
+        let mut out = Vec::new();
+        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 10"), t0, |_, _| 0, &mut out);
+        assert_eq!(
+            r.on_line(parse_line(b"AT broken"), t0, |_, _| 0, &mut out),
+            ReceiverEvent::Invalid
+        );
+        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        assert_eq!(r.mark(), Some((0, 5, 10)));
+        let mut r = Receiver::new(t0, liveness());
+        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        r.refuse();
+        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        assert_eq!(r.mark(), Some((0, 5, 0)));
+    }
+
+    #[test]
+    fn a_basic_sender_gets_no_keepalives_and_is_never_closed_for_silence() {
+        let t0 = Instant::now();
+        let mut r = Receiver::new(t0, liveness());
+        let mut out = Vec::new();
+        assert!(matches!(
+            r.on_line(
+                parse_line(b"AT B +0.000000001 c +1+2 3"),
+                t0,
+                |_, _| 0,
+                &mut out
+            ),
+            ReceiverEvent::Record(_)
+        ));
+        assert!(r.on_tick(ms(t0, 60_000), &mut out).is_ok());
+        assert!(out.is_empty());
+        assert_eq!(r.mark(), None);
+    }
+
+    #[test]
+    fn count_lines_parse_strictly() {
+        assert_eq!(parse_count_line("ACK 5", "ACK"), Some(5));
+        assert_eq!(parse_count_line("ACK +5", "ACK"), None);
+        assert_eq!(parse_count_line("ACK 5 6", "ACK"), None);
+        assert_eq!(parse_count_line("SEQ 5", "ACK"), None);
+    }
+}
