@@ -134,10 +134,44 @@ impl Probe {
     }
 }
 
+/// The `ACK` keepalive a herd receiver owes the sender of a link (see
+/// PROTOCOL.md): without it the sender takes the link for dead after its
+/// link timeout and redials, which would show in every figure.
+pub struct Acks {
+    last: Option<Instant>,
+}
+
+/// How often a bench neighbour acknowledges; herd's default heartbeat is
+/// 1 s, and any read (herd sends `SEQ` at least that often) is a chance.
+const ACK_EVERY: Duration = Duration::from_millis(250);
+
+impl Acks {
+    /// Nothing to acknowledge before the stream is answered.
+    pub fn new() -> Acks {
+        Acks { last: None }
+    }
+
+    /// The stream was answered: keepalives are owed from now on.
+    pub fn start(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+
+    /// The `ACK` line to write now, if one is due.
+    pub fn due(&mut self, now: Instant) -> Option<&'static [u8]> {
+        let last = self.last?;
+        if now.saturating_duration_since(last) < ACK_EVERY {
+            return None;
+        }
+        self.last = Some(now);
+        Some(b"ACK 0\n")
+    }
+}
+
 /// Reads one link from a herd server: a `PEER` line, then records.
 async fn serve_link(mut stream: TcpStream, probe: Rc<Probe>, me: Rc<str>) {
     let mut inbuf = InBuf::new(64 * 1024);
     let mut peer: Option<String> = None;
+    let mut acks = Acks::new();
     loop {
         let Some(spare) = inbuf.spare() else { return };
         match stream.read(spare).await {
@@ -145,6 +179,11 @@ async fn serve_link(mut stream: TcpStream, probe: Rc<Probe>, me: Rc<str>) {
             Ok(n) => inbuf.filled(n),
         }
         let now = Instant::now();
+        if let Some(ack) = acks.due(now) {
+            if stream.write_all(ack).await.is_err() {
+                return;
+            }
+        }
         while let Some(nl) = inbuf.bytes().iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&inbuf.bytes()[..nl]).into_owned();
             inbuf.consume(nl + 1);
@@ -157,6 +196,7 @@ async fn serve_link(mut stream: TcpStream, probe: Rc<Probe>, me: Rc<str>) {
                     if stream.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
+                    acks.start(now);
                 } else {
                     probe.on_line(&line, now);
                 }

@@ -4,7 +4,8 @@
 //!
 //! It accepts links (`PEER`, then `STREAM`, answered with `SINCE` "all" so
 //! that nothing is resent from the store), reads and discards every line,
-//! and runs until killed.
+//! acknowledges as a herd receiver must (`ACK`, or the server would take the
+//! link for dead), and runs until killed.
 
 use std::io::Write as _;
 
@@ -14,7 +15,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::host;
-use crate::probe::is_stream_opening;
+use crate::probe::{is_stream_opening, Acks};
 
 /// Options of `herd-bench sink`.
 #[derive(clap::Args, Debug, Clone)]
@@ -44,6 +45,7 @@ async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
     let mut buf = vec![0u8; size];
     let start = std::time::Instant::now();
     let mut taken: u64 = 0;
+    let mut acks = Acks::new();
     // Only the first few lines can hold `STREAM`; after that just discard.
     let mut head = Vec::new();
     let mut answered = false;
@@ -62,6 +64,11 @@ async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
             Ok(n) => n,
         };
         taken += n as u64;
+        if let Some(ack) = acks.due(std::time::Instant::now()) {
+            if stream.write_all(ack).await.is_err() {
+                return;
+            }
+        }
         if answered {
             continue;
         }
@@ -72,6 +79,7 @@ async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
+            acks.start(std::time::Instant::now());
             answered = true;
             head = Vec::new();
         } else if head.len() > 4096 {
