@@ -117,27 +117,62 @@ impl Drop for Proxy {
     }
 }
 
+/// Neighbours A and B, each reaching the other only through a proxy.
+struct ProxiedPair {
+    a: Herd,
+    b: Herd,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    /// What A dials to reach B.
+    to_b: Proxy,
+    /// What B dials to reach A.
+    to_a: Proxy,
+}
+
+impl ProxiedPair {
+    /// Starts both; `limits` edits the config both share.
+    fn start(limits: impl FnOnce(&mut herd::config::Limits)) -> ProxiedPair {
+        // Each server gets its own config: the other's address is a proxy.
+        let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let to_b = Proxy::start(b_addr);
+        let to_a = Proxy::start(a_addr);
+        let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
+        limits(&mut config_a.limits);
+        config_a.servers[0].listen = a_addr.to_string();
+        config_a.servers[1].listen = to_b.addr.to_string();
+        let mut config_b = config_a.clone();
+        config_b.servers[0].listen = to_a.addr.to_string();
+        config_b.servers[1].listen = b_addr.to_string();
+        let mut a = Herd::start(herd_of(&[], &[]), 1);
+        a.config = config_a;
+        std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
+        a.start_server("A");
+        let mut b = Herd::start(herd_of(&[], &[]), 1);
+        b.config = config_b;
+        std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
+        b.start_server("B");
+        ProxiedPair {
+            a,
+            b,
+            a_addr,
+            b_addr,
+            to_b,
+            to_a,
+        }
+    }
+}
+
 #[test]
 fn servers_cut_apart_keep_serving_and_converge_once_the_links_heal() {
-    // Each server gets its own config: the other's address is a proxy.
-    let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let to_b = Proxy::start(b_addr);
-    let to_a = Proxy::start(a_addr);
-    let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
-    config_a.servers[0].listen = a_addr.to_string();
-    config_a.servers[1].listen = to_b.addr.to_string();
-    let mut config_b = config_a.clone();
-    config_b.servers[0].listen = to_a.addr.to_string();
-    config_b.servers[1].listen = b_addr.to_string();
-    let mut a = Herd::start(herd_of(&[], &[]), 1);
-    a.config = config_a;
-    std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
-    a.start_server("A");
-    let mut b = Herd::start(herd_of(&[], &[]), 1);
-    b.config = config_b;
-    std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
-    b.start_server("B");
+    let ProxiedPair {
+        a: _a,
+        b: _b,
+        a_addr,
+        b_addr,
+        to_b,
+        to_a,
+    } = ProxiedPair::start(|_| {});
 
     let mut replies = send_all(
         a_addr,
@@ -206,26 +241,17 @@ fn servers_cut_apart_keep_serving_and_converge_once_the_links_heal() {
 
 #[test]
 fn a_half_open_link_is_found_by_heartbeats_and_redialled() {
-    let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let to_b = Proxy::start(b_addr);
-    let to_a = Proxy::start(a_addr);
-    let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
-    config_a.limits.link_heartbeat_ms = 200;
-    config_a.limits.link_timeout_ms = 500;
-    config_a.servers[0].listen = a_addr.to_string();
-    config_a.servers[1].listen = to_b.addr.to_string();
-    let mut config_b = config_a.clone();
-    config_b.servers[0].listen = to_a.addr.to_string();
-    config_b.servers[1].listen = b_addr.to_string();
-    let mut a = Herd::start(herd_of(&[], &[]), 1);
-    a.config = config_a;
-    std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
-    a.start_server("A");
-    let mut b = Herd::start(herd_of(&[], &[]), 1);
-    b.config = config_b;
-    std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
-    b.start_server("B");
+    let ProxiedPair {
+        a,
+        b: _b,
+        a_addr,
+        b_addr,
+        to_b,
+        to_a,
+    } = ProxiedPair::start(|limits| {
+        limits.link_heartbeat_ms = 200;
+        limits.link_timeout_ms = 500;
+    });
     send_all(a_addr, &["IAMAT before +1-2 5".to_owned()]);
     eventually("a record across the proxy", || {
         stored_at_line(b_addr, "before")

@@ -5,40 +5,27 @@
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::cell::Cell;
+mod support;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use herd::nearby_key::Grid;
 use herd::places::{distance_m, AnswerSettings, NearbyQuery, Places};
-use herd::places_mock::{self, Fault, MockSettings};
+use herd::places_mock::{Fault, MockSettings};
 use herd::upstream::{Upstream, UpstreamSettings};
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock() -> SocketAddr {
-    let slot = Rc::new(Cell::new(None));
-    let seen = Rc::clone(&slot);
-    let settings = MockSettings {
+    support::start_mock_with(MockSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         // Slow enough that every caller joins before the answer comes back.
         latency: Duration::from_millis(100),
         tls: None,
         fault: Fault::None,
-    };
-    glommio::spawn_local(async move {
-        if let Err(e) = places_mock::serve(settings, move |addr| seen.set(Some(addr))).await {
-            panic!("mock failed: {e}");
-        }
     })
-    .detach();
-    for _ in 0..1000 {
-        if let Some(addr) = slot.get() {
-            return addr;
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("mock did not start");
+    .await
 }
 
 fn upstream(addr: SocketAddr, snap_m: u32) -> Upstream {

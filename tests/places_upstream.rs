@@ -4,6 +4,8 @@
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,27 +43,13 @@ where
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock(tls: Option<(Vec<u8>, Vec<u8>)>) -> SocketAddr {
-    let slot = Rc::new(Cell::new(None));
-    let seen = Rc::clone(&slot);
-    let settings = MockSettings {
+    support::start_mock_with(MockSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         latency: Duration::ZERO,
         tls,
         fault: Fault::None,
-    };
-    glommio::spawn_local(async move {
-        if let Err(e) = places_mock::serve(settings, move |addr| seen.set(Some(addr))).await {
-            panic!("mock failed: {e}");
-        }
     })
-    .detach();
-    for _ in 0..1000 {
-        if let Some(addr) = slot.get() {
-            return addr;
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("mock did not start");
+    .await
 }
 
 /// The mock's `/stats` as (requests, connections), on a connection of its own

@@ -362,3 +362,25 @@ pub fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Starts a `places_mock` with `settings` inside the current glommio
+/// executor and returns the address it listens on.
+pub async fn start_mock_with(settings: herd::places_mock::MockSettings) -> SocketAddr {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let slot = Rc::new(Cell::new(None));
+    let seen = Rc::clone(&slot);
+    glommio::spawn_local(async move {
+        if let Err(e) = herd::places_mock::serve(settings, move |addr| seen.set(Some(addr))).await {
+            panic!("mock failed: {e}");
+        }
+    })
+    .detach();
+    for _ in 0..1000 {
+        if let Some(addr) = slot.get() {
+            return addr;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("mock did not start");
+}
