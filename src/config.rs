@@ -219,6 +219,10 @@ pub struct Limits {
     /// milliseconds. At most three heartbeats, so that a neighbour gone
     /// without a FIN is found within three heartbeat periods.
     pub link_timeout_ms: u64,
+    /// An IAMAT whose client time is more than this ahead of the server's
+    /// clock is invalid, and such a record from a link is dropped, in
+    /// milliseconds: one wrong clock must not pin a client's record forever.
+    pub max_future_skew_ms: u64,
     /// Records whose client time is older than this are dropped, in
     /// milliseconds; `None` keeps records forever.
     pub record_ttl_ms: Option<u64>,
@@ -246,6 +250,7 @@ impl Default for Limits {
             link_records_per_sec: 1_000_000,
             link_heartbeat_ms: 1000,
             link_timeout_ms: 2500,
+            max_future_skew_ms: 86_400_000,
             record_ttl_ms: None,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
@@ -494,6 +499,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("link_records_per_sec", l.link_records_per_sec == 0),
         ("link_heartbeat_ms", l.link_heartbeat_ms == 0),
         ("record_ttl_ms", l.record_ttl_ms == Some(0)),
+        ("max_future_skew_ms", l.max_future_skew_ms == 0),
     ];
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));
@@ -685,6 +691,8 @@ mod tests {
         zero_connections_per_shard_is_reported:
             |v| v["limits"]["max_connections_per_shard"] = json!(0)
             => ["limits.max_connections_per_shard is 0"];
+        a_zero_future_skew_is_reported: |v| v["limits"]["max_future_skew_ms"] = json!(0)
+            => ["limits.max_future_skew_ms is 0"];
         a_zero_heartbeat_is_reported: |v| v["limits"]["link_heartbeat_ms"] = json!(0)
             => ["limits.link_heartbeat_ms is 0"];
         a_link_timeout_of_more_than_three_heartbeats_is_reported:

@@ -41,6 +41,8 @@ enum Role {
 struct Incoming {
     from: NeighbourId,
     session: Receiver,
+    /// Records dropped for a client time too far ahead.
+    future_records: u64,
 }
 
 /// Who may open incoming links, and how they prove it.
@@ -57,6 +59,8 @@ pub struct Admission {
     pub link_max_line: usize,
     /// Heartbeats and silence detection of links.
     pub liveness: Liveness,
+    /// How far ahead of this server's clock a client time may be.
+    pub max_future_skew: Duration,
     /// A client silent for this long is closed.
     pub idle_timeout: Duration,
     /// A client that takes no replies for this long is dropped.
@@ -168,7 +172,7 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             if let Some((shard, epoch, received)) = mark {
                 admission.marks.record(neighbour, shard, epoch, received);
             }
-            tracing::info!(%peer, %neighbour, end, received = ?mark.map(|m| m.2), "incoming link dropped");
+            tracing::info!(%peer, %neighbour, end, received = ?mark.map(|m| m.2), future_records_dropped = link.future_records, "incoming link dropped");
         }
         _ => tracing::debug!(%peer, end, "connection ended"),
     }
@@ -252,6 +256,7 @@ async fn handle(
                     *role = Role::Link(Box::new(Incoming {
                         from,
                         session: Receiver::new(Instant::now(), admission.liveness),
+                        future_records: 0,
                     }));
                 }
                 _ => {
@@ -260,6 +265,12 @@ async fn handle(
                     return false;
                 }
             }
+        }
+        Parsed::Command(Command::IAmAt(iamat))
+            if iamat.time.is_ahead_of(now, admission.max_future_skew) =>
+        {
+            tracing::debug!(%peer, "IAMAT refused: client time too far ahead");
+            reply_invalid(out, line, peer)
         }
         Parsed::Command(Command::IAmAt(iamat)) => {
             let record = Record::from_iamat(&admission.me, now, &iamat);
@@ -303,6 +314,13 @@ fn on_link(
         since
     };
     match link.session.on_line(parsed, Instant::now(), since, out) {
+        ReceiverEvent::Record(at) if at.time.is_ahead_of(now(), admission.max_future_skew) => {
+            // A neighbour with a clock far ahead, or a record made before
+            // the bound existed: storing it would pin its client.
+            link.future_records += 1;
+            tracing::warn!(%peer, %neighbour, client = at.client_id, dropped_so_far = link.future_records, "record from a link dropped: client time too far ahead");
+            None
+        }
         ReceiverEvent::Record(at) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
             Some(Record::from_at(&at))

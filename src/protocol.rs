@@ -66,6 +66,13 @@ impl PosixTime {
         }
     }
 
+    /// Whether this time is more than `bound` after `now`: a client clock
+    /// that far ahead would make every later real update look older.
+    pub fn is_ahead_of(self, now: PosixTime, bound: std::time::Duration) -> bool {
+        let bound = i128::try_from(bound.as_nanos()).unwrap_or(i128::MAX);
+        self.total_nanos() > now.total_nanos().saturating_add(bound)
+    }
+
     /// Whole nanoseconds since the epoch, wide enough for any u64 seconds.
     fn total_nanos(self) -> i128 {
         i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
@@ -469,6 +476,20 @@ mod tests {
 
     fn invalid(line: &[u8]) -> bool {
         parse_line(line) == Parsed::Invalid
+    }
+
+    #[test]
+    fn a_time_is_ahead_only_past_the_bound() {
+        let day = std::time::Duration::from_secs(86_400);
+        let now = t(1_700_000_000, 500);
+        assert!(
+            !t(1_700_086_400, 500).is_ahead_of(now, day),
+            "exactly a day"
+        );
+        assert!(t(1_700_086_400, 501).is_ahead_of(now, day));
+        assert!(!t(0, 0).is_ahead_of(now, day), "the past is never ahead");
+        assert!(!t(u64::MAX, 999_999_999).is_ahead_of(now, std::time::Duration::MAX));
+        assert!(t(9_999_999_999, 0).is_ahead_of(now, day), "year 2286");
     }
 
     #[test]

@@ -374,6 +374,7 @@ async fn run_shard(
         max_line: limits.max_line_bytes,
         link_max_line: crate::record::max_at_line(limits.max_line_bytes),
         liveness,
+        max_future_skew: Duration::from_millis(limits.max_future_skew_ms),
         idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
         marks: plan.marks.clone(),

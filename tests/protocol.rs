@@ -42,11 +42,36 @@ fn iamat_is_answered_with_an_at_line_echoing_the_client_fields() {
     assert!(skew > 100_000_000.0, "{skew}");
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
-fn future_client_time_gives_a_negative_skew() {
+fn a_client_time_slightly_ahead_gives_a_negative_skew() {
     let herd = lone_server(1);
-    let reply = exchange_text(herd.addr("Solo"), "IAMAT fut +1-2 99999999999.5\n");
+    let soon = unix_now() + 3600;
+    let reply = exchange_text(herd.addr("Solo"), &format!("IAMAT fut +1-2 {soon}.5\n"));
     assert!(reply.starts_with("AT Solo -"), "{reply}");
+}
+
+#[test]
+fn a_client_time_more_than_a_day_ahead_is_invalid_and_pins_nothing() {
+    let herd = lone_server(1);
+    let addr = herd.addr("Solo");
+    // Year 2286: stored, it would make every later real update look older.
+    let reply = exchange_text(addr, "IAMAT pinned +1-2 9999999999.0\n");
+    assert_eq!(reply, "? IAMAT pinned +1-2 9999999999.0\n");
+    assert_eq!(stored_at_line(addr, "pinned"), None);
+    let real = format!("IAMAT pinned +3-4 {}.0\n", unix_now());
+    let reply = exchange_text(addr, &real);
+    assert!(reply.starts_with("AT Solo "), "{reply}");
+    assert_eq!(
+        stored_at_line(addr, "pinned").as_deref(),
+        Some(reply.trim_end())
+    );
 }
 
 #[test]
