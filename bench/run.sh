@@ -104,6 +104,18 @@ modes() {
   fi
 }
 
+# Open loop at the healthy scenario's 50 % and 80 % rates: the same offered
+# load, so a failure scenario's tail compares with the healthy one directly.
+# Usage: at_healthy_rates PREFIX ADDR SERVER-NAME
+at_healthy_rates() {
+  local prefix=$1 addr=$2 name=$3 level r
+  for level in 50 80; do
+    r=$(rate_of "healthy-open-$level")
+    [ -n "$r" ] && run_load "$prefix-at-healthy-open-$level" --addr "$addr" --connections 64 --rate "$r" \
+      --server "$name" --max-send-lag-ms "$MAX_LAG_MS"
+  done
+}
+
 # Waits until a line matching $2 appears in file $1 (bounded: 15 s).
 wait_for() {
   for _ in $(seq 150); do
@@ -185,11 +197,7 @@ echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${
 
 # The bare server at herd's open-loop rates: whose tail is longer at the
 # same offered load.
-for level in 50 80; do
-  r=$(rate_of "healthy-open-$level")
-  [ -n "$r" ] && run_load "bare-at-healthy-open-$level" --addr "127.0.0.1:$(p 0)" --connections 64 --rate "$r" \
-    --server Bare --max-send-lag-ms "$MAX_LAG_MS"
-done
+at_healthy_rates bare "127.0.0.1:$(p 0)" Bare
 stop "$bare"
 
 # --- Growth: 5 M distinct clients, filled at full speed (healthy links) ---
@@ -202,6 +210,7 @@ stop "$target"
 target_config "$work/down.json" 50
 start_target "$work/down.json" 1 "$SERVER_CPU" down
 modes down "127.0.0.1:$(p 50)" Target --pid "$target"
+at_healthy_rates down "127.0.0.1:$(p 50)" Target
 stop "$target"
 
 # --- One neighbour slow: S3 reads $SLOW_BYTES_PER_SEC bytes/s --------------
@@ -214,6 +223,7 @@ start slow3 "$BENCH" sink --listen "127.0.0.1:$(p 63)" --cpu "$GEN_CPU" --bytes-
 wait_for "$work/slow3.out" "listening"
 start_target "$work/slow.json" 1 "$SERVER_CPU" slow
 modes slow "127.0.0.1:$(p 60)" Target --pid "$target"
+at_healthy_rates slow "127.0.0.1:$(p 60)" Target
 stop "$target"
 
 # --- Shard scaling: 1 and 2 shards, flooding to the healthy sinks ---------
@@ -305,10 +315,11 @@ plot percentiles closed "Closed loop: herd flooding to 3 neighbours vs the bare 
   bare-64x1 healthy-64x1 bare-64x16 healthy-64x16
 plot percentiles open "Open loop: herd (healthy) vs the bare server at the same rates" \
   healthy-open-50 bare-at-healthy-open-50 healthy-open-80 bare-at-healthy-open-80
-plot percentiles failure "Open loop, neighbours healthy, down or slow" \
-  healthy-open-50 down-open-50 slow-open-50 healthy-open-80 down-open-80 slow-open-80
-plot timeline failure-timeline "Open loop at 80 %, per second: neighbours healthy, down or slow" \
-  healthy-open-80 down-open-80 slow-open-80
+plot percentiles failure "Open loop at the healthy rates: neighbours healthy, down or slow" \
+  healthy-open-50 down-at-healthy-open-50 slow-at-healthy-open-50 \
+  healthy-open-80 down-at-healthy-open-80 slow-at-healthy-open-80
+plot timeline failure-timeline "Open loop at the healthy 80 % rate, per second: neighbours healthy, down or slow" \
+  healthy-open-80 down-at-healthy-open-80 slow-at-healthy-open-80
 plot percentiles growth "Growth to $GROWTH_CLIENTS clients (64 x 16) vs steady state" growth healthy-64x16
 plot timeline growth-timeline "Growth to $GROWTH_CLIENTS clients, per second" growth
 plot percentiles whatsat "WHATSAT: 50 % mix over places-mock (20 ms), and cached 20-result answers" \
