@@ -199,14 +199,13 @@ async fn carry(
         out.clear();
         let streaming = session.borrow().streaming();
         if streaming {
-            if let Some(last) = shard.next_batch(status.cursor, BATCH, BATCH_BYTES, &mut out) {
-                let records = out.iter().filter(|&&b| b == b'\n').count() as u64;
-                session.borrow_mut().end_batch(last, now, &mut out);
+            if let Some(batch) = shard.next_batch(status.cursor, BATCH, BATCH_BYTES, &mut out) {
+                session.borrow_mut().end_batch(batch.last, now, &mut out);
                 if let Err(e) = writer.write_all(&out).await {
                     break e.to_string();
                 }
                 last_write = Instant::now();
-                sent += records;
+                sent += batch.records as u64;
                 // Pace: at most `records_per_sec` on average.
                 let due =
                     Duration::from_secs_f64(sent as f64 / settings.records_per_sec.max(1) as f64);

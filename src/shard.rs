@@ -11,7 +11,7 @@ use crate::places::{self, NearbyQuery, Places, Rendered};
 use crate::protocol::parse_location;
 use crate::record::Record;
 use crate::rendered;
-use crate::store::{CursorId, Store};
+use crate::store::{Batch, CursorId, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -280,16 +280,15 @@ impl Shard {
         self.store.borrow_mut().seek(cursor, after, max_steps)
     }
 
-    /// Appends the next records past a link's cursor to `out`; the sequence
-    /// number of the last, `None` when nothing is unsent. See
-    /// [`Store::next_batch`].
+    /// Appends the next records past a link's cursor to `out`; what was
+    /// appended, `None` when nothing is unsent. See [`Store::next_batch`].
     pub fn next_batch(
         &self,
         cursor: CursorId,
         max_records: usize,
         max_bytes: usize,
         out: &mut Vec<u8>,
-    ) -> Option<u64> {
+    ) -> Option<Batch> {
         self.store
             .borrow_mut()
             .next_batch(cursor, max_records, max_bytes, out)

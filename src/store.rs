@@ -131,6 +131,15 @@ impl Index {
     }
 }
 
+/// What one [`Store::next_batch`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// The sequence number of the last record appended.
+    pub last: u64,
+    /// How many records were appended.
+    pub records: usize,
+}
+
 /// A link's place in the update-order list; see [`Store::open_cursor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CursorId(usize);
@@ -513,16 +522,15 @@ impl Store {
     /// Appends `line + "\n"` of the unsent records after the cursor to `out`,
     /// in sequence order: at most `max_records`, stopping once `max_bytes`
     /// have been appended, but at least one if any is unsent. Moves the
-    /// cursor past them and returns the sequence number of the last one, or
-    /// `None` when nothing is unsent or a seek is under way. Costs what it
-    /// appends.
+    /// cursor past them and says what it appended, or `None` when nothing is
+    /// unsent or a seek is under way. Costs what it appends.
     pub fn next_batch(
         &mut self,
         id: CursorId,
         max_records: usize,
         max_bytes: usize,
         out: &mut Vec<u8>,
-    ) -> Option<u64> {
+    ) -> Option<Batch> {
         let cursor = self.cursor(id).filter(|c| c.seek.is_none())?;
         let mut at = cursor.at;
         let start = out.len();
@@ -545,7 +553,10 @@ impl Store {
         if let Some(Some(cursor)) = self.cursors.get_mut(id.0) {
             cursor.at = at;
         }
-        last
+        last.map(|last| Batch {
+            last,
+            records: count,
+        })
     }
 
     fn record_at(&self, slot: u32) -> Option<&Record> {
@@ -606,9 +617,15 @@ mod tests {
         max_bytes: usize,
     ) -> (Vec<String>, Option<u64>) {
         let mut out = Vec::new();
-        let last = store.next_batch(id, max_records, max_bytes, &mut out);
+        let batch = store.next_batch(id, max_records, max_bytes, &mut out);
         let text = String::from_utf8(out).expect("lines are UTF-8");
-        (text.lines().map(str::to_owned).collect(), last)
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        assert_eq!(
+            batch.map_or(0, |b| b.records),
+            lines.len(),
+            "the count is the lines appended"
+        );
+        (lines, batch.map(|b| b.last))
     }
 
     /// The stored lines numbered in `seqs`.
@@ -1325,7 +1342,7 @@ mod tests {
                             }
                         }
                         let mut out = b"already here\n".to_vec();
-                        let last = store.next_batch(c.id, records, bytes, &mut out);
+                        let last = store.next_batch(c.id, records, bytes, &mut out).map(|b| b.last);
                         prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
                         prop_assert_eq!(last, want_last);
                         if let Some(last) = last {
