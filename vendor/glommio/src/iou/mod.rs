@@ -133,7 +133,22 @@ impl IoUring {
     /// The underlying `SubmissionQueue` and `CompletionQueue` will each have
     /// this number of entries.
     pub fn new(entries: u32) -> io::Result<IoUring> {
-        IoUring::new_with_flags(entries, SetupFlags::empty(), SetupFeatures::empty())
+        // herd: cooperative task running. Each glommio ring belongs to one
+        // executor thread, which enters the kernel on every submission and
+        // park, so completions need not interrupt it with an IPI (the cost
+        // the waking peer pays in sock_def_readable). Kernels before 5.19
+        // reject the flag: fall back to the plain ring there.
+        const IORING_SETUP_COOP_TASKRUN: u32 = 1 << 8;
+        match IoUring::new_with_flags(
+            entries,
+            SetupFlags::from_bits_retain(IORING_SETUP_COOP_TASKRUN),
+            SetupFeatures::empty(),
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                IoUring::new_with_flags(entries, SetupFlags::empty(), SetupFeatures::empty())
+            }
+            other => other,
+        }
     }
 
     /// Creates a new `IoUring` using a set of `SetupFlags` and `SetupFeatures`
