@@ -110,6 +110,15 @@ pub fn is_valid_skew(skew: &[u8]) -> bool {
 /// bytes: this runs for every reply of a run, and the generator must stay
 /// faster than the server it measures.
 fn check_at_line(line: &[u8], expected: &Expected<'_>) -> Result<(), Invalid> {
+    if is_expected_at_line(line, expected) {
+        return Ok(());
+    }
+    // Wrong in some way: the field by field reading says how.
+    read_at_line(line, expected)
+}
+
+/// `check_at_line` field by field: the reading that names what is wrong.
+fn read_at_line(line: &[u8], expected: &Expected<'_>) -> Result<(), Invalid> {
     if line.starts_with(b"?") {
         return Err(Invalid::Question);
     }
@@ -136,6 +145,37 @@ fn check_at_line(line: &[u8], expected: &Expected<'_>) -> Result<(), Invalid> {
         return Err(Invalid::WrongEcho);
     }
     Ok(())
+}
+
+/// The fast path of `check_at_line`, true only for a line that it accepts:
+/// `AT <server> <skew> ` followed by exactly the echo. The echo is ours
+/// (ASCII, two spaces), so comparing it whole stands for the field split
+/// and the space count of the slow path; what is left before it is the
+/// server and a skew, which must hold no space.
+fn is_expected_at_line(line: &[u8], expected: &Expected<'_>) -> bool {
+    let Some(head_len) = line.len().checked_sub(expected.echo.len() + 1) else {
+        return false;
+    };
+    let (head, record) = line.split_at(head_len);
+    if record[1..] != *expected.echo || record[0] != b' ' {
+        return false;
+    }
+    let Some(rest) = head.strip_prefix(b"AT ") else {
+        return false;
+    };
+    let Some(space) = memchr::memchr(b' ', rest) else {
+        return false;
+    };
+    let (server, skew) = (&rest[..space], &rest[space + 1..]);
+    let server_ok = !server.is_empty()
+        && match expected.server {
+            Some(want) => want == server,
+            None => std::str::from_utf8(server).is_ok(),
+        };
+    // What the slow path asks of the record, asked of the echo it equals.
+    let echo_ok =
+        expected.echo.is_ascii() && expected.echo.iter().filter(|&&b| b == b' ').count() == 2;
+    server_ok && echo_ok && is_valid_skew(skew)
 }
 
 /// Validates a whole IAMAT reply (with its `\n`): exactly
@@ -436,5 +476,28 @@ mod tests {
             Some(16)
         );
         assert_eq!(reply_len(b"AT x\nAT y\n", ReplyKind::Whatsat), Some(5));
+    }
+
+    proptest::proptest! {
+        /// The fast path accepts only what the field-by-field reading
+        /// accepts, and together they give that reading's verdict on any
+        /// line: AT lines, near misses, and echoes with other spacing.
+        #[test]
+        fn the_fast_path_agrees_with_the_reading(
+            head in proptest::sample::select(vec!["AT ", "AT", "at ", "? ", "AT  ", ""]),
+            server in proptest::sample::select(vec!["Goloman", "", "Golo man", "Gol\u{e9}", "G"]),
+            skew in proptest::sample::select(vec!["+0.263873386", "-12.000000001", "0.1", "+1.12345678", "+.123456789", "+1.123456789 "]),
+            echo in proptest::sample::select(vec![ECHO, "a b c", "a  b", "a b c d", "", "\u{e9} b c", "x"]),
+            sent in proptest::sample::select(vec![ECHO, "a b c", "a  b", "a b c d", "", "\u{e9} b c", "x"]),
+            want in proptest::option::of(proptest::sample::select(vec!["Goloman", "", "G"])),
+        ) {
+            let line = format!("{head}{server} {skew} {sent}");
+            let expected = Expected { server: want.map(str::as_bytes), echo: echo.as_bytes() };
+            let reading = read_at_line(line.as_bytes(), &expected);
+            if is_expected_at_line(line.as_bytes(), &expected) {
+                proptest::prop_assert_eq!(reading, Ok(()), "{:?}", line);
+            }
+            proptest::prop_assert_eq!(check_at_line(line.as_bytes(), &expected), reading);
+        }
     }
 }

@@ -83,37 +83,44 @@ impl Workload {
             let client = (splitmix(self.rng) % known) as u32;
             let seq = last_seq(self.iamats, self.clients, client);
             out.extend_from_slice(b"WHATSAT ");
-            self.push_id(out, client);
+            let mut id = StackLine::new();
+            self.push_id(&mut id, client);
+            id.append_to(out, 0);
             out.extend_from_slice(&self.whatsat_tail);
-            self.push_record(echo, client, seq);
+            let mut record = StackLine::new();
+            self.push_record(&mut record, client, seq);
+            record.append_to(echo, 0);
             Request::Whatsat { client, seq }
         } else {
             let seq = self.iamats;
             self.iamats += 1;
             let client = (seq % u64::from(self.clients)) as u32;
-            out.extend_from_slice(b"IAMAT ");
-            let record = out.len();
-            self.push_record(out, client, seq);
-            echo.extend_from_slice(&out[record..]);
-            out.push(b'\n');
+            // The whole line is built on the stack: one copy into the send
+            // buffer and one into the echoes, not a dozen small ones.
+            let mut line = StackLine::new();
+            line.push(IAMAT);
+            self.push_record(&mut line, client, seq);
+            line.append_to(echo, IAMAT.len());
+            line.push(b"\n");
+            line.append_to(out, 0);
             Request::Iamat { client, seq }
         }
     }
 
     /// Client id, location and client time of IAMAT `seq`, one space apart.
-    fn push_record(&self, out: &mut Vec<u8>, client: u32, seq: u64) {
+    fn push_record(&self, out: &mut StackLine, client: u32, seq: u64) {
         self.push_id(out, client);
-        out.push(b' ');
+        out.push(b" ");
         push_location(out, self.conn, seq);
-        out.push(b' ');
-        push_digits(out, self.base_secs + seq / 1_000_000_000, 1);
-        out.push(b'.');
-        push_digits(out, seq % 1_000_000_000, 9);
+        out.push(b" ");
+        out.push_digits(self.base_secs + seq / 1_000_000_000, 1);
+        out.push(b".");
+        out.push_digits(seq % 1_000_000_000, 9);
     }
 
-    fn push_id(&self, out: &mut Vec<u8>, client: u32) {
-        out.extend_from_slice(&self.id_prefix);
-        push_digits(out, u64::from(client), 1);
+    fn push_id(&self, out: &mut StackLine, client: u32) {
+        out.push(&self.id_prefix);
+        out.push_digits(u64::from(client), 1);
     }
 
     /// Writes the fields a reply to `request` must echo into the three
@@ -138,16 +145,83 @@ impl Workload {
     }
 }
 
-/// Appends `value` in decimal, zero-padded to at least `width` digits.
-fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    while value > 0 || digits.len() - at < width {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
+/// What an IAMAT line starts with.
+const IAMAT: &[u8] = b"IAMAT ";
+
+/// One request line, built in place on the stack. The longest line is
+/// `IAMAT `, an id of at most 27 + 10 bytes, a 22-byte location and a
+/// 30-byte time with their spaces and newline: well under the capacity.
+pub struct StackLine {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl StackLine {
+    fn new() -> StackLine {
+        StackLine {
+            buf: [0; 160],
+            len: 0,
+        }
     }
-    out.extend_from_slice(&digits[at..]);
+
+    /// Appends the line from byte `from` on to `out`: one copy. (Copying
+    /// the whole fixed-size buffer and cutting back was slower: libc's
+    /// memcpy is called for 160 bytes all the same.)
+    fn append_to(&self, out: &mut Vec<u8>, from: usize) {
+        out.extend_from_slice(&self.buf[from..self.len]);
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Appends `value` in decimal, zero-padded to at least `width` digits,
+    /// written in place from the last digit back, two digits a step.
+    fn push_digits(&mut self, value: u64, width: usize) {
+        let n = digit_count(value).max(width);
+        let digits = &mut self.buf[self.len..self.len + n];
+        let mut v = value;
+        let mut at = n;
+        while at >= 2 {
+            let pair = (v % 100) as usize * 2;
+            digits[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+            v /= 100;
+            at -= 2;
+        }
+        if at == 1 {
+            digits[0] = b'0' + (v % 10) as u8;
+        }
+        self.len += n;
+    }
+}
+
+/// "00" to "99", back to back.
+const PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// Decimal digits of `value` (1 for 0).
+fn digit_count(value: u64) -> usize {
+    let mut n = 1;
+    let mut bound = 10u64;
+    while n < 20 && value >= bound {
+        n += 1;
+        bound = bound.saturating_mul(10);
+    }
+    n
 }
 
 /// The newest IAMAT sequence number of `client` when `iamats` IAMATs have
@@ -168,13 +242,13 @@ fn micro_degrees(conn: usize, seq: u64) -> [i64; 2] {
 
 /// Appends a valid ISO 6709 location that varies with `(conn, seq)`:
 /// explicit signs, six decimals.
-fn push_location(out: &mut Vec<u8>, conn: usize, seq: u64) {
+fn push_location(out: &mut StackLine, conn: usize, seq: u64) {
     for micro in micro_degrees(conn, seq) {
-        out.push(if micro < 0 { b'-' } else { b'+' });
+        out.push(if micro < 0 { b"-" } else { b"+" });
         let abs = micro.unsigned_abs();
-        push_digits(out, abs / 1_000_000, 1);
-        out.push(b'.');
-        push_digits(out, abs % 1_000_000, 6);
+        out.push_digits(abs / 1_000_000, 1);
+        out.push(b".");
+        out.push_digits(abs % 1_000_000, 6);
     }
 }
 
@@ -220,18 +294,21 @@ mod tests {
 
     #[test]
     fn digits_by_hand_match_write() {
-        for v in [0u64, 7, 10, 999_999, 1_000_000, u64::MAX] {
+        let powers = (0..20).map(|k| 10u64.pow(k));
+        let edges = powers.flat_map(|p| [p - 1, p, p + 1]);
+        for v in edges.chain([7, 999_999, 1_000_000, 123_456_789, u64::MAX]) {
             for width in [1, 6, 9] {
-                let mut out = Vec::new();
-                push_digits(&mut out, v, width);
-                assert_eq!(String::from_utf8(out).unwrap(), format!("{v:0width$}"));
+                let mut out = StackLine::new();
+                out.push(b"x");
+                out.push_digits(v, width);
+                assert_eq!(out.bytes(), format!("x{v:0width$}").as_bytes());
             }
         }
         for seq in 0..1000 {
-            let (mut bytes, mut text) = (Vec::new(), String::new());
+            let (mut bytes, mut text) = (StackLine::new(), String::new());
             push_location(&mut bytes, 9, seq);
             write_location(&mut text, 9, seq);
-            assert_eq!(String::from_utf8(bytes).unwrap(), text);
+            assert_eq!(bytes.bytes(), text.as_bytes());
         }
     }
 
@@ -252,6 +329,23 @@ mod tests {
         }
         assert_eq!(id, "bench-5-0");
         assert_eq!(time, "1700000000.000000009");
+    }
+
+    #[test]
+    fn the_longest_line_fits_on_the_stack() {
+        let mut w = Workload::new(usize::MAX, u32::MAX, u64::MAX / 2, 0, "10".into(), 5);
+        let (mut out, mut echo) = (Vec::new(), Vec::new());
+        w.next_request(&mut out, &mut echo);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.starts_with(&format!("IAMAT bench-{}-0 ", usize::MAX)),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!(" {}.000000000\n", u64::MAX / 2)),
+            "{line}"
+        );
+        assert_eq!(line.len(), "IAMAT ".len() + echo.len() + 1);
     }
 
     #[test]
