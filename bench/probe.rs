@@ -69,9 +69,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn parse_peer(line: &str) -> Option<&str> {
     let mut fields = line.split_ascii_whitespace();
     match (fields.next(), fields.next(), fields.next(), fields.next()) {
-        (Some("PEER"), Some(name), Some(_credential), None) => Some(name),
+        (Some("PEER"), Some(name), Some(_nonce), None) => Some(name),
         _ => None,
     }
+}
+
+/// The answer to a `PEER` line in a herd without a secret: `CHALLENGE`
+/// with a fresh nonce and no proof. (The herd then writes `PROOF -`.)
+pub fn challenge_line() -> String {
+    let nonce = herd::nonce::fresh().unwrap_or_else(|_| "0".repeat(32));
+    format!("CHALLENGE {nonce} -\n")
 }
 
 /// True for herd's `STREAM <shard> <epoch>` line, which follows `PEER` on
@@ -188,6 +195,9 @@ async fn serve_link(mut stream: TcpStream, probe: Rc<Probe>, me: Rc<str>) {
             let line = String::from_utf8_lossy(&inbuf.bytes()[..nl]).into_owned();
             inbuf.consume(nl + 1);
             if peer.is_some() {
+                if line.starts_with("PROOF ") {
+                    continue;
+                }
                 if is_stream_opening(&line) {
                     // herd's link catch-up: `STREAM` asks what we already
                     // have; "everything" means no resend from its store, so
@@ -205,6 +215,9 @@ async fn serve_link(mut stream: TcpStream, probe: Rc<Probe>, me: Rc<str>) {
             match parse_peer(&line) {
                 Some(name) => {
                     eprintln!("herd-bench: {me} got a link from {name}");
+                    if stream.write_all(challenge_line().as_bytes()).await.is_err() {
+                        return;
+                    }
                     peer = Some(name.to_owned());
                     probe.links.set(probe.links.get() + 1);
                 }

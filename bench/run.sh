@@ -148,15 +148,22 @@ herd_config() { # file, JSON of servers, extra top-level JSON (may be empty)
 
 p() { echo $((PORT_BASE + $1)); }
 
+# A sink as a neighbour of Target in a config: links dial peer addresses,
+# so the sink's port is its peer address (its client address, never used,
+# is elsewhere: a herd config keeps the two apart).
+sink_entry() { # name, port offset
+  printf '{"name": "%s", "listen": "127.0.0.1:%s", "peer_listen": "127.0.0.1:%s", "neighbours": ["Target"]}' \
+    "$1" "$(p $(($2 + 200)))" "$(p "$2")"
+}
+
 # A one-server herd "Target" at port offset $2 whose three neighbours S1..S3
 # are at offsets $2+1..$2+3. Written to file $1.
 target_config() {
   local base=$2
   herd_config "$1" "[
-  {\"name\": \"Target\", \"listen\": \"127.0.0.1:$(p "$base")\", \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
-  {\"name\": \"S1\", \"listen\": \"127.0.0.1:$(p $((base + 1)))\", \"neighbours\": [\"Target\"]},
-  {\"name\": \"S2\", \"listen\": \"127.0.0.1:$(p $((base + 2)))\", \"neighbours\": [\"Target\"]},
-  {\"name\": \"S3\", \"listen\": \"127.0.0.1:$(p $((base + 3)))\", \"neighbours\": [\"Target\"]}]" \
+  {\"name\": \"Target\", \"listen\": \"127.0.0.1:$(p "$base")\", \"peer_listen\": \"127.0.0.1:$(p $((base + 100)))\",
+   \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
+  $(sink_entry S1 $((base + 1))), $(sink_entry S2 $((base + 2))), $(sink_entry S3 $((base + 3)))]" \
     ', "limits": {"max_connections_per_shard": 20000}'
 }
 
@@ -242,7 +249,7 @@ for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20
 mock=$last
 wait_for "$work/mock.out" "listening"
-herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"neighbours\": []}]" \
+herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"peer_listen\": \"127.0.0.1:$(p 121)\", \"neighbours\": []}]" \
   ", \"places\": {\"provider\": \"mock\", \"base_url\": \"http://127.0.0.1:$(p 20)\"}"
 start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs"
 near=$last
@@ -268,9 +275,12 @@ names=(Goloman Hands Holiday Wilkes Welsh)
 neigh=('"Hands", "Holiday", "Wilkes"' '"Goloman", "Wilkes"' '"Goloman", "Welsh", "Wilkes", "Probe"'
   '"Goloman", "Hands", "Holiday"' '"Holiday"')
 for i in 0 1 2 3 4; do
-  servers+="{\"name\": \"${names[$i]}\", \"listen\": \"127.0.0.1:$(p ${ports[$i]})\", \"neighbours\": [${neigh[$i]}]},"
+  servers+="{\"name\": \"${names[$i]}\", \"listen\": \"127.0.0.1:$(p ${ports[$i]})\","
+  servers+=" \"peer_listen\": \"127.0.0.1:$(p $((ports[i] + 100)))\", \"neighbours\": [${neigh[$i]}]},"
 done
-servers+="{\"name\": \"Probe\", \"listen\": \"127.0.0.1:$(p 35)\", \"neighbours\": [\"Holiday\"]}"
+# Holiday dials the probe's links at its peer address.
+servers+="{\"name\": \"Probe\", \"listen\": \"127.0.0.1:$(p 235)\", \"peer_listen\": \"127.0.0.1:$(p 35)\","
+servers+=" \"neighbours\": [\"Holiday\"]}"
 herd_config "$work/herd.json" "[$servers]" ""
 for name in "${names[@]}"; do
   start "$name" taskset -c "$SERVER_CPU" "$HERD" serve "$name" --config "$work/herd.json" --shards 1 \

@@ -15,7 +15,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::host;
-use crate::probe::{is_stream_opening, Acks};
+use crate::probe::{challenge_line, is_stream_opening, parse_peer, Acks};
 
 /// Options of `herd-bench sink`.
 #[derive(clap::Args, Debug, Clone)]
@@ -49,6 +49,7 @@ async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
     // Only the first few lines can hold `STREAM`; after that just discard.
     let mut head = Vec::new();
     let mut answered = false;
+    let mut challenged = false;
     loop {
         if bytes_per_sec > 0 {
             // Not before the bytes taken so far are due at this rate.
@@ -74,6 +75,14 @@ async fn drain(mut stream: TcpStream, bytes_per_sec: u64) {
         }
         head.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&head).into_owned();
+        if !challenged && text.lines().any(|l| parse_peer(l).is_some()) {
+            // The handshake of a herd without a secret (bench herds have
+            // none): a fresh nonce and no proof.
+            challenged = true;
+            if stream.write_all(challenge_line().as_bytes()).await.is_err() {
+                return;
+            }
+        }
         if text.lines().any(is_stream_opening) {
             let answer = format!("SINCE {}\n", u64::MAX);
             if stream.write_all(answer.as_bytes()).await.is_err() {

@@ -2,8 +2,8 @@
 //! the shared secret and the resource limits.
 //!
 //! Owns the JSON config format, the built-in default herd, validation (every problem is
-//! reported at once, so one edit fixes a config) and the PEER credential derived from the
-//! secret. It must not open sockets or do other I/O: the only exceptions are
+//! reported at once, so one edit fixes a config) and where each server takes links. It
+//! must not open sockets or do other I/O: the only exceptions are
 //! `Config::load` reading its file and resolving the literal host name `localhost`.
 
 use std::collections::{HashMap, HashSet};
@@ -11,9 +11,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 /// Longest server name accepted, in bytes, so names always fit easily in a protocol line.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -35,8 +33,14 @@ const DEFAULT_HERD: [(&str, u16, &[&str]); 5] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Shared secret for PEER credentials; `None` means links are not authenticated.
+    /// Shared secret that each end of a link proves in the handshake; `None`
+    /// means links are not authenticated (allowed only on loopback peer
+    /// addresses, or with `insecure_links`).
     pub secret: Option<String>,
+    /// Allow links without a secret on peer addresses that are not
+    /// loopback: anyone who reaches such a peer port can write records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_links: bool,
     /// The servers of the herd, in file order.
     // Defaulted so a missing list is reported by `validate` in plain words.
     #[serde(default)]
@@ -184,6 +188,12 @@ pub struct ServerConfig {
     /// Names of the servers this one floods to; must be symmetric across the herd.
     #[serde(default)]
     pub neighbours: Vec<String>,
+    /// Address for links from neighbours (`host:port`); when absent, the
+    /// listen host at the listen port + 10000. Kept off the client port so
+    /// clients can never open a link, and so stopping a server by its client
+    /// port (`lsof -ti:PORT | xargs kill`) never hits its neighbours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<String>,
 }
 
 /// Resource limits shared by every server of the herd.
@@ -286,10 +296,12 @@ impl Config {
                 name: name.to_owned(),
                 listen: format!("127.0.0.1:{port}"),
                 neighbours: neighbours.iter().map(|&n| n.to_owned()).collect(),
+                peer_listen: None,
             })
             .collect();
         Config {
             secret: None,
+            insecure_links: false,
             servers,
             limits: Limits::default(),
             places: PlacesConfig::default(),
@@ -326,6 +338,12 @@ impl Config {
     /// The resolved listen address of the server called `name`, if it exists and is valid.
     pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
         resolve_listen(&self.server(name)?.listen)
+    }
+
+    /// The resolved peer address of the server called `name`: where its
+    /// neighbours' links dial it.
+    pub fn peer_addr(&self, name: &str) -> Option<SocketAddr> {
+        peer_addr_of(self.server(name)?)
     }
 
     /// Checks the whole herd and returns every problem found, not just the first.
@@ -390,6 +408,7 @@ impl Config {
                 }
             }
         }
+        self.peer_problems(&by_addr, &mut problems);
         limit_problems(&self.limits, &mut problems);
         places_problems(&self.places, &mut problems);
         if problems.is_empty() {
@@ -397,6 +416,79 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+impl Config {
+    /// Peer addresses: valid, distinct from every other address of the
+    /// herd, and protected (a secret) unless on loopback or explicitly
+    /// `insecure_links`.
+    fn peer_problems(&self, clients: &HashMap<SocketAddr, &str>, problems: &mut Vec<String>) {
+        let mut peers: HashMap<SocketAddr, &str> = HashMap::new();
+        for server in &self.servers {
+            let who = shown(&server.name);
+            let Some(client) = resolve_listen(&server.listen) else {
+                continue; // reported with the listen address
+            };
+            let addr = match &server.peer_listen {
+                Some(text) => match resolve_listen(text) {
+                    Some(addr) if addr.port() != 0 => addr,
+                    _ => {
+                        problems.push(format!(
+                            "{who}: peer_listen {text:?} is not valid; expected host:port with \
+                              a fixed port, e.g. 127.0.0.1:22138"
+                        ));
+                        continue;
+                    }
+                },
+                None => match default_peer_addr(client) {
+                    Some(addr) => addr,
+                    None => {
+                        problems.push(format!(
+                            "{who}: the default peer port (client port {} + {PEER_PORT_OFFSET}) \
+                              is past 65535; set \"peer_listen\" for this server",
+                            client.port()
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if let Some(owner) = clients.get(&addr) {
+                problems.push(format!(
+                    "{who}: peer address {addr} is the client address of {owner}; set a \
+                      \"peer_listen\" of its own"
+                ));
+            }
+            if let Some(earlier) = peers.insert(addr, &server.name) {
+                problems.push(format!(
+                    "{who}: peer address {addr} is already the peer address of {earlier}"
+                ));
+            }
+            if !addr.ip().is_loopback() && self.secret.is_none() && !self.insecure_links {
+                problems.push(format!(
+                    "{who}: peer address {addr} is not loopback and the herd has no secret, so \
+                      anyone who reaches it could write records; set \"secret\" (the same on \
+                      every server), or \"insecure_links\": true to accept the risk"
+                ));
+            }
+        }
+    }
+}
+
+/// How far above the client port the default peer port is.
+pub const PEER_PORT_OFFSET: u16 = 10_000;
+
+/// The peer address a server without `peer_listen` gets: its client host
+/// at the client port + [`PEER_PORT_OFFSET`].
+fn default_peer_addr(client: SocketAddr) -> Option<SocketAddr> {
+    let port = client.port().checked_add(PEER_PORT_OFFSET)?;
+    Some(SocketAddr::new(client.ip(), port))
+}
+
+fn peer_addr_of(server: &ServerConfig) -> Option<SocketAddr> {
+    match &server.peer_listen {
+        Some(text) => resolve_listen(text),
+        None => default_peer_addr(resolve_listen(&server.listen)?),
     }
 }
 
@@ -539,43 +631,6 @@ fn resolve_listen(listen: &str) -> Option<SocketAddr> {
     ipv4.or(addrs.first()).copied()
 }
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// The keyed MAC over the message `"<from> <to>"`.
-fn peer_mac(secret: &str, from: &str, to: &str) -> HmacSha256 {
-    // HMAC hashes over-long keys and pads short ones, so no key length is rejected.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
-    mac.update(from.as_bytes());
-    mac.update(b" ");
-    mac.update(to.as_bytes());
-    mac
-}
-
-/// The PEER credential: lowercase hex HMAC-SHA256 under `secret` of the message
-/// `"<from> <to>"` (sender's name, a space, receiver's name); `"-"` when secret is `None`.
-pub fn credential(secret: Option<&str>, from: &str, to: &str) -> String {
-    match secret {
-        None => "-".to_owned(),
-        Some(secret) => hex::encode(peer_mac(secret, from, to).finalize().into_bytes()),
-    }
-}
-
-/// Constant-time check of a received credential; only the exact lowercase hex form counts,
-/// and `"-"` is accepted only when there is no secret.
-pub fn credential_ok(secret: Option<&str>, from: &str, to: &str, received: &str) -> bool {
-    let Some(secret) = secret else {
-        return received == "-";
-    };
-    // Rejecting uppercase keeps one canonical form on the wire; it reveals nothing secret.
-    if received.bytes().any(|b| b.is_ascii_uppercase()) {
-        return false;
-    }
-    match hex::decode(received) {
-        Ok(tag) => peer_mac(secret, from, to).verify_slice(&tag).is_ok(),
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +657,30 @@ mod tests {
             hit,
             "no problem mentions all of {needles:?}; got {problems:#?}"
         );
+    }
+
+    #[test]
+    fn peer_addresses_default_to_the_client_port_plus_10000_and_can_be_set() {
+        let mut herd = Config::default_herd();
+        assert_eq!(herd.peer_addr("Goloman"), "127.0.0.1:22138".parse().ok());
+        herd.servers[0].peer_listen = Some("127.0.0.1:4000".to_owned());
+        herd.validate().expect("valid");
+        assert_eq!(herd.peer_addr("Goloman"), "127.0.0.1:4000".parse().ok());
+        assert_eq!(herd.peer_addr("Nobody"), None);
+    }
+
+    #[test]
+    fn an_open_peer_address_is_allowed_with_a_secret_or_insecure_links() {
+        let mut herd = Config::default_herd();
+        herd.servers[0].peer_listen = Some("0.0.0.0:22138".to_owned());
+        assert!(herd.validate().is_err());
+        herd.secret = Some("s3cret".to_owned());
+        herd.validate().expect("a secret protects the links");
+        herd.secret = None;
+        herd.insecure_links = true;
+        herd.validate().expect("the operator accepted the risk");
+        let back = Config::from_json(&herd.to_json_pretty()).expect("round trip");
+        assert!(back.insecure_links);
     }
 
     #[test]
@@ -683,6 +762,20 @@ mod tests {
         asymmetric_neighbours_are_reported_from_the_listing_side:
             |v| v["servers"][1]["neighbours"] = json!(["Goloman"])
             => ["Wilkes lists Hands as a neighbour but Hands does not list Wilkes"];
+        a_bad_peer_listen_is_reported:
+            |v| v["servers"][0]["peer_listen"] = json!("nowhere") => ["Goloman: peer_listen", "not valid"];
+        a_default_peer_port_past_65535_is_reported:
+            |v| v["servers"][0]["listen"] = json!("127.0.0.1:60000")
+            => ["Goloman", "past 65535", "set \"peer_listen\""];
+        a_peer_address_on_a_client_port_is_reported:
+            |v| v["servers"][0]["peer_listen"] = json!("127.0.0.1:12139")
+            => ["Goloman: peer address 127.0.0.1:12139 is the client address of Hands"];
+        a_shared_peer_address_is_reported:
+            |v| v["servers"][1]["peer_listen"] = json!("127.0.0.1:22138")
+            => ["Hands: peer address 127.0.0.1:22138 is already the peer address of Goloman"];
+        an_open_peer_address_without_a_secret_is_reported:
+            |v| v["servers"][2]["peer_listen"] = json!("0.0.0.0:22140")
+            => ["Holiday: peer address 0.0.0.0:22140 is not loopback", "set \"secret\"", "insecure_links"];
         a_max_line_bytes_below_64_is_reported: |v| v["limits"]["max_line_bytes"] = json!(63)
             => ["limits.max_line_bytes is 63", "between 64 and 1048576"];
         a_max_line_bytes_above_1_mib_is_reported:
@@ -868,54 +961,6 @@ mod tests {
         for herd in [Config::default_herd(), odd] {
             let back = Config::from_json(&herd.to_json_pretty()).expect("parses");
             assert_eq!(back, herd);
-        }
-    }
-
-    #[test]
-    fn credential_is_deterministic_lowercase_hex_per_direction_and_secret_or_a_dash() {
-        let ab = credential(Some("k"), "Goloman", "Hands");
-        assert_eq!(ab, credential(Some("k"), "Goloman", "Hands"));
-        assert_ne!(ab, credential(Some("k"), "Hands", "Goloman"));
-        assert_ne!(ab, credential(Some("other"), "Goloman", "Hands"));
-        assert_eq!(ab.len(), 64);
-        assert!(ab.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-        assert_eq!(credential(None, "Goloman", "Hands"), "-");
-        assert!(credential_ok(None, "Goloman", "Hands", "-"));
-        assert!(!credential_ok(None, "Goloman", "Hands", "abc"));
-    }
-
-    #[test]
-    fn credential_matches_a_known_hmac_sha256_vector() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        assert_eq!(
-            credential(Some("Jefe"), "what", "do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn credential_ok_accepts_the_right_one_and_rejects_the_rest() {
-        let s = Some("k");
-        let good = credential(s, "Goloman", "Hands");
-        assert!(credential_ok(s, "Goloman", "Hands", &good));
-        let wrong = credential(s, "Hands", "Goloman");
-        let mut flipped = good.clone();
-        flipped.replace_range(..1, if good.starts_with('0') { "1" } else { "0" });
-        let (upper, zeds) = (good.to_uppercase(), "Z".repeat(64));
-        for bad in [
-            wrong.as_str(),
-            flipped.as_str(),
-            upper.as_str(),
-            zeds.as_str(),
-            "not hex at all",
-            &good[..62],
-            "",
-            "-",
-        ] {
-            assert!(
-                !credential_ok(s, "Goloman", "Hands", bad),
-                "accepted {bad:?}"
-            );
         }
     }
 

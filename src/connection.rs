@@ -2,15 +2,15 @@
 //! command to its owner and writes the replies back in order.
 //!
 //! The only code that writes to a client socket, once per batch of replies
-//! (a reply is never split across writes). A connection whose first line is
-//! a valid `PEER` handshake becomes an incoming link: a
-//! [`link_session::Receiver`] decides what its lines mean, its AT lines are
-//! records.
+//! (a reply is never split across writes). Connections to the peer port
+//! must open with the link handshake (`PEER`, our `CHALLENGE`, their
+//! `PROOF`) and then become incoming links: a [`link_session::Receiver`]
+//! decides what their lines mean, their AT lines are records. On the client
+//! port every link line is an invalid command.
 
 use crate::catchup::Marks;
-use crate::config::credential_ok;
 use crate::framing::{Frame, LineBuffer};
-use crate::link_session::{Liveness, Receiver, ReceiverEvent};
+use crate::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
 use crate::protocol::{self, Command, Parsed, PosixTime};
 use crate::record::Record;
 use crate::route::Router;
@@ -25,15 +25,33 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Flush replies once this many bytes wait, even mid-batch.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// What a connection's peer may send, decided by its first line.
+/// Which listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The client port: IAMAT and WHATSAT.
+    Client,
+    /// The peer port: links from neighbours only.
+    Peer,
+}
+
+/// What a connection's peer may send, decided by its port and handshake.
 #[derive(Debug)]
 enum Role {
-    /// Nothing read yet: a `PEER` line would make this a link.
+    /// On the peer port, nothing read yet: the first line must be `PEER`.
     Opening,
+    /// `PEER` answered with our `CHALLENGE`: the next line must be `PROOF`.
+    Proving(Box<Proving>),
     /// A client: IAMAT and WHATSAT.
     Client,
     /// An incoming link from a neighbour: AT lines.
     Link(Box<Incoming>),
+}
+
+/// A neighbour half way through the handshake.
+#[derive(Debug)]
+struct Proving {
+    from: NeighbourId,
+    challenge: Challenge,
 }
 
 /// An incoming link: who it is from and its session.
@@ -81,7 +99,12 @@ pub fn now() -> PosixTime {
 }
 
 /// Serves one connection until it closes or fails.
-pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admission>) {
+pub async fn serve(
+    mut stream: TcpStream,
+    port: Port,
+    router: Rc<Router>,
+    admission: Rc<Admission>,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -90,12 +113,20 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
     let _ = stream.set_nodelay(true);
     // Bounded waits: a silent client is closed, one that does not read its
     // replies is dropped (its socket buffer full, writes stall).
-    let _ = stream.set_read_timeout(Some(admission.idle_timeout));
+    // A stranger on the peer port gets a link timeout, not a client's idle
+    // time, to finish the handshake.
+    let _ = stream.set_read_timeout(Some(match port {
+        Port::Client => admission.idle_timeout,
+        Port::Peer => admission.liveness.dead_after,
+    }));
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
     let mut lines = LineBuffer::new(admission.max_line);
     // Grows with the replies it holds; an idle connection costs nothing here.
     let mut out: Vec<u8> = Vec::new();
-    let mut role = Role::Opening;
+    let mut role = match port {
+        Port::Client => Role::Client,
+        Port::Peer => Role::Opening,
+    };
     let end = 'conn: loop {
         // A stopping shard shuts the reading side of its connections, so
         // this read ends then too (as end of input).
@@ -120,7 +151,7 @@ pub async fn serve(mut stream: TcpStream, router: Rc<Router>, admission: Rc<Admi
             Err(_) => break "read failed",
         };
         lines.filled(n);
-        let opening = matches!(role, Role::Opening);
+        let opening = !matches!(role, Role::Link(_) | Role::Client);
         while let Some(frame) = lines.next_frame() {
             if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
                 let _ = stream.write_all(&out).await;
@@ -205,9 +236,12 @@ async fn handle(
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLong(start) => {
-            tracing::debug!(%peer, line = %String::from_utf8_lossy(start), "in: over-long line");
             match role {
-                Role::Opening => *role = Role::Client,
+                Role::Opening | Role::Proving(_) => {
+                    tracing::warn!(%peer, "handshake refused: over-long line");
+                    reply_invalid(out, start, peer);
+                    return false;
+                }
                 Role::Link(link) => {
                     // Longer than any record a herd server makes: not a
                     // record, and the mark must not move past it.
@@ -217,55 +251,36 @@ async fn handle(
                 }
                 Role::Client => {}
             }
+            tracing::debug!(%peer, line = %String::from_utf8_lossy(start), "in: over-long line");
             reply_invalid(out, start, peer);
             return true;
         }
     };
     let now = now();
     let parsed = protocol::parse_line(line);
-    if let Role::Link(link) = role {
-        if let Some(record) = on_link(link, parsed, line, admission, peer, out) {
-            router.record(record).await;
+    match role {
+        Role::Link(link) => {
+            if let Some(record) = on_link(link, parsed, line, admission, peer, out) {
+                router.record(record).await;
+            }
+            return true;
         }
-        return true;
+        Role::Opening | Role::Proving(_) => {
+            return handshake(parsed, line, role, admission, peer, out)
+        }
+        Role::Client => {}
     }
-    tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in");
-    let opening = matches!(role, Role::Opening);
-    if !matches!(parsed, Parsed::Empty) {
-        *role = Role::Client;
-    }
+    tracing::debug!(%peer, line = %shown(line), "in");
     match parsed {
         Parsed::Empty => {}
         Parsed::Invalid
-        | Parsed::Command(Command::At(_) | Command::Stream { .. } | Command::Seq(_)) => {
-            reply_invalid(out, line, peer)
-        }
-        Parsed::Command(Command::Peer(p)) => {
-            let neighbour = admission.neighbours.iter().position(|n| **n == *p.name);
-            let ok = opening
-                && neighbour.is_some()
-                && credential_ok(
-                    admission.secret.as_deref(),
-                    p.name,
-                    &admission.me,
-                    p.credential,
-                );
-            match neighbour {
-                Some(from) if ok => {
-                    tracing::info!(%peer, neighbour = p.name, "incoming link accepted");
-                    *role = Role::Link(Box::new(Incoming {
-                        from,
-                        session: Receiver::new(Instant::now(), admission.liveness),
-                        future_records: 0,
-                    }));
-                }
-                _ => {
-                    tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, bad credential, or not the first line");
-                    reply_invalid(out, line, peer);
-                    return false;
-                }
-            }
-        }
+        | Parsed::Command(
+            Command::At(_)
+            | Command::Peer(_)
+            | Command::Proof(_)
+            | Command::Stream { .. }
+            | Command::Seq(_),
+        ) => reply_invalid(out, line, peer),
         Parsed::Command(Command::IAmAt(iamat))
             if iamat.time.is_ahead_of(now, admission.max_future_skew) =>
         {
@@ -294,6 +309,66 @@ async fn handle(
         }
     }
     true
+}
+
+/// One line of the handshake on the peer port; false when the connection
+/// must close (the line was refused). Nonces and proofs are never logged.
+fn handshake(
+    parsed: Parsed<'_>,
+    line: &[u8],
+    role: &mut Role,
+    admission: &Admission,
+    peer: &str,
+    out: &mut Vec<u8>,
+) -> bool {
+    let secret = admission.secret.as_deref();
+    match (&*role, parsed) {
+        (_, Parsed::Empty) => true,
+        (Role::Opening, Parsed::Command(Command::Peer(p))) => {
+            let neighbour = admission.neighbours.iter().position(|n| **n == *p.name);
+            let (Some(from), true) = (neighbour, link_session::valid_nonce(p.nonce)) else {
+                tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, or a malformed nonce");
+                reply_invalid(out, line, peer);
+                return false;
+            };
+            let nonce = match crate::nonce::fresh() {
+                Ok(nonce) => nonce,
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "handshake abandoned: no randomness for a nonce");
+                    return false;
+                }
+            };
+            let challenge = Challenge::new(secret, &admission.me, p.name, p.nonce, nonce, out);
+            *role = Role::Proving(Box::new(Proving { from, challenge }));
+            true
+        }
+        (Role::Proving(proving), Parsed::Command(Command::Proof(proof))) => {
+            let from = proving.from;
+            let neighbour = &admission.neighbours[from];
+            if !proving.challenge.proved(secret, &admission.me, proof) {
+                tracing::warn!(%peer, %neighbour, "handshake refused: the proof of the secret is wrong");
+                reply_invalid(out, line, peer);
+                return false;
+            }
+            tracing::info!(%peer, %neighbour, "incoming link accepted");
+            *role = Role::Link(Box::new(Incoming {
+                from,
+                session: Receiver::new(Instant::now(), admission.liveness),
+                future_records: 0,
+            }));
+            true
+        }
+        _ => {
+            tracing::warn!(%peer, line = %shown(line), "handshake refused: not the line expected");
+            reply_invalid(out, line, peer);
+            false
+        }
+    }
+}
+
+/// A line as logged: handshake lines lose their nonces and proofs.
+fn shown(line: &[u8]) -> String {
+    link_session::redacted(line).unwrap_or_else(|| String::from_utf8_lossy(line).into_owned())
 }
 
 /// One line on an incoming link: the session does the stream's
@@ -327,7 +402,7 @@ fn on_link(
         }
         ReceiverEvent::None => None,
         ReceiverEvent::Invalid => {
-            tracing::warn!(%peer, line = %String::from_utf8_lossy(line), "invalid line on a link refused");
+            tracing::warn!(%peer, line = %shown(line), "invalid line on a link refused");
             None
         }
     }
@@ -336,5 +411,5 @@ fn on_link(
 fn reply_invalid(out: &mut Vec<u8>, line: &[u8], peer: &str) {
     let start = out.len();
     protocol::write_invalid(out, line);
-    tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
+    tracing::debug!(%peer, reply = %shown(&out[start..out.len() - 1]), "out");
 }

@@ -12,7 +12,7 @@
 //! write deadlines; the protocol decisions are the session's.
 
 use crate::framing::{Frame, LineBuffer};
-use crate::link_session::{Liveness, Sender, SenderEvent};
+use crate::link_session::{Liveness, Opening, Sender, SenderEvent};
 use crate::shard::{LinkStatus, Shard};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -37,8 +37,8 @@ const MAX_ANSWER_LINE: usize = 512;
 pub struct LinkSettings {
     /// Name of this server, sent in the handshake.
     pub me: Rc<str>,
-    /// Credential for the handshake (HMAC hex, or `-`).
-    pub credential: String,
+    /// The herd's shared secret, proved in the handshake.
+    pub secret: Option<Rc<str>>,
     /// First retry delay.
     pub backoff_initial: Duration,
     /// Longest retry delay.
@@ -139,13 +139,22 @@ async fn carry(
     let (reader, mut writer) = futures_lite::io::split(stream);
     let epoch = shard.epoch();
     let mut out = Vec::with_capacity(64 * 1024);
+    let nonce = match crate::nonce::fresh() {
+        Ok(nonce) => nonce,
+        Err(e) => return format!("no randomness for the handshake nonce: {e}"),
+    };
+    let opening = Opening {
+        me: settings.me.to_string(),
+        neighbour: status.neighbour.to_string(),
+        secret: settings.secret.as_deref().map(str::to_owned),
+        nonce,
+        shard: shard.id as u32,
+        epoch,
+    };
     let session = Rc::new(RefCell::new(Sender::open(
         Instant::now(),
         settings.liveness,
-        &settings.me,
-        &settings.credential,
-        shard.id as u32,
-        epoch,
+        opening,
         &mut out,
     )));
     if let Err(e) = writer.write_all(&out).await {
@@ -176,6 +185,12 @@ async fn carry(
                     seeking = Some(n);
                 }
                 SenderEvent::Close(why) => break 'link why.to_string(),
+                SenderEvent::Write(bytes) => {
+                    if let Err(e) = writer.write_all(&bytes).await {
+                        break 'link e.to_string();
+                    }
+                    last_write = Instant::now();
+                }
                 SenderEvent::None => {}
             }
         }

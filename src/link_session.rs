@@ -7,11 +7,16 @@
 //! the events it returns. PROTOCOL.md ("Between servers") is the contract
 //! this implements:
 //!
-//! - The sender opens with `PEER <name> <credential>` and `STREAM <shard>
-//!   <epoch>`. A herd receiver answers `SINCE <n>`: it holds that stream up
-//!   to n. A receiver that speaks only the basic rules answers `? STREAM ...`
-//!   or nothing; after [`Liveness::answer_within`] the sender falls back to
-//!   plain AT lines from the start of its log, with no `SEQ` lines.
+//! - The handshake is mutual and cannot be replayed: the sender writes
+//!   `PEER <name> <nonce>`; the receiver answers `CHALLENGE <nonce>
+//!   <proof>`, proving the herd's secret over both names and both fresh
+//!   nonces; the sender checks that proof and writes `PROOF <proof>`, its own
+//!   over the same, then `STREAM <shard> <epoch>`. See [`proof`].
+//! - A herd receiver answers `STREAM` with `SINCE <n>`: it holds that
+//!   stream up to n. A receiver that speaks only the basic rules answers
+//!   `? STREAM ...` or nothing; after [`Liveness::answer_within`] the sender
+//!   falls back to plain AT lines from the start of its log, with no `SEQ`
+//!   lines.
 //! - Records are AT lines. After each batch, and when it has written
 //!   nothing for a heartbeat, the sender writes `SEQ <m>`: it has sent the
 //!   stream up to m. The receiver writes `ACK <n>` every heartbeat: it holds
@@ -25,8 +30,184 @@
 //!   link sends that record again.
 
 use crate::protocol::{self, At, Command, Parsed};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+
+/// Bytes of randomness in a handshake nonce; on the wire, twice as many
+/// lowercase hex digits.
+pub const NONCE_BYTES: usize = 16;
+
+/// Which end of a link made a proof. The two ends' proofs cover the same
+/// names and nonces but differ in this word, so a receiver's proof can
+/// never be played back as a sender's, or the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The end that dialled (writes `PEER` and `PROOF`).
+    Dialer,
+    /// The end that accepted (writes `CHALLENGE`).
+    Acceptor,
+}
+
+impl Side {
+    fn word(self) -> &'static str {
+        match self {
+            Side::Dialer => "dialer",
+            Side::Acceptor => "acceptor",
+        }
+    }
+}
+
+/// The names and nonces one handshake is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange<'a> {
+    /// The dialling server's name.
+    pub dialer: &'a str,
+    /// The accepting server's name.
+    pub acceptor: &'a str,
+    /// The dialler's fresh nonce (hex), from `PEER`.
+    pub dialer_nonce: &'a str,
+    /// The acceptor's fresh nonce (hex), from `CHALLENGE`.
+    pub acceptor_nonce: &'a str,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &str, side: Side, x: &Exchange<'_>) -> HmacSha256 {
+    // HMAC hashes over-long keys and pads short ones: no key is rejected.
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret.as_bytes()) else {
+        unreachable!("HMAC takes keys of any length");
+    };
+    for (i, part) in [
+        "herd-link",
+        side.word(),
+        x.dialer,
+        x.acceptor,
+        x.dialer_nonce,
+        x.acceptor_nonce,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            mac.update(b" ");
+        }
+        mac.update(part.as_bytes());
+    }
+    mac
+}
+
+/// The proof `side` gives of the herd's secret in handshake `x`: lowercase
+/// hex HMAC-SHA256, under the secret, of
+/// `"herd-link <side> <dialer> <acceptor> <dialer-nonce> <acceptor-nonce>"`
+/// with `<side>` `dialer` or `acceptor`; `-` when the herd has no secret.
+/// Both nonces are fresh per link, so a recorded proof is worth nothing on
+/// the next one.
+pub fn proof(secret: Option<&str>, side: Side, x: &Exchange<'_>) -> String {
+    match secret {
+        None => "-".to_owned(),
+        Some(secret) => hex::encode(mac(secret, side, x).finalize().into_bytes()),
+    }
+}
+
+/// Constant-time check of a received proof. Only the exact lowercase hex
+/// form counts, and `-` only when there is no secret.
+pub fn proof_ok(secret: Option<&str>, side: Side, x: &Exchange<'_>, received: &str) -> bool {
+    let Some(secret) = secret else {
+        return received == "-";
+    };
+    // One canonical form on the wire; rejecting uppercase reveals nothing.
+    if received.bytes().any(|b| b.is_ascii_uppercase()) {
+        return false;
+    }
+    match hex::decode(received) {
+        Ok(tag) => mac(secret, side, x).verify_slice(&tag).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A nonce as it must appear on the wire: exactly `2 * NONCE_BYTES`
+/// lowercase hex digits.
+pub fn valid_nonce(nonce: &str) -> bool {
+    nonce.len() == 2 * NONCE_BYTES
+        && nonce
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A nonce from `NONCE_BYTES` random bytes (the shell draws them).
+pub fn nonce_hex(random: &[u8; NONCE_BYTES]) -> String {
+    hex::encode(random)
+}
+
+/// A handshake line for the log: its first word and, for `PEER`, the name;
+/// never a nonce or a proof.
+pub fn redacted(line: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.split_ascii_whitespace();
+    match words.next()? {
+        "PEER" => Some(format!("PEER {} ...", words.next().unwrap_or(""))),
+        word @ ("CHALLENGE" | "PROOF") => Some(format!("{word} ...")),
+        "?" => match words.next()? {
+            "PEER" => Some(format!("? PEER {} ...", words.next().unwrap_or(""))),
+            word @ ("CHALLENGE" | "PROOF") => Some(format!("? {word} ...")),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A neighbour's refusal line, fit for the log: a refused `PEER` or
+/// `PROOF` echoes our nonce or proof, which are never logged.
+fn refusal(text: &str) -> Closed {
+    Closed::Refused(redacted(text.as_bytes()).unwrap_or_else(|| text.to_owned()))
+}
+
+/// The receiving end's half of the handshake, from `PEER` to `PROOF`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    dialer: String,
+    dialer_nonce: String,
+    nonce: String,
+}
+
+impl Challenge {
+    /// Answers the `PEER <dialer> <dialer_nonce>` line of a neighbour (the
+    /// shell checked the name and the nonce's form): appends `CHALLENGE
+    /// <nonce> <proof>` to `out`.
+    pub fn new(
+        secret: Option<&str>,
+        me: &str,
+        dialer: &str,
+        dialer_nonce: &str,
+        nonce: String,
+        out: &mut Vec<u8>,
+    ) -> Challenge {
+        let challenge = Challenge {
+            dialer: dialer.to_owned(),
+            dialer_nonce: dialer_nonce.to_owned(),
+            nonce,
+        };
+        let mine = proof(secret, Side::Acceptor, &challenge.exchange(me));
+        out.extend_from_slice(format!("CHALLENGE {} {mine}\n", challenge.nonce).as_bytes());
+        challenge
+    }
+
+    fn exchange<'a>(&'a self, me: &'a str) -> Exchange<'a> {
+        Exchange {
+            dialer: &self.dialer,
+            acceptor: me,
+            dialer_nonce: &self.dialer_nonce,
+            acceptor_nonce: &self.nonce,
+        }
+    }
+
+    /// Whether the dialler's `PROOF` proves the secret for this handshake.
+    pub fn proved(&self, secret: Option<&str>, me: &str, received: &str) -> bool {
+        proof_ok(secret, Side::Dialer, &self.exchange(me), received)
+    }
+}
 
 /// How a link watches its neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +265,17 @@ pub enum SenderEvent {
     /// Start (or restart) sending after sequence number `after`: position
     /// the log cursor there, then send everything past it.
     SendAfter(u64),
+    /// Write these bytes (the handshake's `PROOF` and `STREAM`).
+    Write(Vec<u8>),
     /// End the link.
     Close(Closed),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SenderPhase {
-    /// `PEER` and `STREAM` written at `opened`; waiting for `SINCE`.
+    /// `PEER` written at `opened`; waiting for `CHALLENGE`.
+    Greeting { opened: Instant },
+    /// `PROOF` and `STREAM` written at `opened`; waiting for `SINCE`.
     Opening { opened: Instant },
     /// Sending; `basic` when the neighbour speaks only the basic rules.
     Streaming { basic: bool },
@@ -105,29 +290,71 @@ pub struct Sender {
     last_written: Instant,
     /// The highest sequence number the neighbour acknowledged.
     acked: u64,
+    /// What the handshake needs until `CHALLENGE` is answered.
+    opening: Option<Box<Opening>>,
+}
+
+/// A link being opened: who is who, this end's nonce, what to stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// This server's name.
+    pub me: String,
+    /// The neighbour dialled.
+    pub neighbour: String,
+    /// The herd's shared secret.
+    pub secret: Option<String>,
+    /// This link's fresh nonce (see [`nonce_hex`]).
+    pub nonce: String,
+    /// The sending shard.
+    pub shard: u32,
+    /// The sending shard's epoch.
+    pub epoch: u64,
 }
 
 impl Sender {
-    /// Opens a link: appends `PEER` and `STREAM` to `out`.
-    pub fn open(
-        now: Instant,
-        liveness: Liveness,
-        me: &str,
-        credential: &str,
-        shard: u32,
-        epoch: u64,
-        out: &mut Vec<u8>,
-    ) -> Sender {
-        let mut opening = String::new();
-        protocol::write_link_opening(&mut opening, me, credential, shard, epoch);
-        out.extend_from_slice(opening.as_bytes());
+    /// Opens a link: appends `PEER <me> <nonce>` to `out`.
+    pub fn open(now: Instant, liveness: Liveness, opening: Opening, out: &mut Vec<u8>) -> Sender {
+        let mut line = String::new();
+        protocol::write_peer(&mut line, &opening.me, &opening.nonce);
+        line.push('\n');
+        out.extend_from_slice(line.as_bytes());
         Sender {
-            phase: SenderPhase::Opening { opened: now },
+            phase: SenderPhase::Greeting { opened: now },
             liveness,
             last_heard: now,
             last_written: now,
             acked: 0,
+            opening: Some(Box::new(opening)),
         }
+    }
+
+    /// The neighbour's `CHALLENGE <nonce> <proof>`: if its proof holds,
+    /// answer with ours and `STREAM`.
+    fn on_challenge(&mut self, text: &str, now: Instant) -> SenderEvent {
+        let Some(o) = self.opening.take() else {
+            return SenderEvent::None;
+        };
+        let mut words = text.split_ascii_whitespace().skip(1);
+        let (Some(nonce), Some(received), None) = (words.next(), words.next(), words.next()) else {
+            return SenderEvent::Close(Closed::Refused("a malformed CHALLENGE".to_owned()));
+        };
+        let x = Exchange {
+            dialer: &o.me,
+            acceptor: &o.neighbour,
+            dialer_nonce: &o.nonce,
+            acceptor_nonce: nonce,
+        };
+        let secret = o.secret.as_deref();
+        if !valid_nonce(nonce) || !proof_ok(secret, Side::Acceptor, &x, received) {
+            return SenderEvent::Close(Closed::Refused(
+                "the neighbour did not prove the herd's secret".to_owned(),
+            ));
+        }
+        let mut out = format!("PROOF {}\n", proof(secret, Side::Dialer, &x));
+        let _ = writeln!(out, "STREAM {} {}", o.shard, o.epoch);
+        self.phase = SenderPhase::Opening { opened: now };
+        self.last_written = now;
+        SenderEvent::Write(out.into_bytes())
     }
 
     /// Whether records may be sent now.
@@ -150,6 +377,15 @@ impl Sender {
         self.last_heard = now;
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end();
+        if let SenderPhase::Greeting { .. } = self.phase {
+            if text.starts_with("CHALLENGE ") {
+                return self.on_challenge(text, now);
+            }
+            if text.starts_with('?') {
+                return SenderEvent::Close(refusal(text));
+            }
+            return SenderEvent::None;
+        }
         if let SenderPhase::Opening { .. } = self.phase {
             if let Some(n) = protocol::parse_since(line) {
                 self.phase = SenderPhase::Streaming { basic: false };
@@ -161,7 +397,7 @@ impl Sender {
                 return self.fall_back();
             }
             if text.starts_with('?') {
-                return SenderEvent::Close(Closed::Refused(text.to_owned()));
+                return SenderEvent::Close(refusal(text));
             }
             return SenderEvent::None;
         }
@@ -182,6 +418,14 @@ impl Sender {
     pub fn on_tick(&mut self, now: Instant) -> SenderEvent {
         let silent = now.saturating_duration_since(self.last_heard);
         match self.phase {
+            // Without a proof from the neighbour nothing is sent to it.
+            SenderPhase::Greeting { opened } => {
+                let waited = now.saturating_duration_since(opened);
+                if waited >= self.liveness.answer_within {
+                    return SenderEvent::Close(Closed::Silent(waited));
+                }
+                SenderEvent::None
+            }
             SenderPhase::Opening { opened } => {
                 if now.saturating_duration_since(opened) >= self.liveness.answer_within {
                     return self.fall_back();
@@ -352,6 +596,32 @@ mod tests {
         t0 + Duration::from_millis(n)
     }
 
+    const N1: &str = "00000000000000000000000000000000";
+    const N2: &str = "ffffffffffffffffffffffffffffffff";
+
+    fn opening(secret: Option<&str>, shard: u32, epoch: u64) -> Opening {
+        Opening {
+            me: "A".into(),
+            neighbour: "B".into(),
+            secret: secret.map(str::to_owned),
+            nonce: N1.into(),
+            shard,
+            epoch,
+        }
+    }
+
+    /// A sender of a herd without a secret, past the handshake (its
+    /// `PEER`, `PROOF` and `STREAM` appended to `out`), waiting for `SINCE`.
+    fn opened(t0: Instant, live: Liveness, shard: u32, epoch: u64, out: &mut Vec<u8>) -> Sender {
+        let mut s = Sender::open(t0, live, opening(None, shard, epoch), out);
+        let challenge = format!("CHALLENGE {N2} -");
+        match s.on_line(challenge.as_bytes(), t0) {
+            SenderEvent::Write(bytes) => out.extend_from_slice(&bytes),
+            other => panic!("{other:?}"),
+        }
+        s
+    }
+
     /// Runs a sender and a receiver against each other, as two servers
     /// would, passing every byte one writes to the other.
     fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
@@ -363,11 +633,14 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_opens_with_peer_and_stream_and_starts_after_since() {
+    fn a_sender_opens_with_peer_proof_and_stream_and_starts_after_since() {
         let t0 = Instant::now();
         let mut out = Vec::new();
-        let mut s = Sender::open(t0, liveness(), "A", "-", 2, 9, &mut out);
-        assert_eq!(out, b"PEER A -\nSTREAM 2 9\n");
+        let mut s = opened(t0, liveness(), 2, 9, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("PEER A {N1}\nPROOF -\nSTREAM 2 9\n")
+        );
         assert!(!s.streaming());
         assert_eq!(
             s.on_line(b"SINCE 40", ms(t0, 1)),
@@ -378,19 +651,138 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_handshake_closes_the_link() {
+    fn a_refused_handshake_closes_the_link_and_the_reason_shows_no_nonce() {
         let t0 = Instant::now();
-        let mut s = Sender::open(t0, liveness(), "A", "bad", 0, 1, &mut Vec::new());
+        let mut s = Sender::open(t0, liveness(), opening(None, 0, 1), &mut Vec::new());
         assert_eq!(
-            s.on_line(b"? PEER A bad", t0),
-            SenderEvent::Close(Closed::Refused("? PEER A bad".into()))
+            s.on_line(format!("? PEER A {N1}").as_bytes(), t0),
+            SenderEvent::Close(Closed::Refused("? PEER A ...".into()))
         );
+        let mut s = opened(t0, liveness(), 0, 1, &mut Vec::new());
+        assert_eq!(
+            s.on_line(b"? PROOF 0123", t0),
+            SenderEvent::Close(Closed::Refused("? PROOF ...".into()))
+        );
+    }
+
+    #[test]
+    fn a_neighbour_that_never_challenges_is_closed_and_gets_nothing() {
+        let t0 = Instant::now();
+        let mut s = Sender::open(t0, liveness(), opening(None, 0, 1), &mut Vec::new());
+        assert_eq!(s.on_tick(ms(t0, 100)), SenderEvent::None);
+        assert!(matches!(
+            s.on_tick(ms(t0, 250)),
+            SenderEvent::Close(Closed::Silent(_))
+        ));
+        assert!(!s.streaming());
+    }
+
+    /// Runs the handshake: a sender with `dialer_secret` against an
+    /// acceptor with `acceptor_secret`. Returns what the sender did with
+    /// the challenge, and whether the acceptor took the proof.
+    fn handshake(dialer_secret: Option<&str>, acceptor_secret: Option<&str>) -> (bool, bool) {
+        let t0 = Instant::now();
+        let mut wire = Vec::new();
+        let mut s = Sender::open(t0, liveness(), opening(dialer_secret, 0, 1), &mut wire);
+        let peer = lines(&wire).remove(0);
+        let Parsed::Command(Command::Peer(p)) = parse_line(&peer) else {
+            panic!("not PEER");
+        };
+        let mut back = Vec::new();
+        let c = Challenge::new(acceptor_secret, "B", p.name, p.nonce, N2.into(), &mut back);
+        match s.on_line(&lines(&back)[0], t0) {
+            SenderEvent::Write(bytes) => {
+                let proof_line = lines(&bytes).remove(0);
+                let Parsed::Command(Command::Proof(proof)) = parse_line(&proof_line) else {
+                    panic!("not PROOF");
+                };
+                (true, c.proved(acceptor_secret, "B", proof))
+            }
+            SenderEvent::Close(Closed::Refused(_)) => (false, false),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_handshake_passes_with_the_same_secret_and_fails_with_another() {
+        assert_eq!(handshake(Some("k"), Some("k")), (true, true));
+        assert_eq!(handshake(None, None), (true, true));
+        // The dialler checks the acceptor first: a wrong acceptor never
+        // gets a proof.
+        assert_eq!(handshake(Some("k"), Some("other")), (false, false));
+        assert_eq!(handshake(Some("k"), None), (false, false));
+        assert_eq!(handshake(None, Some("k")), (false, false));
+    }
+
+    #[test]
+    fn a_recorded_proof_is_refused_on_a_new_link() {
+        let secret = Some("k");
+        let old = Exchange {
+            dialer: "A",
+            acceptor: "B",
+            dialer_nonce: N1,
+            acceptor_nonce: N2,
+        };
+        let recorded = proof(secret, Side::Dialer, &old);
+        let other_nonce = "0123456789abcdef0123456789abcdef";
+        // The acceptor draws a fresh nonce for the replayed PEER line.
+        let c = Challenge::new(secret, "B", "A", N1, other_nonce.into(), &mut Vec::new());
+        assert!(!c.proved(secret, "B", &recorded));
+        // Nor does the acceptor's own proof stand for the dialler's.
+        let c = Challenge::new(secret, "B", "A", N1, N2.into(), &mut Vec::new());
+        assert!(!c.proved(secret, "B", &proof(secret, Side::Acceptor, &old)));
+        assert!(c.proved(secret, "B", &recorded));
+    }
+
+    #[test]
+    fn proofs_are_lowercase_hex_hmac_sha256_of_the_documented_message() {
+        let x = Exchange {
+            dialer: "A",
+            acceptor: "B",
+            dialer_nonce: N1,
+            acceptor_nonce: N2,
+        };
+        // HMAC-SHA256 under "k" of "herd-link dialer A B <N1> <N2>",
+        // computed independently (Python's hmac module).
+        let want = "c81ee23f800890f6374db1953e79ad0331f2fdd3154de62e79c27558484d67b5";
+        assert_eq!(proof(Some("k"), Side::Dialer, &x), want);
+        assert!(proof_ok(Some("k"), Side::Dialer, &x, want));
+        for bad in [&want.to_uppercase(), &want[..62], "", "-", "zz"] {
+            assert!(!proof_ok(Some("k"), Side::Dialer, &x, bad), "{bad}");
+        }
+        assert_eq!(proof(None, Side::Dialer, &x), "-");
+        assert!(proof_ok(None, Side::Dialer, &x, "-"));
+        assert!(!proof_ok(None, Side::Dialer, &x, want));
+    }
+
+    #[test]
+    fn nonces_have_one_form_and_handshake_lines_are_logged_without_them() {
+        assert!(valid_nonce(N1) && valid_nonce(&nonce_hex(&[0xab; NONCE_BYTES])));
+        for bad in [
+            "",
+            "-",
+            &N1[1..],
+            &N1.to_uppercase().replace('0', "A"),
+            "g".repeat(32).as_str(),
+        ] {
+            assert!(!valid_nonce(bad), "{bad}");
+        }
+        for (line, shown) in [
+            (format!("PEER A {N1}"), Some("PEER A ...")),
+            (format!("CHALLENGE {N2} abc"), Some("CHALLENGE ...")),
+            ("PROOF abc".to_owned(), Some("PROOF ...")),
+            (format!("? PEER A {N1}"), Some("? PEER A ...")),
+            ("? PROOF abc".to_owned(), Some("? PROOF ...")),
+            ("IAMAT a +1+2 3".to_owned(), None),
+        ] {
+            assert_eq!(redacted(line.as_bytes()).as_deref(), shown, "{line}");
+        }
     }
 
     #[test]
     fn a_neighbour_that_refuses_stream_gets_plain_at_lines_from_the_start() {
         let t0 = Instant::now();
-        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        let mut s = opened(t0, liveness(), 0, 1, &mut Vec::new());
         assert_eq!(s.on_line(b"? STREAM 0 1", t0), SenderEvent::SendAfter(0));
         assert!(s.basic());
         let mut out = Vec::new();
@@ -402,9 +794,9 @@ mod tests {
     }
 
     #[test]
-    fn a_neighbour_that_never_answers_is_taken_for_a_basic_one() {
+    fn a_neighbour_that_never_answers_stream_is_taken_for_a_basic_one() {
         let t0 = Instant::now();
-        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        let mut s = opened(t0, liveness(), 0, 1, &mut Vec::new());
         assert_eq!(s.on_tick(ms(t0, 100)), SenderEvent::None);
         assert_eq!(s.on_tick(ms(t0, 250)), SenderEvent::SendAfter(0));
         assert!(s.basic());
@@ -413,7 +805,7 @@ mod tests {
     #[test]
     fn an_idle_herd_link_sends_seq_as_keepalive_once_per_heartbeat() {
         let t0 = Instant::now();
-        let mut s = Sender::open(t0, liveness(), "A", "-", 0, 1, &mut Vec::new());
+        let mut s = opened(t0, liveness(), 0, 1, &mut Vec::new());
         s.on_line(b"SINCE 0", t0);
         let mut out = Vec::new();
         s.end_batch(5, ms(t0, 10), &mut out);
@@ -432,7 +824,7 @@ mod tests {
     fn a_silent_herd_link_is_closed_by_either_end_within_three_heartbeats() {
         let t0 = Instant::now();
         let live = liveness();
-        let mut s = Sender::open(t0, live, "A", "-", 0, 1, &mut Vec::new());
+        let mut s = opened(t0, live, 0, 1, &mut Vec::new());
         s.on_line(b"SINCE 0", t0);
         let mut r = Receiver::new(t0, live);
         r.on_line(parse_line(b"STREAM 0 1"), t0, |_, _| 0, &mut Vec::new());
@@ -450,7 +842,7 @@ mod tests {
         assert!(closed_at < 3 * 100, "{closed_at}");
         assert!(r.on_tick(ms(t0, closed_at), &mut Vec::new()).is_err());
         // Hearing anything keeps a link alive.
-        let mut s = Sender::open(t0, live, "A", "-", 0, 1, &mut Vec::new());
+        let mut s = opened(t0, live, 0, 1, &mut Vec::new());
         s.on_line(b"SINCE 0", t0);
         for t in (0..1000).step_by(50) {
             s.on_line(b"ACK 0", ms(t0, t));
@@ -463,7 +855,7 @@ mod tests {
         let t0 = Instant::now();
         let live = liveness();
         let mut to_receiver = Vec::new();
-        let mut s = Sender::open(t0, live, "A", "-", 3, 77, &mut to_receiver);
+        let mut s = opened(t0, live, 3, 77, &mut to_receiver);
         let mut r = Receiver::new(t0, live);
         let mut to_sender = Vec::new();
         let mut records = 0;
@@ -476,9 +868,10 @@ mod tests {
             }
             bytes.clear();
         };
-        // PEER is the shell's business (credentials); the session starts
-        // at STREAM.
-        to_receiver.drain(..b"PEER A -\n".len());
+        // The handshake is the shell's business; the session starts at
+        // STREAM.
+        let stream_at = memchr_str(&to_receiver, "STREAM");
+        to_receiver.drain(..stream_at);
         feed(&mut r, &mut to_receiver, &mut to_sender);
         assert_eq!(to_sender, b"SINCE 12\n");
         assert_eq!(s.on_line(b"SINCE 12", t0), SenderEvent::SendAfter(12));
@@ -531,6 +924,13 @@ mod tests {
         assert!(r.on_tick(ms(t0, 60_000), &mut out).is_ok());
         assert!(out.is_empty());
         assert_eq!(r.mark(), None);
+    }
+
+    fn memchr_str(bytes: &[u8], word: &str) -> usize {
+        bytes
+            .windows(word.len())
+            .position(|w| w == word.as_bytes())
+            .expect("word present")
     }
 
     #[test]

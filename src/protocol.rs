@@ -4,8 +4,6 @@
 //! Pure: no I/O and no clock. The caller passes the receive time in. Field
 //! texts are borrowed from the line so that echoes are exact.
 
-use std::fmt::Write as _;
-
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID: usize = 255;
 /// Longest server name, in bytes.
@@ -171,13 +169,14 @@ pub struct At<'a> {
     pub time: PosixTime,
 }
 
-/// The `PEER` handshake that opens a link between servers.
+/// The `PEER` line that opens a link between servers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Peer<'a> {
     /// The connecting server's name.
     pub name: &'a str,
-    /// HMAC credential (hex) or `-`.
-    pub credential: &'a str,
+    /// Its fresh nonce for this link's handshake (its form is checked by
+    /// the link session).
+    pub nonce: &'a str,
 }
 
 /// A well-formed command.
@@ -189,8 +188,11 @@ pub enum Command<'a> {
     WhatsAt(WhatsAt<'a>),
     /// `AT` (valid only on a link).
     At(At<'a>),
-    /// `PEER` (valid only as a connection's first line).
+    /// `PEER` (valid only as the first line on the peer port).
     Peer(Peer<'a>),
+    /// `PROOF <proof>`: the dialler's answer to the receiver's `CHALLENGE`
+    /// (valid only as the second line on the peer port).
+    Proof(&'a str),
     /// `STREAM <shard> <epoch>`: on a link, right after `PEER`, names the
     /// sending shard's record stream so the receiver can say what it has.
     Stream {
@@ -247,6 +249,7 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
             _ => None,
         },
         ("SEQ", 1) => parse_count(args[0]).map(Command::Seq),
+        ("PROOF", 1) if args[0].len() <= 128 => Some(Command::Proof(args[0])),
         _ => None,
     };
     command.map_or(Parsed::Invalid, Parsed::Command)
@@ -369,11 +372,11 @@ fn parse_at<'a>(args: &[&'a str; 5]) -> Option<At<'a>> {
     })
 }
 
-fn parse_peer<'a>(name: &'a str, credential: &'a str) -> Option<Peer<'a>> {
-    if !valid_server_name(name) || credential.len() > 128 {
+fn parse_peer<'a>(name: &'a str, nonce: &'a str) -> Option<Peer<'a>> {
+    if !valid_server_name(name) || nonce.len() > 128 {
         return None;
     }
-    Some(Peer { name, credential })
+    Some(Peer { name, nonce })
 }
 
 /// Appends `skew = now - client`, signed, with exactly nine fraction digits.
@@ -444,18 +447,12 @@ pub fn write_invalid(out: &mut Vec<u8>, line: &[u8]) {
 }
 
 /// Appends a link's opening: the `PEER` line, then `STREAM`, each with `\n`.
-pub fn write_link_opening(out: &mut String, name: &str, credential: &str, shard: u32, epoch: u64) {
-    write_peer(out, name, credential);
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "\nSTREAM {shard} {epoch}");
-}
-
-/// Appends the `PEER` line that opens a link.
-pub fn write_peer(out: &mut String, name: &str, credential: &str) {
+/// Appends the `PEER` line that opens a link (without its newline).
+pub fn write_peer(out: &mut String, name: &str, nonce: &str) {
     out.push_str("PEER ");
     out.push_str(name);
     out.push(' ');
-    out.push_str(credential);
+    out.push_str(nonce);
 }
 
 #[cfg(test)]
@@ -696,15 +693,19 @@ mod tests {
     }
 
     #[test]
-    fn peer_lines_name_a_server_and_a_credential() {
+    fn peer_lines_name_a_server_and_a_nonce() {
         assert_eq!(
-            command("PEER Hands -"),
+            command("PEER Hands 00ff"),
             Command::Peer(Peer {
                 name: "Hands",
-                credential: "-"
+                nonce: "00ff"
             })
         );
         assert!(invalid(format!("PEER {} -", "n".repeat(65)).as_bytes()));
+        assert_eq!(command("PROOF -"), Command::Proof("-"));
+        assert!(invalid(b"PROOF"));
+        assert!(invalid(b"PROOF a b"));
+        assert!(invalid(format!("PROOF {}", "a".repeat(129)).as_bytes()));
     }
 
     #[test]
@@ -733,8 +734,8 @@ mod tests {
         assert_eq!(parse_since(b"? PEER A -"), None);
         assert_eq!(parse_since(b"SINCE"), None);
         let mut opening = String::new();
-        write_link_opening(&mut opening, "A", "-", 2, 99);
-        assert_eq!(opening, "PEER A -\nSTREAM 2 99\n");
+        write_peer(&mut opening, "A", "00ff");
+        assert_eq!(opening, "PEER A 00ff");
     }
 
     #[test]

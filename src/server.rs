@@ -5,8 +5,8 @@
 //! protocol logic: shards, routing, links and connections do the work.
 
 use crate::catchup::Marks;
-use crate::config::{credential, Config, PlacesSource};
-use crate::connection::{self, Admission};
+use crate::config::{Config, PlacesSource};
+use crate::connection::{self, Admission, Port};
 use crate::link::{self, LinkSettings};
 use crate::link_session::Liveness;
 use crate::nearby_key::Grid;
@@ -55,6 +55,9 @@ pub struct ServeOptions {
 struct ShardPlan {
     name: String,
     listen: SocketAddr,
+    /// Where neighbours' links come in.
+    peer_listen: SocketAddr,
+    /// Each neighbour and its peer address.
     neighbours: Vec<(String, SocketAddr)>,
     secret: Option<String>,
     config: Config,
@@ -88,14 +91,18 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .config
         .listen_addr(&me.name)
         .ok_or_else(|| anyhow!("{}: bad listen address {}", me.name, me.listen))?;
+    let peer_listen = opts
+        .config
+        .peer_addr(&me.name)
+        .ok_or_else(|| anyhow!("{}: no usable peer address", me.name))?;
     let neighbours = me
         .neighbours
         .iter()
         .map(|n| {
             let addr = opts
                 .config
-                .listen_addr(n)
-                .ok_or_else(|| anyhow!("neighbour {n} has no usable listen address"))?;
+                .peer_addr(n)
+                .ok_or_else(|| anyhow!("neighbour {n} has no usable peer address"))?;
             Ok((n.clone(), addr))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -122,24 +129,27 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // the port until they time out.) A killed predecessor's listener can
     // outlive it briefly while the kernel tears its io_uring down, so only a
     // listener that keeps answering for two seconds counts.
-    let answers =
-        || std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok();
-    let mut answered = 0;
-    while answered < 20 && answers() {
-        answered += 1;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if answered == 20 {
-        bail!(
-            "{}: something already listens on {listen}; is this server running already?",
-            me.name
-        );
+    for addr in [listen, peer_listen] {
+        let answers =
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        let mut answered = 0;
+        while answered < 20 && answers() {
+            answered += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if answered == 20 {
+            bail!(
+                "{}: something already listens on {addr}; is this server running already?",
+                me.name
+            );
+        }
     }
     let places = places_settings(&opts.config)?;
     let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
     let plan = ShardPlan {
         name: me.name.clone(),
         listen,
+        peer_listen,
         neighbours,
         secret: opts.config.secret.clone(),
         config: opts.config.clone(),
@@ -213,13 +223,14 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         me.neighbours.join(", ")
     };
     eprintln!(
-        "herd {} listening on {listen} with {shards} shard(s) on CPUs {:?}; neighbours {neighbours}; \
+        "herd {} listening on {listen} (links on {peer_listen}) with {shards} shard(s) on CPUs {:?}; \
+         neighbours {neighbours}; \
          places {places_note}; log {}",
         me.name,
         &cpus[..shards.min(cpus.len())],
         opts.log_dir.join(format!("{}.log", me.name)).display(),
     );
-    tracing::info!(server = %me.name, %listen, shards, "started");
+    tracing::info!(server = %me.name, %listen, %peer_listen, shards, "started");
     for handle in executors {
         handle
             .join()
@@ -353,7 +364,7 @@ async fn run_shard(
     for status in shard.links() {
         let settings = LinkSettings {
             me: me.clone(),
-            credential: credential(plan.secret.as_deref(), &plan.name, &status.neighbour),
+            secret: plan.secret.as_deref().map(Rc::from),
             backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
             backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
             records_per_sec: limits.link_records_per_sec,
@@ -381,6 +392,12 @@ async fn run_shard(
     });
     let listener = TcpListener::bind(plan.listen)
         .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;
+    let peer_listener = TcpListener::bind(plan.peer_listen).map_err(|e| {
+        anyhow!(
+            "shard {id}: cannot listen for links on {}: {e}",
+            plan.peer_listen
+        )
+    })?;
     let _ = ready.send(Ok(id));
     {
         // The process-wide flag is polled: shards sleep in io_uring, and a
@@ -399,6 +416,39 @@ async fn run_shard(
         glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
     }
     let max_connections = limits.max_connections_per_shard;
+    let links_in = glommio::spawn_local(accept(
+        peer_listener,
+        Port::Peer,
+        max_connections,
+        router.clone(),
+        admission.clone(),
+        shard.clone(),
+    ));
+    accept(
+        listener,
+        Port::Client,
+        max_connections,
+        router,
+        admission,
+        shard.clone(),
+    )
+    .await;
+    links_in.await;
+    drain(&shard).await;
+    Ok(())
+}
+
+/// Accepts connections on one port until the shard stops, each served by
+/// its own task.
+async fn accept(
+    listener: TcpListener,
+    port: Port,
+    max_connections: usize,
+    router: Rc<Router>,
+    admission: Rc<Admission>,
+    shard: Rc<Shard>,
+) {
+    let id = shard.id;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop.wait().await;
@@ -409,14 +459,17 @@ async fn run_shard(
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
                 // Out of file descriptors or memory: back off, keep serving.
-                tracing::warn!(shard = id, error = %e, "accept failed");
+                tracing::warn!(shard = id, ?port, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        // Links count too: the peer port is as open to strangers as the
+        // client port until the handshake.
         if shard.connections.count() >= max_connections {
             tracing::warn!(
                 shard = id,
+                ?port,
                 max_connections,
                 "connection refused: shard at its connection limit"
             );
@@ -426,13 +479,10 @@ async fn run_shard(
         let (router, admission, shard) = (router.clone(), admission.clone(), shard.clone());
         glommio::spawn_local(async move {
             let _registered = shard.connections.register(stream.as_raw_fd());
-            connection::serve(stream, router, admission).await;
+            connection::serve(stream, port, router, admission).await;
         })
         .detach();
     }
-    drop(listener);
-    drain(&shard).await;
-    Ok(())
 }
 
 /// Drops records older than `ttl` (by client time), a few thousand slots

@@ -78,10 +78,15 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     }
     println!("herd is up: {} servers on this host", children.len());
     for server in &opts.config.servers {
+        let links = opts
+            .config
+            .peer_addr(&server.name)
+            .map_or_else(|| "?".to_owned(), |a| a.to_string());
         println!(
-            "  {:<10} {:<22} neighbours: {}",
+            "  {:<10} {:<22} links {:<22} neighbours: {}",
             server.name,
             server.listen,
+            links,
             server.neighbours.join(", ")
         );
     }

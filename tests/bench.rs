@@ -321,7 +321,7 @@ fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
         .args(["--send", &herd.addr("A").to_string()])
         .args([
             "--probe-listen",
-            &herd.addr("Probe").to_string(),
+            &herd.peer_addr("Probe").to_string(),
             "--probe-name",
             "Probe",
         ])

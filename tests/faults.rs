@@ -133,17 +133,16 @@ impl ProxiedPair {
     /// Starts both; `limits` edits the config both share.
     fn start(limits: impl FnOnce(&mut herd::config::Limits)) -> ProxiedPair {
         // Each server gets its own config: the other's address is a proxy.
-        let a_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let b_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let to_b = Proxy::start(b_addr);
-        let to_a = Proxy::start(a_addr);
+        // Links dial peer addresses: those are what the proxies stand in for.
         let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);
         limits(&mut config_a.limits);
-        config_a.servers[0].listen = a_addr.to_string();
-        config_a.servers[1].listen = to_b.addr.to_string();
+        let a_addr = config_a.listen_addr("A").unwrap();
+        let b_addr = config_a.listen_addr("B").unwrap();
+        let to_a = Proxy::start(config_a.peer_addr("A").unwrap());
+        let to_b = Proxy::start(config_a.peer_addr("B").unwrap());
         let mut config_b = config_a.clone();
-        config_b.servers[0].listen = to_a.addr.to_string();
-        config_b.servers[1].listen = b_addr.to_string();
+        config_a.servers[1].peer_listen = Some(to_b.addr.to_string());
+        config_b.servers[0].peer_listen = Some(to_a.addr.to_string());
         let mut a = Herd::start(herd_of(&[], &[]), 1);
         a.config = config_a;
         std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();

@@ -6,7 +6,6 @@
 
 mod support;
 
-use herd::config::credential;
 use std::io::{Read, Write};
 use support::*;
 
@@ -113,38 +112,36 @@ fn a_killed_and_restarted_server_rejoins_and_receives_new_records() {
     assert!(herd.alive("Goloman") && herd.alive("Hands"));
 }
 
-fn peer_link(addr: std::net::SocketAddr, handshake: &str) -> std::net::TcpStream {
-    let mut s = connect(addr);
-    s.write_all(handshake.as_bytes()).unwrap();
-    s
+/// Everything the server sends until it closes the connection.
+fn rest_of(mut stream: std::net::TcpStream) -> String {
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
 
 #[test]
-fn a_herd_with_a_secret_refuses_a_peer_with_a_wrong_credential() {
+fn a_herd_with_a_secret_refuses_a_peer_with_a_wrong_secret() {
     let mut config = herd_of(&["A", "B"], &[("A", "B")]);
     config.secret = Some("s3cret".into());
     let herd = start_partial(config, &["A"]);
-    let addr = herd.addr("A");
-    let wrong = credential(Some("other secret"), "B", "A");
-    let mut s = peer_link(
-        addr,
-        &format!("PEER B {wrong}\nAT B +0.000000001 injected +1-2 5\n"),
+    let (addr, peer) = (herd.addr("A"), herd.peer_addr("A"));
+    let (mut s, sent, challenge) = dial_link(peer, "B", "A", Some("other secret"));
+    assert!(challenge.starts_with("CHALLENGE "), "{challenge}");
+    s.write_all(b"AT B +0.000000001 injected +1-2 5\n").unwrap();
+    let proof_line = sent.lines().nth(1).unwrap();
+    assert_eq!(
+        rest_of(s),
+        format!("? {proof_line}\n"),
+        "refused, then closed"
     );
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, format!("? PEER B {wrong}\n"), "refused, then closed");
     assert_eq!(stored_at_line(addr, "injected"), None);
     eventually("the refusal in the log", || {
         herd.log("A").contains("handshake refused").then_some(())
     });
 
-    // The right credential is accepted and its records are applied.
-    let right = credential(Some("s3cret"), "B", "A");
-    let mut s = peer_link(
-        addr,
-        &format!("PEER B {right}\nAT B +0.000000001 welcome +1-2 5\n"),
-    );
-    s.flush().unwrap();
+    // The right secret is accepted and its records are applied.
+    let (mut s, _, _) = dial_link(peer, "B", "A", Some("s3cret"));
+    s.write_all(b"AT B +0.000000001 welcome +1-2 5\n").unwrap();
     let got = eventually("record over a good link", || {
         stored_at_line(addr, "welcome")
     });
@@ -154,17 +151,38 @@ fn a_herd_with_a_secret_refuses_a_peer_with_a_wrong_credential() {
 #[test]
 fn a_peer_that_is_not_a_neighbour_is_refused() {
     let herd = start_partial(herd_of(&["A", "B", "C"], &[("A", "B"), ("B", "C")]), &["A"]);
-    let addr = herd.addr("A");
-    for handshake in ["PEER C -\n", "PEER Stranger -\n", "PEER A -\n"] {
-        let mut s = peer_link(
-            addr,
-            &format!("{handshake}AT C +0.000000001 sneaky +1-2 5\n"),
-        );
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        assert_eq!(reply, format!("? {handshake}"));
+    let nonce = test_nonce();
+    for name in ["C", "Stranger", "A"] {
+        let mut s = connect(herd.peer_addr("A"));
+        let handshake = format!("PEER {name} {nonce}\n");
+        s.write_all(format!("{handshake}AT C +0.000000001 sneaky +1-2 5\n").as_bytes())
+            .unwrap();
+        assert_eq!(rest_of(s), format!("? {handshake}"));
     }
-    assert_eq!(stored_at_line(addr, "sneaky"), None);
+    // A malformed nonce is refused too.
+    let mut s = connect(herd.peer_addr("A"));
+    s.write_all(b"PEER B -\n").unwrap();
+    assert_eq!(rest_of(s), "? PEER B -\n");
+    assert_eq!(stored_at_line(herd.addr("A"), "sneaky"), None);
+}
+
+#[test]
+fn peer_lines_on_the_client_port_are_invalid_commands() {
+    let herd = start_partial(herd_of(&["A", "B"], &[("A", "B")]), &["A"]);
+    let nonce = test_nonce();
+    let mut client = Client::new(herd.addr("A"));
+    client.send(&format!("PEER B {nonce}\n"));
+    assert_eq!(client.line().trim_end(), format!("? PEER B {nonce}"));
+    client.send("PROOF -\nAT B +0.000000001 injected +1-2 5\n");
+    assert_eq!(client.line().trim_end(), "? PROOF -");
+    assert_eq!(
+        client.line().trim_end(),
+        "? AT B +0.000000001 injected +1-2 5"
+    );
+    // The connection is still a client's.
+    client.send("IAMAT ok +1-2 5\n");
+    assert!(client.line().starts_with("AT A "));
+    assert_eq!(stored_at_line(herd.addr("A"), "injected"), None);
 }
 
 #[test]

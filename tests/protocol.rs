@@ -221,19 +221,18 @@ fn a_client_cannot_inject_an_at_line() {
 }
 
 #[test]
-fn a_peer_line_that_is_not_first_is_invalid() {
+fn link_lines_on_the_client_port_are_invalid_and_the_client_stays() {
     let herd = lone_server(1);
     let reply = exchange_text(
         herd.addr("Solo"),
-        "IAMAT a +1-2 3\nPEER Solo -\nAT Solo +0.000000001 v +1-2 5\n",
+        "IAMAT a +1-2 3\nPEER Solo -\nAT Solo +0.000000001 v +1-2 5\nIAMAT b +1-2 3\n",
     );
     let lines: Vec<&str> = reply.lines().collect();
+    assert_eq!(lines.len(), 4, "{reply}");
     assert_eq!(lines[1], "? PEER Solo -");
-    assert_eq!(
-        lines.len(),
-        2,
-        "the connection is closed after a refused handshake"
-    );
+    assert_eq!(lines[2], "? AT Solo +0.000000001 v +1-2 5");
+    assert!(lines[3].starts_with("AT Solo "), "{reply}");
+    assert_eq!(stored_at_line(herd.addr("Solo"), "v"), None);
 }
 
 #[test]

@@ -133,8 +133,8 @@ fn a_record_longer_than_any_iamat_line_reaches_every_server() {
     }
 }
 
-/// A neighbour that knows only the basic link rules: it reads `PEER`,
-/// answers our `STREAM` extension as an invalid command (or says nothing),
+/// A neighbour that knows only the basic link rules: it does the handshake
+/// (a herd without a secret), answers our `STREAM` extension as an invalid command (or says nothing),
 /// and keeps every AT line it is sent. Returns what it received, line by
 /// line, on a channel.
 fn basic_neighbour(listener: TcpListener, answer_stream: bool) -> mpsc::Receiver<String> {
@@ -147,6 +147,15 @@ fn basic_neighbour(listener: TcpListener, answer_stream: bool) -> mpsc::Receiver
         let mut writer = stream.try_clone().unwrap();
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { return };
+            // The handshake is not optional: a herd never sends records
+            // to a neighbour that did not prove the secret (here, none).
+            if line.starts_with("PEER ")
+                && writer
+                    .write_all(format!("CHALLENGE {} -\n", "0".repeat(32)).as_bytes())
+                    .is_err()
+            {
+                return;
+            }
             if line.starts_with("STREAM")
                 && answer_stream
                 && writer.write_all(format!("? {line}\n").as_bytes()).is_err()
@@ -166,7 +175,7 @@ fn basic_neighbour_receives_every_record(answer_stream: bool) {
     // A silent neighbour is taken for a basic one after the link timeout.
     config.limits.link_heartbeat_ms = 200;
     config.limits.link_timeout_ms = 500;
-    let basic_addr: SocketAddr = config.servers[1].listen.parse().unwrap();
+    let basic_addr = config.peer_addr("Basic").unwrap();
     let mut herd = Herd::start(herd_of(&[], &[]), 1);
     herd.config = config;
     std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
@@ -205,7 +214,7 @@ fn basic_neighbour_receives_every_record(answer_stream: bool) {
     assert!(
         lines
             .iter()
-            .all(|l| l.starts_with("AT ") || l.starts_with("STREAM ")),
+            .all(|l| l.starts_with("AT ") || l.starts_with("STREAM ") || l == "PROOF -"),
         "{lines:?}"
     );
 }

@@ -54,6 +54,7 @@ pub fn default_herd_on_free_ports() -> Config {
     let mut config = Config::default_herd();
     for server in &mut config.servers {
         server.listen = format!("127.0.0.1:{}", free_port());
+        server.peer_listen = Some(format!("127.0.0.1:{}", free_port()));
     }
     config
 }
@@ -66,6 +67,10 @@ pub fn herd_of(names: &[&str], pairs: &[(&str, &str)]) -> Config {
         .map(|name| ServerConfig {
             name: (*name).to_owned(),
             listen: format!("127.0.0.1:{}", free_port()),
+            // Explicit: the default (client port + 10000) would land in the
+            // kernel's ephemeral range, where an outgoing connection may
+            // hold it.
+            peer_listen: Some(format!("127.0.0.1:{}", free_port())),
             neighbours: pairs
                 .iter()
                 .filter_map(|&(a, b)| {
@@ -195,6 +200,19 @@ impl Herd {
 
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.config.listen_addr(name).expect("server in herd")
+    }
+
+    /// Where a server takes links.
+    pub fn peer_addr(&self, name: &str) -> SocketAddr {
+        self.config.peer_addr(name).expect("server in herd")
+    }
+
+    /// The PID of a running server this herd started.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
     }
 
     /// Whether a server process is still running.
@@ -383,4 +401,94 @@ pub async fn start_mock_with(settings: herd::places_mock::MockSettings) -> Socke
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     panic!("mock did not start");
+}
+
+/// A fresh handshake nonce, as a test dialler sends it.
+pub fn test_nonce() -> String {
+    herd::nonce::fresh().expect("random source")
+}
+
+/// Dials `peer` (a server's peer address) as neighbour `me` of server
+/// `them`, and does the handshake with `secret` (what this dialler believes
+/// the secret is). Returns the stream and the lines the handshake wrote
+/// (`PEER` and, if the server's challenge came, `PROOF`), plus the server's
+/// first answer line.
+pub fn dial_link(
+    peer: SocketAddr,
+    me: &str,
+    them: &str,
+    secret: Option<&str>,
+) -> (TcpStream, String, String) {
+    use herd::link_session::{proof, Exchange, Side};
+    let mut stream = connect(peer);
+    let nonce = test_nonce();
+    let mut sent = format!("PEER {me} {nonce}\n");
+    stream.write_all(sent.as_bytes()).expect("write PEER");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut answer = String::new();
+    let _ = reader.read_line(&mut answer);
+    let answer = answer.trim_end().to_owned();
+    if let Some(rest) = answer.strip_prefix("CHALLENGE ") {
+        let their_nonce = rest.split(' ').next().unwrap_or("");
+        let x = Exchange {
+            dialer: me,
+            acceptor: them,
+            dialer_nonce: &nonce,
+            acceptor_nonce: their_nonce,
+        };
+        let line = format!("PROOF {}\n", proof(secret, Side::Dialer, &x));
+        stream.write_all(line.as_bytes()).expect("write PROOF");
+        sent.push_str(&line);
+    }
+    (stream, sent, answer)
+}
+
+/// PIDs of the processes holding a TCP socket whose local or remote port is
+/// `port`: what `lsof -ti:PORT` lists, read from /proc.
+pub fn pids_holding_port(port: u16) -> Vec<u32> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
+            let port_of = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            };
+            if port_of(cols[1]) == Some(port) || port_of(cols[2]) == Some(port) {
+                inodes.insert(format!("socket:[{}]", cols[9]));
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.contains(target.to_string_lossy().as_ref()))
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
 }

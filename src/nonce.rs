@@ -1,0 +1,26 @@
+//! Fresh nonces for the link handshake, from the operating system's
+//! random source (the only randomness the handshake needs; the session in
+//! `link_session.rs` takes them as values).
+
+use crate::link_session::{nonce_hex, NONCE_BYTES};
+
+/// A new nonce, as the handshake writes it.
+pub fn fresh() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; NONCE_BYTES];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(nonce_hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link_session::valid_nonce;
+
+    #[test]
+    fn nonces_are_well_formed_and_not_repeated() {
+        let a = fresh().expect("random source");
+        let b = fresh().expect("random source");
+        assert!(valid_nonce(&a) && valid_nonce(&b), "{a} {b}");
+        assert_ne!(a, b);
+    }
+}
