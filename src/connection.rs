@@ -15,7 +15,7 @@ use crate::protocol::{self, Command, Parsed, PosixTime};
 use crate::record::Record;
 use crate::route::Router;
 use crate::shard::NeighbourId;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io::ErrorKind;
 use std::rc::Rc;
@@ -100,7 +100,7 @@ pub fn now() -> PosixTime {
 
 /// Serves one connection until it closes or fails.
 pub async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     port: Port,
     router: Rc<Router>,
     admission: Rc<Admission>,
@@ -120,6 +120,30 @@ pub async fn serve(
         Port::Peer => admission.liveness.dead_after,
     }));
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
+    converse(stream, port, peer, router, admission).await;
+}
+
+/// A connection's bytes: plain TCP, or TLS over it. Its timeouts are those
+/// of the TCP socket underneath.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+/// Reads, handles and answers lines until the connection ends.
+async fn converse<S: Socket>(
+    mut stream: S,
+    port: Port,
+    peer: String,
+    router: Rc<Router>,
+    admission: Rc<Admission>,
+) {
     let mut lines = LineBuffer::new(admission.max_line);
     // Grows with the replies it holds; an idle connection costs nothing here.
     let mut out: Vec<u8> = Vec::new();
@@ -176,8 +200,8 @@ pub async fn serve(
             // Neighbours may be quiet for long stretches: a link never idles
             // out, its session watches it instead, woken every tick. Its AT
             // lines are longer than the IAMATs they came from.
-            let _ = stream.set_read_timeout(Some(admission.liveness.tick()));
-            let _ = stream.set_write_timeout(Some(admission.liveness.dead_after));
+            let _ = stream.tcp().set_read_timeout(Some(admission.liveness.tick()));
+            let _ = stream.tcp().set_write_timeout(Some(admission.liveness.dead_after));
             lines.raise_limit(admission.link_max_line);
         }
         if let Err(e) = flush(&mut stream, &mut out).await {
@@ -210,7 +234,7 @@ pub async fn serve(
 }
 
 /// Writes and clears the pending replies; names the failure if any.
-async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), &'static str> {
+async fn flush(stream: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), &'static str> {
     if out.is_empty() {
         return Ok(());
     }
