@@ -136,6 +136,19 @@ async fn carry(
     // Latency matters more than packet count: records are whole lines.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(settings.write_timeout));
+    stream_records(status, stream, settings, shard).await
+}
+
+/// The link over an open connection (plain TCP, or TLS over it).
+async fn stream_records<S>(
+    status: &LinkStatus,
+    stream: S,
+    settings: &LinkSettings,
+    shard: &Rc<Shard>,
+) -> String
+where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let (reader, mut writer) = futures_lite::io::split(stream);
     let epoch = shard.epoch();
     let mut out = Vec::with_capacity(64 * 1024);
