@@ -465,7 +465,7 @@ impl Config {
 }
 
 /// Whether `name` is an acceptable server name.
-fn name_ok(name: &str) -> bool {
+pub fn name_ok(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
