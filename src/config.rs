@@ -85,6 +85,22 @@ pub struct TlsPaths {
     pub key: PathBuf,
 }
 
+impl Config {
+    /// The TLS files of the server called `server_name`, or `None` when the
+    /// herd has no `tls` section. `config_dir` is the directory of the config
+    /// file ([`config_dir`]); absolute paths in the file are kept as they are.
+    pub fn tls_paths(&self, server_name: &str, config_dir: &Path) -> Option<TlsPaths> {
+        let tls = self.tls.as_ref()?;
+        let path =
+            |template: &str| config_dir.join(template.replace(NAME_PLACEHOLDER, server_name));
+        Some(TlsPaths {
+            ca: path(&tls.ca),
+            cert: path(&tls.cert),
+            key: path(&tls.key),
+        })
+    }
+}
+
 /// The directory that relative paths in the config file at `config_path` are
 /// relative to: the file's own directory (`.` for a bare file name), so a
 /// config means the same files whatever directory a server is started from.
@@ -373,20 +389,6 @@ impl Config {
     /// The resolved listen address of the server called `name`, if it exists and is valid.
     pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
         resolve_listen(&self.server(name)?.listen)
-    }
-
-    /// The TLS files of the server called `server_name`, or `None` when the
-    /// herd has no `tls` section. `config_dir` is the directory of the config
-    /// file ([`config_dir`]); absolute paths in the file are kept as they are.
-    pub fn tls_paths(&self, server_name: &str, config_dir: &Path) -> Option<TlsPaths> {
-        let tls = self.tls.as_ref()?;
-        let path =
-            |template: &str| config_dir.join(template.replace(NAME_PLACEHOLDER, server_name));
-        Some(TlsPaths {
-            ca: path(&tls.ca),
-            cert: path(&tls.cert),
-            key: path(&tls.key),
-        })
     }
 
     /// Checks the whole herd and returns every problem found, not just the first.
