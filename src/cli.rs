@@ -1,4 +1,5 @@
-//! The command line: `herd serve`, `herd up` and `herd check-config`.
+//! The command line: `herd serve`, `herd up`, `herd check-config`,
+//! `herd places-mock` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
 //! [`crate::server`] or [`crate::up`]. No protocol or runtime code here.
@@ -61,6 +62,19 @@ pub enum Cmd {
     CheckConfig {
         /// The config file.
         file: PathBuf,
+    },
+    /// Make a CA and a certificate and key per server of a config, for TLS on
+    /// links; prints the "tls" section to put in the config.
+    Certs {
+        /// The herd config (JSON) whose servers get certificates.
+        #[arg(long)]
+        config: PathBuf,
+        /// Directory to write ca.pem, ca-key.pem, NAME.pem and NAME-key.pem into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace files that already exist (every server then needs the new ones).
+        #[arg(long)]
+        force: bool,
     },
     /// Run a local stand-in for the Google Places Nearby Search API (sample
     /// data) for tests, benchmarks and demos.
@@ -137,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tls_ca_out,
             fault,
         } => places_mock(listen, latency_ms, tls.then_some(tls_ca_out), &fault),
+        Cmd::Certs { config, out, force } => certs(&config, &out, force),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -153,6 +168,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs `herd certs`: writes the files, then says what to put in the config.
+fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
+    use crate::link_tls;
+    let config = Config::load(config_path)?;
+    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+    let written = link_tls::write_herd_certs(&names, out, force)?;
+    println!(
+        "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
+         off the servers), and NAME.pem and NAME-key.pem for {}",
+        written.len(),
+        out.display(),
+        names.join(", ")
+    );
+    println!(
+        "each server needs ca.pem and its own two files; put this in {}:",
+        config_path.display()
+    );
+    let section = link_tls::tls_section(&crate::config::config_dir(config_path), out);
+    println!("  {section}");
+    Ok(())
 }
 
 /// Runs `herd places-mock` on one glommio executor until the process ends.

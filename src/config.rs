@@ -51,6 +51,68 @@ pub struct Config {
     /// Where WHATSAT answers come from.
     #[serde(default)]
     pub places: PlacesConfig,
+    /// TLS on links (mutual, with certificates of a herd CA); `None`: links
+    /// are plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `tls` section: where each server finds the herd CA, its certificate and
+/// its key (PEM files, as `herd certs` writes them). One herd-wide file serves
+/// every server: `{name}` in `cert` and `key` stands for the server's name.
+/// Relative paths are relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The herd CA certificate: the only issuer a link trusts, both ways
+    /// (e.g. `certs/ca.pem`).
+    pub ca: String,
+    /// This server's certificate, signed by the CA and naming the server
+    /// (e.g. `certs/{name}.pem`).
+    pub cert: String,
+    /// This server's private key (e.g. `certs/{name}-key.pem`).
+    pub key: String,
+}
+
+/// The placeholder in `tls.cert` and `tls.key` for the server's name.
+pub const NAME_PLACEHOLDER: &str = "{name}";
+
+/// The TLS files of one server, with `{name}` filled in and relative paths
+/// made relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// The herd CA certificate.
+    pub ca: PathBuf,
+    /// This server's certificate.
+    pub cert: PathBuf,
+    /// This server's private key.
+    pub key: PathBuf,
+}
+
+impl Config {
+    /// The TLS files of the server called `server_name`, or `None` when the
+    /// herd has no `tls` section. `config_dir` is the directory of the config
+    /// file ([`config_dir`]); absolute paths in the file are kept as they are.
+    pub fn tls_paths(&self, server_name: &str, config_dir: &Path) -> Option<TlsPaths> {
+        let tls = self.tls.as_ref()?;
+        let path =
+            |template: &str| config_dir.join(template.replace(NAME_PLACEHOLDER, server_name));
+        Some(TlsPaths {
+            ca: path(&tls.ca),
+            cert: path(&tls.cert),
+            key: path(&tls.key),
+        })
+    }
+}
+
+/// The directory that relative paths in the config file at `config_path` are
+/// relative to: the file's own directory (`.` for a bare file name), so a
+/// config means the same files whatever directory a server is started from.
+pub fn config_dir(config_path: &Path) -> PathBuf {
+    match config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Which Places provider answers WHATSAT.
@@ -305,6 +367,7 @@ impl Config {
             servers,
             limits: Limits::default(),
             places: PlacesConfig::default(),
+            tls: None,
         }
     }
 
@@ -411,6 +474,9 @@ impl Config {
         self.peer_problems(&by_addr, &mut problems);
         limit_problems(&self.limits, &mut problems);
         places_problems(&self.places, &mut problems);
+        if let Some(tls) = &self.tls {
+            tls_problems(tls, &self.servers, &mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -493,7 +559,7 @@ fn peer_addr_of(server: &ServerConfig) -> Option<SocketAddr> {
 }
 
 /// Whether `name` is an acceptable server name.
-fn name_ok(name: &str) -> bool {
+pub fn name_ok(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -567,6 +633,61 @@ fn places_problems(p: &PlacesConfig, problems: &mut Vec<String>) {
     }
     if p.key.as_deref() == Some("") {
         problems.push("places.key is empty; omit it (or use null) for no key".to_owned());
+    }
+}
+
+/// Reports what makes the `tls` section unusable: empty paths, placeholders
+/// other than `{name}`, one certificate shared by several servers (a
+/// certificate names one server, so all but one would be refused), and names
+/// that cannot be part of a file name.
+fn tls_problems(tls: &TlsConfig, servers: &[ServerConfig], problems: &mut Vec<String>) {
+    let fields = [
+        ("ca", &tls.ca, "certs/ca.pem"),
+        ("cert", &tls.cert, "certs/{name}.pem"),
+        ("key", &tls.key, "certs/{name}-key.pem"),
+    ];
+    for (field, path, example) in fields {
+        if path.is_empty() {
+            problems.push(format!(
+                "tls.{field} is empty; give a PEM file, e.g. {example:?} (`herd certs` makes them)"
+            ));
+            continue;
+        }
+        if path.replace(NAME_PLACEHOLDER, "").contains(['{', '}']) {
+            problems.push(format!(
+                "tls.{field} {path:?} has a brace that is not part of {NAME_PLACEHOLDER}, the only \
+                 placeholder; e.g. {example:?}"
+            ));
+        }
+    }
+    if tls.ca.contains(NAME_PLACEHOLDER) {
+        problems.push(format!(
+            "tls.ca {:?} contains {NAME_PLACEHOLDER}; the herd has one CA for every server, \
+             e.g. \"certs/ca.pem\"",
+            tls.ca
+        ));
+    }
+    let named = [("cert", &tls.cert), ("key", &tls.key)];
+    for (field, path) in named {
+        if path.is_empty() {
+            continue; // reported above
+        }
+        if !path.contains(NAME_PLACEHOLDER) && servers.len() > 1 {
+            problems.push(format!(
+                "tls.{field} {path:?} has no {NAME_PLACEHOLDER}, but the herd has {} servers and \
+                 each needs its own certificate and key; e.g. \"certs/{NAME_PLACEHOLDER}.pem\"",
+                servers.len()
+            ));
+        }
+    }
+    if tls.cert.contains(NAME_PLACEHOLDER) || tls.key.contains(NAME_PLACEHOLDER) {
+        for server in servers.iter().filter(|s| s.name.contains('/')) {
+            problems.push(format!(
+                "{}: a name with '/' cannot stand for {NAME_PLACEHOLDER} in a file name; \
+                 rename the server",
+                shown(&server.name)
+            ));
+        }
     }
 }
 
@@ -820,6 +941,52 @@ mod tests {
         a_coarse_snapping_grid_is_reported: |v| v["places"] = json!({"snap_m": 5001})
             => ["places.snap_m is 5001; at most 5000"];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
+        an_empty_tls_path_is_reported:
+            |v| v["tls"] = json!({"ca": "", "cert": "{name}.pem", "key": "{name}-key.pem"})
+            => ["tls.ca is empty", "herd certs"];
+        a_shared_tls_cert_in_a_herd_is_reported:
+            |v| v["tls"] = json!({"ca": "ca.pem", "cert": "server.pem", "key": "{name}-key.pem"})
+            => ["tls.cert \"server.pem\" has no {name}", "5 servers"];
+        a_misspelt_tls_placeholder_is_reported:
+            |v| v["tls"] = json!({"ca": "ca.pem", "cert": "{nmae}.pem", "key": "{name}-key.pem"})
+            => ["tls.cert \"{nmae}.pem\"", "brace"];
+        a_name_placeholder_in_the_ca_is_reported:
+            |v| v["tls"] = json!({"ca": "{name}-ca.pem", "cert": "{name}.pem", "key": "{name}.key"})
+            => ["tls.ca", "one CA"];
+        a_server_name_with_a_slash_under_tls_is_reported: |v| {
+            v["servers"] = json!([{"name": "a/b", "listen": "127.0.0.1:9000"}]);
+            v["tls"] = json!({"ca": "ca.pem", "cert": "{name}.pem", "key": "{name}-key.pem"});
+        } => ["a/b: a name with '/'", "file name"];
+    }
+
+    #[test]
+    fn an_unknown_tls_field_is_an_error() {
+        let text = r#"{"servers": [{"name": "Solo", "listen": "127.0.0.1:9000"}],
+            "tls": {"ca": "ca.pem", "cert": "c.pem", "key": "k.pem", "crt": "x"}}"#;
+        let err = Config::from_json(text).expect_err("unknown field");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn tls_paths_fill_in_the_name_relative_to_the_config_directory() {
+        let text = r#"{"servers": [{"name": "Solo", "listen": "127.0.0.1:9000"}],
+            "tls": {"ca": "certs/ca.pem", "cert": "certs/{name}.pem",
+                    "key": "/etc/herd/{name}-key.pem"}}"#;
+        let config = Config::from_json(text).expect("valid");
+        let dir = config_dir(Path::new("/srv/herd/herd.json"));
+        assert_eq!(dir, Path::new("/srv/herd"));
+        assert_eq!(config_dir(Path::new("herd.json")), Path::new("."));
+        let paths = config.tls_paths("Solo", &dir).expect("tls is set");
+        assert_eq!(paths.ca, Path::new("/srv/herd/certs/ca.pem"));
+        assert_eq!(paths.cert, Path::new("/srv/herd/certs/Solo.pem"));
+        assert_eq!(
+            paths.key,
+            Path::new("/etc/herd/Solo-key.pem"),
+            "absolute stays"
+        );
+        assert_eq!(Config::default_herd().tls_paths("Goloman", &dir), None);
+        let back = Config::from_json(&config.to_json_pretty()).expect("round trip");
+        assert_eq!(back, config);
     }
 
     #[test]

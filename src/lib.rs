@@ -6,7 +6,8 @@
 //! [`link_session`] (the link protocol), [`places`], [`rendered`],
 //! [`answer_cache`], [`nearby_key`], [`config`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
-//! shard), [`shard`] (owner state), [`link`] (neighbours), [`server`]
+//! shard), [`shard`] (owner state), [`link`] (neighbours), [`link_tls`]
+//! (optional mutual TLS on links), [`server`]
 //! (start-up), [`up`] and [`cli`]; for Places over HTTP(S), [`upstream`]
 //! (the client, per shard) on [`http_rt`] (hyper on glommio), and
 //! [`places_mock`] (a local upstream for tests, the bench and demos).
@@ -23,6 +24,7 @@ pub mod framing;
 pub mod http_rt;
 pub mod link;
 pub mod link_session;
+pub mod link_tls;
 pub mod logging;
 pub mod nearby_key;
 pub mod nonce;

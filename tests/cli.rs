@@ -196,3 +196,71 @@ fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
         "{banner}"
     );
 }
+
+/// `herd certs --config FILE --out DIR` run as a user would: it writes a CA
+/// and a certificate and key per server (keys 0600), prints a tls section
+/// that, pasted into the config, makes every server's files load, and
+/// refuses to overwrite without --force.
+#[test]
+fn certs_makes_files_that_every_server_loads_and_refuses_to_overwrite() {
+    use herd::config::{config_dir, Config};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default_herd();
+    let config_path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let certs = |force: bool| {
+        let mut cmd = Command::new(herd_bin());
+        cmd.arg("certs")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--out")
+            .arg(dir.path().join("certs"));
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let out = certs(false);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let section = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"tls\": "))
+        .unwrap_or_else(|| panic!("no tls section in {stdout}"));
+    assert_eq!(
+        section,
+        r#"{"ca": "certs/ca.pem", "cert": "certs/{name}.pem", "key": "certs/{name}-key.pem"}"#
+    );
+
+    // Paste the section into the config, as the output says.
+    let mut value: serde_json::Value = serde_json::from_str(&config.to_json_pretty()).unwrap();
+    value["tls"] = serde_json::from_str(section).unwrap();
+    std::fs::write(&config_path, value.to_string()).unwrap();
+    let loaded = Config::load(&config_path).unwrap();
+    for server in &loaded.servers {
+        let paths = loaded
+            .tls_paths(&server.name, &config_dir(&config_path))
+            .unwrap();
+        let tls = herd::link_tls::LinkTls::load(&paths, &server.name)
+            .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        assert_eq!(tls.name(), server.name);
+        let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", paths.key.display());
+    }
+    let ca_key = dir.path().join("certs/ca-key.pem");
+    let mode = std::fs::metadata(&ca_key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let ca = std::fs::read(dir.path().join("certs/ca.pem")).unwrap();
+    let again = certs(false);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("already exist") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("certs/ca.pem")).unwrap(), ca);
+    let forced = certs(true);
+    assert!(forced.status.success(), "{forced:?}");
+    assert_ne!(std::fs::read(dir.path().join("certs/ca.pem")).unwrap(), ca);
+}
