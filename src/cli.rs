@@ -118,6 +118,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             log_level,
         } => server::serve(ServeOptions {
             name,
+            // Relative paths in the config (TLS files) are from its folder.
+            config_dir: config
+                .as_deref()
+                .map_or_else(|| std::path::PathBuf::from("."), crate::config::config_dir),
             config: load(config.as_deref())?,
             shards: shards.or(cpus.as_ref().map(Vec::len)),
             log_dir,

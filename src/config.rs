@@ -37,7 +37,7 @@ pub struct Config {
     /// means links are not authenticated (allowed only on loopback peer
     /// addresses, or with `insecure_links`).
     pub secret: Option<String>,
-    /// Allow links without a secret on peer addresses that are not
+    /// Allow links without a secret or TLS on peer addresses that are not
     /// loopback: anyone who reaches such a peer port can write records.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_links: bool,
@@ -530,11 +530,13 @@ impl Config {
                     "{who}: peer address {addr} is already the peer address of {earlier}"
                 ));
             }
-            if !addr.ip().is_loopback() && self.secret.is_none() && !self.insecure_links {
+            let protected = self.secret.is_some() || self.tls.is_some();
+            if !addr.ip().is_loopback() && !protected && !self.insecure_links {
                 problems.push(format!(
-                    "{who}: peer address {addr} is not loopback and the herd has no secret, so \
-                      anyone who reaches it could write records; set \"secret\" (the same on \
-                      every server), or \"insecure_links\": true to accept the risk"
+                    "{who}: peer address {addr} is not loopback and the herd has neither a \
+                      secret nor TLS, so anyone who reaches it could write records; set \
+                      \"secret\" (the same on every server) or a \"tls\" section (herd certs \
+                      makes one), or \"insecure_links\": true to accept the risk"
                 ));
             }
         }
@@ -791,13 +793,20 @@ mod tests {
     }
 
     #[test]
-    fn an_open_peer_address_is_allowed_with_a_secret_or_insecure_links() {
+    fn an_open_peer_address_is_allowed_with_a_secret_tls_or_insecure_links() {
         let mut herd = Config::default_herd();
         herd.servers[0].peer_listen = Some("0.0.0.0:22138".to_owned());
         assert!(herd.validate().is_err());
         herd.secret = Some("s3cret".to_owned());
         herd.validate().expect("a secret protects the links");
         herd.secret = None;
+        herd.tls = Some(TlsConfig {
+            ca: "ca.pem".into(),
+            cert: "{name}.pem".into(),
+            key: "{name}-key.pem".into(),
+        });
+        herd.validate().expect("TLS protects the links");
+        herd.tls = None;
         herd.insecure_links = true;
         herd.validate().expect("the operator accepted the risk");
         let back = Config::from_json(&herd.to_json_pretty()).expect("round trip");

@@ -11,6 +11,7 @@
 use crate::catchup::Marks;
 use crate::framing::{Frame, LineBuffer};
 use crate::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
+use crate::link_tls::{self, LinkTls};
 use crate::protocol::{self, Command, Parsed, PosixTime};
 use crate::record::Record;
 use crate::route::Router;
@@ -37,8 +38,10 @@ pub enum Port {
 /// What a connection's peer may send, decided by its port and handshake.
 #[derive(Debug)]
 enum Role {
-    /// On the peer port, nothing read yet: the first line must be `PEER`.
-    Opening,
+    /// On the peer port, nothing read yet: the first line must be `PEER`,
+    /// naming a neighbour (one of these, on a TLS link: the names in the
+    /// dialler's certificate).
+    Opening(Option<Vec<String>>),
     /// `PEER` answered with our `CHALLENGE`: the next line must be `PROOF`.
     Proving(Box<Proving>),
     /// A client: IAMAT and WHATSAT.
@@ -71,6 +74,8 @@ pub struct Admission {
     pub neighbours: Vec<Rc<str>>,
     /// Shared secret of the herd.
     pub secret: Option<String>,
+    /// Mutual TLS on the peer port, when the herd has it.
+    pub tls: Option<LinkTls>,
     /// Line-length limit of clients.
     pub max_line: usize,
     /// Line-length limit of links: any AT line a valid IAMAT can produce.
@@ -99,12 +104,7 @@ pub fn now() -> PosixTime {
 }
 
 /// Serves one connection until it closes or fails.
-pub async fn serve(
-    stream: TcpStream,
-    port: Port,
-    router: Rc<Router>,
-    admission: Rc<Admission>,
-) {
+pub async fn serve(stream: TcpStream, port: Port, router: Rc<Router>, admission: Rc<Admission>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -120,7 +120,18 @@ pub async fn serve(
         Port::Peer => admission.liveness.dead_after,
     }));
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
-    converse(stream, port, peer, router, admission).await;
+    match (&admission.tls, port) {
+        (Some(tls), Port::Peer) => {
+            // The socket's read and write timeouts bound the handshake.
+            match link_tls::accept(tls, stream).await {
+                Ok((stream, names)) => {
+                    converse(stream, port, Some(names), peer, router, admission).await;
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "link refused: TLS handshake failed"),
+            }
+        }
+        _ => converse(stream, port, None, peer, router, admission).await,
+    }
 }
 
 /// A connection's bytes: plain TCP, or TLS over it. Its timeouts are those
@@ -136,10 +147,18 @@ impl Socket for TcpStream {
     }
 }
 
+impl Socket for futures_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
 /// Reads, handles and answers lines until the connection ends.
 async fn converse<S: Socket>(
     mut stream: S,
     port: Port,
+    // On a TLS link: the herd names in the dialler's certificate.
+    certified: Option<Vec<String>>,
     peer: String,
     router: Rc<Router>,
     admission: Rc<Admission>,
@@ -149,7 +168,7 @@ async fn converse<S: Socket>(
     let mut out: Vec<u8> = Vec::new();
     let mut role = match port {
         Port::Client => Role::Client,
-        Port::Peer => Role::Opening,
+        Port::Peer => Role::Opening(certified),
     };
     let end = 'conn: loop {
         // A stopping shard shuts the reading side of its connections, so
@@ -200,8 +219,12 @@ async fn converse<S: Socket>(
             // Neighbours may be quiet for long stretches: a link never idles
             // out, its session watches it instead, woken every tick. Its AT
             // lines are longer than the IAMATs they came from.
-            let _ = stream.tcp().set_read_timeout(Some(admission.liveness.tick()));
-            let _ = stream.tcp().set_write_timeout(Some(admission.liveness.dead_after));
+            let _ = stream
+                .tcp()
+                .set_read_timeout(Some(admission.liveness.tick()));
+            let _ = stream
+                .tcp()
+                .set_write_timeout(Some(admission.liveness.dead_after));
             lines.raise_limit(admission.link_max_line);
         }
         if let Err(e) = flush(&mut stream, &mut out).await {
@@ -261,7 +284,7 @@ async fn handle(
         Frame::Line(line) => line,
         Frame::TooLong(start) => {
             match role {
-                Role::Opening | Role::Proving(_) => {
+                Role::Opening(_) | Role::Proving(_) => {
                     tracing::warn!(%peer, "handshake refused: over-long line");
                     reply_invalid(out, start, peer);
                     return false;
@@ -289,7 +312,7 @@ async fn handle(
             }
             return true;
         }
-        Role::Opening | Role::Proving(_) => {
+        Role::Opening(_) | Role::Proving(_) => {
             return handshake(parsed, line, role, admission, peer, out)
         }
         Role::Client => {}
@@ -348,7 +371,15 @@ fn handshake(
     let secret = admission.secret.as_deref();
     match (&*role, parsed) {
         (_, Parsed::Empty) => true,
-        (Role::Opening, Parsed::Command(Command::Peer(p))) => {
+        (Role::Opening(certified), Parsed::Command(Command::Peer(p))) => {
+            if certified
+                .as_ref()
+                .is_some_and(|names| !names.iter().any(|n| n == p.name))
+            {
+                tracing::warn!(%peer, name = p.name, "handshake refused: the name is not the one in its TLS certificate");
+                reply_invalid(out, line, peer);
+                return false;
+            }
             let neighbour = admission.neighbours.iter().position(|n| **n == *p.name);
             let (Some(from), true) = (neighbour, link_session::valid_nonce(p.nonce)) else {
                 tracing::warn!(%peer, name = p.name, "handshake refused: not a neighbour, or a malformed nonce");

@@ -13,6 +13,7 @@
 
 use crate::framing::{Frame, LineBuffer};
 use crate::link_session::{Liveness, Opening, Sender, SenderEvent};
+use crate::link_tls::{self, LinkTls};
 use crate::shard::{LinkStatus, Shard};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -39,6 +40,8 @@ pub struct LinkSettings {
     pub me: Rc<str>,
     /// The herd's shared secret, proved in the handshake.
     pub secret: Option<Rc<str>>,
+    /// Mutual TLS around the link, when the herd has it.
+    pub tls: Option<LinkTls>,
     /// First retry delay.
     pub backoff_initial: Duration,
     /// Longest retry delay.
@@ -136,7 +139,22 @@ async fn carry(
     // Latency matters more than packet count: records are whole lines.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(settings.write_timeout));
-    stream_records(status, stream, settings, shard).await
+    let Some(tls) = &settings.tls else {
+        return stream_records(status, stream, settings, shard).await;
+    };
+    // The TLS handshake has the link's deadline, like any link write.
+    let handshake = futures_lite::future::or(
+        async { Some(link_tls::connect(tls, stream, &status.neighbour).await) },
+        async {
+            glommio::timer::sleep(settings.liveness.dead_after).await;
+            None
+        },
+    );
+    match handshake.await {
+        Some(Ok(stream)) => stream_records(status, stream, settings, shard).await,
+        Some(Err(e)) => format!("TLS handshake failed: {e}"),
+        None => "TLS handshake timed out".to_owned(),
+    }
 }
 
 /// The link over an open connection (plain TCP, or TLS over it).

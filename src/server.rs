@@ -9,6 +9,7 @@ use crate::config::{Config, PlacesSource};
 use crate::connection::{self, Admission, Port};
 use crate::link::{self, LinkSettings};
 use crate::link_session::Liveness;
+use crate::link_tls::LinkTls;
 use crate::nearby_key::Grid;
 use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::ring::Ring;
@@ -40,6 +41,8 @@ pub struct ServeOptions {
     pub name: String,
     /// The herd.
     pub config: Config,
+    /// The folder of the config file, which relative paths in it start from.
+    pub config_dir: PathBuf,
     /// Shards to run; `None` means one per usable core.
     pub shards: Option<usize>,
     /// Directory for `<name>.log`.
@@ -65,6 +68,8 @@ struct ShardPlan {
     marks: Arc<Marks>,
     /// The Places upstream, or `None` for the offline sample data.
     places: Option<UpstreamSettings>,
+    /// Mutual TLS for links, when the herd has a `tls` section.
+    tls: Option<LinkTls>,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -145,6 +150,14 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     let places = places_settings(&opts.config)?;
+    // Loaded and checked once, before anything listens: a wrong file is a
+    // start-up error that names it.
+    let tls = match opts.config.tls_paths(&me.name, &opts.config_dir) {
+        None => None,
+        Some(paths) => {
+            Some(LinkTls::load(&paths, &me.name).map_err(|e| anyhow!("{}: {e}", me.name))?)
+        }
+    };
     let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
     let plan = ShardPlan {
         name: me.name.clone(),
@@ -156,6 +169,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shards,
         marks: Arc::new(Marks::new()),
         places: places.clone(),
+        tls,
     };
     let stop = stop_on_signals()?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
@@ -365,6 +379,7 @@ async fn run_shard(
         let settings = LinkSettings {
             me: me.clone(),
             secret: plan.secret.as_deref().map(Rc::from),
+            tls: plan.tls.clone(),
             backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
             backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
             records_per_sec: limits.link_records_per_sec,
@@ -382,6 +397,7 @@ async fn run_shard(
         me: me.clone(),
         neighbours: shard.links().iter().map(|l| l.neighbour.clone()).collect(),
         secret: plan.secret.clone(),
+        tls: plan.tls.clone(),
         max_line: limits.max_line_bytes,
         link_max_line: crate::record::max_at_line(limits.max_line_bytes),
         liveness,

@@ -231,3 +231,67 @@ fn stopping_a_server_by_its_client_port_leaves_its_neighbours_flooding() {
         assert!(herd.alive(name), "{name} is gone");
     }
 }
+
+/// A herd config using the certificates in `dir` (relative to the config
+/// file, which `Herd` writes next to it).
+fn with_tls(mut config: herd::config::Config, certs: &str) -> herd::config::Config {
+    config.tls = Some(herd::config::TlsConfig {
+        ca: format!("{certs}/ca.pem"),
+        cert: format!("{certs}/{{name}}.pem"),
+        key: format!("{certs}/{{name}}-key.pem"),
+    });
+    config
+}
+
+#[test]
+fn a_herd_with_tls_links_floods_two_hops() {
+    let config = herd_of(&["A", "B", "C"], &[("A", "B"), ("B", "C")]);
+    let mut herd = Herd::start(herd_of(&[], &[]), 1);
+    herd::link_tls::write_herd_certs(&["A", "B", "C"], &herd.dir.path().join("certs"), false)
+        .unwrap();
+    herd.config = with_tls(config, "certs");
+    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
+    for name in ["A", "B", "C"] {
+        herd.start_server(name);
+    }
+    let at = exchange_text(herd.addr("A"), "IAMAT sealed +1-2 5\n");
+    let got = eventually("the record two hops away over TLS", || {
+        stored_at_line(herd.addr("C"), "sealed")
+    });
+    assert_eq!(got, at.trim_end());
+    // A plain-text dialler gets no challenge on a TLS peer port.
+    let (_, _, answer) = dial_link(herd.peer_addr("B"), "A", "B", None);
+    assert!(!answer.starts_with("CHALLENGE"), "{answer}");
+    assert_eq!(
+        stored_at_line(herd.addr("B"), "sealed").as_deref(),
+        Some(at.trim_end())
+    );
+}
+
+#[test]
+fn a_server_whose_certificate_comes_from_another_ca_is_refused_both_ways() {
+    let config = herd_of(&["A", "B"], &[("A", "B")]);
+    let mut a = Herd::start(herd_of(&[], &[]), 1);
+    herd::link_tls::write_herd_certs(&["A", "B"], &a.dir.path().join("certs"), false).unwrap();
+    a.config = with_tls(config.clone(), "certs");
+    std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
+    // B has a CA of its own, and a certificate from it.
+    let mut b = Herd::start(herd_of(&[], &[]), 1);
+    herd::link_tls::write_herd_certs(&["A", "B"], &b.dir.path().join("certs"), false).unwrap();
+    b.config = with_tls(config, "certs");
+    std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
+    a.start_server("A");
+    b.start_server("B");
+    exchange_text(a.addr("A"), "IAMAT stranger +1-2 5\n");
+    // A refuses B's certificate when it dials B, and when B dials A.
+    eventually("both refusals in A's log", || {
+        let log = a.log("A");
+        (log.contains("TLS handshake failed") && log.contains("link refused: TLS handshake failed"))
+            .then_some(())
+    });
+    eventually("B refuses A's certificate too", || {
+        b.log("B").contains("TLS handshake failed").then_some(())
+    });
+    assert_eq!(stored_at_line(b.addr("B"), "stranger"), None);
+    assert!(a.alive("A") && b.alive("B"));
+}
