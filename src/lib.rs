@@ -25,6 +25,7 @@ pub mod link;
 pub mod link_session;
 pub mod logging;
 pub mod nearby_key;
+pub mod per_ip;
 pub mod places;
 pub mod places_mock;
 pub mod protocol;
