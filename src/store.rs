@@ -1500,6 +1500,52 @@ mod tests {
         assert_eq!(store.len(), 5_000_000);
     }
 
+    /// Prints what the eviction order costs a store of 1 M records: the
+    /// first eviction (which builds the order in one pass), then applies
+    /// of new clients at the cap against applies below it. Timed, so never
+    /// run by CI: `cargo test --release --lib
+    /// store::tests::a_full_store_of_a_million_prints_its_eviction_costs --
+    /// --ignored --nocapture`. It asserts nothing about time.
+    #[test]
+    #[ignore]
+    fn a_full_store_of_a_million_prints_its_eviction_costs() {
+        use std::time::Instant;
+        const N: u32 = 1_000_000;
+        let lines: Vec<Record> = (0..2 * N)
+            .map(|i| {
+                record(
+                    "A",
+                    &format!("IAMAT client{i} +1-2 {}.{:09}", 1000 + i / 1000, i),
+                )
+            })
+            .collect();
+        let mut lines = lines.into_iter();
+        let mut store = Store::new().with_max_records(N as usize);
+        let started = Instant::now();
+        for r in lines.by_ref().take(N as usize) {
+            store.apply(r);
+        }
+        let below = started.elapsed();
+        let first = lines.next().expect("enough records");
+        let t = Instant::now();
+        store.apply(first);
+        let build = t.elapsed();
+        let t = Instant::now();
+        for r in lines {
+            store.apply(r);
+        }
+        let at_cap = t.elapsed();
+        println!(
+            "{N} new clients below the cap: {:?} per apply; first eviction (builds the \
+             order): {build:?}; {} new clients at the cap, each evicting: {:?} per apply",
+            below / N,
+            N - 1,
+            at_cap / (N - 1),
+        );
+        assert_eq!(store.len(), N as usize);
+        assert_eq!(store.evicted(), u64::from(N));
+    }
+
     /// One step of the model check below.
     #[derive(Debug, Clone)]
     enum Op {
