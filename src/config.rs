@@ -179,6 +179,12 @@ impl Default for PlacesConfig {
     }
 }
 
+/// Default `limits.max_records`: about 1.4 GB of records.
+pub const DEFAULT_MAX_RECORDS: u64 = 10_000_000;
+
+/// Largest `limits.max_records`: a shard numbers its slots with 32 bits.
+pub const MAX_RECORDS: u64 = u32::MAX as u64 - 1;
+
 /// Smallest useful `places.cache_bytes`: a few rendered answers.
 pub const MIN_CACHE_BYTES: usize = 64 * 1024;
 
@@ -298,6 +304,20 @@ pub struct Limits {
     /// Records whose client time is older than this are dropped, in
     /// milliseconds; `None` keeps records forever.
     pub record_ttl_ms: Option<u64>,
+    /// Most records one server holds, split over its shards (each holds at
+    /// most `ceil(max_records / shards)`); `None` (`null`) for no limit.
+    /// A full shard makes room for a new client by evicting the record with
+    /// the oldest client time (ties: the smallest client id), and does not
+    /// store a new client's record older than all it holds. Records cost
+    /// about 136 bytes of RSS each, so the default of 10,000,000 bounds the
+    /// store near 1.4 GB (plus up to 30 bytes per record for the eviction
+    /// order once full; see tuning.md).
+    pub max_records: Option<u64>,
+    /// Most client connections from one IP address to this server, all
+    /// shards together; more are closed at once. `None` (`null`, the
+    /// default) for no limit: phones behind a carrier's NAT share few
+    /// addresses, and `max_connections_per_shard` already bounds the total.
+    pub max_connections_per_ip: Option<u32>,
     /// A link that wrote less than this ago lets floods gather until then
     /// before its next write, in microseconds (0: write at once); an idle
     /// link writes at once. Bounds the added delay per hop.
@@ -324,6 +344,8 @@ impl Default for Limits {
             link_timeout_ms: 2500,
             max_future_skew_ms: 86_400_000,
             record_ttl_ms: None,
+            max_records: Some(DEFAULT_MAX_RECORDS),
+            max_connections_per_ip: None,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
         }
@@ -719,6 +741,21 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
     for (field, _) in zeros.iter().filter(|(_, zero)| *zero) {
         problems.push(format!("limits.{field} is 0; it must be at least 1"));
     }
+    match l.max_records {
+        Some(0) => problems.push(
+            "limits.max_records is 0; it must be at least 1, or null for no limit".to_owned(),
+        ),
+        Some(n) if n > MAX_RECORDS => problems.push(format!(
+            "limits.max_records is {n}; at most {MAX_RECORDS}, or null for no limit"
+        )),
+        _ => {}
+    }
+    if l.max_connections_per_ip == Some(0) {
+        problems.push(
+            "limits.max_connections_per_ip is 0; it must be at least 1, or null for no limit"
+                .to_owned(),
+        );
+    }
     if l.flood_linger_us > 100_000 {
         problems.push(format!(
             "limits.flood_linger_us is {}; at most 100000 (0.1 s), or floods would crawl",
@@ -939,6 +976,13 @@ mod tests {
             => ["limits.write_timeout_ms is 0"];
         a_zero_record_ttl_is_reported: |v| v["limits"]["record_ttl_ms"] = json!(0)
             => ["limits.record_ttl_ms is 0"];
+        zero_max_records_is_reported: |v| v["limits"]["max_records"] = json!(0)
+            => ["limits.max_records is 0", "null for no limit"];
+        too_many_max_records_are_reported: |v| v["limits"]["max_records"] = json!(1u64 << 33)
+            => ["limits.max_records is 8589934592", "at most 4294967294"];
+        zero_connections_per_ip_is_reported:
+            |v| v["limits"]["max_connections_per_ip"] = json!(0)
+            => ["limits.max_connections_per_ip is 0", "null for no limit"];
         a_places_url_without_scheme_is_reported: |v| v["places"] = json!({"base_url": "maps.example"})
             => ["places.base_url \"maps.example\" must start with http:// or https://"];
         a_mock_provider_without_url_is_reported: |v| v["places"] = json!({"provider": "mock"})
@@ -1086,6 +1130,17 @@ mod tests {
     fn a_json_error_message_gives_line_and_column() {
         let err = Config::from_json("{\n  \"servers\": [,]\n}").expect_err("bad JSON");
         assert!(err.to_string().contains("line 2 column"), "{err}");
+    }
+
+    #[test]
+    fn record_and_per_ip_limits_read_from_the_file_and_null_means_none() {
+        let text = r#"{"servers": [{"name": "Solo", "listen": "127.0.0.1:9000"}],
+            "limits": {"max_records": null, "max_connections_per_ip": 8}}"#;
+        let limits = Config::from_json(text).expect("valid").limits;
+        assert_eq!(limits.max_records, None);
+        assert_eq!(limits.max_connections_per_ip, Some(8));
+        assert_eq!(Limits::default().max_records, Some(DEFAULT_MAX_RECORDS));
+        assert_eq!(Limits::default().max_connections_per_ip, None);
     }
 
     #[test]

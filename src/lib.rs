@@ -28,6 +28,7 @@ pub mod link_tls;
 pub mod logging;
 pub mod nearby_key;
 pub mod nonce;
+pub mod per_ip;
 pub mod places;
 pub mod places_mock;
 pub mod protocol;

@@ -11,6 +11,7 @@ use crate::link::{self, LinkSettings};
 use crate::link_session::Liveness;
 use crate::link_tls::LinkTls;
 use crate::nearby_key::Grid;
+use crate::per_ip::PerIp;
 use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::ring::Ring;
 use crate::route::{self, Router, ToOwner};
@@ -70,6 +71,9 @@ struct ShardPlan {
     places: Option<UpstreamSettings>,
     /// Mutual TLS for links, when the herd has a `tls` section.
     tls: Option<LinkTls>,
+    /// Client connections per source address, shared by all shards; `None`
+    /// when there is no per-IP limit.
+    per_ip: Option<Arc<PerIp>>,
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -170,6 +174,11 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
+        per_ip: opts
+            .config
+            .limits
+            .max_connections_per_ip
+            .map(|limit| Arc::new(PerIp::new(limit))),
     };
     let stop = stop_on_signals()?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
@@ -370,6 +379,7 @@ async fn run_shard(
         // A backstop only: the upstream client times out first, with a
         // message that says where.
         Duration::from_millis(limits.places_timeout_ms + 500),
+        shard_max_records(limits.max_records, plan.shards),
     ));
     let liveness = Liveness::from_heartbeat(
         Duration::from_millis(limits.link_heartbeat_ms),
@@ -431,19 +441,37 @@ async fn run_shard(
     if let Some(ttl) = limits.record_ttl_ms {
         glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
     }
+    // Connections refused by the per-IP limit, logged once a second.
+    let refused_per_ip = Rc::new(std::cell::Cell::new(0u64));
+    glommio::spawn_local(report_refusals(
+        shard.clone(),
+        refused_per_ip.clone(),
+        limits.max_connections_per_ip,
+    ))
+    .detach();
     let max_connections = limits.max_connections_per_shard;
     let links_in = glommio::spawn_local(accept(
         peer_listener,
         Port::Peer,
-        max_connections,
+        Limit {
+            max_connections,
+            per_ip: None,
+            refused_per_ip: refused_per_ip.clone(),
+        },
         router.clone(),
         admission.clone(),
         shard.clone(),
     ));
+    // The per-IP limit is for clients: a neighbour's links are not.
+    let clients = Limit {
+        max_connections,
+        per_ip: plan.per_ip.clone(),
+        refused_per_ip,
+    };
     accept(
         listener,
         Port::Client,
-        max_connections,
+        clients,
         router,
         admission,
         shard.clone(),
@@ -454,17 +482,28 @@ async fn run_shard(
     Ok(())
 }
 
+/// What an accept loop turns away.
+struct Limit {
+    /// Connections per shard, clients and links together.
+    max_connections: usize,
+    /// Connections per source address, when limited (clients only).
+    per_ip: Option<Arc<PerIp>>,
+    /// Connections refused by `per_ip`, for the once-a-second log line.
+    refused_per_ip: Rc<std::cell::Cell<u64>>,
+}
+
 /// Accepts connections on one port until the shard stops, each served by
 /// its own task.
 async fn accept(
     listener: TcpListener,
     port: Port,
-    max_connections: usize,
+    limit: Limit,
     router: Rc<Router>,
     admission: Rc<Admission>,
     shard: Rc<Shard>,
 ) {
     let id = shard.id;
+    let max_connections = limit.max_connections;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop.wait().await;
@@ -492,12 +531,73 @@ async fn accept(
             drop(stream);
             continue;
         }
+        // A connection whose address cannot be read is already gone; it
+        // is served (and ends at once) without a place.
+        let admitted = match (&limit.per_ip, stream.peer_addr()) {
+            (Some(per_ip), Ok(peer)) => match per_ip.admit(peer.ip()) {
+                Some(admitted) => Some(admitted),
+                None => {
+                    limit.refused_per_ip.set(limit.refused_per_ip.get() + 1);
+                    drop(stream);
+                    continue;
+                }
+            },
+            _ => None,
+        };
         let (router, admission, shard) = (router.clone(), admission.clone(), shard.clone());
         glommio::spawn_local(async move {
+            let _admitted = admitted;
             let _registered = shard.connections.register(stream.as_raw_fd());
             connection::serve(stream, port, router, admission).await;
         })
         .detach();
+    }
+}
+
+/// One shard's share of `limits.max_records`: `ceil(max / shards)`, or no
+/// cap.
+fn shard_max_records(max_records: Option<u64>, shards: usize) -> usize {
+    let shards = u64::try_from(shards.max(1)).unwrap_or(u64::MAX);
+    max_records.map_or(usize::MAX, |max| {
+        usize::try_from(max.div_ceil(shards)).unwrap_or(usize::MAX)
+    })
+}
+
+/// Logs, at most once a second, what the shard turned away since the last
+/// line: records evicted from or refused by its full store, and
+/// connections over the per-IP limit. Never a line per event: under a
+/// flood of new clients or connections the log stays small.
+async fn report_refusals(
+    shard: Rc<Shard>,
+    refused_per_ip: Rc<std::cell::Cell<u64>>,
+    per_ip: Option<u32>,
+) {
+    let (mut evicted, mut refused) = (0, 0);
+    let mut connections = 0;
+    while !shard.stop.is_requested() {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let (e, r) = shard.evictions();
+        if (e, r) != (evicted, refused) {
+            tracing::info!(
+                shard = shard.id,
+                evicted = e - evicted,
+                refused_older = r - refused,
+                records = shard.records(),
+                evicted_total = e,
+                "store full: oldest records evicted, older new ones not stored"
+            );
+            (evicted, refused) = (e, r);
+        }
+        let c = refused_per_ip.get();
+        if c != connections {
+            tracing::warn!(
+                shard = shard.id,
+                refused = c - connections,
+                max_connections_per_ip = per_ip.unwrap_or(0),
+                "connections refused: too many from one address"
+            );
+            connections = c;
+        }
     }
 }
 

@@ -151,16 +151,17 @@ impl Stop {
 }
 
 impl Shard {
-    /// A shard with an empty store and a link cursor per neighbour
-    /// (`neighbours`: name and address).
+    /// A shard with an empty store of at most `max_records` records and a
+    /// link cursor per neighbour (`neighbours`: name and address).
     pub fn new(
         id: usize,
         server: Rc<str>,
         neighbours: Vec<(Rc<str>, SocketAddr)>,
         places: Rc<dyn Places>,
         places_timeout: Duration,
+        max_records: usize,
     ) -> Shard {
-        let mut store = Store::new();
+        let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
             .into_iter()
             .map(|(neighbour, addr)| {
@@ -249,6 +250,13 @@ impl Shard {
     /// Number of clients this shard holds records for.
     pub fn records(&self) -> usize {
         self.store.borrow().len()
+    }
+
+    /// Records evicted from the full store so far, and new records it
+    /// refused as older than all it held; see [`Store::apply`].
+    pub fn evictions(&self) -> (u64, u64) {
+        let store = self.store.borrow();
+        (store.evicted(), store.refused())
     }
 
     /// Drops records with a client time before `cutoff`, looking at no more

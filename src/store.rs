@@ -9,10 +9,18 @@
 //! unsent; a down or slow neighbour costs one cursor, not a queue. Grows in
 //! small steps: slots come in fixed-size chunks and the index in parts, so no
 //! insert copies or rehashes the whole store. Pure: no I/O, no clock.
+//!
+//! A store may be capped ([`Store::with_max_records`]): a full store makes
+//! room for a new client by evicting the oldest record (client time, then
+//! client id as bytes), and refuses a new record older than that. The
+//! eviction order is kept only while the store is full (see [`Oldest`]),
+//! so a store below its cap pays nothing for it.
 
 use crate::protocol::PosixTime;
 use crate::record::Record;
 use hashbrown::HashTable;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 
 /// Slots per chunk: 4096 slots of 32 bytes are 128 KiB, small enough that
 /// allocating one is not a pause, large enough that the chunk list is short.
@@ -131,6 +139,179 @@ impl Index {
     }
 }
 
+/// One record's place in eviction order, as of when it was stored: its
+/// client time, and its slot and number to tell whether it is still the
+/// record there (a replaced or removed record's entry is stale and skipped).
+/// Ordered by time, then slot: the slot only makes the order total; ties in
+/// time are settled by client id in [`Oldest::tied`]. 20 bytes: the
+/// seconds are split so that the entry needs no 8-byte alignment.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    secs_hi: u32,
+    secs_lo: u32,
+    nanos: u32,
+    slot: u32,
+    seq: u32,
+}
+
+impl Entry {
+    fn new(slot: u32, record: &Record) -> Entry {
+        let time = record.time();
+        Entry {
+            secs_hi: (time.secs >> 32) as u32,
+            secs_lo: time.secs as u32,
+            nanos: time.nanos,
+            slot,
+            seq: record.seq() as u32,
+        }
+    }
+
+    fn time(&self) -> PosixTime {
+        PosixTime {
+            secs: (u64::from(self.secs_hi) << 32) | u64::from(self.secs_lo),
+            nanos: self.nanos,
+        }
+    }
+}
+
+/// A record with the oldest client time seen so far, with its id copied so
+/// that the order of `tied` never depends on what its slot holds later.
+struct Tied {
+    id: Box<str>,
+    slot: u32,
+    seq: u32,
+}
+
+/// The eviction order of a full store: a min-heap of entries, pushed on
+/// every apply while the store is full (a push of the newest time, the
+/// usual case, is one comparison), with stale entries dropped when they
+/// reach the top. Entries of the oldest time are moved to `tied`, sorted by
+/// client id, so that many clients with the same time (whole seconds) cost
+/// one sort, not a heap scan per eviction. Rebuilt from the list when stale
+/// entries make the heap half again as large as the store, so it holds at
+/// most 1.5 entries per record.
+#[derive(Default)]
+struct Oldest {
+    heap: BinaryHeap<Reverse<Entry>>,
+    // Records whose client time is `tied_time`, by client id descending:
+    // the oldest is last. Every live record is in `heap` or here.
+    tied: Vec<Tied>,
+    tied_time: PosixTime,
+}
+
+/// Whether `slot` still holds the record numbered `seq`.
+fn holds(slots: &Slots, slot: u32, seq: u32) -> bool {
+    slots
+        .record(slot)
+        .is_some_and(|r| r.seq() == u64::from(seq))
+}
+
+impl Oldest {
+    /// The order of every record in the list, in one pass (heapify is
+    /// linear).
+    fn build(slots: &Slots, head: u32) -> Oldest {
+        let mut entries = Vec::new();
+        let mut at = head;
+        while at != NONE {
+            let slot = slots.get(at);
+            if let Some(record) = &slot.record {
+                entries.push(Reverse(Entry::new(at, record)));
+            }
+            at = slot.next;
+        }
+        Oldest {
+            heap: BinaryHeap::from(entries),
+            tied: Vec::new(),
+            tied_time: PosixTime::default(),
+        }
+    }
+
+    /// The slot of the oldest stored record (client time, then client id
+    /// as bytes), or `None` when the store is empty.
+    fn oldest(&mut self, slots: &Slots) -> Option<u32> {
+        loop {
+            while self
+                .tied
+                .last()
+                .is_some_and(|t| !holds(slots, t.slot, t.seq))
+            {
+                self.tied.pop();
+            }
+            while self
+                .heap
+                .peek()
+                .is_some_and(|Reverse(e)| !holds(slots, e.slot, e.seq))
+            {
+                self.heap.pop();
+            }
+            let top = self.heap.peek().map(|Reverse(e)| e.time());
+            let tied = self.tied.last().map(|t| t.slot);
+            match (tied, top) {
+                (None, None) => return None,
+                (Some(slot), None) => return Some(slot),
+                (Some(slot), Some(top)) if top > self.tied_time => return Some(slot),
+                (Some(_), Some(top)) if top < self.tied_time => {
+                    // An older record came in (the store was below its cap
+                    // after expiry): the tied ones go back to the heap.
+                    let time = self.tied_time;
+                    for t in self.tied.drain(..) {
+                        self.heap.push(Reverse(Entry {
+                            secs_hi: (time.secs >> 32) as u32,
+                            secs_lo: time.secs as u32,
+                            nanos: time.nanos,
+                            slot: t.slot,
+                            seq: t.seq,
+                        }));
+                    }
+                }
+                (_, Some(top)) => {
+                    // The heap's oldest time is the tied time, or nothing
+                    // is tied: move every live record of that time over.
+                    self.tied_time = top;
+                    while let Some(&Reverse(e)) = self.heap.peek() {
+                        if e.time() != top {
+                            break;
+                        }
+                        self.heap.pop();
+                        let Some(record) =
+                            slots.record(e.slot).filter(|r| r.seq() == u64::from(e.seq))
+                        else {
+                            continue;
+                        };
+                        let id = record.client_id();
+                        let at = self
+                            .tied
+                            .partition_point(|t| t.id.as_bytes() > id.as_bytes());
+                        self.tied.insert(
+                            at,
+                            Tied {
+                                id: id.into(),
+                                slot: e.slot,
+                                seq: e.seq,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entries held, stale ones included.
+    fn entries(&self) -> usize {
+        self.heap.len() + self.tied.len()
+    }
+}
+
+/// Whether `a` goes before `b` in eviction order: client time, then client
+/// id as bytes. Every server uses the same rule, so servers that saw the
+/// same records keep the same newest ones.
+fn evicted_before(a: &Record, b: &Record) -> bool {
+    a.time()
+        .cmp(&b.time())
+        .then_with(|| a.client_id().as_bytes().cmp(b.client_id().as_bytes()))
+        == Ordering::Less
+}
+
 /// What one [`Store::next_batch`] appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batch {
@@ -182,6 +363,14 @@ pub struct Store {
     // order and the generation goes up (u32::MAX except in tests).
     seq_limit: u32,
     generation: u32,
+    // At most this many records (usize::MAX: no cap).
+    max_records: usize,
+    // The eviction order, kept only once the store has been full.
+    oldest: Option<Oldest>,
+    // Records evicted to make room, and new records refused as older than
+    // every record of a full store.
+    evicted: u64,
+    refused: u64,
 }
 
 impl Default for Store {
@@ -209,7 +398,30 @@ impl Store {
             seq: 0,
             seq_limit: seq_limit.max(2),
             generation: 0,
+            max_records: usize::MAX,
+            oldest: None,
+            evicted: 0,
+            refused: 0,
         }
+    }
+
+    /// The same store, holding at most `max_records` records (at least
+    /// one): when full, a new client's record evicts the oldest record,
+    /// or is refused if it is older still. See [`Store::apply`].
+    pub fn with_max_records(mut self, max_records: usize) -> Store {
+        self.max_records = max_records.max(1);
+        self
+    }
+
+    /// Records evicted so far to make room for newer ones.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// New records refused so far because the store was full and they were
+    /// older than every record in it.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Bumped each time the numbering starts over; neighbours then need
@@ -255,6 +467,11 @@ impl Store {
         }
         self.seq = seq;
         self.generation = self.generation.wrapping_add(1);
+        // Entries name records by number: the order is rebuilt with the new
+        // ones (once per 4 billion updates, like the renumbering itself).
+        if self.oldest.is_some() {
+            self.oldest = Some(Oldest::build(&self.slots, self.head));
+        }
     }
 
     /// The next sequence number, renumbering first when the limit is hit.
@@ -318,7 +535,10 @@ impl Store {
     /// Stores `record` if it is newer than the stored record of its client,
     /// giving it the next sequence number and moving it to the tail of the
     /// update order. Returns the stored record when it was applied, `None`
-    /// when it was stale.
+    /// when it was stale. A full store takes a new client's record only by
+    /// evicting the oldest record (client time, then client id), and not
+    /// at all (`None`) when the new record is older than that one; an
+    /// update of a stored client never evicts.
     pub fn apply(&mut self, mut record: Record) -> Option<&Record> {
         let hash = self.index.hash(record.client_id());
         let slot = match self.index.find(&self.slots, hash, record.client_id()) {
@@ -332,6 +552,9 @@ impl Store {
                 slot
             }
             None => {
+                if self.len >= self.max_records && !self.make_room(&record) {
+                    return None;
+                }
                 // More than 4 billion clients on one shard is not a case to
                 // serve; refuse rather than wrap.
                 let slot = self.allocate()?;
@@ -343,7 +566,69 @@ impl Store {
             }
         };
         self.push_back(slot);
+        if self.oldest.is_some() {
+            self.note_order(slot);
+        }
         self.slots.record(slot)
+    }
+
+    /// Adds the record now in `slot` to the eviction order, rebuilding the
+    /// order when stale entries have made it half again as large as the
+    /// store (so rebuilding is paid for by as many applies).
+    fn note_order(&mut self, slot: u32) {
+        let Some(record) = self.slots.record(slot) else {
+            return;
+        };
+        let entry = Entry::new(slot, record);
+        let Some(oldest) = &mut self.oldest else {
+            return;
+        };
+        oldest.heap.push(Reverse(entry));
+        if oldest.entries() > self.len + self.len / 2 + 64 {
+            self.oldest = Some(Oldest::build(&self.slots, self.head));
+        }
+    }
+
+    /// Makes room in a full store for `record`, a new client's: evicts the
+    /// oldest record unless `record` is older still. Returns whether there
+    /// is room. Builds the eviction order the first time it is needed.
+    fn make_room(&mut self, record: &Record) -> bool {
+        let (slots, head) = (&self.slots, self.head);
+        let oldest = self
+            .oldest
+            .get_or_insert_with(|| Oldest::build(slots, head));
+        let Some(victim) = oldest.oldest(&self.slots) else {
+            return false;
+        };
+        let Some(stored) = self.slots.record(victim) else {
+            return false;
+        };
+        if evicted_before(record, stored) {
+            self.refused += 1;
+            return false;
+        }
+        self.remove(victim);
+        self.evicted += 1;
+        true
+    }
+
+    /// Removes the record in `slot` from the index and the update order
+    /// (cursors on it move back one) and frees the slot: the one way
+    /// records leave, for expiry and eviction alike.
+    fn remove(&mut self, slot: u32) {
+        let Some(record) = self.slots.record(slot) else {
+            return;
+        };
+        let hash = self.index.hash(record.client_id());
+        self.index.remove(hash, slot);
+        self.unlink(slot);
+        let free = self.free;
+        let s = self.slots.get_mut(slot);
+        s.record = None;
+        s.prev = NONE;
+        s.next = free;
+        self.free = slot;
+        self.len -= 1;
     }
 
     /// The stored record of `client_id`.
@@ -402,17 +687,13 @@ impl Store {
             if record.time() >= cutoff {
                 continue;
             }
-            let hash = self.index.hash(record.client_id());
-            self.index.remove(hash, slot);
-            self.unlink(slot);
-            let free = self.free;
-            let s = self.slots.get_mut(slot);
-            s.record = None;
-            s.prev = NONE;
-            s.next = free;
-            self.free = slot;
-            self.len -= 1;
+            self.remove(slot);
             removed += 1;
+        }
+        // Well below the cap the eviction order is not needed for a while:
+        // its memory goes back until the store is full again.
+        if self.len < self.max_records / 2 {
+            self.oldest = None;
         }
         removed
     }
@@ -676,7 +957,154 @@ mod tests {
             for cursor in self.cursors.iter().flatten() {
                 assert!(cursor.at == NONE || self.slots.get(cursor.at).record.is_some());
             }
+            assert!(self.len <= self.max_records, "never above the cap");
+            if let Some(oldest) = &self.oldest {
+                // Every stored record is in the eviction order, at its time.
+                let mut live = std::collections::HashSet::new();
+                for Reverse(e) in oldest.heap.iter() {
+                    if let Some(r) = self
+                        .slots
+                        .record(e.slot)
+                        .filter(|r| r.seq() == u64::from(e.seq))
+                    {
+                        assert_eq!(r.time(), e.time());
+                        live.insert(e.slot);
+                    }
+                }
+                for t in &oldest.tied {
+                    if let Some(r) = self
+                        .slots
+                        .record(t.slot)
+                        .filter(|r| r.seq() == u64::from(t.seq))
+                    {
+                        assert_eq!((r.time(), r.client_id()), (oldest.tied_time, &*t.id));
+                        live.insert(t.slot);
+                    }
+                }
+                assert_eq!(live.len(), self.len, "every record has a live entry");
+                assert!(oldest.entries() <= self.len + self.len / 2 + 64);
+            }
         }
+    }
+
+    /// The client ids of a store, sorted.
+    fn ids(store: &Store) -> Vec<String> {
+        let mut ids: Vec<String> = store.records().map(|r| r.client_id().to_owned()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_oldest_client_time_first_ties_by_client_id() {
+        let mut store = Store::new().with_max_records(3);
+        store.apply(record("A", "IAMAT b +1-2 10"));
+        store.apply(record("A", "IAMAT a +1-2 10"));
+        store.apply(record("A", "IAMAT c +1-2 20"));
+        assert!(store.oldest.is_none(), "no order kept below the cap");
+        assert!(store.apply(record("A", "IAMAT d +1-2 30")).is_some());
+        assert_eq!(ids(&store), ["b", "c", "d"], "a (10) goes before b (10)");
+        assert!(store.apply(record("A", "IAMAT e +1-2 10.5")).is_some());
+        assert_eq!(ids(&store), ["c", "d", "e"]);
+        assert_eq!((store.evicted(), store.refused()), (2, 0));
+        store.check();
+    }
+
+    #[test]
+    fn a_full_store_refuses_a_new_record_older_than_all_it_holds() {
+        let mut store = Store::new().with_max_records(2);
+        store.apply(record("A", "IAMAT a +1-2 10"));
+        store.apply(record("A", "IAMAT b +1-2 20"));
+        assert_eq!(store.apply(record("A", "IAMAT c +1-2 9")), None);
+        // Same time as the oldest, but a smaller id: older by the rule.
+        assert_eq!(store.apply(record("A", "IAMAT 0 +1-2 10")), None);
+        assert_eq!(store.seq(), 2, "a refused record takes no number");
+        assert_eq!((store.evicted(), store.refused()), (0, 2));
+        // Same time, larger id: newer by the rule.
+        assert!(store.apply(record("A", "IAMAT z +1-2 10")).is_some());
+        assert_eq!(ids(&store), ["b", "z"]);
+        store.check();
+    }
+
+    #[test]
+    fn updates_of_stored_clients_never_evict() {
+        let mut store = Store::new().with_max_records(2);
+        store.apply(record("A", "IAMAT a +1-2 10"));
+        store.apply(record("A", "IAMAT b +1-2 20"));
+        for t in 30..40 {
+            assert!(store
+                .apply(record("A", &format!("IAMAT a +1-2 {t}")))
+                .is_some());
+        }
+        assert_eq!(ids(&store), ["a", "b"]);
+        assert_eq!(store.evicted(), 0);
+        // b (20) is now the oldest.
+        assert!(store.apply(record("A", "IAMAT c +1-2 25")).is_some());
+        assert_eq!(ids(&store), ["a", "c"]);
+        store.check();
+    }
+
+    #[test]
+    fn an_evicted_record_leaves_the_log_and_cursors_on_it_move_back() {
+        let mut store = Store::new().with_max_records(3);
+        let link = store.open_cursor();
+        store.apply(record("A", "IAMAT a +1-2 30"));
+        store.apply(record("A", "IAMAT b +1-2 10"));
+        store.apply(record("A", "IAMAT c +1-2 20"));
+        assert_eq!(sent(&mut store, link, 2, usize::MAX).1, Some(2));
+        // b, the record at the cursor, is the oldest: the cursor goes back to a.
+        store.apply(record("A", "IAMAT d +1-2 40"));
+        assert_eq!(store.sent_seq(link), 1);
+        // c (20) goes next, before it was sent: it is never sent.
+        store.apply(record("A", "IAMAT e +1-2 50"));
+        let (lines, _) = sent(&mut store, link, usize::MAX, usize::MAX);
+        let got: Vec<&str> = lines.iter().map(|l| client_of(l)).collect();
+        assert_eq!(got, ["d", "e"]);
+        store.check();
+    }
+
+    #[test]
+    fn many_clients_with_the_same_time_are_evicted_in_client_id_order() {
+        let mut store = Store::new().with_max_records(100);
+        for i in (0..100).rev() {
+            store.apply(record("A", &format!("IAMAT c{i:03} +1-2 10")));
+        }
+        for i in 0..50 {
+            assert!(store
+                .apply(record("A", &format!("IAMAT n{i:03} +1-2 11")))
+                .is_some());
+            store.check();
+        }
+        let kept: Vec<String> = (50..100)
+            .map(|i| format!("c{i:03}"))
+            .chain((0..50).map(|i| format!("n{i:03}")))
+            .collect();
+        assert_eq!(ids(&store), kept);
+        assert_eq!(store.evicted(), 50);
+    }
+
+    #[test]
+    fn the_eviction_order_stays_bounded_under_updates_and_is_let_go_after_expiry() {
+        let mut store = Store::new().with_max_records(100);
+        for i in 0..100 {
+            store.apply(record("A", &format!("IAMAT c{i} +1-2 10")));
+        }
+        store.apply(record("A", "IAMAT new +1-2 11"));
+        assert!(store.oldest.is_some(), "built at the first eviction");
+        for t in 12..2000 {
+            store.apply(record("A", &format!("IAMAT c{} +1-2 {t}", t % 100)));
+        }
+        store.check();
+        let cutoff = PosixTime {
+            secs: 1990,
+            nanos: 0,
+        };
+        store.expire(&mut 0, cutoff, usize::MAX);
+        assert!(store.len() < 50);
+        assert!(
+            store.oldest.is_none(),
+            "memory given back well below the cap"
+        );
+        store.check();
     }
 
     #[test]
@@ -1072,6 +1500,52 @@ mod tests {
         assert_eq!(store.len(), 5_000_000);
     }
 
+    /// Prints what the eviction order costs a store of 1 M records: the
+    /// first eviction (which builds the order in one pass), then applies
+    /// of new clients at the cap against applies below it. Timed, so never
+    /// run by CI: `cargo test --release --lib
+    /// store::tests::a_full_store_of_a_million_prints_its_eviction_costs --
+    /// --ignored --nocapture`. It asserts nothing about time.
+    #[test]
+    #[ignore]
+    fn a_full_store_of_a_million_prints_its_eviction_costs() {
+        use std::time::Instant;
+        const N: u32 = 1_000_000;
+        let lines: Vec<Record> = (0..2 * N)
+            .map(|i| {
+                record(
+                    "A",
+                    &format!("IAMAT client{i} +1-2 {}.{:09}", 1000 + i / 1000, i),
+                )
+            })
+            .collect();
+        let mut lines = lines.into_iter();
+        let mut store = Store::new().with_max_records(N as usize);
+        let started = Instant::now();
+        for r in lines.by_ref().take(N as usize) {
+            store.apply(r);
+        }
+        let below = started.elapsed();
+        let first = lines.next().expect("enough records");
+        let t = Instant::now();
+        store.apply(first);
+        let build = t.elapsed();
+        let t = Instant::now();
+        for r in lines {
+            store.apply(r);
+        }
+        let at_cap = t.elapsed();
+        println!(
+            "{N} new clients below the cap: {:?} per apply; first eviction (builds the \
+             order): {build:?}; {} new clients at the cap, each evicting: {:?} per apply",
+            below / N,
+            N - 1,
+            at_cap / (N - 1),
+        );
+        assert_eq!(store.len(), N as usize);
+        assert_eq!(store.evicted(), u64::from(N));
+    }
+
     /// One step of the model check below.
     #[derive(Debug, Clone)]
     enum Op {
@@ -1189,7 +1663,10 @@ mod tests {
         fn any_arrival_order_leaves_the_same_store(
             updates in proptest::collection::vec((0u8..6, 0u64..5, 0u8..3, 0u8..3), 1..60),
             seed in any::<u64>(),
+            cap in proptest::option::of(1usize..6),
         ) {
+            // With a cap, every order keeps the same newest records too.
+            let cap = cap.unwrap_or(usize::MAX);
             let servers = ["Goloman", "Hands", "Welsh"];
             let records: Vec<Record> = updates
                 .iter()
@@ -1204,8 +1681,8 @@ mod tests {
                 s ^= s << 13; s ^= s >> 7; s ^= s << 17;
                 shuffled.swap(i, (s % (i as u64 + 1)) as usize);
             }
-            let mut a = Store::new();
-            let mut b = Store::new();
+            let mut a = Store::new().with_max_records(cap);
+            let mut b = Store::new().with_max_records(cap);
             for r in records { a.apply(r); }
             for r in shuffled { b.apply(r); }
             let mut da: Vec<_> = a.records().map(|r| r.line().to_owned()).collect();
@@ -1246,9 +1723,12 @@ mod tests {
         fn cursors_hand_out_exactly_the_newest_unsent_records_in_order(
             ops in proptest::collection::vec(op(), 1..150),
             limit in 8u32..40,
+            cap in proptest::option::of(1usize..8),
         ) {
             let servers = ["Goloman", "Hands", "Welsh"];
-            let mut store = Store::with_seq_limit(limit);
+            let cap = cap.unwrap_or(usize::MAX);
+            let mut store = Store::with_seq_limit(limit).with_max_records(cap);
+            let (mut evicted, mut refused) = (0, 0);
             let mut model = Model {
                 records: Default::default(),
                 seq: 0,
@@ -1264,10 +1744,29 @@ mod tests {
                             servers[server as usize],
                             &format!("IAMAT c{client} +1-2 {time}"),
                         );
-                        let newer = model
-                            .records
-                            .get(r.client_id())
-                            .is_none_or(|(m, _)| r.is_newer_than(m));
+                        let stored = model.records.get(r.client_id());
+                        let mut newer = stored.is_none_or(|(m, _)| r.is_newer_than(m));
+                        if newer && stored.is_none() && model.records.len() >= cap {
+                            // Full: the oldest (time, then id) goes, unless
+                            // the new record is older still.
+                            let key = |id: &str, r: &Record| (r.time(), id.as_bytes().to_vec());
+                            let victim = model
+                                .records
+                                .iter()
+                                .map(|(id, (m, _))| key(id, m))
+                                .min();
+                            match victim {
+                                Some(v) if key(r.client_id(), &r) > v => {
+                                    let id = String::from_utf8(v.1).unwrap_or_default();
+                                    model.records.remove(&id);
+                                    evicted += 1;
+                                }
+                                _ => {
+                                    refused += 1;
+                                    newer = false;
+                                }
+                            }
+                        }
                         let want = newer.then(|| {
                             // The replaced version leaves before any
                             // renumbering, as it leaves the store's list.
@@ -1354,6 +1853,7 @@ mod tests {
                 store.check();
                 prop_assert_eq!(store.seq(), model.seq);
                 prop_assert_eq!(store.len(), model.records.len());
+                prop_assert_eq!((store.evicted(), store.refused()), (evicted, refused));
                 for c in &model.cursors {
                     let unsent = !model.unsent(c.mark).is_empty();
                     prop_assert_eq!(store.has_unsent(c.id), c.seeking.is_none() && unsent);
@@ -1375,8 +1875,10 @@ mod tests {
         #[test]
         fn store_agrees_with_a_plain_map_under_applies_and_expiry(
             ops in proptest::collection::vec((0u8..20, 0u64..100, any::<bool>()), 1..200),
+            cap in proptest::option::of(1usize..16),
         ) {
-            let mut store = Store::new();
+            let cap = cap.unwrap_or(usize::MAX);
+            let mut store = Store::new().with_max_records(cap);
             let mut model: std::collections::HashMap<String, Record> = Default::default();
             let mut cursor = 0;
             for (client, time, expire) in ops {
@@ -1386,9 +1888,18 @@ mod tests {
                     model.retain(|_, r| r.time() >= cutoff);
                 } else {
                     let r = record("A", &format!("IAMAT c{client} +1-2 {time}"));
-                    let newer = model.get(r.client_id()).is_none_or(|m| r.is_newer_than(m));
+                    let mut newer = model.get(r.client_id()).is_none_or(|m| r.is_newer_than(m));
+                    if newer && !model.contains_key(r.client_id()) && model.len() >= cap {
+                        let key = |r: &Record| (r.time(), r.client_id().to_owned());
+                        let victim = model.values().map(key).min();
+                        match victim {
+                            Some(v) if key(&r) > v => { model.remove(&v.1); }
+                            _ => newer = false,
+                        }
+                    }
                     prop_assert_eq!(store.apply(r.clone()).is_some(), newer);
                     if newer { model.insert(r.client_id().to_owned(), r); }
+                    store.check();
                 }
             }
             prop_assert_eq!(store.len(), model.len());
