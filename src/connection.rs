@@ -122,13 +122,21 @@ pub async fn serve(stream: TcpStream, port: Port, router: Rc<Router>, admission:
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
     match (&admission.tls, port) {
         (Some(tls), Port::Peer) => {
-            // The socket's read and write timeouts bound the handshake.
-            match link_tls::accept(tls, stream).await {
-                Ok((stream, names)) => {
-                    converse(stream, port, Some(names), peer, router, admission).await;
+            // Boxed: a TLS session is kilobytes, and every client
+            // connection's task would otherwise reserve room for one.
+            let tls = tls.clone();
+            Box::pin(async move {
+                // The socket's read and write timeouts bound the handshake.
+                match link_tls::accept(&tls, stream).await {
+                    Ok((stream, names)) => {
+                        converse(stream, port, Some(names), peer, router, admission).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "link refused: TLS handshake failed")
+                    }
                 }
-                Err(e) => tracing::warn!(%peer, error = %e, "link refused: TLS handshake failed"),
-            }
+            })
+            .await
         }
         _ => converse(stream, port, None, peer, router, admission).await,
     }
