@@ -7,25 +7,9 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
-    let mut buf = [0u8; 65536];
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-    }
-}
 
 #[test]
 fn an_idle_client_is_closed_after_the_idle_timeout() {

@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::time::Instant;
 use support::*;
 
 /// A client time a while ago, in whole seconds: valid, and far from any
@@ -89,23 +87,6 @@ fn a_new_record_older_than_all_a_full_store_holds_is_answered_but_not_stored() {
     // An update of a stored client evicts nothing.
     exchange_text(addr, &format!("IAMAT b +1-2 {}\n", t0 + 40));
     assert!(stored_at_line(addr, "new").is_some() && stored_at_line(addr, "b").is_some());
-}
-
-/// Whether the server ends the connection (before `PATIENCE`).
-fn closed_by_server(stream: &mut std::net::TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-    }
 }
 
 #[test]

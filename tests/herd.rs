@@ -9,16 +9,6 @@ mod support;
 use std::io::{Read, Write};
 use support::*;
 
-fn start_partial(config: herd::config::Config, names: &[&str]) -> Herd {
-    let mut herd = Herd::start(herd_of(&[], &[]), 1);
-    herd.config = config;
-    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
-    for name in names {
-        herd.start_server(name);
-    }
-    herd
-}
-
 #[test]
 fn a_record_sent_to_goloman_reaches_welsh_two_hops_away() {
     let herd = Herd::start(default_herd_on_free_ports(), 2);
@@ -66,7 +56,7 @@ fn every_server_converges_on_the_newest_record_whatever_server_got_it() {
 
 #[test]
 fn a_server_keeps_serving_while_its_neighbours_are_down() {
-    let herd = start_partial(default_herd_on_free_ports(), &["Goloman"]);
+    let herd = start_some(default_herd_on_free_ports(), &["Goloman"]);
     let reply = exchange_text(herd.addr("Goloman"), "IAMAT alone +1-2 3\n");
     assert!(reply.starts_with("AT Goloman "), "{reply}");
     assert!(stored_at_line(herd.addr("Goloman"), "alone").is_some());
@@ -74,7 +64,7 @@ fn a_server_keeps_serving_while_its_neighbours_are_down() {
 
 #[test]
 fn records_queued_while_a_neighbour_was_down_reach_it_when_it_comes_up() {
-    let mut herd = start_partial(default_herd_on_free_ports(), &["Goloman"]);
+    let mut herd = start_some(default_herd_on_free_ports(), &["Goloman"]);
     let at = exchange_text(herd.addr("Goloman"), "IAMAT early +1-2 3\n");
     herd.start_server("Hands");
     let got = eventually("queued record at Hands", || {
@@ -123,7 +113,7 @@ fn rest_of(mut stream: std::net::TcpStream) -> String {
 fn a_herd_with_a_secret_refuses_a_peer_with_a_wrong_secret() {
     let mut config = herd_of(&["A", "B"], &[("A", "B")]);
     config.secret = Some("s3cret".into());
-    let herd = start_partial(config, &["A"]);
+    let herd = start_some(config, &["A"]);
     let (addr, peer) = (herd.addr("A"), herd.peer_addr("A"));
     let (mut s, sent, challenge) = dial_link(peer, "B", "A", Some("other secret"));
     assert!(challenge.starts_with("CHALLENGE "), "{challenge}");
@@ -150,7 +140,7 @@ fn a_herd_with_a_secret_refuses_a_peer_with_a_wrong_secret() {
 
 #[test]
 fn a_peer_that_is_not_a_neighbour_is_refused() {
-    let herd = start_partial(herd_of(&["A", "B", "C"], &[("A", "B"), ("B", "C")]), &["A"]);
+    let herd = start_some(herd_of(&["A", "B", "C"], &[("A", "B"), ("B", "C")]), &["A"]);
     let nonce = test_nonce();
     for name in ["C", "Stranger", "A"] {
         let mut s = connect(herd.peer_addr("A"));
@@ -168,7 +158,7 @@ fn a_peer_that_is_not_a_neighbour_is_refused() {
 
 #[test]
 fn peer_lines_on_the_client_port_are_invalid_commands() {
-    let herd = start_partial(herd_of(&["A", "B"], &[("A", "B")]), &["A"]);
+    let herd = start_some(herd_of(&["A", "B"], &[("A", "B")]), &["A"]);
     let nonce = test_nonce();
     let mut client = Client::new(herd.addr("A"));
     client.send(&format!("PEER B {nonce}\n"));

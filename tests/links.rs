@@ -58,27 +58,16 @@ impl Wiretap {
     }
 }
 
-/// A herd of its own config file: `config` as given, servers `names` started.
-fn start_with(config: herd::config::Config, names: &[&str]) -> Herd {
-    let mut herd = Herd::start(herd_of(&[], &[]), 1);
-    herd.config = config;
-    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
-    for name in names {
-        herd.start_server(name);
-    }
-    herd
-}
-
 #[test]
 fn a_handshake_recorded_from_a_real_link_is_refused_when_replayed() {
     let mut config = herd_of(&["A", "B"], &[("A", "B")]);
     config.secret = Some("replay-me-not".into());
-    let b = start_with(config.clone(), &["B"]);
+    let b = start_some(config.clone(), &["B"]);
     // A reaches B through the wiretap.
     let tap = Wiretap::start(b.peer_addr("B"));
     let mut config_a = config;
     config_a.servers[1].peer_listen = Some(tap.addr.to_string());
-    let a = start_with(config_a, &["A"]);
+    let a = start_some(config_a, &["A"]);
     exchange_text(a.addr("A"), "IAMAT tapped +1-2 5\n");
     eventually("the record over the tapped link", || {
         stored_at_line(b.addr("B"), "tapped")

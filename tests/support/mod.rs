@@ -492,3 +492,33 @@ pub fn pids_holding_port(port: u16) -> Vec<u32> {
     pids.sort_unstable();
     pids
 }
+
+/// Whether the server ends the connection (before `PATIENCE`), reading and
+/// dropping whatever it sends first.
+pub fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+/// A herd of its own config file: `config` as given, of which only the
+/// servers `names` are started.
+pub fn start_some(config: Config, names: &[&str]) -> Herd {
+    let mut herd = Herd::start(herd_of(&[], &[]), 1);
+    herd.config = config;
+    std::fs::write(&herd.config_path, herd.config.to_json_pretty()).expect("write config");
+    for name in names {
+        herd.start_server(name);
+    }
+    herd
+}
