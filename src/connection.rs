@@ -66,6 +66,20 @@ struct Incoming {
     future_records: u64,
 }
 
+impl Incoming {
+    /// The clock's turn: a keepalive into `out` when due. False (and
+    /// logged) when the neighbour has been silent too long.
+    fn tick(&mut self, admission: &Admission, peer: &str, out: &mut Vec<u8>) -> bool {
+        match self.session.on_tick(Instant::now(), out) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(%peer, neighbour = %admission.neighbours[self.from], %why, "incoming link closed");
+                false
+            }
+        }
+    }
+}
+
 /// Who may open incoming links, and how they prove it.
 pub struct Admission {
     /// This server's name.
@@ -190,8 +204,7 @@ async fn converse<S: Socket>(
                 };
                 // A link's reads time out every heartbeat tick: time to
                 // send a keepalive, or to give up on a silent neighbour.
-                if let Err(why) = link.session.on_tick(Instant::now(), &mut out) {
-                    tracing::warn!(%peer, neighbour = %admission.neighbours[link.from], %why, "incoming link closed");
+                if !link.tick(&admission, &peer, &mut out) {
                     break "silent";
                 }
                 if let Err(e) = flush(&mut stream, &mut out).await {
@@ -218,8 +231,7 @@ async fn converse<S: Socket>(
         if let Role::Link(link) = &mut role {
             // A busy link's reads never time out: keepalives are due by the
             // clock all the same, or the sender would take it for dead.
-            if let Err(why) = link.session.on_tick(Instant::now(), &mut out) {
-                tracing::warn!(%peer, neighbour = %admission.neighbours[link.from], %why, "incoming link closed");
+            if !link.tick(&admission, &peer, &mut out) {
                 break "silent";
             }
         }
