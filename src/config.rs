@@ -55,6 +55,13 @@ pub struct Config {
     /// are plain TCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Log format and level.
+    #[serde(default, skip_serializing_if = "is_default_logging")]
+    pub logging: LoggingConfig,
+}
+
+fn is_default_logging(l: &LoggingConfig) -> bool {
+    *l == LoggingConfig::default()
 }
 
 /// The `tls` section: where each server finds the herd CA, its certificate and
@@ -262,6 +269,74 @@ pub struct ServerConfig {
     /// port (`lsof -ti:PORT | xargs kill`) never hits its neighbours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_listen: Option<String>,
+    /// The admin HTTP address (`/metrics`, `/healthz`, `/readyz`,
+    /// `/status`): absent means the listen host at the listen port + 20000,
+    /// `null` turns it off.
+    #[serde(default, skip_serializing_if = "AdminListen::is_default")]
+    pub admin_listen: AdminListen,
+}
+
+/// A server's `admin_listen`: left out, `null`, or an address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AdminListen {
+    /// Left out of the file: the client host at the client port +
+    /// [`ADMIN_PORT_OFFSET`].
+    #[default]
+    Default,
+    /// `null`: no admin endpoint.
+    Off,
+    /// `"host:port"`, as written.
+    At(String),
+}
+
+impl AdminListen {
+    fn is_default(&self) -> bool {
+        *self == AdminListen::Default
+    }
+}
+
+impl Serialize for AdminListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Never written: `skip_serializing_if` leaves the field out.
+            AdminListen::Default | AdminListen::Off => s.serialize_none(),
+            AdminListen::At(text) => s.serialize_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Only reached when the field is present: `null` is a choice.
+        Ok(match Option::<String>::deserialize(d)? {
+            None => AdminListen::Off,
+            Some(text) => AdminListen::At(text),
+        })
+    }
+}
+
+/// How a server logs; the `logging` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `text` (one readable line per event) or `json` (one JSON object per
+    /// line, for log shippers).
+    pub format: LogFormat,
+    /// Level or tracing filter (`info`, `debug`, `herd=debug,warn`) when the
+    /// command line gives none; a reload applies a change of it in place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Resource limits shared by every server of the herd.
@@ -381,6 +456,7 @@ impl Config {
                 listen: format!("127.0.0.1:{port}"),
                 neighbours: neighbours.iter().map(|&n| n.to_owned()).collect(),
                 peer_listen: None,
+                admin_listen: AdminListen::Default,
             })
             .collect();
         Config {
@@ -390,6 +466,7 @@ impl Config {
             limits: Limits::default(),
             places: PlacesConfig::default(),
             tls: None,
+            logging: LoggingConfig::default(),
         }
     }
 
@@ -429,6 +506,12 @@ impl Config {
     /// neighbours' links dial it.
     pub fn peer_addr(&self, name: &str) -> Option<SocketAddr> {
         peer_addr_of(self.server(name)?)
+    }
+
+    /// The resolved admin address of the server called `name`, or `None`
+    /// when it has none (`admin_listen: null`, or no such server).
+    pub fn admin_addr(&self, name: &str) -> Option<SocketAddr> {
+        admin_addr_of(self.server(name)?)
     }
 
     /// Checks the whole herd and returns every problem found, not just the first.
@@ -494,6 +577,15 @@ impl Config {
             }
         }
         self.peer_problems(&by_addr, &mut problems);
+        self.admin_problems(&mut problems);
+        if let Some(level) = &self.logging.level {
+            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                problems.push(format!(
+                    "logging.level {level:?} is not a level or tracing filter; e.g. info, \
+                     debug or herd=debug,warn"
+                ));
+            }
+        }
         limit_problems(&self.limits, &mut problems);
         places_problems(&self.places, &mut problems);
         if let Some(tls) = &self.tls {
@@ -562,6 +654,83 @@ impl Config {
                 ));
             }
         }
+    }
+}
+
+impl Config {
+    /// Admin addresses: valid and not any other address of the herd.
+    fn admin_problems(&self, problems: &mut Vec<String>) {
+        let mut taken: HashMap<SocketAddr, String> = HashMap::new();
+        for server in &self.servers {
+            if let Some(addr) = resolve_listen(&server.listen) {
+                taken.insert(
+                    addr,
+                    format!("the client address of {}", shown(&server.name)),
+                );
+            }
+            if let Some(addr) = peer_addr_of(server) {
+                taken.insert(addr, format!("the peer address of {}", shown(&server.name)));
+            }
+        }
+        let mut admins: HashMap<SocketAddr, &str> = HashMap::new();
+        for server in &self.servers {
+            let who = shown(&server.name);
+            let Some(client) = resolve_listen(&server.listen) else {
+                continue; // reported with the listen address
+            };
+            let addr = match &server.admin_listen {
+                AdminListen::Off => continue,
+                AdminListen::At(text) => match resolve_listen(text) {
+                    Some(addr) if addr.port() != 0 => addr,
+                    _ => {
+                        problems.push(format!(
+                            "{who}: admin_listen {text:?} is not valid; expected host:port with \
+                              a fixed port, e.g. 127.0.0.1:32138, or null for no admin endpoint"
+                        ));
+                        continue;
+                    }
+                },
+                AdminListen::Default => match default_admin_addr(client) {
+                    Some(addr) => addr,
+                    None => {
+                        problems.push(format!(
+                            "{who}: the default admin port (client port {} + \
+                              {ADMIN_PORT_OFFSET}) is past 65535; set \"admin_listen\" for \
+                              this server, or null for none",
+                            client.port()
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if let Some(owner) = taken.get(&addr) {
+                problems.push(format!(
+                    "{who}: admin address {addr} is {owner}; set an \"admin_listen\" of its own"
+                ));
+            }
+            if let Some(earlier) = admins.insert(addr, &server.name) {
+                problems.push(format!(
+                    "{who}: admin address {addr} is already the admin address of {earlier}"
+                ));
+            }
+        }
+    }
+}
+
+/// How far above the client port the default admin port is.
+pub const ADMIN_PORT_OFFSET: u16 = 20_000;
+
+/// The admin address a server without `admin_listen` gets.
+fn default_admin_addr(client: SocketAddr) -> Option<SocketAddr> {
+    let port = client.port().checked_add(ADMIN_PORT_OFFSET)?;
+    Some(SocketAddr::new(client.ip(), port))
+}
+
+fn admin_addr_of(server: &ServerConfig) -> Option<SocketAddr> {
+    match &server.admin_listen {
+        AdminListen::Off => None,
+        AdminListen::At(text) => resolve_listen(text),
+        AdminListen::Default => default_admin_addr(resolve_listen(&server.listen)?),
     }
 }
 
@@ -851,6 +1020,40 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_address_is_client_port_plus_20000_an_address_or_none() {
+        let text = r#"{"servers": [
+            {"name": "A", "listen": "127.0.0.1:12138"},
+            {"name": "B", "listen": "127.0.0.1:12139", "admin_listen": null},
+            {"name": "C", "listen": "127.0.0.1:12140", "admin_listen": "127.0.0.1:9000"}
+        ]}"#;
+        let herd = Config::from_json(text).expect("valid");
+        assert_eq!(herd.admin_addr("A"), "127.0.0.1:32138".parse().ok());
+        assert_eq!(herd.admin_addr("B"), None, "null turns it off");
+        assert_eq!(herd.admin_addr("C"), "127.0.0.1:9000".parse().ok());
+        let back = Config::from_json(&herd.to_json_pretty()).expect("round trip");
+        assert_eq!(back, herd, "null and absent survive a round trip");
+        assert_eq!(back.servers[1].admin_listen, AdminListen::Off);
+        assert_eq!(back.servers[0].admin_listen, AdminListen::Default);
+    }
+
+    #[test]
+    fn the_logging_section_takes_a_format_and_a_level() {
+        let herd = Config::from_json(
+            r#"{"servers": [{"name": "A", "listen": "127.0.0.1:12138"}],
+                "logging": {"format": "json", "level": "debug"}}"#,
+        )
+        .expect("valid");
+        assert_eq!(herd.logging.format, LogFormat::Json);
+        assert_eq!(herd.logging.level.as_deref(), Some("debug"));
+        let err = Config::from_json(
+            r#"{"servers": [{"name": "A", "listen": "127.0.0.1:12138"}],
+                "logging": {"format": "xml"}}"#,
+        )
+        .expect_err("unknown format");
+        assert!(err.to_string().contains("xml"), "{err}");
+    }
+
+    #[test]
     fn the_default_herd_validates_and_matches_the_table() {
         let herd = Config::default_herd();
         herd.validate().expect("default herd is valid");
@@ -943,6 +1146,19 @@ mod tests {
         an_open_peer_address_without_a_secret_is_reported:
             |v| v["servers"][2]["peer_listen"] = json!("0.0.0.0:22140")
             => ["Holiday: peer address 0.0.0.0:22140 is not loopback", "set \"secret\"", "insecure_links"];
+        a_bad_admin_listen_is_reported:
+            |v| v["servers"][0]["admin_listen"] = json!("nowhere") => ["Goloman: admin_listen", "not valid", "null"];
+        an_admin_address_on_a_peer_port_is_reported:
+            |v| v["servers"][0]["admin_listen"] = json!("127.0.0.1:22139")
+            => ["Goloman: admin address 127.0.0.1:22139 is the peer address of Hands"];
+        a_shared_admin_address_is_reported:
+            |v| v["servers"][1]["admin_listen"] = json!("127.0.0.1:32138")
+            => ["Hands: admin address 127.0.0.1:32138 is already the admin address of Goloman"];
+        a_default_admin_port_past_65535_is_reported:
+            |v| { v["servers"][0]["listen"] = json!("127.0.0.1:50000"); v["servers"][0]["peer_listen"] = json!("127.0.0.1:50001"); }
+            => ["Goloman", "default admin port", "past 65535"];
+        a_log_level_that_is_no_filter_is_reported: |v| v["logging"]["level"] = json!("info,=[")
+            => ["logging.level", "not a level"];
         a_max_line_bytes_below_64_is_reported: |v| v["limits"]["max_line_bytes"] = json!(63)
             => ["limits.max_line_bytes is 63", "between 64 and 1048576"];
         a_max_line_bytes_above_1_mib_is_reported:

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use herd::config::{Config, ServerConfig};
+use herd::config::{AdminListen, Config, ServerConfig};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,7 @@ pub fn default_herd_on_free_ports() -> Config {
     for server in &mut config.servers {
         server.listen = format!("127.0.0.1:{}", free_port());
         server.peer_listen = Some(format!("127.0.0.1:{}", free_port()));
+        server.admin_listen = AdminListen::At(format!("127.0.0.1:{}", free_port()));
     }
     config
 }
@@ -71,6 +72,8 @@ pub fn herd_of(names: &[&str], pairs: &[(&str, &str)]) -> Config {
             // kernel's ephemeral range, where an outgoing connection may
             // hold it.
             peer_listen: Some(format!("127.0.0.1:{}", free_port())),
+            // The same for the admin port (client port + 20000).
+            admin_listen: AdminListen::At(format!("127.0.0.1:{}", free_port())),
             neighbours: pairs
                 .iter()
                 .filter_map(|&(a, b)| {
