@@ -39,9 +39,11 @@ pub enum Cmd {
         /// Directory for <NAME>.log.
         #[arg(long, default_value = "logs")]
         log_dir: PathBuf,
-        /// Log level or tracing filter: info, or debug to log every line in and out.
-        #[arg(long, default_value = "info")]
-        log_level: String,
+        /// Log level or tracing filter: info, or debug to log every line in
+        /// and out. Default: the config's logging.level, else info; when
+        /// given here, a reload does not change it.
+        #[arg(long)]
+        log_level: Option<String>,
     },
     /// Run every server of the herd on this host until Ctrl-C.
     Up {
@@ -123,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .map_or_else(|| std::path::PathBuf::from("."), crate::config::config_dir),
             config: load(config.as_deref())?,
+            config_path: config,
             shards: shards.or(cpus.as_ref().map(Vec::len)),
             log_dir,
             log_level,

@@ -12,6 +12,7 @@ use crate::catchup::Marks;
 use crate::framing::{Frame, LineBuffer};
 use crate::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
 use crate::link_tls::{self, LinkTls};
+use crate::metrics::Inbound;
 use crate::protocol::{self, Command, Parsed, PosixTime};
 use crate::record::Record;
 use crate::route::Router;
@@ -64,12 +65,21 @@ struct Incoming {
     session: Receiver,
     /// Records dropped for a client time too far ahead.
     future_records: u64,
+    /// Its place among the server's incoming links (for readiness).
+    place: u64,
+    /// Whether the neighbour has sent all it held when the link opened.
+    caught_up: bool,
 }
 
 impl Incoming {
     /// The clock's turn: a keepalive into `out` when due. False (and
     /// logged) when the neighbour has been silent too long.
     fn tick(&mut self, admission: &Admission, peer: &str, out: &mut Vec<u8>) -> bool {
+        let neighbour = &admission.neighbours[self.from];
+        if !admission.live_neighbours.borrow().contains(neighbour) {
+            tracing::info!(%peer, %neighbour, "incoming link closed: no longer a neighbour");
+            return false;
+        }
         match self.session.on_tick(Instant::now(), out) {
             Ok(()) => true,
             Err(why) => {
@@ -84,8 +94,12 @@ impl Incoming {
 pub struct Admission {
     /// This server's name.
     pub me: Rc<str>,
-    /// Neighbour names, indexed by [`NeighbourId`].
+    /// Neighbour names when this admission was made, indexed by
+    /// [`NeighbourId`].
     pub neighbours: Vec<Rc<str>>,
+    /// The shard's neighbours now (a reload changes them): an incoming link
+    /// from a server that is no longer a neighbour is closed.
+    pub live_neighbours: Rc<std::cell::RefCell<Vec<Rc<str>>>>,
     /// Shared secret of the herd.
     pub secret: Option<String>,
     /// Mutual TLS on the peer port, when the herd has it.
@@ -102,8 +116,12 @@ pub struct Admission {
     pub idle_timeout: Duration,
     /// A client that takes no replies for this long is dropped.
     pub write_timeout: Duration,
+    /// Connections one shard holds at once.
+    pub max_connections: usize,
     /// How far each neighbour stream was received (shared by all shards).
     pub marks: Arc<Marks>,
+    /// The server's open incoming links (shared by all shards).
+    pub inbound: Arc<Inbound>,
 }
 
 /// The receive time, read once per line.
@@ -146,6 +164,7 @@ pub async fn serve(stream: TcpStream, port: Port, router: Rc<Router>, admission:
                         converse(stream, port, Some(names), peer, router, admission).await;
                     }
                     Err(e) => {
+                        router.shard().metrics.refused.handshake.inc();
                         tracing::warn!(%peer, error = %e, "link refused: TLS handshake failed")
                     }
                 }
@@ -215,8 +234,15 @@ async fn converse<S: Socket>(
             Err(_) => break "read failed",
         };
         lines.filled(n);
+        // Latency is counted from here, once per read: every command of it
+        // waits for the same write.
+        let read_at = Instant::now();
+        let mut commands = 0u64;
         let opening = !matches!(role, Role::Link(_) | Role::Client);
         while let Some(frame) = lines.next_frame() {
+            if matches!(role, Role::Client) {
+                commands += 1;
+            }
             if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
                 let _ = stream.write_all(&out).await;
                 tracing::info!(%peer, "connection closed after a refused handshake");
@@ -250,6 +276,14 @@ async fn converse<S: Socket>(
         if let Err(e) = flush(&mut stream, &mut out).await {
             break e;
         }
+        if commands > 0 {
+            let micros = u64::try_from(read_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let _ = router
+                .shard()
+                .latency
+                .borrow_mut()
+                .record_n(micros.max(1), commands);
+        }
     };
     // End of input also ends a last line without '\n': answer it, then close.
     if end == "closed" {
@@ -265,6 +299,7 @@ async fn converse<S: Socket>(
     }
     match role {
         Role::Link(link) => {
+            admission.inbound.closed(link.place);
             let neighbour = &admission.neighbours[link.from];
             let mark = link.session.mark();
             if let Some((shard, epoch, received)) = mark {
@@ -312,12 +347,16 @@ async fn handle(
                 Role::Link(link) => {
                     // Longer than any record a herd server makes: not a
                     // record, and the mark must not move past it.
+                    router.shard().metrics.refused.line_too_long.inc();
                     link.session.refuse();
                     tracing::warn!(%peer, "over-long line on a link refused");
                     return true;
                 }
                 Role::Client => {}
             }
+            let metrics = &router.shard().metrics;
+            metrics.refused.line_too_long.inc();
+            metrics.commands.other_invalid.inc();
             tracing::debug!(%peer, line = %String::from_utf8_lossy(start), "in: over-long line");
             reply_invalid(out, start, peer);
             return true;
@@ -327,16 +366,26 @@ async fn handle(
     let parsed = protocol::parse_line(line);
     match role {
         Role::Link(link) => {
-            if let Some(record) = on_link(link, parsed, line, admission, peer, out) {
+            let record = on_link(link, parsed, line, router, admission, peer, out);
+            if !link.caught_up && link.session.caught_up() {
+                link.caught_up = true;
+                admission.inbound.caught_up(link.place);
+            }
+            if let Some(record) = record {
                 router.record(record).await;
             }
             return true;
         }
         Role::Opening(_) | Role::Proving(_) => {
-            return handshake(parsed, line, role, admission, peer, out)
+            let accepted = handshake(parsed, line, role, admission, peer, out);
+            if !accepted {
+                router.shard().metrics.refused.handshake.inc();
+            }
+            return accepted;
         }
         Role::Client => {}
     }
+    let commands = &router.shard().metrics.commands;
     tracing::debug!(%peer, line = %shown(line), "in");
     match parsed {
         Parsed::Empty => {}
@@ -347,14 +396,27 @@ async fn handle(
             | Command::Proof(_)
             | Command::Stream { .. }
             | Command::Seq(_),
-        ) => reply_invalid(out, line, peer),
+        ) => {
+            // The kind of a malformed command is its first word.
+            if line.starts_with(b"IAMAT ") {
+                commands.iamat_invalid.inc();
+            } else if line.starts_with(b"WHATSAT ") {
+                commands.whatsat_invalid.inc();
+            } else {
+                commands.other_invalid.inc();
+            }
+            reply_invalid(out, line, peer)
+        }
         Parsed::Command(Command::IAmAt(iamat))
             if iamat.time.is_ahead_of(now, admission.max_future_skew) =>
         {
             tracing::debug!(%peer, "IAMAT refused: client time too far ahead");
+            commands.iamat_invalid.inc();
+            router.shard().metrics.refused.future_time.inc();
             reply_invalid(out, line, peer)
         }
         Parsed::Command(Command::IAmAt(iamat)) => {
+            commands.iamat_ok.inc();
             let record = Record::from_iamat(&admission.me, now, &iamat);
             let start = out.len();
             out.extend_from_slice(record.line().as_bytes());
@@ -368,10 +430,14 @@ async fn handle(
             let nearby = Box::pin(router.nearby(w.client_id, w.radius_km, w.max_results));
             match nearby.await {
                 Some(reply) => {
+                    commands.whatsat_ok.inc();
                     tracing::debug!(%peer, reply = %String::from_utf8_lossy(&reply), "out");
                     out.extend_from_slice(&reply);
                 }
-                None => reply_invalid(out, line, peer),
+                None => {
+                    commands.whatsat_invalid.inc();
+                    reply_invalid(out, line, peer)
+                }
             }
         }
     }
@@ -430,6 +496,8 @@ fn handshake(
                 from,
                 session: Receiver::new(Instant::now(), admission.liveness),
                 future_records: 0,
+                place: admission.inbound.opened(neighbour),
+                caught_up: false,
             }));
             true
         }
@@ -453,6 +521,7 @@ fn on_link(
     link: &mut Incoming,
     parsed: Parsed<'_>,
     line: &[u8],
+    router: &Router,
     admission: &Admission,
     peer: &str,
     out: &mut Vec<u8>,
@@ -468,6 +537,7 @@ fn on_link(
             // A neighbour with a clock far ahead, or a record made before
             // the bound existed: storing it would pin its client.
             link.future_records += 1;
+            router.shard().metrics.refused.link_future_record.inc();
             tracing::warn!(%peer, %neighbour, client = at.client_id, dropped_so_far = link.future_records, "record from a link dropped: client time too far ahead");
             None
         }
@@ -477,6 +547,7 @@ fn on_link(
         }
         ReceiverEvent::None => None,
         ReceiverEvent::Invalid => {
+            router.shard().metrics.refused.link_invalid_line.inc();
             tracing::warn!(%peer, line = %shown(line), "invalid line on a link refused");
             None
         }

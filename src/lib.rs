@@ -15,6 +15,7 @@
 // The server has no unsafe code, and must keep it that way.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod answer_cache;
 pub mod catchup;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod link;
 pub mod link_session;
 pub mod link_tls;
 pub mod logging;
+pub mod metrics;
 pub mod nearby_key;
 pub mod nonce;
 pub mod per_ip;
@@ -33,6 +35,7 @@ pub mod places;
 pub mod places_mock;
 pub mod protocol;
 pub mod record;
+pub mod reload;
 pub mod rendered;
 pub mod ring;
 pub mod route;

@@ -57,16 +57,24 @@ pub struct LinkSettings {
     pub write_timeout: Duration,
 }
 
-/// Keeps the link of `status` connected for as long as the shard runs.
-pub async fn run(status: Rc<LinkStatus>, settings: LinkSettings, shard: Rc<Shard>) {
-    let mut backoff = settings.backoff_initial;
+/// Keeps the link of `status` connected for as long as the shard runs and
+/// the neighbour stays one.
+pub async fn run(
+    status: Rc<LinkStatus>,
+    live_settings: Rc<RefCell<LinkSettings>>,
+    shard: Rc<Shard>,
+) {
+    let mut backoff = live_settings.borrow().backoff_initial;
     let mut failures = 0u64;
-    while !shard.stop.is_requested() {
+    while !shard.stop.is_requested() && !status.retired.get() {
+        // A reload changes the settings; each attempt takes those in force.
+        let settings = live_settings.borrow().clone();
         match TcpStream::connect_timeout(status.addr, Duration::from_secs(2)).await {
             Ok(stream) => {
                 failures = 0;
                 backoff = settings.backoff_initial;
                 tracing::info!(neighbour = %status.neighbour, addr = %status.addr, "link opened");
+                status.caught_up.set(false);
                 status.connected.set(true);
                 let why = carry(&status, stream, &settings, &shard).await;
                 status.connected.set(false);
@@ -86,8 +94,15 @@ pub async fn run(status: Rc<LinkStatus>, settings: LinkSettings, shard: Rc<Shard
                 }
             }
         }
+        if status.retired.get() {
+            break;
+        }
         glommio::timer::sleep(backoff).await;
         backoff = (backoff * 2).min(settings.backoff_max);
+    }
+    if status.retired.get() {
+        shard.close_cursor(status.cursor);
+        tracing::info!(neighbour = %status.neighbour, "link closed: no longer a neighbour");
     }
 }
 
@@ -181,6 +196,7 @@ where
         nonce,
         shard: shard.id as u32,
         epoch,
+        head: shard.seq(),
     };
     let session = Rc::new(RefCell::new(Sender::open(
         Instant::now(),
@@ -228,6 +244,9 @@ where
         if heard.closed.get() {
             break "closed by neighbour".to_owned();
         }
+        if status.retired.get() {
+            break "no longer a neighbour (reload)".to_owned();
+        }
         if shard.epoch() != epoch {
             // The store renumbered: the neighbour's mark no longer means
             // anything, so reopen and let it ask for everything.
@@ -252,6 +271,7 @@ where
                 }
                 last_write = Instant::now();
                 sent += batch.records as u64;
+                status.sent.set(status.sent.get() + batch.records as u64);
                 // Pace: at most `records_per_sec` on average.
                 let due =
                     Duration::from_secs_f64(sent as f64 / settings.records_per_sec.max(1) as f64);
@@ -260,6 +280,9 @@ where
                 }
                 continue;
             }
+            // Nothing left to send: caught up, and not behind since now.
+            status.caught_up.set(true);
+            status.idle_since.set(now);
             session
                 .borrow_mut()
                 .keepalive(shard.sent_seq(status.cursor), now, &mut out);

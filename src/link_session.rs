@@ -309,6 +309,9 @@ pub struct Opening {
     pub shard: u32,
     /// The sending shard's epoch.
     pub epoch: u64,
+    /// The stream's last sequence number now, so the receiver knows when it
+    /// has caught up.
+    pub head: u64,
 }
 
 impl Sender {
@@ -351,7 +354,7 @@ impl Sender {
             ));
         }
         let mut out = format!("PROOF {}\n", proof(secret, Side::Dialer, &x));
-        let _ = writeln!(out, "STREAM {} {}", o.shard, o.epoch);
+        let _ = writeln!(out, "STREAM {} {} {}", o.shard, o.epoch, o.head);
         self.phase = SenderPhase::Opening { opened: now };
         self.last_written = now;
         SenderEvent::Write(out.into_bytes())
@@ -477,6 +480,14 @@ pub struct Receiver {
     liveness: Liveness,
     /// The sending shard and its epoch, once `STREAM` was read: a herd link.
     stream: Option<(u32, u64)>,
+    /// What the sender held when the link opened: caught up once received
+    /// reaches it. `None` until `STREAM`, or from a sender that does not say
+    /// (caught up at its first `SEQ`).
+    head: Option<u64>,
+    /// A `SEQ` was read on this link.
+    seq_seen: bool,
+    /// Records came before any `STREAM`: a basic sender.
+    basic: bool,
     /// Every record of the stream up to this number has arrived.
     received: u64,
     /// A record line was refused: the mark stays where it was.
@@ -491,6 +502,9 @@ impl Receiver {
         Receiver {
             liveness,
             stream: None,
+            head: None,
+            seq_seen: false,
+            basic: false,
             received: 0,
             refused: false,
             last_heard: now,
@@ -505,6 +519,17 @@ impl Receiver {
             .map(|(shard, epoch)| (shard, epoch, self.received))
     }
 
+    /// Whether the neighbour has sent everything it held when the link
+    /// opened. A basic sender says nothing of what it holds: it counts as
+    /// caught up once it sends records.
+    pub fn caught_up(&self) -> bool {
+        match (self.stream, self.head) {
+            (None, _) => self.basic,
+            (Some(_), Some(head)) => !self.refused && self.received >= head,
+            (Some(_), None) => !self.refused && self.seq_seen,
+        }
+    }
+
     /// One line from the neighbour, already parsed. `since` says how far
     /// a stream was received on earlier links (0 when unknown). Replies go
     /// to `out`.
@@ -517,16 +542,21 @@ impl Receiver {
     ) -> ReceiverEvent<'a> {
         self.last_heard = now;
         match parsed {
-            Parsed::Command(Command::At(at)) => ReceiverEvent::Record(at),
-            Parsed::Command(Command::Stream { shard, epoch }) if self.stream.is_none() => {
+            Parsed::Command(Command::At(at)) => {
+                self.basic |= self.stream.is_none();
+                ReceiverEvent::Record(at)
+            }
+            Parsed::Command(Command::Stream { shard, epoch, head }) if self.stream.is_none() => {
                 let n = since(shard, epoch);
                 self.stream = Some((shard, epoch));
+                self.head = head;
                 self.received = n;
                 write_count_line(out, "SINCE", n);
                 self.last_written = now;
                 ReceiverEvent::None
             }
             Parsed::Command(Command::Seq(seq)) if self.stream.is_some() => {
+                self.seq_seen = true;
                 if !self.refused {
                     self.received = self.received.max(seq);
                 }
@@ -607,6 +637,7 @@ mod tests {
             nonce: N1.into(),
             shard,
             epoch,
+            head: 20,
         }
     }
 
@@ -639,7 +670,7 @@ mod tests {
         let mut s = opened(t0, liveness(), 2, 9, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            format!("PEER A {N1}\nPROOF -\nSTREAM 2 9\n")
+            format!("PEER A {N1}\nPROOF -\nSTREAM 2 9 20\n")
         );
         assert!(!s.streaming());
         assert_eq!(
@@ -879,12 +910,48 @@ mod tests {
         s.end_batch(14, t0, &mut to_receiver);
         feed(&mut r, &mut to_receiver, &mut Vec::new());
         assert_eq!(r.mark(), Some((3, 77, 14)));
+        assert!(!r.caught_up(), "the sender held 20 when it opened");
+        s.end_batch(20, t0, &mut to_receiver);
+        feed(&mut r, &mut to_receiver, &mut Vec::new());
+        assert!(r.caught_up());
+        assert_eq!(r.mark(), Some((3, 77, 20)));
         let mut ack = Vec::new();
         r.on_tick(ms(t0, 100), &mut ack).unwrap();
-        assert_eq!(ack, b"ACK 14\n");
-        s.on_line(b"ACK 14", ms(t0, 100));
-        assert_eq!(s.acked(), 14);
+        assert_eq!(ack, b"ACK 20\n");
+        s.on_line(b"ACK 20", ms(t0, 100));
+        assert_eq!(s.acked(), 20);
         assert_eq!(records, 2);
+    }
+
+    #[test]
+    fn a_receiver_is_caught_up_when_it_holds_what_the_sender_held_at_the_opening() {
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let mut r = Receiver::new(t0, liveness());
+        assert!(!r.caught_up(), "nothing heard yet");
+        r.on_line(parse_line(b"STREAM 0 5 0"), t0, |_, _| 0, &mut out);
+        assert!(r.caught_up(), "an empty stream is caught up at once");
+        let mut r = Receiver::new(t0, liveness());
+        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 30, &mut out);
+        assert!(r.caught_up(), "it already held all of it");
+        let mut r = Receiver::new(t0, liveness());
+        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 10, &mut out);
+        r.on_line(parse_line(b"SEQ 29"), t0, |_, _| 0, &mut out);
+        assert!(!r.caught_up());
+        r.on_line(parse_line(b"SEQ 31"), t0, |_, _| 0, &mut out);
+        assert!(r.caught_up());
+        // A sender that does not give its head: caught up at its first SEQ.
+        let mut r = Receiver::new(t0, liveness());
+        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        assert!(!r.caught_up());
+        r.on_line(parse_line(b"SEQ 3"), t0, |_, _| 0, &mut out);
+        assert!(r.caught_up());
+        // A refused record keeps it from ever counting as caught up.
+        let mut r = Receiver::new(t0, liveness());
+        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 0, &mut out);
+        r.refuse();
+        r.on_line(parse_line(b"SEQ 40"), t0, |_, _| 0, &mut out);
+        assert!(!r.caught_up());
     }
 
     #[test]
@@ -924,6 +991,7 @@ mod tests {
         assert!(r.on_tick(ms(t0, 60_000), &mut out).is_ok());
         assert!(out.is_empty());
         assert_eq!(r.mark(), None);
+        assert!(r.caught_up(), "a basic sender cannot say more");
     }
 
     fn memchr_str(bytes: &[u8], word: &str) -> usize {

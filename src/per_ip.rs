@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Open connections per source address, up to a limit.
 #[derive(Debug)]
 pub struct PerIp {
-    limit: u32,
+    /// Changed in place by a reload; `u32::MAX` is no limit.
+    limit: std::sync::atomic::AtomicU32,
     open: Mutex<HashMap<IpAddr, u32>>,
 }
 
@@ -27,7 +28,7 @@ impl PerIp {
     /// At most `limit` connections per address.
     pub fn new(limit: u32) -> PerIp {
         PerIp {
-            limit,
+            limit: std::sync::atomic::AtomicU32::new(limit),
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -43,7 +44,7 @@ impl PerIp {
     pub fn admit(self: &Arc<PerIp>, ip: IpAddr) -> Option<Admitted> {
         let mut open = self.open();
         let count = open.entry(ip).or_insert(0);
-        if *count >= self.limit {
+        if *count >= self.limit() {
             return None;
         }
         *count += 1;
@@ -51,6 +52,18 @@ impl PerIp {
             per_ip: self.clone(),
             ip,
         })
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the limit (a reload); connections over a lowered limit stay,
+    /// new ones wait until the address is under it.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connections open from `ip` now.

@@ -5,7 +5,7 @@
 //! oracle the rendered replies are checked against.
 //! It must stay pure: no I/O, no randomness, no runtime types; the clock is injected.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -85,6 +85,15 @@ pub trait Places {
         let answer = self.nearby(query);
         Box::pin(async move { Rendered::once(&answer.await) })
     }
+
+    /// Lookups, cache hits and upstream calls so far, for the metrics.
+    fn figures(&self) -> crate::metrics::PlacesFigures {
+        crate::metrics::PlacesFigures::default()
+    }
+
+    /// Adds the upstream call latencies (microseconds) gathered since the
+    /// last call to `into`, and forgets them.
+    fn take_upstream_latency(&self, _into: &mut hdrhistogram::Histogram<u64>) {}
 }
 
 /// Answer cache and snapping settings shared by every source that caches
@@ -118,6 +127,8 @@ pub struct CachedOfflinePlaces {
     grid: Grid,
     /// Time source for expiry.
     clock: Clock,
+    /// Lookups and cache hits so far.
+    counts: Cell<(u64, u64)>,
 }
 
 impl CachedOfflinePlaces {
@@ -127,17 +138,23 @@ impl CachedOfflinePlaces {
             cache: RefCell::new(LruTtl::new(entries, answers.cache_bytes, ttl)),
             grid: answers.grid,
             clock,
+            counts: Cell::new((0, 0)),
         }
     }
 
     /// The rendered answer for `query`, from the cache or computed now.
     pub fn rendered(&self, query: NearbyQuery) -> Rendered {
+        let (lookups, hits) = self.counts.get();
+        self.counts.set((lookups + 1, hits));
         let Some((key, within)) = self.grid.key(query) else {
             // Let the provider word the refusal, as it does uncached.
             return Rendered::once(&OfflinePlaces.answer(query));
         };
         let now = (self.clock)();
         let cached = self.cache.borrow_mut().get(&key, now);
+        if cached.is_some() {
+            self.counts.set((lookups + 1, hits + 1));
+        }
         let answer = cached.unwrap_or_else(|| {
             let answer = Rc::new(RenderedAnswer::render(&OfflinePlaces.answer(key.query())));
             self.cache
@@ -156,6 +173,15 @@ impl Places for CachedOfflinePlaces {
 
     fn nearby_rendered(&self, query: NearbyQuery) -> RenderedFuture {
         Box::pin(std::future::ready(self.rendered(query)))
+    }
+
+    fn figures(&self) -> crate::metrics::PlacesFigures {
+        let (lookups, cache_hits) = self.counts.get();
+        crate::metrics::PlacesFigures {
+            lookups,
+            cache_hits,
+            ..Default::default()
+        }
     }
 }
 

@@ -193,13 +193,18 @@ pub enum Command<'a> {
     /// `PROOF <proof>`: the dialler's answer to the receiver's `CHALLENGE`
     /// (valid only as the second line on the peer port).
     Proof(&'a str),
-    /// `STREAM <shard> <epoch>`: on a link, right after `PEER`, names the
-    /// sending shard's record stream so the receiver can say what it has.
+    /// `STREAM <shard> <epoch> [<head>]`: on a link, right after `PROOF`,
+    /// names the sending shard's record stream so the receiver can say what
+    /// it has; `head` is the stream's last sequence number when the link
+    /// opened, so the receiver knows when catch-up is done.
     Stream {
         /// The sending shard.
         shard: u32,
         /// The sending shard's epoch (new on every start).
         epoch: u64,
+        /// The last sequence number at the opening; `None` from senders
+        /// that do not say.
+        head: Option<u64>,
     },
     /// `SEQ <n>`: on a link, every record of the stream numbered up to `n`
     /// has been sent.
@@ -242,12 +247,23 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
         ("WHATSAT", 3) => parse_whatsat(args[0], args[1], args[2]).map(Command::WhatsAt),
         ("AT", 5) => parse_at(&args).map(Command::At),
         ("PEER", 2) => parse_peer(args[0], args[1]).map(Command::Peer),
-        ("STREAM", 2) => match (parse_count(args[0]), parse_count(args[1])) {
-            (Some(shard), Some(epoch)) => u32::try_from(shard)
-                .ok()
-                .map(|shard| Command::Stream { shard, epoch }),
-            _ => None,
-        },
+        ("STREAM", 2 | 3) => {
+            let head = match count {
+                3 => Some(parse_count(args[2])),
+                _ => None,
+            };
+            match (parse_count(args[0]), parse_count(args[1]), head) {
+                (_, _, Some(None)) => None,
+                (Some(shard), Some(epoch), head) => {
+                    u32::try_from(shard).ok().map(|shard| Command::Stream {
+                        shard,
+                        epoch,
+                        head: head.flatten(),
+                    })
+                }
+                _ => None,
+            }
+        }
         ("SEQ", 1) => parse_count(args[0]).map(Command::Seq),
         ("PROOF", 1) if args[0].len() <= 128 => Some(Command::Proof(args[0])),
         _ => None,
@@ -714,12 +730,23 @@ mod tests {
             command("STREAM 3 18446744073709551615"),
             Command::Stream {
                 shard: 3,
-                epoch: u64::MAX
+                epoch: u64::MAX,
+                head: None
+            }
+        );
+        assert_eq!(
+            command("STREAM 3 7 1200"),
+            Command::Stream {
+                shard: 3,
+                epoch: 7,
+                head: Some(1200)
             }
         );
         assert_eq!(command("SEQ 42"), Command::Seq(42));
         for bad in [
             "STREAM 1",
+            "STREAM 1 2 x",
+            "STREAM 1 2 3 4",
             "STREAM -1 2",
             "STREAM 4294967296 1",
             "SEQ",

@@ -4,12 +4,14 @@
 //! Owns the order things start in and the start-up summary. Holds no
 //! protocol logic: shards, routing, links and connections do the work.
 
+use crate::admin::{self, Registry};
 use crate::catchup::Marks;
 use crate::config::{Config, PlacesSource};
 use crate::connection::{self, Admission, Port};
 use crate::link::{self, LinkSettings};
 use crate::link_session::Liveness;
 use crate::link_tls::LinkTls;
+use crate::logging::Logging;
 use crate::nearby_key::Grid;
 use crate::per_ip::PerIp;
 use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
@@ -21,12 +23,13 @@ use anyhow::{anyhow, bail, Context};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Memory each executor registers with io_uring for file I/O (unused).
@@ -44,12 +47,15 @@ pub struct ServeOptions {
     pub config: Config,
     /// The folder of the config file, which relative paths in it start from.
     pub config_dir: PathBuf,
+    /// The config file, re-read by a reload; `None` for the built-in herd.
+    pub config_path: Option<PathBuf>,
     /// Shards to run; `None` means one per usable core.
     pub shards: Option<usize>,
     /// Directory for `<name>.log`.
     pub log_dir: PathBuf,
-    /// tracing filter, e.g. `info` or `debug`.
-    pub log_level: String,
+    /// tracing filter, e.g. `info` or `debug`; when given it holds for the
+    /// life of the process, else the config's `logging.level` (or `info`).
+    pub log_level: Option<String>,
     /// CPUs to pin shards to, in order; `None` means the affinity mask.
     pub cpus: Option<Vec<usize>>,
 }
@@ -61,9 +67,6 @@ struct ShardPlan {
     listen: SocketAddr,
     /// Where neighbours' links come in.
     peer_listen: SocketAddr,
-    /// Each neighbour and its peer address.
-    neighbours: Vec<(String, SocketAddr)>,
-    secret: Option<String>,
     config: Config,
     shards: usize,
     marks: Arc<Marks>,
@@ -71,9 +74,64 @@ struct ShardPlan {
     places: Option<UpstreamSettings>,
     /// Mutual TLS for links, when the herd has a `tls` section.
     tls: Option<LinkTls>,
-    /// Client connections per source address, shared by all shards; `None`
-    /// when there is no per-IP limit.
-    per_ip: Option<Arc<PerIp>>,
+    /// Client connections per source address, shared by all shards (no
+    /// limit: `u32::MAX`, so that a reload can set one).
+    per_ip: Arc<PerIp>,
+    /// Where the admin endpoint listens (served by shard 0), if anywhere.
+    admin: Option<SocketAddr>,
+    /// What the admin endpoint reads.
+    registry: Arc<Registry>,
+    /// The config in force, changed by reloads.
+    control: Arc<Control>,
+}
+
+/// The config in force, and reloads of it: written by a reload (SIGHUP or
+/// `POST /reload`, on their own threads), read by each shard when the
+/// generation moves.
+pub struct Control {
+    name: String,
+    path: Option<PathBuf>,
+    current: Mutex<Arc<Config>>,
+    generation: AtomicU64,
+    logging: Logging,
+    /// The level came from the command line: reloads leave it.
+    level_fixed: bool,
+}
+
+impl Control {
+    /// The config in force and its generation.
+    fn current(&self) -> (u64, Arc<Config>) {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (self.generation.load(Ordering::SeqCst), current.clone())
+    }
+
+    /// Re-reads the config file: a valid one that still has this server
+    /// is put in force (shards apply it within 50 ms); anything else is
+    /// refused with the reasons `check-config` gives, and changes nothing.
+    pub fn reload(&self) -> Result<String, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(said) => tracing::info!(changes = %said, "config reloaded"),
+            Err(why) => tracing::warn!(%why, "reload refused; the old config stays in force"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<String, String> {
+        let Some(path) = &self.path else {
+            return Err("started without --config: there is no file to re-read".to_owned());
+        };
+        let new = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let changes = crate::reload::compare(&current, &new, &self.name)?;
+        if !self.level_fixed && current.logging.level != new.logging.level {
+            let level = new.logging.level.as_deref().unwrap_or("info");
+            self.logging.set_level(level)?;
+        }
+        *current = Arc::new(new);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(changes.summary())
+    }
 }
 
 /// The CPUs this process may run on (its affinity mask).
@@ -104,17 +162,13 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .config
         .peer_addr(&me.name)
         .ok_or_else(|| anyhow!("{}: no usable peer address", me.name))?;
-    let neighbours = me
+    if let Some(n) = me
         .neighbours
         .iter()
-        .map(|n| {
-            let addr = opts
-                .config
-                .peer_addr(n)
-                .ok_or_else(|| anyhow!("neighbour {n} has no usable peer address"))?;
-            Ok((n.clone(), addr))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .find(|n| opts.config.peer_addr(n).is_none())
+    {
+        bail!("neighbour {n} has no usable peer address");
+    }
     let usable = usable_cpus()?;
     let cpus = match &opts.cpus {
         None => usable,
@@ -162,25 +216,52 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             Some(LinkTls::load(&paths, &me.name).map_err(|e| anyhow!("{}: {e}", me.name))?)
         }
     };
-    let _log_guard = crate::logging::init(&opts.log_dir, &me.name, &opts.log_level)?;
+    let level = opts
+        .log_level
+        .clone()
+        .or_else(|| opts.config.logging.level.clone())
+        .unwrap_or_else(|| "info".to_owned());
+    let logging =
+        crate::logging::init(&opts.log_dir, &me.name, &level, opts.config.logging.format)?;
+    let control = Arc::new(Control {
+        name: me.name.clone(),
+        path: opts.config_path.clone(),
+        current: Mutex::new(Arc::new(opts.config.clone())),
+        generation: AtomicU64::new(0),
+        logging,
+        level_fixed: opts.log_level.is_some(),
+    });
+    let registry = {
+        let control = control.clone();
+        Arc::new(Registry::new(
+            &me.name,
+            listen.to_string(),
+            peer_listen.to_string(),
+            me.neighbours.clone(),
+            Box::new(move || control.reload()),
+        ))
+    };
+    let admin = opts.config.admin_addr(&me.name);
     let plan = ShardPlan {
         name: me.name.clone(),
         listen,
         peer_listen,
-        neighbours,
-        secret: opts.config.secret.clone(),
         config: opts.config.clone(),
         shards,
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
-        per_ip: opts
-            .config
-            .limits
-            .max_connections_per_ip
-            .map(|limit| Arc::new(PerIp::new(limit))),
+        per_ip: Arc::new(PerIp::new(
+            opts.config
+                .limits
+                .max_connections_per_ip
+                .unwrap_or(u32::MAX),
+        )),
+        admin,
+        registry,
+        control: control.clone(),
     };
-    let stop = stop_on_signals()?;
+    let stop = stop_on_signals(control.clone())?;
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut executors = Vec::with_capacity(shards);
@@ -245,15 +326,16 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     } else {
         me.neighbours.join(", ")
     };
+    let admin_note = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
     eprintln!(
-        "herd {} listening on {listen} (links on {peer_listen}) with {shards} shard(s) on CPUs {:?}; \
-         neighbours {neighbours}; \
-         places {places_note}; log {}",
+        "herd {} listening on {listen} (links on {peer_listen}, admin on {admin_note}) with \
+         {shards} shard(s) on CPUs {:?}; neighbours {neighbours}; places {places_note}; log {}",
         me.name,
         &cpus[..shards.min(cpus.len())],
-        opts.log_dir.join(format!("{}.log", me.name)).display(),
+        control.logging.path().display(),
     );
-    tracing::info!(server = %me.name, %listen, %peer_listen, shards, "started");
+    tracing::info!(server = %me.name, %listen, %peer_listen, admin = %admin_note, shards, "started");
+    notify_systemd_ready();
     for handle in executors {
         handle
             .join()
@@ -297,12 +379,33 @@ fn places_settings(config: &Config) -> anyhow::Result<Option<UpstreamSettings>> 
     Ok(Some(settings))
 }
 
+/// Tells systemd (`Type=notify`) that the server is up: every shard
+/// listens. Does nothing outside systemd.
+fn notify_systemd_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    // An abstract socket is written with a leading '@'.
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => UnixAddr::from_abstract_name(name),
+        None => UnixAddr::from_pathname(std::path::Path::new(&path)),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(b"READY=1", &addr));
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not tell systemd the server is ready");
+    }
+}
+
 /// The first SIGTERM or SIGINT asks the shards to stop gracefully; a
-/// second one exits at once.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+/// second one exits at once. SIGHUP reopens the log file and reloads the
+/// config.
+fn stop_on_signals(control: Arc<Control>) -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let flag = stop.clone();
     std::thread::Builder::new()
@@ -310,6 +413,15 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    if let Err(e) = control.logging.reopen() {
+                        eprintln!("herd: SIGHUP: reopening the log file: {e}");
+                    }
+                    tracing::info!("SIGHUP: log file reopened; reloading the config");
+                    // The outcome is logged by the reload itself.
+                    let _ = control.reload();
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     tracing::info!(signal, "stopping: finishing replies and flushing floods");
@@ -323,6 +435,113 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
         })
         .context("starting the signal thread")?;
     Ok(stop)
+}
+
+/// How a shard's links dial and pace themselves, from a config.
+fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
+    let limits = &config.limits;
+    let liveness = liveness(config);
+    LinkSettings {
+        me: plan.name.as_str().into(),
+        secret: config.secret.as_deref().map(Rc::from),
+        // Taken at start only (a reload that changes it says so).
+        tls: plan.tls.clone(),
+        backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
+        backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
+        records_per_sec: limits.link_records_per_sec,
+        linger: Duration::from_micros(limits.flood_linger_us),
+        liveness,
+        write_timeout: liveness.dead_after,
+    }
+}
+
+fn liveness(config: &Config) -> Liveness {
+    Liveness::from_heartbeat(
+        Duration::from_millis(config.limits.link_heartbeat_ms),
+        Duration::from_millis(config.limits.link_timeout_ms),
+    )
+}
+
+/// Who may connect and with what limits, from a config. `live` is the
+/// shard's list of neighbours now, shared by every version of it.
+fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>) -> Admission {
+    let limits = &config.limits;
+    Admission {
+        me: plan.name.as_str().into(),
+        neighbours: live.borrow().clone(),
+        live_neighbours: live.clone(),
+        secret: config.secret.clone(),
+        tls: plan.tls.clone(),
+        max_line: limits.max_line_bytes,
+        link_max_line: crate::record::max_at_line(limits.max_line_bytes),
+        liveness: liveness(config),
+        max_future_skew: Duration::from_millis(limits.max_future_skew_ms),
+        idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
+        write_timeout: Duration::from_millis(limits.write_timeout_ms),
+        max_connections: limits.max_connections_per_shard,
+        marks: plan.marks.clone(),
+        inbound: plan.registry.inbound.clone(),
+    }
+}
+
+/// What a shard changes when a reload puts a new config in force.
+struct Live {
+    plan: ShardPlan,
+    shard: Rc<Shard>,
+    /// The config this shard runs with.
+    config: RefCell<Arc<Config>>,
+    generation: std::cell::Cell<u64>,
+    admission: RefCell<Rc<Admission>>,
+    link_settings: Rc<RefCell<LinkSettings>>,
+    neighbours: Rc<RefCell<Vec<Rc<str>>>>,
+}
+
+impl Live {
+    /// Applies the config in force if it is newer than this shard's.
+    fn follow(&self) {
+        let (generation, config) = self.plan.control.current();
+        if generation == self.generation.get() {
+            return;
+        }
+        self.generation.set(generation);
+        let old = self.config.replace(config.clone());
+        let changes = match crate::reload::compare(&old, &config, &self.plan.name) {
+            Ok(changes) => changes,
+            // The reload checked this already; a shard never runs half a config.
+            Err(_) => return,
+        };
+        for name in &changes.removed {
+            self.shard.remove_link(name);
+        }
+        let me = config.server(&self.plan.name);
+        *self.neighbours.borrow_mut() = me
+            .map(|s| s.neighbours.iter().map(|n| Rc::from(n.as_str())).collect())
+            .unwrap_or_default();
+        *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
+        *self.admission.borrow_mut() = Rc::new(admission(&self.plan, &config, &self.neighbours));
+        for (name, addr) in &changes.added {
+            let status = self.shard.add_link(name.as_str().into(), *addr);
+            glommio::spawn_local(link::run(
+                status,
+                self.link_settings.clone(),
+                self.shard.clone(),
+            ))
+            .detach();
+        }
+        self.shard.set_max_records(shard_max_records(
+            config.limits.max_records,
+            self.plan.shards,
+        ));
+        self.plan
+            .per_ip
+            .set_limit(config.limits.max_connections_per_ip.unwrap_or(u32::MAX));
+        if self.shard.id == 0 {
+            self.plan
+                .registry
+                .set_neighbours(me.map(|s| s.neighbours.clone()).unwrap_or_default());
+        }
+        tracing::info!(shard = self.shard.id, changes = %changes.summary(), "shard follows the reloaded config");
+    }
 }
 
 /// One shard: its links, its owner service, then its accept loop.
@@ -345,13 +564,19 @@ async fn run_shard(
     // The mesh numbers shards in join order; that number is the shard's
     // place on the ring, so every shard agrees on who owns what.
     let id = senders.as_ref().map_or(0, |s| s.peer_id());
-    let limits = &plan.config.limits;
+    // The config in force now: a reload may have come before this shard.
+    let (generation, config) = plan.control.current();
+    let limits = &config.limits;
     let me: Rc<str> = plan.name.as_str().into();
-    let neighbours: Vec<(Rc<str>, SocketAddr)> = plan
-        .neighbours
-        .iter()
-        .map(|(name, addr)| (name.as_str().into(), *addr))
-        .collect();
+    let neighbours: Vec<(Rc<str>, SocketAddr)> = config
+        .server(&plan.name)
+        .map(|s| {
+            s.neighbours
+                .iter()
+                .filter_map(|n| Some((Rc::from(n.as_str()), config.peer_addr(n)?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let p = &plan.config.places;
     let answers = AnswerSettings {
         cache_bytes: p.cache_bytes,
@@ -378,43 +603,29 @@ async fn run_shard(
         places,
         // A backstop only: the upstream client times out first, with a
         // message that says where.
-        Duration::from_millis(limits.places_timeout_ms + 500),
+        Duration::from_millis(plan.config.limits.places_timeout_ms + 500),
         shard_max_records(limits.max_records, plan.shards),
     ));
-    let liveness = Liveness::from_heartbeat(
-        Duration::from_millis(limits.link_heartbeat_ms),
-        Duration::from_millis(limits.link_timeout_ms),
-    );
+    plan.registry.add_shard(shard.metrics.clone());
+    let live_neighbours: Rc<RefCell<Vec<Rc<str>>>> = Rc::new(RefCell::new(
+        shard.links().iter().map(|l| l.neighbour.clone()).collect(),
+    ));
+    let link_settings = Rc::new(RefCell::new(link_settings(&plan, &config)));
     for status in shard.links() {
-        let settings = LinkSettings {
-            me: me.clone(),
-            secret: plan.secret.as_deref().map(Rc::from),
-            tls: plan.tls.clone(),
-            backoff_initial: Duration::from_millis(limits.link_backoff_initial_ms),
-            backoff_max: Duration::from_millis(limits.link_backoff_max_ms),
-            records_per_sec: limits.link_records_per_sec,
-            linger: Duration::from_micros(limits.flood_linger_us),
-            liveness,
-            write_timeout: liveness.dead_after,
-        };
-        glommio::spawn_local(link::run(status.clone(), settings, shard.clone())).detach();
+        glommio::spawn_local(link::run(status, link_settings.clone(), shard.clone())).detach();
     }
     if let Some(receivers) = receivers {
         route::serve_owner(shard.clone(), receivers);
     }
     let router = Rc::new(Router::new(shard.clone(), Ring::new(plan.shards), senders));
-    let admission = Rc::new(Admission {
-        me: me.clone(),
-        neighbours: shard.links().iter().map(|l| l.neighbour.clone()).collect(),
-        secret: plan.secret.clone(),
-        tls: plan.tls.clone(),
-        max_line: limits.max_line_bytes,
-        link_max_line: crate::record::max_at_line(limits.max_line_bytes),
-        liveness,
-        max_future_skew: Duration::from_millis(limits.max_future_skew_ms),
-        idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
-        write_timeout: Duration::from_millis(limits.write_timeout_ms),
-        marks: plan.marks.clone(),
+    let live = Rc::new(Live {
+        admission: RefCell::new(Rc::new(admission(&plan, &config, &live_neighbours))),
+        plan: plan.clone(),
+        shard: shard.clone(),
+        config: RefCell::new(config.clone()),
+        generation: std::cell::Cell::new(generation),
+        link_settings,
+        neighbours: live_neighbours,
     });
     let listener = TcpListener::bind(plan.listen)
         .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;
@@ -424,20 +635,32 @@ async fn run_shard(
             plan.peer_listen
         )
     })?;
+    // The admin endpoint is small: the first shard serves it.
+    if let (0, Some(addr)) = (id, plan.admin) {
+        let admin_listener = TcpListener::bind(addr)
+            .map_err(|e| anyhow!("cannot listen for admin requests on {addr}: {e}"))?;
+        let (registry, shard) = (plan.registry.clone(), shard.clone());
+        glommio::spawn_local(async move {
+            admin::serve(admin_listener, registry, shard.stop.wait()).await;
+        })
+        .detach();
+    }
     let _ = ready.send(Ok(id));
     {
-        // The process-wide flag is polled: shards sleep in io_uring, and a
-        // 50 ms delay to notice a stop is harmless.
-        let shard = shard.clone();
+        // The process-wide flags are polled: shards sleep in io_uring, and
+        // a 50 ms delay to notice a stop or a reload is harmless.
+        let (shard, live) = (shard.clone(), live.clone());
         glommio::spawn_local(async move {
             while !stop.load(Ordering::SeqCst) {
                 glommio::timer::sleep(Duration::from_millis(50)).await;
+                live.follow();
             }
             shard.stop.request();
             shard.connections.stop_reading();
         })
         .detach();
     }
+    glommio::spawn_local(publish(shard.clone())).detach();
     if let Some(ttl) = limits.record_ttl_ms {
         glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
     }
@@ -446,46 +669,44 @@ async fn run_shard(
     glommio::spawn_local(report_refusals(
         shard.clone(),
         refused_per_ip.clone(),
-        limits.max_connections_per_ip,
+        plan.per_ip.clone(),
     ))
     .detach();
-    let max_connections = limits.max_connections_per_shard;
     let links_in = glommio::spawn_local(accept(
         peer_listener,
         Port::Peer,
         Limit {
-            max_connections,
             per_ip: None,
             refused_per_ip: refused_per_ip.clone(),
         },
         router.clone(),
-        admission.clone(),
-        shard.clone(),
+        live.clone(),
     ));
     // The per-IP limit is for clients: a neighbour's links are not.
     let clients = Limit {
-        max_connections,
-        per_ip: plan.per_ip.clone(),
+        per_ip: Some(plan.per_ip.clone()),
         refused_per_ip,
     };
-    accept(
-        listener,
-        Port::Client,
-        clients,
-        router,
-        admission,
-        shard.clone(),
-    )
-    .await;
+    accept(listener, Port::Client, clients, router, live).await;
     links_in.await;
     drain(&shard).await;
     Ok(())
 }
 
+/// Publishes the shard's figures for the admin endpoint four times a
+/// second; the recent latency covers the last whole second.
+async fn publish(shard: Rc<Shard>) {
+    let mut recent = crate::metrics::latency_histogram();
+    let mut tick = 0u64;
+    while !shard.stop.is_requested() {
+        glommio::timer::sleep(Duration::from_millis(250)).await;
+        tick += 1;
+        shard.publish(&mut recent, tick % 4 == 0);
+    }
+}
+
 /// What an accept loop turns away.
 struct Limit {
-    /// Connections per shard, clients and links together.
-    max_connections: usize,
     /// Connections per source address, when limited (clients only).
     per_ip: Option<Arc<PerIp>>,
     /// Connections refused by `per_ip`, for the once-a-second log line.
@@ -493,17 +714,16 @@ struct Limit {
 }
 
 /// Accepts connections on one port until the shard stops, each served by
-/// its own task.
+/// its own task with the admission rules in force when it came.
 async fn accept(
     listener: TcpListener,
     port: Port,
     limit: Limit,
     router: Rc<Router>,
-    admission: Rc<Admission>,
-    shard: Rc<Shard>,
+    live: Rc<Live>,
 ) {
+    let shard = live.shard.clone();
     let id = shard.id;
-    let max_connections = limit.max_connections;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop.wait().await;
@@ -519,9 +739,12 @@ async fn accept(
                 continue;
             }
         };
+        let admission = live.admission.borrow().clone();
+        let max_connections = admission.max_connections;
         // Links count too: the peer port is as open to strangers as the
         // client port until the handshake.
         if shard.connections.count() >= max_connections {
+            shard.metrics.refused.connection_limit.inc();
             tracing::warn!(
                 shard = id,
                 ?port,
@@ -534,20 +757,25 @@ async fn accept(
         // A connection whose address cannot be read is already gone; it
         // is served (and ends at once) without a place.
         let admitted = match (&limit.per_ip, stream.peer_addr()) {
-            (Some(per_ip), Ok(peer)) => match per_ip.admit(peer.ip()) {
-                Some(admitted) => Some(admitted),
-                None => {
-                    limit.refused_per_ip.set(limit.refused_per_ip.get() + 1);
-                    drop(stream);
-                    continue;
+            (Some(per_ip), Ok(peer)) if per_ip.limit() != u32::MAX => {
+                match per_ip.admit(peer.ip()) {
+                    Some(admitted) => Some(admitted),
+                    None => {
+                        shard.metrics.refused.per_ip.inc();
+                        limit.refused_per_ip.set(limit.refused_per_ip.get() + 1);
+                        drop(stream);
+                        continue;
+                    }
                 }
-            },
+            }
             _ => None,
         };
-        let (router, admission, shard) = (router.clone(), admission.clone(), shard.clone());
+        let (router, shard) = (router.clone(), shard.clone());
         glommio::spawn_local(async move {
             let _admitted = admitted;
-            let _registered = shard.connections.register(stream.as_raw_fd());
+            let _registered = shard
+                .connections
+                .register(stream.as_raw_fd(), port == Port::Peer);
             connection::serve(stream, port, router, admission).await;
         })
         .detach();
@@ -570,7 +798,7 @@ fn shard_max_records(max_records: Option<u64>, shards: usize) -> usize {
 async fn report_refusals(
     shard: Rc<Shard>,
     refused_per_ip: Rc<std::cell::Cell<u64>>,
-    per_ip: Option<u32>,
+    per_ip: Arc<PerIp>,
 ) {
     let (mut evicted, mut refused) = (0, 0);
     let mut connections = 0;
@@ -593,7 +821,7 @@ async fn report_refusals(
             tracing::warn!(
                 shard = shard.id,
                 refused = c - connections,
-                max_connections_per_ip = per_ip.unwrap_or(0),
+                max_connections_per_ip = per_ip.limit(),
                 "connections refused: too many from one address"
             );
             connections = c;

@@ -7,6 +7,7 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
+use crate::metrics::{self, ShardMetrics};
 use crate::places::{self, NearbyQuery, Places, Rendered};
 use crate::protocol::parse_location;
 use crate::record::Record;
@@ -18,7 +19,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Index of a neighbour in this server's neighbour list.
 pub type NeighbourId = usize;
@@ -34,6 +36,30 @@ pub struct LinkStatus {
     pub cursor: CursorId,
     /// Whether the link is up now.
     pub connected: Cell<bool>,
+    /// Whether, since it last opened, the link has sent all the store held.
+    pub caught_up: Cell<bool>,
+    /// When the link last had nothing left to send.
+    pub idle_since: Cell<Instant>,
+    /// Records sent since the server started.
+    pub sent: Cell<u64>,
+    /// Set when a reload removed this neighbour: the link closes.
+    pub retired: Cell<bool>,
+}
+
+impl LinkStatus {
+    /// A link to `neighbour` at `addr` reading the store through `cursor`.
+    pub fn new(neighbour: Rc<str>, addr: SocketAddr, cursor: CursorId) -> LinkStatus {
+        LinkStatus {
+            neighbour,
+            addr,
+            cursor,
+            connected: Cell::new(false),
+            caught_up: Cell::new(false),
+            idle_since: Cell::new(Instant::now()),
+            sent: Cell::new(0),
+            retired: Cell::new(false),
+        }
+    }
 }
 
 /// A shard: its slice of the client-id space and its links to neighbours.
@@ -47,13 +73,19 @@ pub struct Shard {
     store: RefCell<Store>,
     /// Notified whenever a record is stored: links waiting for records.
     pub changed: Event,
-    links: Vec<Rc<LinkStatus>>,
+    links: RefCell<Vec<Rc<LinkStatus>>>,
     places: Rc<dyn Places>,
     places_timeout: Duration,
     /// Open connections on this shard (clients and incoming links).
     pub connections: Connections,
     /// Set when the server is stopping.
     pub stop: Stop,
+    /// What this shard counts, read by the admin endpoint.
+    pub metrics: Arc<ShardMetrics>,
+    /// Command latency since the last publication, microseconds.
+    pub latency: RefCell<hdrhistogram::Histogram<u64>>,
+    /// Records dropped by the TTL sweep.
+    expired: Cell<u64>,
 }
 
 /// A number that differs between starts (and between shards).
@@ -77,24 +109,37 @@ fn new_epoch(shard: usize) -> u64 {
 pub struct Connections {
     open: RefCell<HashMap<u64, RawFd, ahash::RandomState>>,
     next: Cell<u64>,
+    /// Of those, connections on the peer port.
+    peer: Cell<u64>,
 }
 
 /// A connection's place in [`Connections`]; leaving it frees the place.
 pub struct Registered<'a> {
     connections: &'a Connections,
     id: u64,
+    peer: bool,
 }
 
 impl Connections {
-    /// Counts a connection in until the returned guard is dropped.
-    pub fn register(&self, fd: RawFd) -> Registered<'_> {
+    /// Counts a connection in until the returned guard is dropped; `peer`
+    /// when it came in on the peer port.
+    pub fn register(&self, fd: RawFd, peer: bool) -> Registered<'_> {
         let id = self.next.get();
         self.next.set(id + 1);
         self.open.borrow_mut().insert(id, fd);
+        if peer {
+            self.peer.set(self.peer.get() + 1);
+        }
         Registered {
             connections: self,
             id,
+            peer,
         }
+    }
+
+    /// Open connections on the peer port now.
+    pub fn peers(&self) -> usize {
+        usize::try_from(self.peer.get()).unwrap_or(usize::MAX)
     }
 
     /// Open connections now.
@@ -115,6 +160,10 @@ impl Connections {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.connections.open.borrow_mut().remove(&self.id);
+        if self.peer {
+            let c = &self.connections.peer;
+            c.set(c.get().saturating_sub(1));
+        }
     }
 }
 
@@ -164,14 +213,7 @@ impl Shard {
         let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
             .into_iter()
-            .map(|(neighbour, addr)| {
-                Rc::new(LinkStatus {
-                    neighbour,
-                    addr,
-                    cursor: store.open_cursor(),
-                    connected: Cell::new(false),
-                })
-            })
+            .map(|(neighbour, addr)| Rc::new(LinkStatus::new(neighbour, addr, store.open_cursor())))
             .collect();
         Shard {
             id,
@@ -179,11 +221,14 @@ impl Shard {
             epoch_base: new_epoch(id),
             store: RefCell::new(store),
             changed: Event::new(),
-            links,
+            links: RefCell::new(links),
             places,
             places_timeout,
             connections: Connections::default(),
             stop: Stop::default(),
+            metrics: Arc::new(ShardMetrics::new(id)),
+            latency: RefCell::new(metrics::latency_histogram()),
+            expired: Cell::new(0),
         }
     }
 
@@ -193,9 +238,11 @@ impl Shard {
     /// log for all links keeps a down neighbour free).
     pub fn apply(&self, record: Record) {
         if self.store.borrow_mut().apply(record).is_none() {
+            self.metrics.stale.inc();
             tracing::trace!(shard = self.id, "stale record dropped");
             return;
         }
+        self.metrics.stored.inc();
         self.changed.notify(usize::MAX);
     }
 
@@ -247,6 +294,11 @@ impl Shard {
         Some(reply)
     }
 
+    /// Changes the store's limit (a reload); see [`Store::set_max_records`].
+    pub fn set_max_records(&self, max_records: usize) {
+        self.store.borrow_mut().set_max_records(max_records);
+    }
+
     /// Number of clients this shard holds records for.
     pub fn records(&self) -> usize {
         self.store.borrow().len()
@@ -267,7 +319,9 @@ impl Shard {
         cutoff: crate::protocol::PosixTime,
         max: usize,
     ) -> usize {
-        self.store.borrow_mut().expire(cursor, cutoff, max)
+        let removed = self.store.borrow_mut().expire(cursor, cutoff, max);
+        self.expired.set(self.expired.get() + removed as u64);
+        removed
     }
 
     /// This shard's epoch: it changes on every start and whenever the store
@@ -319,8 +373,93 @@ impl Shard {
         store.seq().saturating_sub(store.sent_seq(cursor))
     }
 
-    /// This shard's links to its neighbours.
-    pub fn links(&self) -> &[Rc<LinkStatus>] {
-        &self.links
+    /// This shard's links to its neighbours, now.
+    pub fn links(&self) -> Vec<Rc<LinkStatus>> {
+        self.links.borrow().clone()
+    }
+
+    /// Opens a link to a new neighbour (a reload added it): a cursor at the
+    /// start of the store, so the neighbour is sent everything.
+    pub fn add_link(&self, neighbour: Rc<str>, addr: SocketAddr) -> Rc<LinkStatus> {
+        let cursor = self.store.borrow_mut().open_cursor();
+        let link = Rc::new(LinkStatus::new(neighbour, addr, cursor));
+        self.links.borrow_mut().push(link.clone());
+        link
+    }
+
+    /// Retires the link to `neighbour` (a reload removed it): its task
+    /// ends and then closes its cursor ([`Shard::close_cursor`]).
+    pub fn remove_link(&self, neighbour: &str) -> bool {
+        let mut links = self.links.borrow_mut();
+        let Some(i) = links.iter().position(|l| &*l.neighbour == neighbour) else {
+            return false;
+        };
+        let link = links.remove(i);
+        link.retired.set(true);
+        // Wakes the link's task, if it waits for records, to see it.
+        self.changed.notify(usize::MAX);
+        true
+    }
+
+    /// Closes a retired link's cursor, once its task no longer reads it.
+    pub fn close_cursor(&self, cursor: CursorId) {
+        self.store.borrow_mut().close_cursor(cursor);
+    }
+
+    /// Publishes this shard's figures for the admin endpoint. `recent` is
+    /// `close_second` is
+    /// true once a second: the latency gathered in `recent` over the last
+    /// second is published and `recent` starts over.
+    pub fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
+        let places = self.places.figures();
+        let now = Instant::now();
+        let links = self
+            .links()
+            .iter()
+            .map(|l| {
+                let behind = self.unsent(l.cursor);
+                let has_unsent = self.has_unsent(l.cursor);
+                metrics::LinkView {
+                    neighbour: l.neighbour.to_string(),
+                    addr: l.addr.to_string(),
+                    up: l.connected.get(),
+                    caught_up: l.connected.get() && l.caught_up.get(),
+                    behind_records: behind,
+                    behind_seconds: if has_unsent {
+                        now.saturating_duration_since(l.idle_since.get())
+                            .as_secs_f64()
+                    } else {
+                        0.0
+                    },
+                    sent: l.sent.get(),
+                }
+            })
+            .collect();
+        let (evicted, refused_older) = self.evictions();
+        let mut latency = self.latency.borrow_mut();
+        let _ = recent.add(&*latency);
+        let mut p = self
+            .metrics
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        p.records = self.records() as u64;
+        p.client_connections = (self.connections.count()
+            - self.connections.peers().min(self.connections.count()))
+            as u64;
+        p.peer_connections = self.connections.peers() as u64;
+        p.evicted = evicted;
+        p.refused_older = refused_older;
+        p.expired = self.expired.get();
+        p.links = links;
+        p.places = places;
+        // Same bounds: adding cannot fail.
+        let _ = p.latency.add(&*latency);
+        latency.reset();
+        if close_second {
+            p.latency_recent = recent.clone();
+            recent.reset();
+        }
+        self.places.take_upstream_latency(&mut p.upstream_latency);
     }
 }

@@ -413,6 +413,13 @@ impl Store {
         self
     }
 
+    /// Changes the limit in place (a reload). A store above a lowered limit
+    /// does not shrink: from then on every new client replaces the oldest
+    /// record, so it grows no more.
+    pub fn set_max_records(&mut self, max_records: usize) {
+        self.max_records = max_records.max(1);
+    }
+
     /// Records evicted so far to make room for newer ones.
     pub fn evicted(&self) -> u64 {
         self.evicted

@@ -125,6 +125,8 @@ pub enum UpstreamError {
 /// Counters of one `Upstream`, since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpstreamStats {
+    /// Lookups asked of this client.
+    pub lookups: u64,
     /// HTTP requests sent upstream (retries included).
     pub requests: u64,
     /// Callers that joined an identical request already in flight.
@@ -203,6 +205,7 @@ impl Upstream {
                 )),
                 grid: answers.grid,
                 stats: Cell::new(UpstreamStats::default()),
+                latency: RefCell::new(crate::metrics::latency_histogram()),
                 clock,
             }),
         })
@@ -224,6 +227,24 @@ impl Places for Upstream {
     fn nearby_rendered(&self, query: NearbyQuery) -> RenderedFuture {
         let shared = Rc::clone(&self.shared);
         Box::pin(shared.lookup(query))
+    }
+
+    fn figures(&self) -> crate::metrics::PlacesFigures {
+        let s = self.stats();
+        crate::metrics::PlacesFigures {
+            lookups: s.lookups,
+            cache_hits: s.cache_hits,
+            coalesced: s.coalesced,
+            upstream_requests: s.requests,
+            upstream_errors: s.errors,
+        }
+    }
+
+    fn take_upstream_latency(&self, into: &mut hdrhistogram::Histogram<u64>) {
+        let mut latency = self.shared.latency.borrow_mut();
+        // Same bounds: adding cannot fail.
+        let _ = into.add(&*latency);
+        latency.reset();
     }
 }
 
@@ -256,6 +277,8 @@ struct Shared {
     grid: Grid,
     /// Counters.
     stats: Cell<UpstreamStats>,
+    /// Upstream call latencies (microseconds) since the metrics last took them.
+    latency: RefCell<hdrhistogram::Histogram<u64>>,
     /// Time source for cache expiry.
     clock: Clock,
 }
@@ -276,6 +299,7 @@ impl Shared {
                 "location and radius must be finite numbers",
             ));
         };
+        self.count(|s| s.lookups += 1);
         let now = (self.clock)();
         let cached = self.cache.borrow_mut().get(&key, now);
         if let Some(answer) = cached {
@@ -323,7 +347,11 @@ impl Shared {
             glommio::timer::sleep(timeout).await;
             Err(CallError::Timeout(timeout))
         };
+        let started = Instant::now();
         let result = futures_lite::future::or(call, expired).await;
+        self.latency
+            .borrow_mut()
+            .saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let url = self.target.redacted_url(key, self.key.is_some());
         let answer = match result {
             Ok(answer) => match classify(&answer) {

@@ -173,6 +173,7 @@ fn identical_calls_coalesce_then_hit_the_cache_until_the_ttl() {
         assert_eq!(
             up.stats(),
             UpstreamStats {
+                lookups: 12,
                 requests: 2,
                 coalesced: 9,
                 cache_hits: 1,

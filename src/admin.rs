@@ -1,0 +1,228 @@
+//! The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/status` and
+//! `POST /reload`, served with hyper on the first shard's executor, on an
+//! address of its own (never the client or peer port).
+//!
+//! Reads what the shards publish ([`crate::metrics`]) through the
+//! [`Registry`]; renders nothing itself (the text and JSON are made in the
+//! pure `metrics` module). Small and bounded: a few connections at a time,
+//! each with read and write deadlines, request bodies ignored.
+
+use crate::http_rt::GlommioIo;
+use crate::metrics::{self, Inbound, ServerView, ShardFigures, ShardMetrics};
+use bytes::Bytes;
+use glommio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Admin connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 32;
+
+/// A request must arrive, and a reply be taken, within this.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the admin endpoint reads: the server's identity, every shard's
+/// metrics and the incoming links. Shared by the shards (`Arc`); the locks
+/// are taken at start-up, on a reload and per scrape, never per command.
+pub struct Registry {
+    server: String,
+    listen: String,
+    peer_listen: String,
+    started: Instant,
+    shards: Mutex<Vec<Arc<ShardMetrics>>>,
+    neighbours: Mutex<Vec<String>>,
+    /// Incoming links, for readiness.
+    pub inbound: Arc<Inbound>,
+    /// Re-reads the config (`POST /reload`); `Err` with the reasons when
+    /// the new config is refused.
+    reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+}
+
+impl Registry {
+    /// The registry of one server; `reload` is what `POST /reload` runs.
+    pub fn new(
+        server: &str,
+        listen: String,
+        peer_listen: String,
+        neighbours: Vec<String>,
+        reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    ) -> Registry {
+        Registry {
+            server: server.to_owned(),
+            listen,
+            peer_listen,
+            started: Instant::now(),
+            shards: Mutex::new(Vec::new()),
+            neighbours: Mutex::new(neighbours),
+            inbound: Arc::new(Inbound::default()),
+            reload,
+        }
+    }
+
+    /// A shard's metrics join the registry as the shard starts.
+    pub fn add_shard(&self, metrics: Arc<ShardMetrics>) {
+        let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        shards.push(metrics);
+        shards.sort_by_key(|m| m.shard);
+    }
+
+    /// The neighbours changed (a reload).
+    pub fn set_neighbours(&self, neighbours: Vec<String>) {
+        *self.neighbours.lock().unwrap_or_else(|p| p.into_inner()) = neighbours;
+    }
+
+    /// Everything at this moment.
+    pub fn view(&self) -> ServerView {
+        let shards = self
+            .shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        ServerView {
+            server: self.server.clone(),
+            listen: self.listen.clone(),
+            peer_listen: self.peer_listen.clone(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            neighbours: self
+                .neighbours
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            shards: shards.iter().map(|m| ShardFigures::of(m)).collect(),
+            incoming: self.inbound.views(),
+        }
+    }
+
+    /// Runs the reload hook.
+    pub fn reload(&self) -> Result<String, String> {
+        (self.reload)()
+    }
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Serves the admin endpoint until `stopped` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    let open = Rc::new(Cell::new(0usize));
+    let accepting = async {
+        loop {
+            if open.get() >= MAX_CONNECTIONS {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            match listener.accept().await {
+                Ok(stream) => {
+                    open.set(open.get() + 1);
+                    let (registry, open) = (registry.clone(), open.clone());
+                    glommio::spawn_local(async move {
+                        serve_connection(stream, registry).await;
+                        open.set(open.get() - 1);
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    futures_lite::future::or(accepting, stopped).await;
+}
+
+async fn serve_connection(stream: TcpStream, registry: Arc<Registry>) {
+    // A client that stalls is dropped: the admin port must not pin memory.
+    let _ = stream.set_read_timeout(Some(DEADLINE));
+    let _ = stream.set_write_timeout(Some(DEADLINE));
+    let service = hyper::service::service_fn(move |req| {
+        let registry = registry.clone();
+        async move { Ok::<_, std::convert::Infallible>(answer(&registry, &req)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // No hyper timer is installed (glommio timers are not Send); the
+    // socket deadlines above bound a slow request instead.
+    builder.header_read_timeout(None).keep_alive(true);
+    if let Err(e) = builder
+        .serve_connection(GlommioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %e, "admin connection ended");
+    }
+}
+
+/// The reply to one request.
+fn answer(registry: &Registry, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render_prometheus(&registry.view(), VERSION),
+        ),
+        (&Method::GET, "/healthz") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({"alive": true, "server": registry.server}).to_string(),
+        ),
+        (&Method::GET, "/readyz") => {
+            let why = metrics::not_ready(&registry.view());
+            let status = if why.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::json!({"ready": why.is_empty(), "not_ready": why});
+            reply(status, "application/json", body.to_string())
+        }
+        (&Method::GET, "/status") => reply(
+            StatusCode::OK,
+            "application/json",
+            metrics::status_json(&registry.view(), VERSION).to_string(),
+        ),
+        (&Method::POST, "/reload") => match registry.reload() {
+            Ok(said) => reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({"reloaded": true, "message": said}).to_string(),
+            ),
+            Err(why) => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application/json",
+                serde_json::json!({"reloaded": false, "message": why}).to_string(),
+            ),
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
+        (_, "/reload") => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "POST only\n".to_owned(),
+        ),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz, /status or POST /reload\n".to_owned(),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}

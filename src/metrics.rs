@@ -1,0 +1,998 @@
+//! What a server counts, and how the admin endpoint reads it.
+//!
+//! Each shard writes its own [`ShardMetrics`] and nothing else does: the
+//! hot-path counters are single-writer atomics (a relaxed load and store,
+//! no locked instruction), read by the admin endpoint on another thread.
+//! What is costly to keep in atomics (histograms, link positions, the
+//! store's size) the shard publishes a few times a second into
+//! [`ShardMetrics::published`]; the lock there is taken by the publisher
+//! and by a scrape, never per command.
+//!
+//! Pure: no I/O, no executor. [`render_prometheus`] and [`status_json`]
+//! turn a [`ServerView`] (every shard's figures plus the server's own) into
+//! the text of `/metrics` and the JSON of `/status`.
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A counter with one writer: the shard that owns it. Readers on other
+/// threads see a recent value; increments are never lost because no one
+/// else writes.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one. Only the owning shard may call this.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`. Only the owning shard may call this.
+    pub fn add(&self, n: u64) {
+        // Load and store, not fetch_add: one writer, so no read-modify-write
+        // race, and no locked instruction on the hot path.
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Client commands by kind and result.
+#[derive(Debug, Default)]
+pub struct Commands {
+    /// IAMATs answered with their AT line.
+    pub iamat_ok: Counter,
+    /// IAMATs answered `?` (malformed, or a client time too far ahead).
+    pub iamat_invalid: Counter,
+    /// WHATSATs answered with a record and places.
+    pub whatsat_ok: Counter,
+    /// WHATSATs answered `?` (malformed, or no record for the client).
+    pub whatsat_invalid: Counter,
+    /// Other lines answered `?` (unknown commands, link lines on the client
+    /// port, over-long lines).
+    pub other_invalid: Counter,
+}
+
+/// Inputs turned away, by reason.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Lines over `max_line_bytes` (clients) or the link limit (links).
+    pub line_too_long: Counter,
+    /// IAMATs whose client time is too far ahead of this server's clock.
+    pub future_time: Counter,
+    /// Connections closed because the shard was at `max_connections_per_shard`.
+    pub connection_limit: Counter,
+    /// Connections closed by `max_connections_per_ip`.
+    pub per_ip: Counter,
+    /// Link handshakes refused (not a neighbour, bad proof, bad certificate).
+    pub handshake: Counter,
+    /// Records from links dropped: client time too far ahead.
+    pub link_future_record: Counter,
+    /// Lines on links that are not part of the link protocol.
+    pub link_invalid_line: Counter,
+}
+
+/// Reasons in [`Refused`], as the `reason` label.
+const REFUSED_REASONS: [&str; 7] = [
+    "line_too_long",
+    "future_time",
+    "connection_limit",
+    "per_ip",
+    "handshake",
+    "link_future_record",
+    "link_invalid_line",
+];
+
+impl Refused {
+    fn values(&self) -> [u64; 7] {
+        [
+            self.line_too_long.get(),
+            self.future_time.get(),
+            self.connection_limit.get(),
+            self.per_ip.get(),
+            self.handshake.get(),
+            self.link_future_record.get(),
+            self.link_invalid_line.get(),
+        ]
+    }
+}
+
+/// Everything one shard counts.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    /// The shard's id.
+    pub shard: usize,
+    /// Client commands.
+    pub commands: Commands,
+    /// Inputs turned away.
+    pub refused: Refused,
+    /// Records this shard stored (newer than what it held).
+    pub stored: Counter,
+    /// Records this shard dropped as not newer than what it held.
+    pub stale: Counter,
+    /// What the shard publishes a few times a second.
+    pub published: Mutex<Published>,
+}
+
+impl ShardMetrics {
+    /// Zeroed metrics of shard `shard`.
+    pub fn new(shard: usize) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            commands: Commands::default(),
+            refused: Refused::default(),
+            stored: Counter::default(),
+            stale: Counter::default(),
+            published: Mutex::new(Published::default()),
+        }
+    }
+
+    /// A copy of the last published figures.
+    pub fn published(&self) -> Published {
+        self.published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s at two significant
+/// figures (1 %): small enough to copy a few times a second.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
+}
+
+/// One outgoing link of one shard, as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkView {
+    /// The neighbour's name.
+    pub neighbour: String,
+    /// Its peer address.
+    pub addr: String,
+    /// Whether the link is up.
+    pub up: bool,
+    /// Whether, since it opened, the link has sent everything the store held.
+    pub caught_up: bool,
+    /// Updates stored but not yet sent on this link.
+    pub behind_records: u64,
+    /// How long since this link last had nothing left to send (0 when it
+    /// has nothing to send now).
+    pub behind_seconds: f64,
+    /// Records sent on this link since the server started.
+    pub sent: u64,
+}
+
+/// Places figures of one shard since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlacesFigures {
+    /// Lookups asked of the Places source (one per WHATSAT with a record).
+    pub lookups: u64,
+    /// Lookups answered from the cache.
+    pub cache_hits: u64,
+    /// Lookups that joined an identical one already in flight.
+    pub coalesced: u64,
+    /// HTTP requests sent upstream (retries included).
+    pub upstream_requests: u64,
+    /// Upstream lookups that ended in an error answer.
+    pub upstream_errors: u64,
+}
+
+/// What a shard publishes a few times a second.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Clients this shard holds records for.
+    pub records: u64,
+    /// Open client connections.
+    pub client_connections: u64,
+    /// Open connections on the peer port.
+    pub peer_connections: u64,
+    /// Records evicted from the full store.
+    pub evicted: u64,
+    /// New records the full store refused as older than all it held.
+    pub refused_older: u64,
+    /// Records expired by `record_ttl_ms`.
+    pub expired: u64,
+    /// The shard's outgoing links.
+    pub links: Vec<LinkView>,
+    /// Places figures.
+    pub places: PlacesFigures,
+    /// Command latency since start: from the read that brought a command to
+    /// the write of its reply, microseconds.
+    pub latency: Histogram<u64>,
+    /// The same over the last publishing interval only.
+    pub latency_recent: Histogram<u64>,
+    /// Upstream Places call latency since start, microseconds.
+    pub upstream_latency: Histogram<u64>,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            records: 0,
+            client_connections: 0,
+            peer_connections: 0,
+            evicted: 0,
+            refused_older: 0,
+            expired: 0,
+            links: Vec::new(),
+            places: PlacesFigures::default(),
+            latency: latency_histogram(),
+            latency_recent: latency_histogram(),
+            upstream_latency: latency_histogram(),
+        }
+    }
+}
+
+/// One incoming link's state, for readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingView {
+    /// The neighbour that dialled.
+    pub neighbour: String,
+    /// Whether it has sent everything it held when the link opened.
+    pub caught_up: bool,
+}
+
+/// The server's open incoming links, shared by its shards: a link is
+/// counted in when its handshake completes and out when it ends. The lock is
+/// taken at those moments and at a scrape, never per record.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    links: Mutex<std::collections::HashMap<u64, IncomingView>>,
+    next: AtomicU64,
+}
+
+impl Inbound {
+    fn links(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, IncomingView>> {
+        self.links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts in a link from `neighbour`, not caught up yet; its place.
+    pub fn opened(&self, neighbour: &str) -> u64 {
+        let place = self.next.fetch_add(1, Ordering::Relaxed);
+        self.links().insert(
+            place,
+            IncomingView {
+                neighbour: neighbour.to_owned(),
+                caught_up: false,
+            },
+        );
+        place
+    }
+
+    /// The link at `place` has received all its neighbour held when it opened.
+    pub fn caught_up(&self, place: u64) {
+        if let Some(link) = self.links().get_mut(&place) {
+            link.caught_up = true;
+        }
+    }
+
+    /// The link at `place` ended.
+    pub fn closed(&self, place: u64) {
+        self.links().remove(&place);
+    }
+
+    /// Every open incoming link.
+    pub fn views(&self) -> Vec<IncomingView> {
+        self.links().values().cloned().collect()
+    }
+}
+
+/// Everything the admin endpoint shows of one server at one moment.
+#[derive(Debug, Clone)]
+pub struct ServerView {
+    /// The server's name.
+    pub server: String,
+    /// Its client address.
+    pub listen: String,
+    /// Its peer address.
+    pub peer_listen: String,
+    /// Seconds since it started.
+    pub uptime_seconds: f64,
+    /// Its neighbours, in config order.
+    pub neighbours: Vec<String>,
+    /// Each shard's counters and published figures.
+    pub shards: Vec<ShardFigures>,
+    /// Open incoming links.
+    pub incoming: Vec<IncomingView>,
+}
+
+/// One shard's figures, copied out of its [`ShardMetrics`].
+#[derive(Debug, Clone)]
+pub struct ShardFigures {
+    /// The shard's id.
+    pub shard: usize,
+    /// IAMAT ok, IAMAT invalid, WHATSAT ok, WHATSAT invalid, other invalid.
+    pub commands: [u64; 5],
+    /// By [`REFUSED_REASONS`].
+    pub refused: [u64; 7],
+    /// Records stored, and dropped as stale.
+    pub stored: u64,
+    /// Records dropped as not newer.
+    pub stale: u64,
+    /// The published part.
+    pub published: Published,
+}
+
+impl ShardFigures {
+    /// Copies a shard's figures.
+    pub fn of(m: &ShardMetrics) -> ShardFigures {
+        let c = &m.commands;
+        ShardFigures {
+            shard: m.shard,
+            commands: [
+                c.iamat_ok.get(),
+                c.iamat_invalid.get(),
+                c.whatsat_ok.get(),
+                c.whatsat_invalid.get(),
+                c.other_invalid.get(),
+            ],
+            refused: m.refused.values(),
+            stored: m.stored.get(),
+            stale: m.stale.get(),
+            published: m.published(),
+        }
+    }
+}
+
+/// Why a server is not ready; empty when it is.
+pub fn not_ready(view: &ServerView) -> Vec<String> {
+    let mut why = Vec::new();
+    for neighbour in &view.neighbours {
+        let links: Vec<&LinkView> = view
+            .shards
+            .iter()
+            .flat_map(|s| s.published.links.iter())
+            .filter(|l| l.neighbour == *neighbour)
+            .collect();
+        let down = links.iter().filter(|l| !l.up).count();
+        if links.is_empty() {
+            why.push(format!("link to {neighbour} not started"));
+        } else if down > 0 {
+            why.push(format!(
+                "link to {neighbour} is down ({down} of {} shards)",
+                links.len()
+            ));
+        } else if links.iter().any(|l| !l.caught_up) {
+            why.push(format!("link to {neighbour} is still catching up"));
+        }
+        let incoming: Vec<&IncomingView> = view
+            .incoming
+            .iter()
+            .filter(|i| i.neighbour == *neighbour)
+            .collect();
+        if incoming.is_empty() {
+            why.push(format!("no link from {neighbour}"));
+        } else if incoming.iter().any(|i| !i.caught_up) {
+            why.push(format!("catch-up from {neighbour} not done"));
+        }
+    }
+    why
+}
+
+/// The sum over shards of one figure.
+fn sum(view: &ServerView, f: impl Fn(&ShardFigures) -> u64) -> u64 {
+    view.shards.iter().map(f).sum()
+}
+
+/// All shards' histograms of one kind, added up.
+fn merged(view: &ServerView, pick: impl Fn(&Published) -> &Histogram<u64>) -> Histogram<u64> {
+    let mut all = latency_histogram();
+    for s in &view.shards {
+        // Same bounds everywhere: adding cannot fail; a failure would only
+        // lose that shard's share of a picture.
+        let _ = all.add(pick(&s.published));
+    }
+    all
+}
+
+/// Upper bounds of the histogram buckets in `/metrics`, in seconds.
+const BUCKETS: [f64; 19] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The text of `/metrics`: Prometheus text format 0.0.4.
+pub fn render_prometheus(view: &ServerView, version: &str) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let server = label(&view.server);
+    family(
+        &mut out,
+        "herd_build_info",
+        "gauge",
+        "Always 1; the labels say which build and server.",
+    );
+    let _ = writeln!(
+        out,
+        "herd_build_info{{version=\"{}\",server=\"{server}\"}} 1",
+        label(version)
+    );
+    family(
+        &mut out,
+        "herd_uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+    );
+    let _ = writeln!(out, "herd_uptime_seconds {}", view.uptime_seconds);
+    family(
+        &mut out,
+        "herd_ready",
+        "gauge",
+        "1 when the server is ready (see /readyz), else 0.",
+    );
+    let _ = writeln!(out, "herd_ready {}", u8::from(not_ready(view).is_empty()));
+
+    family(
+        &mut out,
+        "herd_commands_total",
+        "counter",
+        "Client commands by kind and result.",
+    );
+    let kinds = [
+        ("IAMAT", "ok"),
+        ("IAMAT", "invalid"),
+        ("WHATSAT", "ok"),
+        ("WHATSAT", "invalid"),
+        ("other", "invalid"),
+    ];
+    for (i, (command, result)) in kinds.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "herd_commands_total{{command=\"{command}\",result=\"{result}\"}} {}",
+            sum(view, |s| s.commands[i])
+        );
+    }
+    family(
+        &mut out,
+        "herd_refused_total",
+        "counter",
+        "Inputs turned away, by reason.",
+    );
+    for (i, reason) in REFUSED_REASONS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "herd_refused_total{{reason=\"{reason}\"}} {}",
+            sum(view, |s| s.refused[i])
+        );
+    }
+    family(
+        &mut out,
+        "herd_connections",
+        "gauge",
+        "Open connections, by port.",
+    );
+    let _ = writeln!(
+        out,
+        "herd_connections{{port=\"client\"}} {}",
+        sum(view, |s| s.published.client_connections)
+    );
+    let _ = writeln!(
+        out,
+        "herd_connections{{port=\"peer\"}} {}",
+        sum(view, |s| s.published.peer_connections)
+    );
+    family(
+        &mut out,
+        "herd_records",
+        "gauge",
+        "Clients a shard holds records for.",
+    );
+    for s in &view.shards {
+        let _ = writeln!(
+            out,
+            "herd_records{{shard=\"{}\"}} {}",
+            s.shard, s.published.records
+        );
+    }
+    family(
+        &mut out,
+        "herd_store_updates_total",
+        "counter",
+        "Records offered to the store (by clients and links): stored as newer, or dropped as stale.",
+    );
+    let _ = writeln!(
+        out,
+        "herd_store_updates_total{{result=\"stored\"}} {}",
+        sum(view, |s| s.stored)
+    );
+    let _ = writeln!(
+        out,
+        "herd_store_updates_total{{result=\"stale\"}} {}",
+        sum(view, |s| s.stale)
+    );
+    for (name, help, pick) in [
+        (
+            "herd_store_evicted_total",
+            "Records evicted from a full store (limits.max_records).",
+            (|p: &Published| p.evicted) as fn(&Published) -> u64,
+        ),
+        (
+            "herd_store_refused_older_total",
+            "New clients' records a full store did not take: older than all it held.",
+            |p| p.refused_older,
+        ),
+        (
+            "herd_store_expired_total",
+            "Records dropped by limits.record_ttl_ms.",
+            |p| p.expired,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", sum(view, |s| pick(&s.published)));
+    }
+
+    family(
+        &mut out,
+        "herd_command_duration_seconds",
+        "histogram",
+        "Per shard, from the read that brought a client command to the write of its reply.",
+    );
+    for s in &view.shards {
+        let shard = format!("shard=\"{}\"", s.shard);
+        histogram_lines(
+            &mut out,
+            "herd_command_duration_seconds",
+            &shard,
+            &s.published.latency,
+        );
+    }
+
+    family(
+        &mut out,
+        "herd_link_up",
+        "gauge",
+        "1 when a shard's link to a neighbour is up.",
+    );
+    for (s, l) in links(view) {
+        let _ = writeln!(
+            out,
+            "herd_link_up{{neighbour=\"{}\",shard=\"{s}\"}} {}",
+            label(&l.neighbour),
+            u8::from(l.up)
+        );
+    }
+    family(
+        &mut out,
+        "herd_link_behind_records",
+        "gauge",
+        "Record updates a shard stored but has not sent on its link to a neighbour.",
+    );
+    for (s, l) in links(view) {
+        let _ = writeln!(
+            out,
+            "herd_link_behind_records{{neighbour=\"{}\",shard=\"{s}\"}} {}",
+            label(&l.neighbour),
+            l.behind_records
+        );
+    }
+    family(
+        &mut out,
+        "herd_link_behind_seconds",
+        "gauge",
+        "How long since a shard's link to a neighbour last had nothing to send (0: nothing unsent).",
+    );
+    for (s, l) in links(view) {
+        let _ = writeln!(
+            out,
+            "herd_link_behind_seconds{{neighbour=\"{}\",shard=\"{s}\"}} {}",
+            label(&l.neighbour),
+            l.behind_seconds
+        );
+    }
+    family(
+        &mut out,
+        "herd_link_records_sent_total",
+        "counter",
+        "Records sent to a neighbour, all shards.",
+    );
+    for neighbour in &view.neighbours {
+        let sent: u64 = links(view)
+            .filter(|(_, l)| l.neighbour == *neighbour)
+            .map(|(_, l)| l.sent)
+            .sum();
+        let _ = writeln!(
+            out,
+            "herd_link_records_sent_total{{neighbour=\"{}\"}} {sent}",
+            label(neighbour)
+        );
+    }
+    family(
+        &mut out,
+        "herd_link_incoming",
+        "gauge",
+        "Open links from a neighbour (one per shard of the neighbour).",
+    );
+    for neighbour in &view.neighbours {
+        let n = view
+            .incoming
+            .iter()
+            .filter(|i| i.neighbour == *neighbour)
+            .count();
+        let _ = writeln!(
+            out,
+            "herd_link_incoming{{neighbour=\"{}\"}} {n}",
+            label(neighbour)
+        );
+    }
+
+    let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
+    for (name, help, value) in [
+        (
+            "herd_places_lookups_total",
+            "Places lookups (one per WHATSAT for a known client).",
+            places(|p| p.lookups),
+        ),
+        (
+            "herd_places_cache_hits_total",
+            "Places lookups answered from the shard's cache.",
+            places(|p| p.cache_hits),
+        ),
+        (
+            "herd_places_coalesced_total",
+            "Places lookups that joined an identical lookup in flight.",
+            places(|p| p.coalesced),
+        ),
+        (
+            "herd_places_upstream_requests_total",
+            "HTTP requests sent to the Places upstream (retries included).",
+            places(|p| p.upstream_requests),
+        ),
+        (
+            "herd_places_upstream_errors_total",
+            "Upstream lookups that ended in an error answer.",
+            places(|p| p.upstream_errors),
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "herd_places_upstream_duration_seconds",
+        "histogram",
+        "Upstream Places calls, from start to answer or timeout.",
+    );
+    histogram_lines(
+        &mut out,
+        "herd_places_upstream_duration_seconds",
+        "",
+        &merged(view, |p| &p.upstream_latency),
+    );
+    out
+}
+
+/// Every shard's links, with the shard id.
+fn links(view: &ServerView) -> impl Iterator<Item = (usize, &LinkView)> {
+    view.shards
+        .iter()
+        .flat_map(|s| s.published.links.iter().map(move |l| (s.shard, l)))
+}
+
+/// The `_bucket`, `_sum` and `_count` lines of one histogram (microseconds
+/// inside, seconds outside).
+fn histogram_lines(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for bound in BUCKETS {
+        // The bound in microseconds; buckets are cumulative.
+        let micros = (bound * 1e6).round() as u64;
+        let count = if h.is_empty() {
+            0
+        } else {
+            h.count_between(0, micros)
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
+    let sum_seconds = h.mean() * h.len() as f64 / 1e6;
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
+    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
+}
+
+/// Quantiles of a histogram, in seconds.
+fn quantiles(h: &Histogram<u64>) -> Value {
+    let at = |q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1e6
+        }
+    };
+    json!({
+        "count": h.len(),
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "p999": at(0.999),
+        "max": if h.is_empty() { 0.0 } else { h.max() as f64 / 1e6 },
+    })
+}
+
+/// The JSON of `/status`.
+pub fn status_json(view: &ServerView, version: &str) -> Value {
+    let why = not_ready(view);
+    let links: Vec<Value> = view
+        .neighbours
+        .iter()
+        .map(|neighbour| {
+            let of: Vec<&LinkView> = links(view)
+                .map(|(_, l)| l)
+                .filter(|l| l.neighbour == *neighbour)
+                .collect();
+            let up = of.iter().filter(|l| l.up).count();
+            let state = if of.is_empty() || up == 0 {
+                "down"
+            } else if up == of.len() {
+                "up"
+            } else {
+                "partial"
+            };
+            json!({
+                "neighbour": neighbour,
+                "addr": of.first().map(|l| l.addr.clone()).unwrap_or_default(),
+                "state": state,
+                "shards_up": up,
+                "shards": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|l| l.caught_up),
+                "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
+                "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
+                "sent": of.iter().map(|l| l.sent).sum::<u64>(),
+            })
+        })
+        .collect();
+    let incoming: Vec<Value> = view
+        .neighbours
+        .iter()
+        .map(|neighbour| {
+            let of: Vec<&IncomingView> = view
+                .incoming
+                .iter()
+                .filter(|i| i.neighbour == *neighbour)
+                .collect();
+            json!({
+                "neighbour": neighbour,
+                "links": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|i| i.caught_up),
+            })
+        })
+        .collect();
+    let c = |i: usize| sum(view, |s| s.commands[i]);
+    let refused: serde_json::Map<String, Value> = REFUSED_REASONS
+        .iter()
+        .enumerate()
+        .map(|(i, reason)| ((*reason).to_owned(), json!(sum(view, |s| s.refused[i]))))
+        .collect();
+    let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
+    json!({
+        "server": view.server,
+        "version": version,
+        "uptime_seconds": view.uptime_seconds,
+        "listen": view.listen,
+        "peer_listen": view.peer_listen,
+        "shards": view.shards.len(),
+        "ready": why.is_empty(),
+        "not_ready": why,
+        "records": sum(view, |s| s.published.records),
+        "connections": {
+            "client": sum(view, |s| s.published.client_connections),
+            "peer": sum(view, |s| s.published.peer_connections),
+        },
+        "commands": {
+            "IAMAT": {"ok": c(0), "invalid": c(1)},
+            "WHATSAT": {"ok": c(2), "invalid": c(3)},
+            "other": {"invalid": c(4)},
+        },
+        "latency_seconds": quantiles(&merged(view, |p| &p.latency)),
+        "latency_recent_seconds": quantiles(&merged(view, |p| &p.latency_recent)),
+        "links": links,
+        "incoming": incoming,
+        "store": {
+            "stored": sum(view, |s| s.stored),
+            "stale": sum(view, |s| s.stale),
+            "evicted": sum(view, |s| s.published.evicted),
+            "refused_older": sum(view, |s| s.published.refused_older),
+            "expired": sum(view, |s| s.published.expired),
+        },
+        "refused": refused,
+        "places": {
+            "lookups": places(|p| p.lookups),
+            "cache_hits": places(|p| p.cache_hits),
+            "coalesced": places(|p| p.coalesced),
+            "upstream_requests": places(|p| p.upstream_requests),
+            "upstream_errors": places(|p| p.upstream_errors),
+            "upstream_latency_seconds": quantiles(&merged(view, |p| &p.upstream_latency)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(neighbour: &str, up: bool, caught_up: bool) -> LinkView {
+        LinkView {
+            neighbour: neighbour.to_owned(),
+            addr: "127.0.0.1:22139".to_owned(),
+            up,
+            caught_up,
+            behind_records: if up { 0 } else { 7 },
+            behind_seconds: if up { 0.0 } else { 2.5 },
+            sent: 3,
+        }
+    }
+
+    fn view(links: Vec<LinkView>, incoming: Vec<IncomingView>) -> ServerView {
+        let metrics = ShardMetrics::new(0);
+        metrics.commands.iamat_ok.add(5);
+        metrics.commands.whatsat_invalid.inc();
+        metrics.refused.line_too_long.inc();
+        {
+            let mut p = metrics.published.lock().expect("not poisoned");
+            p.records = 42;
+            p.links = links;
+            p.latency.saturating_record(20);
+            p.latency.saturating_record(3_000);
+        }
+        ServerView {
+            server: "Goloman".to_owned(),
+            listen: "127.0.0.1:12138".to_owned(),
+            peer_listen: "127.0.0.1:22138".to_owned(),
+            uptime_seconds: 1.5,
+            neighbours: vec!["Hands".to_owned()],
+            shards: vec![ShardFigures::of(&metrics)],
+            incoming,
+        }
+    }
+
+    fn from(neighbour: &str, caught_up: bool) -> IncomingView {
+        IncomingView {
+            neighbour: neighbour.to_owned(),
+            caught_up,
+        }
+    }
+
+    #[test]
+    fn inbound_links_are_counted_in_caught_up_and_out() {
+        let inbound = Inbound::default();
+        let a = inbound.opened("Hands");
+        let b = inbound.opened("Hands");
+        assert_ne!(a, b);
+        inbound.caught_up(a);
+        let mut views = inbound.views();
+        views.sort_by_key(|v| v.caught_up);
+        assert_eq!(views, [from("Hands", false), from("Hands", true)]);
+        inbound.closed(b);
+        assert_eq!(inbound.views(), [from("Hands", true)]);
+    }
+
+    #[test]
+    fn a_counter_adds_up() {
+        let c = Counter::default();
+        c.inc();
+        c.add(41);
+        assert_eq!(c.get(), 42);
+    }
+
+    #[test]
+    fn ready_needs_every_link_up_and_caught_up_both_ways() {
+        assert!(not_ready(&view(
+            vec![link("Hands", true, true)],
+            vec![from("Hands", true)]
+        ))
+        .is_empty());
+        let down = not_ready(&view(
+            vec![link("Hands", false, false)],
+            vec![from("Hands", true)],
+        ));
+        assert_eq!(down, ["link to Hands is down (1 of 1 shards)"]);
+        let behind = not_ready(&view(
+            vec![link("Hands", true, false)],
+            vec![from("Hands", true)],
+        ));
+        assert_eq!(behind, ["link to Hands is still catching up"]);
+        let no_in = not_ready(&view(vec![link("Hands", true, true)], vec![]));
+        assert_eq!(no_in, ["no link from Hands"]);
+        let filling = not_ready(&view(
+            vec![link("Hands", true, true)],
+            vec![from("Hands", false)],
+        ));
+        assert_eq!(filling, ["catch-up from Hands not done"]);
+    }
+
+    #[test]
+    fn prometheus_text_has_the_counters_and_a_cumulative_histogram() {
+        let text = render_prometheus(&view(vec![link("Hands", false, false)], vec![]), "0.1.0");
+        for line in [
+            "herd_commands_total{command=\"IAMAT\",result=\"ok\"} 5",
+            "herd_commands_total{command=\"WHATSAT\",result=\"invalid\"} 1",
+            "herd_commands_total{command=\"WHATSAT\",result=\"ok\"} 0",
+            "herd_refused_total{reason=\"line_too_long\"} 1",
+            "herd_records{shard=\"0\"} 42",
+            "herd_ready 0",
+            "herd_link_up{neighbour=\"Hands\",shard=\"0\"} 0",
+            "herd_link_behind_records{neighbour=\"Hands\",shard=\"0\"} 7",
+            "herd_link_behind_seconds{neighbour=\"Hands\",shard=\"0\"} 2.5",
+            "herd_link_records_sent_total{neighbour=\"Hands\"} 3",
+            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.00001\"} 0",
+            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.000025\"} 1",
+            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.0025\"} 1",
+            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.005\"} 2",
+            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2",
+            "herd_command_duration_seconds_count{shard=\"0\"} 2",
+            "# TYPE herd_commands_total counter",
+            "# TYPE herd_command_duration_seconds histogram",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Every sample line is `name{labels} value` or `name value`, every
+        // name is herd_ prefixed, and counters end in _total.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.rsplit_once(' ').expect("name and value");
+            assert!(name.starts_with("herd_"), "{l}");
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))
+        {
+            assert!(
+                l.split(' ').nth(2).is_some_and(|n| n.ends_with("_total")),
+                "{l}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn status_json_summarises_links_per_neighbour() {
+        let mut v = view(vec![link("Hands", true, true)], vec![from("Hands", true)]);
+        let mut second = v.shards[0].clone();
+        second.shard = 1;
+        second.published.links = vec![link("Hands", false, false)];
+        v.shards.push(second);
+        let status = status_json(&v, "0.1.0");
+        assert_eq!(status["records"], 84);
+        assert_eq!(status["commands"]["IAMAT"]["ok"], 10);
+        assert_eq!(status["links"][0]["state"], "partial");
+        assert_eq!(status["links"][0]["shards_up"], 1);
+        assert_eq!(status["links"][0]["behind_records"], 7);
+        assert_eq!(status["links"][0]["behind_seconds"], 2.5);
+        assert_eq!(status["ready"], false);
+        assert_eq!(status["latency_seconds"]["count"], 4);
+        assert!(status["latency_seconds"]["max"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0029));
+    }
+}
