@@ -205,6 +205,20 @@ impl Herd {
         self.config.listen_addr(name).expect("server in herd")
     }
 
+    /// Where a server serves /metrics, /readyz and the rest.
+    pub fn admin_addr(&self, name: &str) -> SocketAddr {
+        self.config
+            .admin_addr(name)
+            .expect("server with an admin address")
+    }
+
+    /// Replaces the config file (what a reload re-reads) and this herd's
+    /// view of it.
+    pub fn rewrite_config(&mut self, config: Config) {
+        std::fs::write(&self.config_path, config.to_json_pretty()).expect("write config");
+        self.config = config;
+    }
+
     /// Where a server takes links.
     pub fn peer_addr(&self, name: &str) -> SocketAddr {
         self.config.peer_addr(name).expect("server in herd")
@@ -247,6 +261,35 @@ impl Drop for Herd {
             let _ = child.wait();
         }
     }
+}
+
+/// One HTTP/1.1 request (no body) to `addr`: the status code and the body.
+/// `None` when nothing answers there or the answer is not HTTP.
+pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(PATIENCE)).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Like [`try_http`], failing the test when nothing answers.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    try_http(addr, method, path).unwrap_or_else(|| panic!("no HTTP answer from {addr}{path}"))
+}
+
+/// The value of one sample line of Prometheus text (`name{labels}` exactly
+/// as written), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Waits until something accepts connections at `addr`.
