@@ -81,15 +81,13 @@ pub fn challenge_line() -> String {
     format!("CHALLENGE {nonce} -\n")
 }
 
-/// True for herd's `STREAM <shard> <epoch>` line, which follows `PEER` on
-/// a link and expects `SINCE <n>` back (an extension of the documented
-/// protocol; servers that do not send it are served all the same).
+/// True for herd's `STREAM <shard> <epoch> [<head>]` line, which follows
+/// `PROOF` on a link and expects `SINCE <n>` back (servers that do not send
+/// it are served all the same).
 pub fn is_stream_opening(line: &str) -> bool {
-    let mut fields = line.split_ascii_whitespace();
     matches!(
-        (fields.next(), fields.next(), fields.next(), fields.next()),
-        (Some("STREAM"), Some(shard), Some(epoch), None)
-            if shard.parse::<u32>().is_ok() && epoch.parse::<u64>().is_ok()
+        herd::protocol::parse_line(line.as_bytes()),
+        herd::protocol::Parsed::Command(herd::protocol::Command::Stream { .. })
     )
 }
 
@@ -474,7 +472,9 @@ mod tests {
     #[test]
     fn stream_opening_is_recognised() {
         assert!(is_stream_opening("STREAM 0 1763958447"));
+        assert!(is_stream_opening("STREAM 0 1763958447 42"));
         assert!(!is_stream_opening("STREAM 0"));
+        assert!(!is_stream_opening("STREAM 0 1 x"));
         assert!(!is_stream_opening("SEQ 12"));
         assert!(!is_stream_opening("AT G +0.1 x +1+1 1"));
     }

@@ -152,7 +152,7 @@ p() { echo $((PORT_BASE + $1)); }
 # so the sink's port is its peer address (its client address, never used,
 # is elsewhere: a herd config keeps the two apart).
 sink_entry() { # name, port offset
-  printf '{"name": "%s", "listen": "127.0.0.1:%s", "peer_listen": "127.0.0.1:%s", "neighbours": ["Target"]}' \
+  printf '{"name": "%s", "listen": "127.0.0.1:%s", "peer_listen": "127.0.0.1:%s", "admin_listen": null, "neighbours": ["Target"]}' \
     "$1" "$(p $(($2 + 200)))" "$(p "$2")"
 }
 
@@ -162,6 +162,7 @@ target_config() {
   local base=$2
   herd_config "$1" "[
   {\"name\": \"Target\", \"listen\": \"127.0.0.1:$(p "$base")\", \"peer_listen\": \"127.0.0.1:$(p $((base + 100)))\",
+   \"admin_listen\": \"127.0.0.1:$(p $((base + 400)))\",
    \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
   $(sink_entry S1 $((base + 1))), $(sink_entry S2 $((base + 2))), $(sink_entry S3 $((base + 3)))]" \
     ', "limits": {"max_connections_per_shard": 20000}'
@@ -249,7 +250,7 @@ for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20
 mock=$last
 wait_for "$work/mock.out" "listening"
-herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"peer_listen\": \"127.0.0.1:$(p 121)\", \"neighbours\": []}]" \
+herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"peer_listen\": \"127.0.0.1:$(p 121)\", \"admin_listen\": \"127.0.0.1:$(p 421)\", \"neighbours\": []}]" \
   ", \"places\": {\"provider\": \"mock\", \"base_url\": \"http://127.0.0.1:$(p 20)\"}"
 start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs"
 near=$last
@@ -276,10 +277,11 @@ neigh=('"Hands", "Holiday", "Wilkes"' '"Goloman", "Wilkes"' '"Goloman", "Welsh",
   '"Goloman", "Hands", "Holiday"' '"Holiday"')
 for i in 0 1 2 3 4; do
   servers+="{\"name\": \"${names[$i]}\", \"listen\": \"127.0.0.1:$(p ${ports[$i]})\","
-  servers+=" \"peer_listen\": \"127.0.0.1:$(p $((ports[i] + 100)))\", \"neighbours\": [${neigh[$i]}]},"
+  servers+=" \"peer_listen\": \"127.0.0.1:$(p $((ports[i] + 100)))\", \"admin_listen\": \"127.0.0.1:$(p $((ports[i] + 400)))\","
+  servers+=" \"neighbours\": [${neigh[$i]}]},"
 done
 # Holiday dials the probe's links at its peer address.
-servers+="{\"name\": \"Probe\", \"listen\": \"127.0.0.1:$(p 235)\", \"peer_listen\": \"127.0.0.1:$(p 35)\","
+servers+="{\"name\": \"Probe\", \"listen\": \"127.0.0.1:$(p 235)\", \"peer_listen\": \"127.0.0.1:$(p 35)\", \"admin_listen\": null,"
 servers+=" \"neighbours\": [\"Holiday\"]}"
 herd_config "$work/herd.json" "[$servers]" ""
 for name in "${names[@]}"; do
