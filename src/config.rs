@@ -672,7 +672,10 @@ impl Config {
                 taken.insert(addr, format!("the peer address of {}", shown(&server.name)));
             }
         }
-        let mut admins: HashMap<SocketAddr, &str> = HashMap::new();
+        // Servers on other hosts may each keep their admin endpoint on
+        // their own loopback: the same loopback address clashes only for
+        // servers on one host (the same client address host).
+        let mut admins: HashMap<SocketAddr, (&str, std::net::IpAddr)> = HashMap::new();
         for server in &self.servers {
             let who = shown(&server.name);
             let Some(client) = resolve_listen(&server.listen) else {
@@ -708,10 +711,19 @@ impl Config {
                     "{who}: admin address {addr} is {owner}; set an \"admin_listen\" of its own"
                 ));
             }
-            if let Some(earlier) = admins.insert(addr, &server.name) {
-                problems.push(format!(
-                    "{who}: admin address {addr} is already the admin address of {earlier}"
-                ));
+            let host = client.ip();
+            match admins.get(&addr) {
+                Some((earlier, earlier_host))
+                    if !addr.ip().is_loopback() || *earlier_host == host =>
+                {
+                    problems.push(format!(
+                        "{who}: admin address {addr} is already the admin address of {earlier}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    admins.insert(addr, (&server.name, host));
+                }
             }
         }
     }
@@ -1037,6 +1049,16 @@ mod tests {
     }
 
     #[test]
+    fn servers_on_different_hosts_may_share_a_loopback_admin_address() {
+        let text = r#"{"secret": "s", "servers": [
+            {"name": "A", "listen": "10.0.0.1:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["B"]},
+            {"name": "B", "listen": "10.0.0.2:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["A"]}
+        ]}"#;
+        let herd = Config::from_json(text).expect("one admin port per host");
+        assert_eq!(herd.admin_addr("B"), "127.0.0.1:32138".parse().ok());
+    }
+
+    #[test]
     fn the_logging_section_takes_a_format_and_a_level() {
         let herd = Config::from_json(
             r#"{"servers": [{"name": "A", "listen": "127.0.0.1:12138"}],
@@ -1154,6 +1176,9 @@ mod tests {
         a_shared_admin_address_is_reported:
             |v| v["servers"][1]["admin_listen"] = json!("127.0.0.1:32138")
             => ["Hands: admin address 127.0.0.1:32138 is already the admin address of Goloman"];
+        a_shared_loopback_admin_address_on_one_host_is_reported:
+            |v| { v["servers"][0]["admin_listen"] = json!("127.0.0.1:40000"); v["servers"][1]["admin_listen"] = json!("127.0.0.1:40000"); }
+            => ["Hands: admin address 127.0.0.1:40000 is already the admin address of Goloman"];
         a_default_admin_port_past_65535_is_reported:
             |v| { v["servers"][0]["listen"] = json!("127.0.0.1:50000"); v["servers"][0]["peer_listen"] = json!("127.0.0.1:50001"); }
             => ["Goloman", "default admin port", "past 65535"];
