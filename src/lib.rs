@@ -4,7 +4,7 @@
 //! The pure core (no I/O, no executor): [`protocol`], [`framing`],
 //! [`record`], [`store`] (also the replication log), [`ring`],
 //! [`link_session`] (the link protocol), [`places`], [`rendered`],
-//! [`answer_cache`], [`nearby_key`], [`config`].
+//! [`answer_cache`], [`nearby_key`], [`config`], [`status_view`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`link_tls`]
 //! (optional mutual TLS on links), [`server`]
@@ -38,6 +38,7 @@ pub mod ring;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod status_view;
 pub mod store;
 pub mod up;
 pub mod upstream;
