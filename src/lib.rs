@@ -8,7 +8,7 @@
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`link_tls`]
 //! (optional mutual TLS on links), [`server`]
-//! (start-up), [`up`] and [`cli`]; for Places over HTTP(S), [`upstream`]
+//! (start-up), [`up`], [`status`] (`herd status`) and [`cli`]; for Places over HTTP(S), [`upstream`]
 //! (the client, per shard) on [`http_rt`] (hyper on glommio), and
 //! [`places_mock`] (a local upstream for tests, the bench and demos).
 
@@ -38,6 +38,7 @@ pub mod ring;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod status;
 pub mod status_view;
 pub mod store;
 pub mod up;
