@@ -927,8 +927,10 @@ mod tests {
         )]);
         assert_eq!(cells(&table, "A"), ["A", "up", "-", "-", "-", "-", "-"]);
         assert!(under(&table, "A").is_empty());
-        let mut odd = Status::default();
-        odd.links = vec![LinkStatus::default()];
+        let odd = Status {
+            links: vec![LinkStatus::default()],
+            ..Status::default()
+        };
         let table = render(&[up("A", None, sample(odd, t0))]);
         assert_eq!(under(&table, "A"), ["  link ?  -  lag - records  -"]);
     }
