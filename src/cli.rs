@@ -1,8 +1,8 @@
-//! The command line: `herd serve`, `herd up`, `herd check-config`,
-//! `herd places-mock` and `herd certs`.
+//! The command line: `herd serve`, `herd up`, `herd status`,
+//! `herd check-config`, `herd places-mock` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::server`] or [`crate::up`]. No protocol or runtime code here.
+//! [`crate::server`], [`crate::up`] or [`crate::status`]. No protocol or runtime code here.
 
 use crate::config::Config;
 use crate::server::{self, ServeOptions};
@@ -59,6 +59,17 @@ pub enum Cmd {
         /// Log level of every server.
         #[arg(long, default_value = "debug")]
         log_level: String,
+    },
+    /// Show every server of the herd, its links and its rates, refreshed
+    /// every second (from each server's admin endpoint, GET /status).
+    Status {
+        /// Herd config (JSON); the default five-server herd if absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one table (two samples a second apart, for the rates) and
+        /// exit, without clearing the screen.
+        #[arg(long)]
+        once: bool,
     },
     /// Check a config file and explain every problem in it.
     CheckConfig {
@@ -150,6 +161,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 log_dir,
                 log_level,
             })
+        }
+        Cmd::Status { config, once } => {
+            let herd = load(config.as_deref())?;
+            let label =
+                config.map_or_else(|| "default herd".to_owned(), |p| p.display().to_string());
+            crate::status::run(&herd, &label, once)
         }
         Cmd::PlacesMock {
             listen,

@@ -4,11 +4,11 @@
 //! The pure core (no I/O, no executor): [`protocol`], [`framing`],
 //! [`record`], [`store`] (also the replication log), [`ring`],
 //! [`link_session`] (the link protocol), [`places`], [`rendered`],
-//! [`answer_cache`], [`nearby_key`], [`config`].
+//! [`answer_cache`], [`nearby_key`], [`config`], [`status_view`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`link_tls`]
 //! (optional mutual TLS on links), [`server`]
-//! (start-up), [`up`] and [`cli`]; for Places over HTTP(S), [`upstream`]
+//! (start-up), [`up`], [`status`] (`herd status`) and [`cli`]; for Places over HTTP(S), [`upstream`]
 //! (the client, per shard) on [`http_rt`] (hyper on glommio), and
 //! [`places_mock`] (a local upstream for tests, the bench and demos).
 
@@ -41,6 +41,8 @@ pub mod ring;
 pub mod route;
 pub mod server;
 pub mod shard;
+pub mod status;
+pub mod status_view;
 pub mod store;
 pub mod up;
 pub mod upstream;
