@@ -71,6 +71,17 @@ pub enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// Ask a running server to re-read its config file (as SIGHUP does),
+    /// through its admin endpoint; says what changed, or why the new config
+    /// was refused (exit 1).
+    Reload {
+        /// The server's name in the config.
+        name: String,
+        /// Herd config (JSON) that says where the server's admin endpoint
+        /// is; the default five-server herd if absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check a config file and explain every problem in it.
     CheckConfig {
         /// The config file.
@@ -162,6 +173,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 log_level,
             })
         }
+        Cmd::Reload { name, config } => {
+            // An invalid file would be refused by the server too: say so
+            // here, without asking it.
+            let herd = load(config.as_deref()).map_err(|e| {
+                anyhow::anyhow!(
+                    "the config is not valid, so {name} was not asked to reload:\n{e:#}"
+                )
+            })?;
+            reload(&herd, &name)
+        }
         Cmd::Status { config, once } => {
             let herd = load(config.as_deref())?;
             let label =
@@ -191,6 +212,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// Runs `herd reload NAME`: `POST /reload` on the server's admin endpoint.
+fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
+    if config.server(name).is_none() {
+        anyhow::bail!("{name} is not a server of this herd");
+    }
+    let addr = config
+        .admin_addr(name)
+        .with_context(|| format!("{name} has no admin endpoint (admin_listen is null)"))?;
+    let raw = crate::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
+        .with_context(|| format!("asking {name} at {addr} to reload"))?;
+    let response = crate::status::parse_response(&raw)
+        .with_context(|| format!("the answer of {name} at {addr}"))?;
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    let message = body["message"].as_str().map_or_else(
+        || String::from_utf8_lossy(&response.body).into_owned(),
+        str::to_owned,
+    );
+    match response.status {
+        200 => {
+            println!("{name}: reloaded: {message}");
+            Ok(())
+        }
+        _ => anyhow::bail!("{name}: reload refused, the old config stays in force:\n{message}"),
     }
 }
 

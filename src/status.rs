@@ -188,6 +188,16 @@ fn io_reason(e: &std::io::Error) -> String {
 /// write, read to the server's close) within `timeout`. Returns the raw
 /// response bytes.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Vec<u8>, FetchError> {
+    request(addr, "GET", path, timeout)
+}
+
+/// `method path` (no body) to `addr`, like [`get`].
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, FetchError> {
     let deadline = Instant::now() + timeout;
     // What is left of the budget; `None` once spent (a zero timeout would
     // mean "block forever" to the socket).
@@ -200,8 +210,8 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Vec<u8>, F
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_write_timeout(Some(left()?))?;
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
-         User-Agent: herd-status\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         User-Agent: herd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();

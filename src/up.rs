@@ -82,11 +82,16 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             .config
             .peer_addr(&server.name)
             .map_or_else(|| "?".to_owned(), |a| a.to_string());
+        let admin = opts
+            .config
+            .admin_addr(&server.name)
+            .map_or_else(|| "off".to_owned(), |a| a.to_string());
         println!(
-            "  {:<10} {:<22} links {:<22} neighbours: {}",
+            "  {:<10} {:<22} links {:<22} admin {:<22} neighbours: {}",
             server.name,
             server.listen,
             links,
+            admin,
             server.neighbours.join(", ")
         );
     }
@@ -111,6 +116,12 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             .unwrap_or(("127.0.0.1", "12138"));
         println!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -q 1 {host} {port}");
     }
+    println!(
+        "watch it:  herd status{}",
+        opts.config_path
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" --config {}", p.display()))
+    );
     println!("Ctrl-C stops them all.");
     'wait: loop {
         if let Some(signal) = signals.pending().next() {

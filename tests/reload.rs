@@ -104,6 +104,18 @@ fn a_broken_reload_changes_nothing_and_a_removed_neighbour_is_unlinked() {
         "{message}"
     );
     assert!(message.contains("limits.max_line_bytes is 10"), "{message}");
+    // `herd reload` reads the same file, says the same and fails.
+    let out = std::process::Command::new(herd_bin())
+        .args(["reload", "A", "--config"])
+        .arg(&herd.config_path)
+        .output()
+        .expect("run herd reload");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not valid") && said.contains("C does not list A"),
+        "{said}"
+    );
     herd.signal("A", Signal::SIGHUP);
     eventually("the SIGHUP reload to be refused too", || {
         herd.log("A").contains("reload refused").then_some(())
@@ -120,10 +132,20 @@ fn a_broken_reload_changes_nothing_and_a_removed_neighbour_is_unlinked() {
     apart.servers[1].neighbours.retain(|n| n != "C");
     apart.servers[2].neighbours.clear();
     herd.rewrite_config(apart);
-    for name in ["B", "C"] {
-        let (status, body) = reload(&herd, name);
-        assert_eq!(status, 200, "{body}");
-    }
+    let (status, body) = reload(&herd, "B");
+    assert_eq!(status, 200, "{body}");
+    let out = std::process::Command::new(herd_bin())
+        .args(["reload", "C", "--config"])
+        .arg(&herd.config_path)
+        .output()
+        .expect("run herd reload");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(said.trim(), "C: reloaded: links closed to B");
     eventually("B to close its link to C", || {
         herd.log("B")
             .contains("link closed: no longer a neighbour")
