@@ -4,11 +4,14 @@
 //! The pure core (no I/O, no executor): [`protocol`], [`framing`],
 //! [`record`], [`store`] (also the replication log), [`ring`],
 //! [`link_session`] (the link protocol), [`places`], [`rendered`],
-//! [`answer_cache`], [`nearby_key`], [`config`], [`status_view`].
+//! [`answer_cache`], [`nearby_key`], [`config`], [`reload`] (what a new
+//! config changes), [`metrics`] (counters and their Prometheus and JSON
+//! forms), [`status_view`].
 //! The shell: [`connection`] (client sockets), [`route`] (to the owner
 //! shard), [`shard`] (owner state), [`link`] (neighbours), [`link_tls`]
-//! (optional mutual TLS on links), [`server`]
-//! (start-up), [`up`], [`status`] (`herd status`) and [`cli`]; for Places over HTTP(S), [`upstream`]
+//! (optional mutual TLS on links), [`admin`] (the admin HTTP endpoint),
+//! [`server`] (start-up, reloads, signals), [`logging`], [`up`],
+//! [`status`] (`herd status`) and [`cli`]; for Places over HTTP(S), [`upstream`]
 //! (the client, per shard) on [`http_rt`] (hyper on glommio), and
 //! [`places_mock`] (a local upstream for tests, the bench and demos).
 
