@@ -2,7 +2,9 @@
 //! `herd check-config`, `herd places-mock` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::server`], [`crate::up`] or [`crate::status`]. No protocol or runtime code here.
+//! [`crate::server`], [`crate::up`] or [`crate::status`]. No protocol code
+//! here; the one runtime it starts itself is the executor of `herd
+//! places-mock`.
 
 use crate::config::Config;
 use crate::server::{self, ServeOptions};

@@ -486,10 +486,23 @@ impl Config {
         Config::from_json(&text)
     }
 
-    /// Pretty JSON of this config, which `from_json` reads back to an equal config.
+    /// Pretty JSON of this config, which `from_json` reads back to an equal
+    /// config. `places.ca_file` is the one field that may not be text (a
+    /// path that is not UTF-8); it is written lossily then, so it names a
+    /// different file when read back.
     pub fn to_json_pretty(&self) -> String {
-        // Only strings, numbers, lists and structs: serialisation cannot fail.
-        serde_json::to_string_pretty(self).expect("a Config always serialises to JSON")
+        match serde_json::to_string_pretty(self) {
+            Ok(text) => text,
+            Err(_) => {
+                let mut lossy = self.clone();
+                lossy.places.ca_file = lossy
+                    .places
+                    .ca_file
+                    .map(|p| p.to_string_lossy().into_owned().into());
+                // Now only strings, numbers, lists and structs: this cannot fail.
+                serde_json::to_string_pretty(&lossy).unwrap_or_default()
+            }
+        }
     }
 
     /// The server called `name`, if the herd has one.

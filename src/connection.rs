@@ -215,23 +215,23 @@ async fn converse<S: Socket>(
         // A stopping shard shuts the reading side of its connections, so
         // this read ends then too (as end of input).
         let n = match stream.read(lines.spare()).await {
-            Ok(0) => break "closed",
+            Ok(0) => break End::Closed,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::TimedOut => {
                 let Role::Link(link) = &mut role else {
-                    break "idle timeout";
+                    break End::IdleTimeout;
                 };
                 // A link's reads time out every heartbeat tick: time to
                 // send a keepalive, or to give up on a silent neighbour.
                 if !link.tick(&admission, &peer, &mut out) {
-                    break "silent";
+                    break End::Silent;
                 }
                 if let Err(e) = flush(&mut stream, &mut out).await {
                     break e;
                 }
                 continue;
             }
-            Err(_) => break "read failed",
+            Err(_) => break End::ReadFailed,
         };
         lines.filled(n);
         // Latency is counted from here, once per read: every command of it
@@ -258,7 +258,7 @@ async fn converse<S: Socket>(
             // A busy link's reads never time out: keepalives are due by the
             // clock all the same, or the sender would take it for dead.
             if !link.tick(&admission, &peer, &mut out) {
-                break "silent";
+                break End::Silent;
             }
         }
         if opening && matches!(role, Role::Link(_)) {
@@ -286,7 +286,7 @@ async fn converse<S: Socket>(
         }
     };
     // End of input also ends a last line without '\n': answer it, then close.
-    if end == "closed" {
+    if end == End::Closed {
         if let Some(frame) = lines.finish() {
             handle(frame, &mut role, &router, &admission, &peer, &mut out).await;
         }
@@ -294,7 +294,7 @@ async fn converse<S: Socket>(
             let _ = stream.write_all(&out).await;
         }
     }
-    if end == "write deadline passed" {
+    if end == End::WriteDeadline {
         tracing::warn!(%peer, "client dropped: it did not take its replies in time");
     }
     match role {
@@ -305,14 +305,45 @@ async fn converse<S: Socket>(
             if let Some((shard, epoch, received)) = mark {
                 admission.marks.record(neighbour, shard, epoch, received);
             }
-            tracing::info!(%peer, %neighbour, end, received = ?mark.map(|m| m.2), future_records_dropped = link.future_records, "incoming link dropped");
+            tracing::info!(%peer, %neighbour, %end, received = ?mark.map(|m| m.2), future_records_dropped = link.future_records, "incoming link dropped");
         }
-        _ => tracing::debug!(%peer, end, "connection ended"),
+        _ => tracing::debug!(%peer, %end, "connection ended"),
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer closed it (or a stop shut its reading side).
+    Closed,
+    /// A client sent nothing for `client_idle_timeout_ms`.
+    IdleTimeout,
+    /// A link heard nothing for `link_timeout_ms`, or its neighbour is no
+    /// longer one.
+    Silent,
+    /// Reading failed.
+    ReadFailed,
+    /// The peer did not take its replies within the write deadline.
+    WriteDeadline,
+    /// Writing failed.
+    WriteFailed,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            End::Closed => "closed",
+            End::IdleTimeout => "idle timeout",
+            End::Silent => "silent",
+            End::ReadFailed => "read failed",
+            End::WriteDeadline => "write deadline passed",
+            End::WriteFailed => "write failed",
+        })
     }
 }
 
 /// Writes and clears the pending replies; names the failure if any.
-async fn flush(stream: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), &'static str> {
+async fn flush(stream: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), End> {
     if out.is_empty() {
         return Ok(());
     }
@@ -320,8 +351,8 @@ async fn flush(stream: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), &'stat
     out.clear();
     match result {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::TimedOut => Err("write deadline passed"),
-        Err(_) => Err("write failed"),
+        Err(e) if e.kind() == ErrorKind::TimedOut => Err(End::WriteDeadline),
+        Err(_) => Err(End::WriteFailed),
     }
 }
 

@@ -34,21 +34,6 @@ impl<S> GlommioIo<S> {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
         }
     }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped stream, mutably (e.g. to set socket options).
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the stream.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> hyper::rt::Read for GlommioIo<S> {

@@ -38,11 +38,6 @@ impl Ring {
         }
     }
 
-    /// Number of shards on the ring.
-    pub fn shards(&self) -> usize {
-        self.shards
-    }
-
     /// The shard that owns `client_id`.
     pub fn owner(&self, client_id: &str) -> usize {
         if self.shards == 1 {

@@ -567,7 +567,6 @@ async fn run_shard(
     // The config in force now: a reload may have come before this shard.
     let (generation, config) = plan.control.current();
     let limits = &config.limits;
-    let me: Rc<str> = plan.name.as_str().into();
     let neighbours: Vec<(Rc<str>, SocketAddr)> = config
         .server(&plan.name)
         .map(|s| {
@@ -598,7 +597,6 @@ async fn run_shard(
     };
     let shard = Rc::new(Shard::new(
         id,
-        me.clone(),
         neighbours,
         places,
         // A backstop only: the upstream client times out first, with a

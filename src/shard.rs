@@ -2,8 +2,10 @@
 //! (its links then flood it), or answer a WHATSAT from a stored record
 //! through Places.
 //!
-//! Owned by one executor (`Rc`, `RefCell`, no locks). Never touches a client
-//! socket: it returns replies as values. It knows nothing of links but their
+//! Owned by one executor (`Rc`, `RefCell`; the only lock is the one its
+//! metrics are published under, a few times a second). It never reads or
+//! writes a client socket: it returns replies as values; at a stop it only
+//! shuts the reading side of its connections (`Connections::stop_reading`). It knows nothing of links but their
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
@@ -66,8 +68,6 @@ impl LinkStatus {
 pub struct Shard {
     /// This shard's id (its place on the ring and in the channel mesh).
     pub id: usize,
-    /// Name of this server.
-    pub server: Rc<str>,
     /// New on every start; with the store's generation it makes the epoch.
     epoch_base: u64,
     store: RefCell<Store>,
@@ -204,7 +204,6 @@ impl Shard {
     /// link cursor per neighbour (`neighbours`: name and address).
     pub fn new(
         id: usize,
-        server: Rc<str>,
         neighbours: Vec<(Rc<str>, SocketAddr)>,
         places: Rc<dyn Places>,
         places_timeout: Duration,
@@ -217,7 +216,6 @@ impl Shard {
             .collect();
         Shard {
             id,
-            server,
             epoch_base: new_epoch(id),
             store: RefCell::new(store),
             changed: Event::new(),

@@ -1,5 +1,6 @@
-//! Any bytes, as one line: the parser never panics, and every command it
-//! accepts formats back to a line that parses to the same command.
+//! Any bytes, as one line: the parser never panics, and every AT line it
+//! accepts (the one command herd writes back out, as a stored record)
+//! formats back to a line that parses to the same record.
 #![no_main]
 
 use herd::protocol::{parse_line, write_at_line, Command, Parsed};
