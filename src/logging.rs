@@ -48,9 +48,9 @@ impl Write for Writer {
     }
 }
 
-/// A running logger: keep it alive until exit so buffered lines are written.
+/// A running logger's controls (level, reopening), shared with the
+/// threads that reload and signal.
 pub struct Logging {
-    _guard: WorkerGuard,
     level: reload::Handle<EnvFilter, Registry>,
     file: Arc<LogFile>,
 }
@@ -89,8 +89,15 @@ impl Logging {
     }
 }
 
-/// Starts logging to `<dir>/<name>.log` at `level`, in `format`.
-pub fn init(dir: &Path, name: &str, level: &str, format: LogFormat) -> anyhow::Result<Logging> {
+/// Starts logging to `<dir>/<name>.log` at `level`, in `format`. Keep the
+/// guard until the server returns: dropping it writes the lines still
+/// buffered (the controls live on in threads that never end).
+pub fn init(
+    dir: &Path,
+    name: &str,
+    level: &str,
+    format: LogFormat,
+) -> anyhow::Result<(Logging, WorkerGuard)> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating log directory {}", dir.display()))?;
     let path = dir.join(format!("{name}.log"));
@@ -114,9 +121,11 @@ pub fn init(dir: &Path, name: &str, level: &str, format: LogFormat) -> anyhow::R
         LogFormat::Json => registry.with(lines.json()).try_init(),
     };
     started.map_err(|e| anyhow::anyhow!("starting the logger: {e}"))?;
-    Ok(Logging {
-        _guard: guard,
-        level: handle,
-        file,
-    })
+    Ok((
+        Logging {
+            level: handle,
+            file,
+        },
+        guard,
+    ))
 }

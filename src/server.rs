@@ -221,7 +221,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .clone()
         .or_else(|| opts.config.logging.level.clone())
         .unwrap_or_else(|| "info".to_owned());
-    let logging =
+    let (logging, _log_guard) =
         crate::logging::init(&opts.log_dir, &me.name, &level, opts.config.logging.format)?;
     let control = Arc::new(Control {
         name: me.name.clone(),
