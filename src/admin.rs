@@ -34,22 +34,29 @@ pub struct Registry {
     peer_listen: String,
     started: Instant,
     shards: Mutex<Vec<Arc<ShardMetrics>>>,
-    neighbours: Mutex<Vec<String>>,
     /// Incoming links, for readiness.
     pub inbound: Arc<Inbound>,
+    /// The server's config in force, and its reloads.
+    config: Arc<dyn ConfigInForce>,
+}
+
+/// What the admin endpoint asks of the config in force: the server's
+/// neighbours now (a reload changes them) and a reload itself.
+pub trait ConfigInForce: Send + Sync {
+    /// This server's neighbours in the config in force, in config order.
+    fn neighbours(&self) -> Vec<String>;
     /// Re-reads the config (`POST /reload`); `Err` with the reasons when
     /// the new config is refused.
-    reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+    fn reload(&self) -> Result<String, String>;
 }
 
 impl Registry {
-    /// The registry of one server; `reload` is what `POST /reload` runs.
+    /// The registry of one server whose config in force is `config`.
     pub fn new(
         server: &str,
         listen: String,
         peer_listen: String,
-        neighbours: Vec<String>,
-        reload: Box<dyn Fn() -> Result<String, String> + Send + Sync>,
+        config: Arc<dyn ConfigInForce>,
     ) -> Registry {
         Registry {
             server: server.to_owned(),
@@ -57,9 +64,8 @@ impl Registry {
             peer_listen,
             started: Instant::now(),
             shards: Mutex::new(Vec::new()),
-            neighbours: Mutex::new(neighbours),
             inbound: Arc::new(Inbound::default()),
-            reload,
+            config,
         }
     }
 
@@ -68,11 +74,6 @@ impl Registry {
         let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
         shards.push(metrics);
         shards.sort_by_key(|m| m.shard);
-    }
-
-    /// The neighbours changed (a reload).
-    pub fn set_neighbours(&self, neighbours: Vec<String>) {
-        *self.neighbours.lock().unwrap_or_else(|p| p.into_inner()) = neighbours;
     }
 
     /// Everything at this moment.
@@ -87,19 +88,15 @@ impl Registry {
             listen: self.listen.clone(),
             peer_listen: self.peer_listen.clone(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
-            neighbours: self
-                .neighbours
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            neighbours: self.config.neighbours(),
             shards: shards.iter().map(|m| ShardFigures::of(m)).collect(),
             incoming: self.inbound.views(),
         }
     }
 
-    /// Runs the reload hook.
+    /// Re-reads the config in force.
     pub fn reload(&self) -> Result<String, String> {
-        (self.reload)()
+        self.config.reload()
     }
 }
 

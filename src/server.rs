@@ -98,6 +98,20 @@ pub struct Control {
     level_fixed: bool,
 }
 
+impl crate::admin::ConfigInForce for Control {
+    fn neighbours(&self) -> Vec<String> {
+        let (_, config) = self.current();
+        config
+            .server(&self.name)
+            .map(|s| s.neighbours.clone())
+            .unwrap_or_default()
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        Control::reload(self)
+    }
+}
+
 impl Control {
     /// The config in force and its generation.
     fn current(&self) -> (u64, Arc<Config>) {
@@ -231,16 +245,12 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         logging,
         level_fixed: opts.log_level.is_some(),
     });
-    let registry = {
-        let control = control.clone();
-        Arc::new(Registry::new(
-            &me.name,
-            listen.to_string(),
-            peer_listen.to_string(),
-            me.neighbours.clone(),
-            Box::new(move || control.reload()),
-        ))
-    };
+    let registry = Arc::new(Registry::new(
+        &me.name,
+        listen.to_string(),
+        peer_listen.to_string(),
+        control.clone(),
+    ));
     let admin = opts.config.admin_addr(&me.name);
     let plan = ShardPlan {
         name: me.name.clone(),
@@ -535,11 +545,6 @@ impl Live {
         self.plan
             .per_ip
             .set_limit(config.limits.max_connections_per_ip.unwrap_or(u32::MAX));
-        if self.shard.id == 0 {
-            self.plan
-                .registry
-                .set_neighbours(me.map(|s| s.neighbours.clone()).unwrap_or_default());
-        }
         tracing::info!(shard = self.shard.id, changes = %changes.summary(), "shard follows the reloaded config");
     }
 }

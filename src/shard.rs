@@ -442,10 +442,9 @@ impl Shard {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         p.records = self.records() as u64;
-        p.client_connections = (self.connections.count()
-            - self.connections.peers().min(self.connections.count()))
-            as u64;
-        p.peer_connections = self.connections.peers() as u64;
+        let (all, peers) = (self.connections.count(), self.connections.peers());
+        p.client_connections = all.saturating_sub(peers) as u64;
+        p.peer_connections = peers as u64;
         p.evicted = evicted;
         p.refused_older = refused_older;
         p.expired = self.expired.get();

@@ -8,8 +8,8 @@
 mod support;
 
 use herd::config::{Config, Provider};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
@@ -51,14 +51,9 @@ impl Mock {
 
     /// The mock's counters, from its `/stats` endpoint (plain HTTP only).
     fn stats(&self) -> serde_json::Value {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1;
-        serde_json::from_str(body).unwrap()
+        let (status, body) = http(self.addr, "GET", "/stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     fn requests(&self) -> u64 {

@@ -172,11 +172,12 @@ fn limits_and_the_log_level_change_in_place() {
     let path = dir.path().join("herd.json");
     std::fs::write(&path, config.to_json_pretty()).expect("write config");
     // No --log-level: the config's level is in force, and a reload moves it.
-    let mut child = serve_command("A", &path, &dir.path().join("logs"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let guard = KillOnDrop(&mut child);
+    let server = KillOnDrop(
+        serve_command("A", &path, &dir.path().join("logs"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     let addr = config.listen_addr("A").expect("addr");
     let admin = config.admin_addr("A").expect("admin");
     wait_listening(addr);
@@ -207,7 +208,7 @@ fn limits_and_the_log_level_change_in_place() {
     eventually("debug lines to be logged", || {
         log().contains("IAMAT loud").then_some(())
     });
-    drop(guard);
+    drop(server);
 }
 
 /// SIGHUP after the log file was moved away (as logrotate does): new
@@ -257,15 +258,5 @@ fn logs_can_be_json_lines() {
             value["level"].is_string() && value["fields"].is_object(),
             "{line}"
         );
-    }
-}
-
-/// Kills a child process this test started, whatever happens.
-struct KillOnDrop<'a>(&'a mut std::process::Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

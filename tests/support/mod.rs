@@ -263,21 +263,28 @@ impl Drop for Herd {
     }
 }
 
-/// One HTTP/1.1 request (no body) to `addr`: the status code and the body.
-/// `None` when nothing answers there or the answer is not HTTP.
+/// One HTTP/1.1 request (no body) to `addr`, through herd's own small
+/// client (the one `herd status` and `herd reload` use): the status code
+/// and the body. `None` when nothing answers there or the answer is not
+/// HTTP.
 pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(PATIENCE)).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
+    let raw = herd::status::request(addr, method, path, PATIENCE).ok()?;
+    let response = herd::status::parse_response(&raw).ok()?;
+    Some((
+        response.status,
+        String::from_utf8_lossy(&response.body).into_owned(),
+    ))
+}
+
+/// A child process killed (SIGKILL, by its PID) when dropped, whatever
+/// happens in the test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Like [`try_http`], failing the test when nothing answers.
