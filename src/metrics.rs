@@ -346,16 +346,29 @@ impl ShardFigures {
     }
 }
 
+impl ServerView {
+    /// Every shard's outgoing link to `neighbour`.
+    fn links_to(&self, neighbour: &str) -> Vec<&LinkView> {
+        links(self)
+            .map(|(_, l)| l)
+            .filter(|l| l.neighbour == neighbour)
+            .collect()
+    }
+
+    /// The open incoming links from `neighbour`.
+    fn links_from(&self, neighbour: &str) -> Vec<&IncomingView> {
+        self.incoming
+            .iter()
+            .filter(|i| i.neighbour == neighbour)
+            .collect()
+    }
+}
+
 /// Why a server is not ready; empty when it is.
 pub fn not_ready(view: &ServerView) -> Vec<String> {
     let mut why = Vec::new();
     for neighbour in &view.neighbours {
-        let links: Vec<&LinkView> = view
-            .shards
-            .iter()
-            .flat_map(|s| s.published.links.iter())
-            .filter(|l| l.neighbour == *neighbour)
-            .collect();
+        let links = view.links_to(neighbour);
         let down = links.iter().filter(|l| !l.up).count();
         if links.is_empty() {
             why.push(format!("link to {neighbour} not started"));
@@ -367,11 +380,7 @@ pub fn not_ready(view: &ServerView) -> Vec<String> {
         } else if links.iter().any(|l| !l.caught_up) {
             why.push(format!("link to {neighbour} is still catching up"));
         }
-        let incoming: Vec<&IncomingView> = view
-            .incoming
-            .iter()
-            .filter(|i| i.neighbour == *neighbour)
-            .collect();
+        let incoming = view.links_from(neighbour);
         if incoming.is_empty() {
             why.push(format!("no link from {neighbour}"));
         } else if incoming.iter().any(|i| !i.caught_up) {
@@ -608,10 +617,7 @@ pub fn render_prometheus(view: &ServerView, version: &str) -> String {
         "Records sent to a neighbour, all shards.",
     );
     for neighbour in &view.neighbours {
-        let sent: u64 = links(view)
-            .filter(|(_, l)| l.neighbour == *neighbour)
-            .map(|(_, l)| l.sent)
-            .sum();
+        let sent: u64 = view.links_to(neighbour).iter().map(|l| l.sent).sum();
         let _ = writeln!(
             out,
             "herd_link_records_sent_total{{neighbour=\"{}\"}} {sent}",
@@ -625,11 +631,7 @@ pub fn render_prometheus(view: &ServerView, version: &str) -> String {
         "Open links from a neighbour (one per shard of the neighbour).",
     );
     for neighbour in &view.neighbours {
-        let n = view
-            .incoming
-            .iter()
-            .filter(|i| i.neighbour == *neighbour)
-            .count();
+        let n = view.links_from(neighbour).len();
         let _ = writeln!(
             out,
             "herd_link_incoming{{neighbour=\"{}\"}} {n}",
@@ -740,10 +742,7 @@ pub fn status_json(view: &ServerView, version: &str) -> Value {
         .neighbours
         .iter()
         .map(|neighbour| {
-            let of: Vec<&LinkView> = links(view)
-                .map(|(_, l)| l)
-                .filter(|l| l.neighbour == *neighbour)
-                .collect();
+            let of = view.links_to(neighbour);
             let up = of.iter().filter(|l| l.up).count();
             let state = if of.is_empty() || up == 0 {
                 "down"
@@ -769,11 +768,7 @@ pub fn status_json(view: &ServerView, version: &str) -> Value {
         .neighbours
         .iter()
         .map(|neighbour| {
-            let of: Vec<&IncomingView> = view
-                .incoming
-                .iter()
-                .filter(|i| i.neighbour == *neighbour)
-                .collect();
+            let of = view.links_from(neighbour);
             json!({
                 "neighbour": neighbour,
                 "links": of.len(),
