@@ -77,7 +77,7 @@ pub fn parse_peer(line: &str) -> Option<&str> {
 /// The answer to a `PEER` line in a herd without a secret: `CHALLENGE`
 /// with a fresh nonce and no proof. (The herd then writes `PROOF -`.)
 pub fn challenge_line() -> String {
-    let nonce = herd::nonce::fresh().unwrap_or_else(|_| "0".repeat(32));
+    let nonce = herd::net::nonce::fresh().unwrap_or_else(|_| "0".repeat(32));
     format!("CHALLENGE {nonce} -\n")
 }
 
@@ -86,8 +86,8 @@ pub fn challenge_line() -> String {
 /// it are served all the same).
 pub fn is_stream_opening(line: &str) -> bool {
     matches!(
-        herd::protocol::parse_line(line.as_bytes()),
-        herd::protocol::Parsed::Command(herd::protocol::Command::Stream { .. })
+        herd::pure::protocol::parse_line(line.as_bytes()),
+        herd::pure::protocol::Parsed::Command(herd::pure::protocol::Command::Stream { .. })
     )
 }
 

@@ -7,7 +7,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    match herd::cli::run(herd::cli::Cli::parse()) {
+    match herd::process::cli::run(herd::process::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herd: {e:#}");

@@ -153,7 +153,7 @@ fn only_the_admin_paths_are_served() {
 fn an_admin_endpoint_can_be_turned_off() {
     let mut config = herd_of(&["A"], &[]);
     let admin = config.admin_addr("A").expect("default on");
-    config.servers[0].admin_listen = herd::config::AdminListen::Off;
+    config.servers[0].admin_listen = herd::pure::config::AdminListen::Off;
     let herd = Herd::start(config, 1);
     assert!(try_http(admin, "GET", "/healthz").is_none());
     let reply = exchange_text(herd.addr("A"), "IAMAT c +1+2 3\n");

@@ -18,7 +18,7 @@ fn check_config_accepts_a_good_herd() {
     let path = write_file(
         dir.path(),
         "herd.json",
-        &herd::config::Config::default_herd().to_json_pretty(),
+        &herd::pure::config::Config::default_herd().to_json_pretty(),
     );
     let out = Command::new(herd_bin())
         .arg("check-config")
@@ -166,7 +166,7 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
 
 #[test]
 fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
-    let usable = herd::server::usable_cpus().unwrap();
+    let usable = herd::process::server::usable_cpus().unwrap();
     let last = *usable.last().unwrap();
     let mut herd = Herd::start(herd_of(&[], &[]), 1);
     herd.config = herd_of(&["Pinned"], &[]);
@@ -203,7 +203,7 @@ fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
 /// refuses to overwrite without --force.
 #[test]
 fn certs_makes_files_that_every_server_loads_and_refuses_to_overwrite() {
-    use herd::config::{config_dir, Config};
+    use herd::pure::config::{config_dir, Config};
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let config = Config::default_herd();
@@ -241,7 +241,7 @@ fn certs_makes_files_that_every_server_loads_and_refuses_to_overwrite() {
         let paths = loaded
             .tls_paths(&server.name, &config_dir(&config_path))
             .unwrap();
-        let tls = herd::link_tls::LinkTls::load(&paths, &server.name)
+        let tls = herd::net::link_tls::LinkTls::load(&paths, &server.name)
             .unwrap_or_else(|e| panic!("{}: {e}", server.name));
         assert_eq!(tls.name(), server.name);
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();

@@ -131,7 +131,7 @@ struct ProxiedPair {
 
 impl ProxiedPair {
     /// Starts both; `limits` edits the config both share.
-    fn start(limits: impl FnOnce(&mut herd::config::Limits)) -> ProxiedPair {
+    fn start(limits: impl FnOnce(&mut herd::pure::config::Limits)) -> ProxiedPair {
         // Each server gets its own config: the other's address is a proxy.
         // Links dial peer addresses: those are what the proxies stand in for.
         let mut config_a = herd_of(&["A", "B"], &[("A", "B")]);

@@ -15,7 +15,7 @@
 
 mod support;
 
-use herd::config::Config;
+use herd::pure::config::Config;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -7,7 +7,7 @@
 
 mod support;
 
-use herd::config::{Config, Provider};
+use herd::pure::config::{Config, Provider};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -99,7 +99,7 @@ fn whatsat_returns_the_upstream_answer_cut_to_max_results_and_within_the_radius(
     assert_eq!(results.len(), 4);
     for r in results {
         let loc = &r["geometry"]["location"];
-        let d = herd::places::distance_m(
+        let d = herd::places::answer::distance_m(
             34.068930,
             -118.445127,
             loc["lat"].as_f64().unwrap(),

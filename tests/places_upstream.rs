@@ -13,10 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herd::http_rt::{GlommioIo, LocalExec};
-use herd::places::{distance_m, NearbyQuery, Places, PlacesAnswer};
-use herd::places_mock::{self, Fault, MockSettings};
-use herd::upstream::{Upstream, UpstreamSettings, UpstreamStats};
+use herd::net::http::{GlommioIo, LocalExec};
+use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
+use herd::places::mock::{self as places_mock, Fault, MockSettings};
+use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::Executor;
 use serde_json::Value;
@@ -339,7 +339,7 @@ async fn start_one_shot_server() -> SocketAddr {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let body = serde_json::to_vec(&herd::places::OfflinePlaces.answer(UCLA)).unwrap();
+    let body = serde_json::to_vec(&herd::places::answer::OfflinePlaces.answer(UCLA)).unwrap();
     glommio::spawn_local(async move {
         // Enough connections for any test here; the loop is bounded.
         for _ in 0..16 {
@@ -442,7 +442,7 @@ fn body_over_the_size_cap_becomes_unknown_error() {
             };
             let mut buf = vec![0u8; 4096];
             let _ = stream.read(&mut buf).await;
-            let size = 2 * herd::upstream::MAX_BODY_BYTES;
+            let size = 2 * herd::places::upstream::MAX_BODY_BYTES;
             let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.write_all(&vec![b' '; size]).await;

@@ -240,7 +240,7 @@ fn thousand_clients_spread_over_all_shards_read_back_correctly() {
     let shards = 4;
     let herd = lone_server(shards);
     let addr = herd.addr("Solo");
-    let ring = herd::ring::Ring::new(shards);
+    let ring = herd::pure::ring::Ring::new(shards);
     let mut per_shard = vec![0; shards];
     let mut input = String::new();
     for i in 0..1000 {

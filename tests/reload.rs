@@ -4,7 +4,7 @@
 
 mod support;
 
-use herd::config::{AdminListen, Config, ServerConfig};
+use herd::pure::config::{AdminListen, Config, ServerConfig};
 use nix::sys::signal::Signal;
 use support::*;
 
@@ -244,7 +244,7 @@ fn sighup_reopens_a_moved_log_file() {
 #[test]
 fn logs_can_be_json_lines() {
     let mut config = herd_of(&["A"], &[]);
-    config.logging.format = herd::config::LogFormat::Json;
+    config.logging.format = herd::pure::config::LogFormat::Json;
     let herd = Herd::start(config, 1);
     exchange_text(herd.addr("A"), "IAMAT json-client +1+2 3\n");
     let text = eventually("lines about the client", || {

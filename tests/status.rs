@@ -6,7 +6,7 @@
 
 mod support;
 
-use herd::config::AdminListen;
+use herd::pure::config::AdminListen;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;

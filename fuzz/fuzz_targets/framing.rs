@@ -2,7 +2,7 @@
 //! over the limit, and yields the same lines however the input is split.
 #![no_main]
 
-use herd::framing::{Frame, LineBuffer};
+use herd::pure::framing::{Frame, LineBuffer};
 use libfuzzer_sys::fuzz_target;
 
 fn frames(max_line: usize, input: &[u8], chunk: usize) -> Vec<(bool, Vec<u8>)> {

@@ -3,7 +3,7 @@
 //! formats back to a line that parses to the same record.
 #![no_main]
 
-use herd::protocol::{parse_line, write_at_line, Command, Parsed};
+use herd::pure::protocol::{parse_line, write_at_line, Command, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

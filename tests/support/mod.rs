@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use herd::config::{AdminListen, Config, ServerConfig};
+use herd::pure::config::{AdminListen, Config, ServerConfig};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -268,8 +268,8 @@ impl Drop for Herd {
 /// and the body. `None` when nothing answers there or the answer is not
 /// HTTP.
 pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    let raw = herd::status::request(addr, method, path, PATIENCE).ok()?;
-    let response = herd::status::parse_response(&raw).ok()?;
+    let raw = herd::ops::status::request(addr, method, path, PATIENCE).ok()?;
+    let response = herd::ops::status::parse_response(&raw).ok()?;
     Some((
         response.status,
         String::from_utf8_lossy(&response.body).into_owned(),
@@ -436,13 +436,14 @@ pub fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
 
 /// Starts a `places_mock` with `settings` inside the current glommio
 /// executor and returns the address it listens on.
-pub async fn start_mock_with(settings: herd::places_mock::MockSettings) -> SocketAddr {
+pub async fn start_mock_with(settings: herd::places::mock::MockSettings) -> SocketAddr {
     use std::cell::Cell;
     use std::rc::Rc;
     let slot = Rc::new(Cell::new(None));
     let seen = Rc::clone(&slot);
     glommio::spawn_local(async move {
-        if let Err(e) = herd::places_mock::serve(settings, move |addr| seen.set(Some(addr))).await {
+        if let Err(e) = herd::places::mock::serve(settings, move |addr| seen.set(Some(addr))).await
+        {
             panic!("mock failed: {e}");
         }
     })
@@ -458,7 +459,7 @@ pub async fn start_mock_with(settings: herd::places_mock::MockSettings) -> Socke
 
 /// A fresh handshake nonce, as a test dialler sends it.
 pub fn test_nonce() -> String {
-    herd::nonce::fresh().expect("random source")
+    herd::net::nonce::fresh().expect("random source")
 }
 
 /// Dials `peer` (a server's peer address) as neighbour `me` of server
@@ -472,7 +473,7 @@ pub fn dial_link(
     them: &str,
     secret: Option<&str>,
 ) -> (TcpStream, String, String) {
-    use herd::link_session::{proof, Exchange, Side};
+    use herd::pure::link_session::{proof, Exchange, Side};
     let mut stream = connect(peer);
     let nonce = test_nonce();
     let mut sent = format!("PEER {me} {nonce}\n");

@@ -4,17 +4,17 @@
 //! Owns the ordering rule of the protocol (client time, then the whole line as
 //! bytes). Pure: building a record needs the receive time as a parameter.
 
-use crate::protocol::{self, At, IAmAt, PosixTime};
+use crate::pure::protocol::{self, At, IAmAt, PosixTime};
 use std::cmp::Ordering;
 
 /// The longest AT line an IAMAT of at most `max_line` bytes can produce: the
 /// IAMAT's fields after the command word, plus `AT`, a server name of at
-/// most [`MAX_NAME_BYTES`](crate::config::MAX_NAME_BYTES) and a skew (sign,
+/// most [`MAX_NAME_BYTES`](crate::pure::config::MAX_NAME_BYTES) and a skew (sign,
 /// up to 20 digits, a dot and 9 digits). A link must take every such line,
 /// or a record stored by one server would never reach the others.
 pub fn max_at_line(max_line: usize) -> usize {
     const SKEW: usize = 1 + 20 + 1 + 9;
-    max_line + crate::config::MAX_NAME_BYTES + SKEW
+    max_line + crate::pure::config::MAX_NAME_BYTES + SKEW
 }
 
 /// One client's location record: an AT line, exactly as stored and flooded.
@@ -146,7 +146,7 @@ impl Eq for Record {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{parse_line, Command, Parsed};
+    use crate::pure::protocol::{parse_line, Command, Parsed};
 
     pub(crate) fn iamat_record(server: &str, now: u64, line: &str) -> Record {
         let Parsed::Command(Command::IAmAt(i)) = parse_line(line.as_bytes()) else {
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn the_longest_valid_iamat_makes_an_at_line_a_link_takes() {
         let max_line = 4096;
-        let name = "N".repeat(crate::config::MAX_NAME_BYTES);
+        let name = "N".repeat(crate::pure::config::MAX_NAME_BYTES);
         // Client time 0 makes the largest skew; the id fills the line.
         let head = "IAMAT ";
         let tail = " -90.000000-180.000000 0.000000001";

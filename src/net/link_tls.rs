@@ -33,7 +33,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::TlsPaths;
+use crate::pure::config::TlsPaths;
 
 /// The parent domain of every name in a herd certificate.
 pub const DNS_SUFFIX: &str = "herd.invalid";
@@ -67,7 +67,7 @@ pub fn herd_name_of(dns: &str) -> Option<String> {
     let bytes = hex::decode(labels.replace('.', "")).ok()?;
     let name = String::from_utf8(bytes).ok()?;
     // Only the canonical form counts, so each name has exactly one spelling.
-    (crate::config::name_ok(&name) && dns_name_for(&name) == dns).then_some(name)
+    (crate::pure::config::name_ok(&name) && dns_name_for(&name) == dns).then_some(name)
 }
 
 /// Why the TLS files could not be used; the message names the file and the fix.
@@ -272,7 +272,7 @@ impl LinkTls {
 
 /// The name a dialler asks for when it dials herd server `name`.
 fn server_name(name: &str) -> io::Result<ServerName<'static>> {
-    if !crate::config::name_ok(name) {
+    if !crate::pure::config::name_ok(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{name:?} is not a herd server name"),
@@ -424,7 +424,7 @@ pub fn write_herd_certs(
 ) -> Result<Vec<PathBuf>, LinkTlsError> {
     if let Some(bad) = names
         .iter()
-        .find(|n| !crate::config::name_ok(n) || n.contains('/'))
+        .find(|n| !crate::pure::config::name_ok(n) || n.contains('/'))
     {
         return Err(LinkTlsError(format!(
             "server name {bad:?} cannot be a file name; rename the server"

@@ -2,7 +2,7 @@
 //! random source (the only randomness the handshake needs; the session in
 //! `link_session.rs` takes them as values).
 
-use crate::link_session::{nonce_hex, NONCE_BYTES};
+use crate::pure::link_session::{nonce_hex, NONCE_BYTES};
 
 /// A new nonce, as the handshake writes it.
 pub fn fresh() -> Result<String, getrandom::Error> {
@@ -14,7 +14,7 @@ pub fn fresh() -> Result<String, getrandom::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link_session::valid_nonce;
+    use crate::pure::link_session::valid_nonce;
 
     #[test]
     fn nonces_are_well_formed_and_not_repeated() {

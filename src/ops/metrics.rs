@@ -315,7 +315,7 @@ pub struct ShardFigures {
     pub shard: usize,
     /// IAMAT ok, IAMAT invalid, WHATSAT ok, WHATSAT invalid, other invalid.
     pub commands: [u64; 5],
-    /// By [`REFUSED_REASONS`].
+    /// By `REFUSED_REASONS`.
     pub refused: [u64; 7],
     /// Records stored, and dropped as stale.
     pub stored: u64,

@@ -4,21 +4,21 @@
 //! Owns the order things start in and the start-up summary. Holds no
 //! protocol logic: shards, routing, links and connections do the work.
 
-use crate::admin::{self, Registry};
-use crate::catchup::Marks;
-use crate::config::{Config, PlacesSource};
-use crate::connection::{self, Admission, Port};
-use crate::link::{self, LinkSettings};
-use crate::link_session::Liveness;
-use crate::link_tls::LinkTls;
-use crate::logging::Logging;
-use crate::nearby_key::Grid;
-use crate::per_ip::PerIp;
-use crate::places::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
-use crate::ring::Ring;
-use crate::route::{self, Router, ToOwner};
+use crate::net::connection::{self, Admission, Port};
+use crate::net::link_tls::LinkTls;
+use crate::net::per_ip::PerIp;
+use crate::net::route::{self, Router, ToOwner};
+use crate::ops::admin::{self, Registry};
+use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
+use crate::places::key::Grid;
+use crate::places::upstream::{Upstream, UpstreamSettings};
+use crate::process::logging::Logging;
+use crate::pure::catchup::Marks;
+use crate::pure::config::{Config, PlacesSource};
+use crate::pure::link_session::Liveness;
+use crate::pure::ring::Ring;
+use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
-use crate::upstream::{Upstream, UpstreamSettings};
 use anyhow::{anyhow, bail, Context};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
@@ -98,7 +98,7 @@ pub struct Control {
     level_fixed: bool,
 }
 
-impl crate::admin::ConfigInForce for Control {
+impl crate::ops::admin::ConfigInForce for Control {
     fn neighbours(&self) -> Vec<String> {
         let (_, config) = self.current();
         config
@@ -137,7 +137,7 @@ impl Control {
         };
         let new = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let changes = crate::reload::compare(&current, &new, &self.name)?;
+        let changes = crate::pure::reload::compare(&current, &new, &self.name)?;
         if !self.level_fixed && current.logging.level != new.logging.level {
             let level = new.logging.level.as_deref().unwrap_or("info");
             self.logging.set_level(level)?;
@@ -236,7 +236,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .or_else(|| opts.config.logging.level.clone())
         .unwrap_or_else(|| "info".to_owned());
     let (logging, _log_guard) =
-        crate::logging::init(&opts.log_dir, &me.name, &level, opts.config.logging.format)?;
+        crate::process::logging::init(&opts.log_dir, &me.name, &level, opts.config.logging.format)?;
     let control = Arc::new(Control {
         name: me.name.clone(),
         path: opts.config_path.clone(),
@@ -483,7 +483,7 @@ fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>
         secret: config.secret.clone(),
         tls: plan.tls.clone(),
         max_line: limits.max_line_bytes,
-        link_max_line: crate::record::max_at_line(limits.max_line_bytes),
+        link_max_line: crate::pure::record::max_at_line(limits.max_line_bytes),
         liveness: liveness(config),
         max_future_skew: Duration::from_millis(limits.max_future_skew_ms),
         idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
@@ -515,7 +515,7 @@ impl Live {
         }
         self.generation.set(generation);
         let old = self.config.replace(config.clone());
-        let changes = match crate::reload::compare(&old, &config, &self.plan.name) {
+        let changes = match crate::pure::reload::compare(&old, &config, &self.plan.name) {
             Ok(changes) => changes,
             // The reload checked this already; a shard never runs half a config.
             Err(_) => return,
@@ -699,7 +699,7 @@ async fn run_shard(
 /// Publishes the shard's figures for the admin endpoint four times a
 /// second; the recent latency covers the last whole second.
 async fn publish(shard: Rc<Shard>) {
-    let mut recent = crate::metrics::latency_histogram();
+    let mut recent = crate::ops::metrics::latency_histogram();
     let mut tick = 0u64;
     while !shard.stop.is_requested() {
         glommio::timer::sleep(Duration::from_millis(250)).await;

@@ -2,13 +2,13 @@
 //! `herd check-config`, `herd places-mock` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::server`], [`crate::up`] or [`crate::status`]. No protocol code
+//! [`crate::process::server`], [`crate::process::up`] or [`crate::ops::status`]. No protocol code
 //! here; the one runtime it starts itself is the executor of `herd
 //! places-mock`.
 
-use crate::config::Config;
-use crate::server::{self, ServeOptions};
-use crate::up::{self, UpOptions};
+use crate::process::server::{self, ServeOptions};
+use crate::process::up::{self, UpOptions};
+use crate::pure::config::Config;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ pub enum Cmd {
         /// CPUs to pin shards to, e.g. 2,3 (default: the affinity mask).
         #[arg(long, value_delimiter = ',')]
         cpus: Option<Vec<usize>>,
-        /// Directory for <NAME>.log.
+        /// Directory for `<NAME>.log`.
         #[arg(long, default_value = "logs")]
         log_dir: PathBuf,
         /// Log level or tracing filter: info, or debug to log every line in
@@ -145,9 +145,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => server::serve(ServeOptions {
             name,
             // Relative paths in the config (TLS files) are from its folder.
-            config_dir: config
-                .as_deref()
-                .map_or_else(|| std::path::PathBuf::from("."), crate::config::config_dir),
+            config_dir: config.as_deref().map_or_else(
+                || std::path::PathBuf::from("."),
+                crate::pure::config::config_dir,
+            ),
             config: load(config.as_deref())?,
             config_path: config,
             shards: shards.or(cpus.as_ref().map(Vec::len)),
@@ -189,7 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let herd = load(config.as_deref())?;
             let label =
                 config.map_or_else(|| "default herd".to_owned(), |p| p.display().to_string());
-            crate::status::run(&herd, &label, once)
+            crate::ops::status::run(&herd, &label, once)
         }
         Cmd::PlacesMock {
             listen,
@@ -225,9 +226,10 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
     let addr = config
         .admin_addr(name)
         .with_context(|| format!("{name} has no admin endpoint (admin_listen is null)"))?;
-    let raw = crate::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
-        .with_context(|| format!("asking {name} at {addr} to reload"))?;
-    let response = crate::status::parse_response(&raw)
+    let raw =
+        crate::ops::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
+            .with_context(|| format!("asking {name} at {addr} to reload"))?;
+    let response = crate::ops::status::parse_response(&raw)
         .with_context(|| format!("the answer of {name} at {addr}"))?;
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
     let message = body["message"].as_str().map_or_else(
@@ -245,7 +247,7 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
 
 /// Runs `herd certs`: writes the files, then says what to put in the config.
 fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
-    use crate::link_tls;
+    use crate::net::link_tls;
     let config = Config::load(config_path)?;
     let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
     let written = link_tls::write_herd_certs(&names, out, force)?;
@@ -260,7 +262,7 @@ fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
         "each server needs ca.pem and its own two files; put this in {}:",
         config_path.display()
     );
-    let section = link_tls::tls_section(&crate::config::config_dir(config_path), out);
+    let section = link_tls::tls_section(&crate::pure::config::config_dir(config_path), out);
     println!("  {section}");
     Ok(())
 }
@@ -272,7 +274,7 @@ fn places_mock(
     tls_ca_out: Option<PathBuf>,
     fault: &str,
 ) -> anyhow::Result<()> {
-    use crate::places_mock::{self, MockSettings};
+    use crate::places::mock::{self as places_mock, MockSettings};
     let tls = match &tls_ca_out {
         Some(path) => {
             let pki = places_mock::local_pki().context("making a TLS certificate")?;

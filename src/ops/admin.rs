@@ -2,13 +2,13 @@
 //! `POST /reload`, served with hyper on the first shard's executor, on an
 //! address of its own (never the client or peer port).
 //!
-//! Reads what the shards publish ([`crate::metrics`]) through the
+//! Reads what the shards publish ([`crate::ops::metrics`]) through the
 //! [`Registry`]; renders nothing itself (the text and JSON are made in the
 //! pure `metrics` module). Small and bounded: a few connections at a time,
 //! each with read and write deadlines, request bodies ignored.
 
-use crate::http_rt::GlommioIo;
-use crate::metrics::{self, Inbound, ServerView, ShardFigures, ShardMetrics};
+use crate::net::http::GlommioIo;
+use crate::ops::metrics::{self, Inbound, ServerView, ShardFigures, ShardMetrics};
 use bytes::Bytes;
 use glommio::net::{TcpListener, TcpStream};
 use http_body_util::Full;

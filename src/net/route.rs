@@ -5,8 +5,8 @@
 //! the [`Router`] and never learn which shard answered. Channels are bounded,
 //! so a busy owner slows its senders down instead of letting queues grow.
 
-use crate::record::Record;
-use crate::ring::Ring;
+use crate::pure::record::Record;
+use crate::pure::ring::Ring;
 use crate::shard::Shard;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::places::distance_m;
+use crate::places::answer::distance_m;
 
 /// How the results array opens in serde_json's pretty print of an answer object:
 /// a key at depth 1 is the only line that starts with exactly two spaces and a quote.
@@ -157,7 +157,7 @@ impl RenderedAnswer {
         let mut json = Vec::with_capacity(self.bytes.len());
         self.write_json(&mut json, max_results, within);
         serde_json::from_slice(&json).unwrap_or_else(|e| {
-            crate::places::error_answer(
+            crate::places::answer::error_answer(
                 "UNKNOWN_ERROR",
                 &format!("rendered places answer is not JSON: {e}"),
             )
@@ -264,7 +264,7 @@ fn place(result: &Value) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::places::{error_answer, write_nearby_reply, NearbyQuery, OfflinePlaces};
+    use crate::places::answer::{error_answer, write_nearby_reply, NearbyQuery, OfflinePlaces};
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -29,7 +29,7 @@
 //!   position never moves past a record it does not hold, so a reopened
 //!   link sends that record again.
 
-use crate::protocol::{self, At, Command, Parsed};
+use crate::pure::protocol::{self, At, Command, Parsed};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt::Write as _;
@@ -616,7 +616,7 @@ fn parse_count_line(text: &str, word: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse_line;
+    use crate::pure::protocol::parse_line;
 
     fn liveness() -> Liveness {
         Liveness::from_heartbeat(Duration::from_millis(100), Duration::from_millis(250))

@@ -9,12 +9,14 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
-use crate::metrics::{self, ShardMetrics};
-use crate::places::{self, NearbyQuery, Places, Rendered};
-use crate::protocol::parse_location;
-use crate::record::Record;
-use crate::rendered;
-use crate::store::{Batch, CursorId, Store};
+pub mod link;
+
+use crate::ops::metrics::{self, ShardMetrics};
+use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
+use crate::places::rendered;
+use crate::pure::protocol::parse_location;
+use crate::pure::record::Record;
+use crate::pure::store::{Batch, CursorId, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -314,7 +316,7 @@ impl Shard {
     pub fn expire(
         &self,
         cursor: &mut usize,
-        cutoff: crate::protocol::PosixTime,
+        cutoff: crate::pure::protocol::PosixTime,
         max: usize,
     ) -> usize {
         let removed = self.store.borrow_mut().expire(cursor, cutoff, max);

@@ -28,14 +28,14 @@ use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::answer_cache::LruTtl;
-use crate::http_rt::{GlommioIo, LocalExec};
-use crate::nearby_key::{Grid, QueryKey};
-use crate::places::{
+use crate::net::http::{GlommioIo, LocalExec};
+use crate::places::answer::{
     error_answer, AnswerSettings, NearbyFuture, NearbyQuery, Places, PlacesAnswer, Rendered,
     RenderedFuture,
 };
-use crate::rendered::RenderedAnswer;
+use crate::places::cache::LruTtl;
+use crate::places::key::{Grid, QueryKey};
+use crate::places::rendered::RenderedAnswer;
 
 /// Largest answer body accepted; Google's 20-result pages are far below this.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -50,7 +50,7 @@ const MAX_CONNECT_ADDRS: usize = 4;
 #[derive(Clone)]
 pub struct UpstreamSettings {
     /// Scheme, host, optional port and optional path prefix, e.g.
-    /// "https://maps.googleapis.com" or "http://127.0.0.1:8080".
+    /// `https://maps.googleapis.com` or `http://127.0.0.1:8080`.
     pub base_url: String,
     /// API key sent as `key=`; omitted when `None`. Never logged.
     pub key: Option<String>,
@@ -138,7 +138,7 @@ pub struct UpstreamStats {
 }
 
 /// Where "now" comes from for cache expiry; tests pass a clock they move by hand.
-pub type Clock = crate::places::Clock;
+pub type Clock = crate::places::answer::Clock;
 
 /// The Google Places client of one shard. Cheap to clone (shared state behind an `Rc`).
 #[derive(Clone)]
@@ -205,7 +205,7 @@ impl Upstream {
                 )),
                 grid: answers.grid,
                 stats: Cell::new(UpstreamStats::default()),
-                latency: RefCell::new(crate::metrics::latency_histogram()),
+                latency: RefCell::new(crate::ops::metrics::latency_histogram()),
                 clock,
             }),
         })
@@ -229,9 +229,9 @@ impl Places for Upstream {
         Box::pin(shared.lookup(query))
     }
 
-    fn figures(&self) -> crate::metrics::PlacesFigures {
+    fn figures(&self) -> crate::ops::metrics::PlacesFigures {
         let s = self.stats();
-        crate::metrics::PlacesFigures {
+        crate::ops::metrics::PlacesFigures {
             lookups: s.lookups,
             cache_hits: s.cache_hits,
             coalesced: s.coalesced,

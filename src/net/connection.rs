@@ -8,14 +8,14 @@
 //! decides what their lines mean, their AT lines are records. On the client
 //! port every link line is an invalid command.
 
-use crate::catchup::Marks;
-use crate::framing::{Frame, LineBuffer};
-use crate::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
-use crate::link_tls::{self, LinkTls};
-use crate::metrics::Inbound;
-use crate::protocol::{self, Command, Parsed, PosixTime};
-use crate::record::Record;
-use crate::route::Router;
+use crate::net::link_tls::{self, LinkTls};
+use crate::net::route::Router;
+use crate::ops::metrics::Inbound;
+use crate::pure::catchup::Marks;
+use crate::pure::framing::{Frame, LineBuffer};
+use crate::pure::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
+use crate::pure::protocol::{self, Command, Parsed, PosixTime};
+use crate::pure::record::Record;
 use crate::shard::NeighbourId;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -503,7 +503,7 @@ fn handshake(
                 reply_invalid(out, line, peer);
                 return false;
             };
-            let nonce = match crate::nonce::fresh() {
+            let nonce = match crate::net::nonce::fresh() {
                 Ok(nonce) => nonce,
                 Err(e) => {
                     tracing::error!(%peer, error = %e, "handshake abandoned: no randomness for a nonce");

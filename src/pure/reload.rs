@@ -7,7 +7,7 @@
 //! Places and the log format are taken at start only; a reload that changes
 //! them is applied for the rest and says what waits for a restart.
 
-use crate::config::Config;
+use crate::pure::config::Config;
 use std::net::SocketAddr;
 
 /// Limits read once at start (channels, timers and clients built then).

@@ -13,11 +13,11 @@
 //! A store may be capped ([`Store::with_max_records`]): a full store makes
 //! room for a new client by evicting the oldest record (client time, then
 //! client id as bytes), and refuses a new record older than that. The
-//! eviction order is kept only while the store is full (see [`Oldest`]),
+//! eviction order is kept only while the store is full (see `Oldest`),
 //! so a store below its cap pays nothing for it.
 
-use crate::protocol::PosixTime;
-use crate::record::Record;
+use crate::pure::protocol::PosixTime;
+use crate::pure::record::Record;
 use hashbrown::HashTable;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -880,7 +880,7 @@ fn at_or_stop(slot: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{parse_line, Command, Parsed, PosixTime};
+    use crate::pure::protocol::{parse_line, Command, Parsed, PosixTime};
     use proptest::prelude::*;
 
     fn record(server: &str, line: &str) -> Record {

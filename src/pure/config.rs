@@ -2,13 +2,14 @@
 //! the shared secret and the resource limits.
 //!
 //! Owns the JSON config format, the built-in default herd, validation (every problem is
-//! reported at once, so one edit fixes a config) and where each server takes links. It
-//! must not open sockets or do other I/O: the only exceptions are
-//! `Config::load` reading its file and resolving the literal host name `localhost`.
+//! reported at once, so one edit fixes a config) and where each server takes links.
+//! Pure, like the rest of `pure/`: reading the file is the shell's
+//! (`process/config_file.rs`), and the one host name taken, `localhost`, means
+//! 127.0.0.1 without asking a resolver.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -177,7 +178,7 @@ impl Default for PlacesConfig {
             pool_connections: 8,
             max_in_flight: 64,
             cache_entries: 4096,
-            cache_bytes: crate::places::DEFAULT_CACHE_BYTES,
+            cache_bytes: crate::places::answer::DEFAULT_CACHE_BYTES,
             snap_m: 0,
             cache_ttl_ms: 60_000,
             retries: 1,
@@ -475,15 +476,6 @@ impl Config {
         let config: Config = serde_json::from_str(text)?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// Reads the config file at `path`, then parses and validates it like `from_json`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_json(&text)
     }
 
     /// Pretty JSON of this config, which `from_json` reads back to an equal
@@ -971,18 +963,17 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
     }
 }
 
-/// Resolves a listen string: an IP literal with port, or `localhost:port`.
+/// Reads a listen string: an IP literal with port, or `localhost:port`.
 ///
-/// Only `localhost` goes through the resolver, so validation never needs a network.
+/// `localhost` is 127.0.0.1 here, never a resolver's answer: validation
+/// needs no network, and `localhost:p` and `127.0.0.1:p` are the same
+/// address to the duplicate checks.
 fn resolve_listen(listen: &str) -> Option<SocketAddr> {
     if let Ok(addr) = listen.parse::<SocketAddr>() {
         return Some(addr);
     }
     let port: u16 = listen.strip_prefix("localhost:")?.parse().ok()?;
-    let addrs: Vec<SocketAddr> = ("localhost", port).to_socket_addrs().ok()?.collect();
-    // Prefer IPv4 so `localhost:p` and `127.0.0.1:p` are seen as the same address.
-    let ipv4 = addrs.iter().find(|a| a.is_ipv4());
-    ipv4.or(addrs.first()).copied()
+    Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 #[cfg(test)]
@@ -1417,24 +1408,6 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(limits, expected);
-    }
-
-    #[test]
-    fn loading_a_missing_file_names_the_path() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("no-such-herd.json");
-        let err = Config::load(&path).expect_err("missing file");
-        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
-        assert!(err.to_string().contains("no-such-herd.json"), "{err}");
-    }
-
-    #[test]
-    fn loading_a_written_config_gives_it_back() {
-        let mut herd = Config::default_herd();
-        herd.secret = Some("s3cret".to_owned());
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), herd.to_json_pretty()).expect("write");
-        assert_eq!(Config::load(file.path()).expect("loads"), herd);
     }
 
     #[test]

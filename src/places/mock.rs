@@ -25,9 +25,9 @@ use rustls::ServerConfig;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::http_rt::GlommioIo;
-use crate::places::{error_answer, NearbyQuery, OfflinePlaces};
-use crate::upstream::NEARBY_PATH;
+use crate::net::http::GlommioIo;
+use crate::places::answer::{error_answer, NearbyQuery, OfflinePlaces};
+use crate::places::upstream::NEARBY_PATH;
 
 /// Longest a "hang" lasts before the mock drops the connection unanswered; clients
 /// time out long before, this only keeps every task bounded.

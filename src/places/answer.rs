@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::Map;
 use serde_json::{json, Value};
 
-use crate::answer_cache::LruTtl;
-use crate::nearby_key::{Grid, QueryKey};
-use crate::rendered::{Disc, RenderedAnswer};
+use crate::places::cache::LruTtl;
+use crate::places::key::{Grid, QueryKey};
+use crate::places::rendered::{Disc, RenderedAnswer};
 
 /// Mean earth radius in metres, shared by `distance_m`, the offline placement and the grid.
 pub(crate) const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -87,8 +87,8 @@ pub trait Places {
     }
 
     /// Lookups, cache hits and upstream calls so far, for the metrics.
-    fn figures(&self) -> crate::metrics::PlacesFigures {
-        crate::metrics::PlacesFigures::default()
+    fn figures(&self) -> crate::ops::metrics::PlacesFigures {
+        crate::ops::metrics::PlacesFigures::default()
     }
 
     /// Adds the upstream call latencies (microseconds) gathered since the
@@ -175,9 +175,9 @@ impl Places for CachedOfflinePlaces {
         Box::pin(std::future::ready(self.rendered(query)))
     }
 
-    fn figures(&self) -> crate::metrics::PlacesFigures {
+    fn figures(&self) -> crate::ops::metrics::PlacesFigures {
         let (lookups, cache_hits) = self.counts.get();
-        crate::metrics::PlacesFigures {
+        crate::ops::metrics::PlacesFigures {
             lookups,
             cache_hits,
             ..Default::default()
@@ -419,7 +419,7 @@ mod tests {
     fn reply(answer: &PlacesAnswer, max: usize) -> String {
         let mut out = Vec::new();
         let rendered = RenderedAnswer::render(answer);
-        crate::rendered::write_reply(&mut out, AT, &rendered, max, None);
+        crate::places::rendered::write_reply(&mut out, AT, &rendered, max, None);
         String::from_utf8(out).unwrap()
     }
 
@@ -476,7 +476,7 @@ mod tests {
         assert_reply_shape(&String::from_utf8(out).unwrap());
         let mut out = Vec::new();
         let rendered = RenderedAnswer::render(&ucla());
-        crate::rendered::write_reply(&mut out, &format!("{AT}\r\n"), &rendered, 1, None);
+        crate::places::rendered::write_reply(&mut out, &format!("{AT}\r\n"), &rendered, 1, None);
         assert_reply_shape(&String::from_utf8(out).unwrap());
     }
 

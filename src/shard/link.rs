@@ -1,4 +1,4 @@
-//! Links to neighbours, the shell around [`link_session::Sender`]: one
+//! Links to neighbours, the shell around [`Sender`]: one
 //! outgoing connection per neighbour per shard that carries this shard's
 //! records.
 //!
@@ -11,9 +11,9 @@
 //! Owns the reconnect loop (capped exponential backoff), heartbeats and
 //! write deadlines; the protocol decisions are the session's.
 
-use crate::framing::{Frame, LineBuffer};
-use crate::link_session::{Liveness, Opening, Sender, SenderEvent};
-use crate::link_tls::{self, LinkTls};
+use crate::net::link_tls::{self, LinkTls};
+use crate::pure::framing::{Frame, LineBuffer};
+use crate::pure::link_session::{Liveness, Opening, Sender, SenderEvent};
 use crate::shard::{LinkStatus, Shard};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -185,7 +185,7 @@ where
     let (reader, mut writer) = futures_lite::io::split(stream);
     let epoch = shard.epoch();
     let mut out = Vec::with_capacity(64 * 1024);
-    let nonce = match crate::nonce::fresh() {
+    let nonce = match crate::net::nonce::fresh() {
         Ok(nonce) => nonce,
         Err(e) => return format!("no randomness for the handshake nonce: {e}"),
     };

@@ -1,0 +1,10 @@
+//! The network edge of a shard: client and incoming link connections, the
+//! route from a connection to the owner shard, TLS on links, the per-IP
+//! limit, handshake nonces, and hyper on glommio for the HTTP parts.
+
+pub mod connection;
+pub mod http;
+pub mod link_tls;
+pub mod nonce;
+pub mod per_ip;
+pub mod route;

@@ -1,0 +1,8 @@
+//! The process around the shards: start-up and stop ([`server`]), the
+//! command line ([`cli`]), `herd up` ([`up`]) and logging ([`logging`]).
+
+pub mod cli;
+pub mod config_file;
+pub mod logging;
+pub mod server;
+pub mod up;
