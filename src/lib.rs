@@ -24,3 +24,6 @@ pub mod places;
 pub mod process;
 pub mod pure;
 pub mod shard;
+
+pub use process::server::{start, Bound, Running, StartError, StartOptions};
+pub use pure::config::Config;

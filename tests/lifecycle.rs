@@ -1,5 +1,5 @@
-//! A server's life: graceful stop on SIGTERM, and a second signal that does
-//! not wait.
+//! A server's life as a process: graceful stop on SIGTERM, a second signal
+//! that does not wait, start-up without io_uring, and what its log file says.
 
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
@@ -97,4 +97,40 @@ fn without_io_uring_resources_start_up_fails_with_the_fix_named() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+// What the log says of a connection: these need the server's own log
+// file, so a process.
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_dropped() {
+    let mut config = herd_of(&["Slow"], &[]);
+    config.limits.write_timeout_ms = 300;
+    let herd = Herd::start(config, 1);
+    let addr = herd.addr("Slow");
+    exchange_text(addr, "IAMAT big +1-2 3\n");
+    let mut hog = connect(addr);
+    // About 60 MB of replies asked for, far beyond any socket buffer.
+    let request = "WHATSAT big 50 20\n".repeat(5_000);
+    let _ = hog.write_all(request.as_bytes());
+    eventually("the slow reader dropped", || {
+        herd.log("Slow")
+            .contains("did not take its replies in time")
+            .then_some(())
+    });
+    // Everyone else is still served.
+    assert!(exchange_text(addr, "IAMAT other +1-2 3\n").starts_with("AT Slow "));
+}
+
+#[test]
+fn every_line_in_and_out_is_logged_at_debug_level() {
+    let herd = Herd::start(herd_of(&["Solo"], &[]), 1);
+    exchange_text(herd.addr("Solo"), "IAMAT logged +1-2 3\nNONSENSE\n");
+    let log = eventually("log lines", || {
+        let log = herd.log("Solo");
+        (log.contains("? NONSENSE")).then_some(log)
+    });
+    assert!(log.contains("line=IAMAT logged +1-2 3"), "{log}");
+    assert!(log.contains("line=NONSENSE"), "{log}");
+    assert!(log.contains("reply=AT Solo "), "{log}");
 }

@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +31,8 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// are taken at start-up, on a reload and per scrape, never per command.
 pub struct Registry {
     server: String,
-    listen: String,
-    peer_listen: String,
+    /// The client and peer addresses, as bound (a port 0 resolved).
+    addresses: Mutex<(String, String)>,
     started: Instant,
     shards: Mutex<Vec<Arc<ShardMetrics>>>,
     /// Incoming links, for readiness.
@@ -52,21 +53,22 @@ pub trait ConfigInForce: Send + Sync {
 
 impl Registry {
     /// The registry of one server whose config in force is `config`.
-    pub fn new(
-        server: &str,
-        listen: String,
-        peer_listen: String,
-        config: Arc<dyn ConfigInForce>,
-    ) -> Registry {
+    pub fn new(server: &str, config: Arc<dyn ConfigInForce>) -> Registry {
         Registry {
             server: server.to_owned(),
-            listen,
-            peer_listen,
+            addresses: Mutex::new((String::new(), String::new())),
             started: Instant::now(),
             shards: Mutex::new(Vec::new()),
             inbound: Arc::new(Inbound::default()),
             config,
         }
+    }
+
+    /// Where the server listens, once its shards have bound (before any
+    /// admin request can be served).
+    pub fn set_addresses(&self, client: SocketAddr, peer: SocketAddr) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        *addresses = (client.to_string(), peer.to_string());
     }
 
     /// A shard's metrics join the registry as the shard starts.
@@ -83,10 +85,15 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let (listen, peer_listen) = self
+            .addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         ServerView {
             server: self.server.clone(),
-            listen: self.listen.clone(),
-            peer_listen: self.peer_listen.clone(),
+            listen,
+            peer_listen,
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             neighbours: self.config.neighbours(),
             shards: shards.iter().map(|m| ShardFigures::of(m)).collect(),

@@ -6,7 +6,7 @@
 //! here; the one runtime it starts itself is the executor of `herd
 //! places-mock`.
 
-use crate::process::server::{self, ServeOptions};
+use crate::process::serve::{self, ServeOptions};
 use crate::process::up::{self, UpOptions};
 use crate::pure::config::Config;
 use anyhow::Context;
@@ -142,7 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cpus,
             log_dir,
             log_level,
-        } => server::serve(ServeOptions {
+        } => serve::serve(ServeOptions {
             name,
             // Relative paths in the config (TLS files) are from its folder.
             config_dir: config.as_deref().map_or_else(

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod config_file;
 pub mod logging;
+pub mod serve;
 pub mod server;
 pub mod up;

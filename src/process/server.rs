@@ -12,17 +12,16 @@ use crate::ops::admin::{self, Registry};
 use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
-use crate::process::logging::Logging;
 use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesSource};
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
 use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
-use anyhow::{anyhow, bail, Context};
+use event_listener::Event;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -38,35 +37,107 @@ const IO_MEMORY: usize = 512 * 1024;
 /// How long a stopping server may take to finish replies and flush floods.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
-/// How to run one server of the herd.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
+/// Sets the log level in force (a reload changed `logging.level`).
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How to start one server of the herd in this process ([`start`]).
+#[derive(Clone, Default)]
+pub struct StartOptions {
     /// The server's name in the config.
     pub name: String,
-    /// The herd.
-    pub config: Config,
     /// The folder of the config file, which relative paths in it start from.
     pub config_dir: PathBuf,
-    /// The config file, re-read by a reload; `None` for the built-in herd.
+    /// The config file, re-read by [`Running::reload`]; `None` when the
+    /// config was not read from a file.
     pub config_path: Option<PathBuf>,
     /// Shards to run; `None` means one per usable core.
     pub shards: Option<usize>,
-    /// Directory for `<name>.log`.
-    pub log_dir: PathBuf,
-    /// tracing filter, e.g. `info` or `debug`; when given it holds for the
-    /// life of the process, else the config's `logging.level` (or `info`).
-    pub log_level: Option<String>,
     /// CPUs to pin shards to, in order; `None` means the affinity mask.
     pub cpus: Option<Vec<usize>>,
+    /// Sets the log level when a reload changes `logging.level`; `None`
+    /// when the level is not the config's to change (given on the command
+    /// line, or no logger of ours).
+    pub set_log_level: Option<SetLogLevel>,
+}
+
+impl StartOptions {
+    /// Options for server `name`, everything else by default.
+    pub fn named(name: &str) -> StartOptions {
+        StartOptions {
+            name: name.to_owned(),
+            ..StartOptions::default()
+        }
+    }
+}
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config cannot run this server (not in it, bad address, bad
+    /// Places or TLS settings).
+    #[error("{0}")]
+    Config(String),
+    /// The CPUs asked for are not usable.
+    #[error("{0}")]
+    Cpus(String),
+    /// Another process already listens on one of the server's addresses.
+    #[error("{server}: something already listens on {addr}; is this server running already?")]
+    InUse {
+        /// The server's name.
+        server: String,
+        /// The address that answered.
+        addr: SocketAddr,
+    },
+    /// The io_uring executors could not start.
+    #[error(
+        "{server}: could not start the io_uring executors: {why}\n\
+         herd needs io_uring: Linux 5.8 or later, sysctl kernel.io_uring_disabled=0, \
+         a seccomp profile that allows io_uring_setup/io_uring_enter/io_uring_register, \
+         and enough locked memory (ulimit -l: glommio asks for at least 512 KiB). \
+         See tuning.md, section io_uring."
+    )]
+    Executors {
+        /// The server's name.
+        server: String,
+        /// What glommio said.
+        why: String,
+    },
+    /// A shard started but failed before it listened (a bind, the mesh).
+    #[error("{server}: a shard failed to start: {why}")]
+    Shard {
+        /// The server's name.
+        server: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// The addresses a server listens on, with any port 0 resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// Clients.
+    pub client: SocketAddr,
+    /// Links from neighbours.
+    pub peer: SocketAddr,
+    /// The admin endpoint, unless it is off.
+    pub admin: Option<SocketAddr>,
+}
+
+/// What a starting shard tells [`start`].
+enum Started {
+    /// Its listeners are bound, here (port 0 resolved).
+    Bound(Bound),
+    /// It serves.
+    Ready,
 }
 
 /// What every shard needs to start; all `Send`, copied into each executor.
 #[derive(Clone)]
 struct ShardPlan {
     name: String,
-    listen: SocketAddr,
-    /// Where neighbours' links come in.
-    peer_listen: SocketAddr,
+    /// Where to listen; shard 0 may be given port 0 and find the port, the
+    /// others then listen on the port it found.
+    bound: Bound,
     config: Config,
     shards: usize,
     marks: Arc<Marks>,
@@ -77,25 +148,25 @@ struct ShardPlan {
     /// Client connections per source address, shared by all shards (no
     /// limit: `u32::MAX`, so that a reload can set one).
     per_ip: Arc<PerIp>,
-    /// Where the admin endpoint listens (served by shard 0), if anywhere.
-    admin: Option<SocketAddr>,
     /// What the admin endpoint reads.
     registry: Arc<Registry>,
-    /// The config in force, changed by reloads.
+    /// The config in force, changed by reloads, and the stop.
     control: Arc<Control>,
 }
 
-/// The config in force, and reloads of it: written by a reload (SIGHUP or
-/// `POST /reload`, on their own threads), read by each shard when the
-/// generation moves.
+/// The config in force, reloads of it, and the stop: written by a reload
+/// (SIGHUP, `POST /reload`, [`Running::reconfigure`]) or a stop on their
+/// own threads; every shard is woken by [`Control::changed`] and follows.
 pub struct Control {
     name: String,
     path: Option<PathBuf>,
     current: Mutex<Arc<Config>>,
     generation: AtomicU64,
-    logging: Logging,
-    /// The level came from the command line: reloads leave it.
-    level_fixed: bool,
+    set_log_level: Option<SetLogLevel>,
+    stopping: AtomicBool,
+    /// Notified on a new config in force and on the stop: a broadcast to
+    /// every shard, so none polls.
+    changed: Event,
 }
 
 impl crate::ops::admin::ConfigInForce for Control {
@@ -120,10 +191,15 @@ impl Control {
     }
 
     /// Re-reads the config file: a valid one that still has this server
-    /// is put in force (shards apply it within 50 ms); anything else is
-    /// refused with the reasons `check-config` gives, and changes nothing.
+    /// is put in force; anything else is refused with the reasons
+    /// `check-config` gives, and changes nothing.
     pub fn reload(&self) -> Result<String, String> {
-        let result = self.try_reload();
+        let result = match &self.path {
+            None => Err("started without --config: there is no file to re-read".to_owned()),
+            Some(path) => Config::load(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|new| self.put_in_force(new)),
+        };
         match &result {
             Ok(said) => tracing::info!(changes = %said, "config reloaded"),
             Err(why) => tracing::warn!(%why, "reload refused; the old config stays in force"),
@@ -131,82 +207,227 @@ impl Control {
         result
     }
 
-    fn try_reload(&self) -> Result<String, String> {
-        let Some(path) = &self.path else {
-            return Err("started without --config: there is no file to re-read".to_owned());
-        };
-        let new = Config::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Puts a validated config in force and wakes every shard to follow it.
+    fn put_in_force(&self, new: Config) -> Result<String, String> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let changes = crate::pure::reload::compare(&current, &new, &self.name)?;
-        if !self.level_fixed && current.logging.level != new.logging.level {
-            let level = new.logging.level.as_deref().unwrap_or("info");
-            self.logging.set_level(level)?;
+        if current.logging.level != new.logging.level {
+            if let Some(set) = &self.set_log_level {
+                set(new.logging.level.as_deref().unwrap_or("info"))?;
+            }
         }
         *current = Arc::new(new);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        drop(current);
+        self.changed.notify(usize::MAX);
         Ok(changes.summary())
+    }
+
+    /// Asks every shard to stop: finish replies, flush floods, return.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.changed.notify(usize::MAX);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// A server running in this process: its addresses, its config in force,
+/// and its stop. Dropping it stops the server and waits for it.
+pub struct Running {
+    name: String,
+    bound: Bound,
+    cpus: Vec<usize>,
+    places: Option<UpstreamSettings>,
+    control: Arc<Control>,
+    executors: Vec<ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The addresses it listens on (port 0 resolved).
+    pub fn bound(&self) -> Bound {
+        self.bound
+    }
+
+    /// The CPUs its shards are pinned to, in shard order.
+    pub fn cpus(&self) -> &[usize] {
+        &self.cpus
+    }
+
+    /// The stop and the config in force, for other threads (signals).
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// Re-reads the config file, as SIGHUP does.
+    pub fn reload(&self) -> Result<String, String> {
+        self.control.reload()
+    }
+
+    /// Puts `config` in force, as a reload of a file with it would:
+    /// validated first, refused whole when invalid.
+    pub fn reconfigure(&self, config: Config) -> Result<String, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        self.control.put_in_force(config)
+    }
+
+    /// Stops the server gracefully and waits until every shard is gone.
+    pub fn stop(mut self) -> Result<(), StartError> {
+        self.control.stop();
+        self.join()
+    }
+
+    /// Waits until the server stops (by [`Control::stop`], from a signal).
+    pub fn wait(mut self) -> Result<(), StartError> {
+        self.join()
+    }
+
+    /// The next word from a starting shard; a failed shard stops the rest.
+    fn started(
+        &mut self,
+        from: &mpsc::Receiver<Result<Started, String>>,
+    ) -> Result<Started, StartError> {
+        let server = self.name.clone();
+        match from.recv() {
+            Ok(Ok(started)) => Ok(started),
+            Ok(Err(why)) => {
+                self.control.stop();
+                Err(StartError::Shard { server, why })
+            }
+            Err(_) => {
+                // An executor that could not even start returns its error
+                // from its thread; io_uring set-up is the usual cause.
+                let why = self
+                    .executors
+                    .drain(..)
+                    .filter_map(|h| h.join().err())
+                    .map(|e| e.to_string())
+                    .next()
+                    .unwrap_or_else(|| "no reason given".to_owned());
+                Err(StartError::Executors { server, why })
+            }
+        }
+    }
+
+    fn join(&mut self) -> Result<(), StartError> {
+        let mut failed = None;
+        for handle in self.executors.drain(..) {
+            if let Err(e) = handle.join() {
+                failed.get_or_insert(StartError::Shard {
+                    server: self.name.clone(),
+                    why: format!("shard executor failed: {e}"),
+                });
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One line for the operator: where it listens, with what.
+    pub fn summary(&self) -> String {
+        let (_, config) = self.control.current();
+        let neighbours = config
+            .server(&self.name)
+            .map(|s| s.neighbours.join(", "))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "none".to_owned());
+        let places = match &self.places {
+            None => "offline sample data (not real places)".to_owned(),
+            // The key is never printed.
+            Some(p) => format!(
+                "{} (key {})",
+                p.base_url,
+                if p.key.is_some() { "set" } else { "not set" }
+            ),
+        };
+        let Bound {
+            client,
+            peer,
+            admin,
+        } = self.bound;
+        let admin = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        format!(
+            "herd {} listening on {client} (links on {peer}, admin on {admin}) with {} shard(s) \
+             on CPUs {:?}; neighbours {neighbours}; places {places}",
+            self.name,
+            self.cpus.len(),
+            self.cpus,
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.executors.is_empty() {
+            self.control.stop();
+            let _ = self.join();
+        }
     }
 }
 
 /// The CPUs this process may run on (its affinity mask).
-pub fn usable_cpus() -> anyhow::Result<Vec<usize>> {
+pub fn usable_cpus() -> Result<Vec<usize>, String> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
-        .context("reading the CPU affinity mask")?;
+        .map_err(|e| format!("reading the CPU affinity mask: {e}"))?;
     let cpus: Vec<usize> = (0..nix::sched::CpuSet::count())
         .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
         .collect();
     if cpus.is_empty() {
-        bail!("no usable CPU in the affinity mask");
+        return Err("no usable CPU in the affinity mask".to_owned());
     }
     Ok(cpus)
 }
 
-/// Runs one server until the process is stopped.
-pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let me = opts
-        .config
-        .server(&opts.name)
-        .ok_or_else(|| anyhow!("{} is not a server of this herd", opts.name))?
+/// Starts server `options.name` of `config` in this process: one pinned
+/// executor per shard. Returns once every shard listens. A port 0 in the
+/// server's own addresses is given a free port, reported by
+/// [`Running::bound`]. Installs no signal handler and no logger: that is
+/// the process's business (`herd serve`).
+pub fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    let name = options.name.clone();
+    let bad = |why: String| StartError::Config(format!("{name}: {why}"));
+    let me = config
+        .server(&name)
+        .ok_or_else(|| StartError::Config(format!("{name} is not a server of this herd")))?
         .clone();
-    let listen = opts
-        .config
-        .listen_addr(&me.name)
-        .ok_or_else(|| anyhow!("{}: bad listen address {}", me.name, me.listen))?;
-    let peer_listen = opts
-        .config
-        .peer_addr(&me.name)
-        .ok_or_else(|| anyhow!("{}: no usable peer address", me.name))?;
-    if let Some(n) = me
-        .neighbours
-        .iter()
-        .find(|n| opts.config.peer_addr(n).is_none())
-    {
-        bail!("neighbour {n} has no usable peer address");
+    let client = config
+        .listen_addr(&name)
+        .ok_or_else(|| bad(format!("bad listen address {}", me.listen)))?;
+    let peer = config
+        .peer_addr(&name)
+        .ok_or_else(|| bad("no usable peer address".to_owned()))?;
+    if let Some(n) = me.neighbours.iter().find(|n| config.peer_addr(n).is_none()) {
+        return Err(bad(format!("neighbour {n} has no usable peer address")));
     }
-    let usable = usable_cpus()?;
-    let cpus = match &opts.cpus {
+    let usable = usable_cpus().map_err(StartError::Cpus)?;
+    let cpus = match &options.cpus {
         None => usable,
         Some(asked) => {
             if let Some(cpu) = asked.iter().find(|c| !usable.contains(c)) {
-                bail!(
-                    "{}: CPU {cpu} is not in this process's affinity mask {usable:?}",
-                    me.name
-                );
+                return Err(StartError::Cpus(format!(
+                    "{name}: CPU {cpu} is not in this process's affinity mask {usable:?}"
+                )));
             }
             asked.clone()
         }
     };
     if cpus.is_empty() {
-        bail!("{}: --cpus names no CPU", me.name);
+        return Err(StartError::Cpus(format!("{name}: --cpus names no CPU")));
     }
-    let shards = opts.shards.unwrap_or(cpus.len()).max(1);
+    let shards = options.shards.unwrap_or(cpus.len()).max(1);
     // SO_REUSEPORT would let a second copy of this server share the port
     // silently, so a listener that already answers there is an error. (A
     // plain bind cannot tell: connections of a killed predecessor still hold
     // the port until they time out.) A killed predecessor's listener can
     // outlive it briefly while the kernel tears its io_uring down, so only a
     // listener that keeps answering for two seconds counts.
-    for addr in [listen, peer_listen] {
+    for addr in [client, peer].into_iter().filter(|a| a.port() != 0) {
         let answers =
             || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
         let mut answered = 0;
@@ -215,161 +436,115 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         if answered == 20 {
-            bail!(
-                "{}: something already listens on {addr}; is this server running already?",
-                me.name
-            );
+            return Err(StartError::InUse { server: name, addr });
         }
     }
-    let places = places_settings(&opts.config)?;
+    let places = places_settings(&config).map_err(bad)?;
     // Loaded and checked once, before anything listens: a wrong file is a
     // start-up error that names it.
-    let tls = match opts.config.tls_paths(&me.name, &opts.config_dir) {
+    let tls = match config.tls_paths(&name, &options.config_dir) {
         None => None,
-        Some(paths) => {
-            Some(LinkTls::load(&paths, &me.name).map_err(|e| anyhow!("{}: {e}", me.name))?)
-        }
+        Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
     };
-    let level = opts
-        .log_level
-        .clone()
-        .or_else(|| opts.config.logging.level.clone())
-        .unwrap_or_else(|| "info".to_owned());
-    let (logging, _log_guard) =
-        crate::process::logging::init(&opts.log_dir, &me.name, &level, opts.config.logging.format)?;
     let control = Arc::new(Control {
-        name: me.name.clone(),
-        path: opts.config_path.clone(),
-        current: Mutex::new(Arc::new(opts.config.clone())),
+        name: name.clone(),
+        path: options.config_path.clone(),
+        current: Mutex::new(Arc::new(config.clone())),
         generation: AtomicU64::new(0),
-        logging,
-        level_fixed: opts.log_level.is_some(),
+        set_log_level: options.set_log_level.clone(),
+        stopping: AtomicBool::new(false),
+        changed: Event::new(),
     });
-    let registry = Arc::new(Registry::new(
-        &me.name,
-        listen.to_string(),
-        peer_listen.to_string(),
-        control.clone(),
-    ));
-    let admin = opts.config.admin_addr(&me.name);
-    let plan = ShardPlan {
-        name: me.name.clone(),
-        listen,
-        peer_listen,
-        config: opts.config.clone(),
+    let mut plan = ShardPlan {
+        name: name.clone(),
+        bound: Bound {
+            client,
+            peer,
+            admin: config.admin_addr(&name),
+        },
+        config: config.clone(),
         shards,
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
         per_ip: Arc::new(PerIp::new(
-            opts.config
-                .limits
-                .max_connections_per_ip
-                .unwrap_or(u32::MAX),
+            config.limits.max_connections_per_ip.unwrap_or(u32::MAX),
         )),
-        admin,
-        registry,
+        registry: Arc::new(Registry::new(&name, control.clone())),
         control: control.clone(),
     };
-    let stop = stop_on_signals(control.clone())?;
-    let mesh = (shards > 1).then(|| MeshBuilder::full(shards, opts.config.limits.channel_capacity));
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
-    let mut executors = Vec::with_capacity(shards);
+    let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
+    // Shard 0 speaks on a channel of its own, of which this thread keeps
+    // no sender: when its executor dies before it says anything, the
+    // channel closes instead of leaving the wait hanging.
+    let (first_tx, first_rx) = mpsc::channel::<Result<Started, String>>();
+    let (rest_tx, rest_rx) = mpsc::channel::<Result<Started, String>>();
+    let mut first_tx = Some(first_tx);
+    let mut running = Running {
+        name: name.clone(),
+        bound: plan.bound,
+        cpus: (0..shards).map(|i| cpus[i % cpus.len()]).collect(),
+        places,
+        control,
+        executors: Vec::with_capacity(shards),
+    };
     for i in 0..shards {
-        let cpu = cpus[i % cpus.len()];
-        let plan = plan.clone();
-        let mesh = mesh.clone();
-        let ready = ready_tx.clone();
-        let stop = stop.clone();
+        let cpu = running.cpus[i];
+        let tell = first_tx.take().unwrap_or_else(|| rest_tx.clone());
+        let (plan_i, mesh) = (plan.clone(), mesh.clone());
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("herd-{i}"))
             // glommio reserves this for DMA file I/O, which herd does not
             // do; its 10 MiB default would be pinned memory for nothing.
             .io_memory(IO_MEMORY)
-            .spin_before_park(Duration::from_micros(
-                opts.config.limits.spin_before_park_us,
-            ))
+            .spin_before_park(Duration::from_micros(config.limits.spin_before_park_us))
             .spawn(move || async move {
-                if let Err(e) = run_shard(plan, mesh, ready.clone(), stop).await {
-                    let _ = ready.send(Err(format!("{e:#}")));
+                if let Err(e) = run_shard(plan_i, mesh, tell.clone()).await {
+                    let _ = tell.send(Err(e));
                 }
             })
-            .map_err(|e| anyhow!("starting the executor for shard {i} on CPU {cpu}: {e}"))?;
-        executors.push(handle);
-    }
-    drop(ready_tx);
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("{}: a shard failed to start: {e}", me.name),
-            Err(_) => {
-                // An executor that could not even start returns its error
-                // from its thread; io_uring set-up is the usual cause.
-                let why = executors
-                    .into_iter()
-                    .filter_map(|h| h.join().err())
-                    .map(|e| e.to_string())
-                    .next()
-                    .unwrap_or_else(|| "no reason given".to_owned());
-                bail!(
-                    "{}: could not start the io_uring executors: {why}\n\
-                     herd needs io_uring: Linux 5.8 or later, sysctl kernel.io_uring_disabled=0, \
-                     a seccomp profile that allows io_uring_setup/io_uring_enter/io_uring_register, \
-                     and enough locked memory (ulimit -l: glommio asks for at least 512 KiB). \
-                     See tuning.md, section io_uring.",
-                    me.name
-                )
+            .map_err(|e| StartError::Executors {
+                server: name.clone(),
+                why: format!("shard {i} on CPU {cpu}: {e}"),
+            })?;
+        running.executors.push(handle);
+        // The first shard binds first: where it was given port 0, the port
+        // it got is where the other shards listen too. A shard says where
+        // it bound before it says it is ready.
+        if i == 0 {
+            if let Started::Bound(bound) = running.started(&first_rx)? {
+                // One admin endpoint per server, the first shard's.
+                plan.bound = Bound {
+                    admin: None,
+                    ..bound
+                };
+                running.bound = bound;
             }
         }
     }
-    let places_note = match &places {
-        None => "offline sample data (not real places)".to_owned(),
-        // The key is never printed.
-        Some(p) => format!(
-            "{} (key {})",
-            p.base_url,
-            if p.key.is_some() { "set" } else { "not set" }
-        ),
-    };
-    let neighbours = if me.neighbours.is_empty() {
-        "none".to_owned()
-    } else {
-        me.neighbours.join(", ")
-    };
-    let admin_note = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    eprintln!(
-        "herd {} listening on {listen} (links on {peer_listen}, admin on {admin_note}) with \
-         {shards} shard(s) on CPUs {:?}; neighbours {neighbours}; places {places_note}; log {}",
-        me.name,
-        &cpus[..shards.min(cpus.len())],
-        control.logging.path().display(),
-    );
-    tracing::info!(server = %me.name, %listen, %peer_listen, admin = %admin_note, shards, "started");
-    notify_systemd_ready();
-    for handle in executors {
-        handle
-            .join()
-            .map_err(|e| anyhow!("shard executor failed: {e}"))?;
+    drop(rest_tx);
+    while !matches!(running.started(&first_rx)?, Started::Ready) {}
+    let mut ready = 1;
+    while ready < shards {
+        if let Started::Ready = running.started(&rest_rx)? {
+            ready += 1;
+        }
     }
-    tracing::info!(server = %me.name, "stopped");
-    eprintln!("herd {} stopped", me.name);
-    Ok(())
+    Ok(running)
 }
 
 /// The Places client settings from the config and `HERD_PLACES_KEY`, or
 /// `None` for the offline provider.
-fn places_settings(config: &Config) -> anyhow::Result<Option<UpstreamSettings>> {
+fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> {
     let p = &config.places;
-    let source = p
-        .resolve(std::env::var("HERD_PLACES_KEY").ok())
-        .map_err(|e| anyhow!(e))?;
+    let source = p.resolve(std::env::var("HERD_PLACES_KEY").ok())?;
     let PlacesSource::Http { base_url, key } = source else {
         return Ok(None);
     };
     let extra_ca_pem = match &p.ca_file {
         Some(path) => Some(
             std::fs::read(path)
-                .with_context(|| format!("reading places.ca_file {}", path.display()))?,
+                .map_err(|e| format!("reading places.ca_file {}: {e}", path.display()))?,
         ),
         None => None,
     };
@@ -385,66 +560,8 @@ fn places_settings(config: &Config) -> anyhow::Result<Option<UpstreamSettings>> 
         extra_ca_pem,
     };
     // Fail at start-up, not at the first WHATSAT, on a bad URL or CA file.
-    Upstream::new(settings.clone()).map_err(|e| anyhow!("places upstream: {e}"))?;
+    Upstream::new(settings.clone()).map_err(|e| format!("places upstream: {e}"))?;
     Ok(Some(settings))
-}
-
-/// Tells systemd (`Type=notify`) that the server is up: every shard
-/// listens. Does nothing outside systemd.
-fn notify_systemd_ready() {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-    // An abstract socket is written with a leading '@'.
-    let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => UnixAddr::from_abstract_name(name),
-        None => UnixAddr::from_pathname(std::path::Path::new(&path)),
-    };
-    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(b"READY=1", &addr));
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "could not tell systemd the server is ready");
-    }
-}
-
-/// The first SIGTERM or SIGINT asks the shards to stop gracefully; a
-/// second one exits at once. SIGHUP reopens the log file and reloads the
-/// config.
-fn stop_on_signals(control: Arc<Control>) -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("herd-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for signal in signals.forever() {
-                if signal == SIGHUP {
-                    if let Err(e) = control.logging.reopen() {
-                        eprintln!("herd: SIGHUP: reopening the log file: {e}");
-                    }
-                    tracing::info!("SIGHUP: log file reopened; reloading the config");
-                    // The outcome is logged by the reload itself.
-                    let _ = control.reload();
-                    continue;
-                }
-                seen += 1;
-                if seen == 1 {
-                    tracing::info!(signal, "stopping: finishing replies and flushing floods");
-                    eprintln!("herd: signal {signal}: stopping (a second signal exits at once)");
-                    flag.store(true, Ordering::SeqCst);
-                } else {
-                    eprintln!("herd: second signal: exiting now");
-                    std::process::exit(130);
-                }
-            }
-        })
-        .context("starting the signal thread")?;
-    Ok(stop)
 }
 
 /// How a shard's links dial and pace themselves, from a config.
@@ -549,19 +666,48 @@ impl Live {
     }
 }
 
-/// One shard: its links, its owner service, then its accept loop.
+/// One shard: its listeners, its links, its owner service, then its
+/// accept loop.
 async fn run_shard(
     plan: ShardPlan,
     mesh: Option<MeshBuilder<ToOwner, glommio::channels::channel_mesh::Full>>,
-    ready: mpsc::Sender<Result<usize, String>>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+    started: mpsc::Sender<Result<Started, String>>,
+) -> Result<(), String> {
+    // Bound before anything else, so that the first shard can tell the
+    // others which port a port 0 became.
+    let listener = TcpListener::bind(plan.bound.client)
+        .map_err(|e| format!("cannot listen on {}: {e}", plan.bound.client))?;
+    let peer_listener = TcpListener::bind(plan.bound.peer)
+        .map_err(|e| format!("cannot listen for links on {}: {e}", plan.bound.peer))?;
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map_err(|e| format!("reading a bound address: {e}"))
+    };
+    let mut bound = Bound {
+        client: local(&listener)?,
+        peer: local(&peer_listener)?,
+        admin: None,
+    };
+    // The admin endpoint is small: one shard serves it, the first started
+    // (its number on the mesh is not known yet); the others are not given
+    // an admin address.
+    let admin_listener = match plan.bound.admin {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen for admin requests on {addr}: {e}"))?;
+            bound.admin = Some(local(&l)?);
+            Some(l)
+        }
+        None => None,
+    };
+    plan.registry.set_addresses(bound.client, bound.peer);
+    let _ = started.send(Ok(Started::Bound(bound)));
     let (senders, receivers) = match mesh {
         Some(mesh) => {
             let (s, r) = mesh
                 .join()
                 .await
-                .map_err(|e| anyhow!("joining the shard mesh: {e}"))?;
+                .map_err(|e| format!("joining the shard mesh: {e}"))?;
             (Some(s), Some(r))
         }
         None => (None, None),
@@ -597,7 +743,7 @@ async fn run_shard(
         )),
         Some(settings) => Rc::new(
             Upstream::with_answers(settings.clone(), answers, clock)
-                .map_err(|e| anyhow!("shard {id}: places upstream: {e}"))?,
+                .map_err(|e| format!("shard {id}: places upstream: {e}"))?,
         ),
     };
     let shard = Rc::new(Shard::new(
@@ -630,33 +776,26 @@ async fn run_shard(
         link_settings,
         neighbours: live_neighbours,
     });
-    let listener = TcpListener::bind(plan.listen)
-        .map_err(|e| anyhow!("shard {id}: cannot listen on {}: {e}", plan.listen))?;
-    let peer_listener = TcpListener::bind(plan.peer_listen).map_err(|e| {
-        anyhow!(
-            "shard {id}: cannot listen for links on {}: {e}",
-            plan.peer_listen
-        )
-    })?;
-    // The admin endpoint is small: the first shard serves it.
-    if let (0, Some(addr)) = (id, plan.admin) {
-        let admin_listener = TcpListener::bind(addr)
-            .map_err(|e| anyhow!("cannot listen for admin requests on {addr}: {e}"))?;
+    if let Some(admin_listener) = admin_listener {
         let (registry, shard) = (plan.registry.clone(), shard.clone());
         glommio::spawn_local(async move {
             admin::serve(admin_listener, registry, shard.stop.wait()).await;
         })
         .detach();
     }
-    let _ = ready.send(Ok(id));
+    let _ = started.send(Ok(Started::Ready));
     {
-        // The process-wide flags are polled: shards sleep in io_uring, and
-        // a 50 ms delay to notice a stop or a reload is harmless.
-        let (shard, live) = (shard.clone(), live.clone());
+        // Woken by the control's broadcast, never polled: a new config in
+        // force, or the stop.
+        let (shard, live, control) = (shard.clone(), live.clone(), plan.control.clone());
         glommio::spawn_local(async move {
-            while !stop.load(Ordering::SeqCst) {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+            loop {
+                let changed = control.changed.listen();
+                if control.is_stopping() {
+                    break;
+                }
                 live.follow();
+                changed.await;
             }
             shard.stop.request();
             shard.connections.stop_reading();

@@ -36,7 +36,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     // Spread the servers over the CPUs this process may use: server k's
     // shards start at CPU k (mod the count), so five one-shard servers on
     // two cores do not all share the first.
-    let usable = crate::process::server::usable_cpus()?;
+    let usable = crate::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
     let mut children: Vec<(String, Child)> = Vec::new();
     for (k, server) in opts.config.servers.iter().enumerate() {
         let cpus: Vec<String> = (0..opts.shards)

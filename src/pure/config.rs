@@ -546,9 +546,24 @@ impl Config {
                     "{who}: listen address {listen:?} is not valid; expected host:port, \
                      e.g. 127.0.0.1:12138 (host an IP address or localhost)"
                 )),
-                Some(addr) if addr.port() == 0 => problems.push(format!(
-                    "{who}: listen address {listen:?} has port 0; neighbours need a fixed port"
-                )),
+                // Port 0: the server takes a free port and reports it. Its
+                // peer and admin addresses cannot be derived from it then.
+                Some(addr) if addr.port() == 0 => {
+                    if server.peer_listen.is_none() {
+                        problems.push(format!(
+                            "{who}: listen address {listen:?} has port 0, so the default peer \
+                             address (client port + {PEER_PORT_OFFSET}) has none; set \
+                             \"peer_listen\""
+                        ));
+                    }
+                    if server.admin_listen == AdminListen::Default {
+                        problems.push(format!(
+                            "{who}: listen address {listen:?} has port 0, so the default admin \
+                             address (client port + {ADMIN_PORT_OFFSET}) has none; set \
+                             \"admin_listen\", or null for none"
+                        ));
+                    }
+                }
                 Some(addr) => {
                     if let Some(earlier) = by_addr.insert(addr, &server.name) {
                         problems.push(format!(
@@ -617,11 +632,27 @@ impl Config {
             };
             let addr = match &server.peer_listen {
                 Some(text) => match resolve_listen(text) {
-                    Some(addr) if addr.port() != 0 => addr,
+                    // Port 0 (a free port, reported at start) only where no
+                    // neighbour needs to dial it.
+                    Some(addr) if addr.port() == 0 => {
+                        let dialled_by = self
+                            .servers
+                            .iter()
+                            .find(|s| s.neighbours.contains(&server.name));
+                        if let Some(by) = dialled_by {
+                            problems.push(format!(
+                                "{who}: peer_listen {text:?} has port 0, but {} links to it \
+                                  and needs a fixed port",
+                                shown(&by.name)
+                            ));
+                        }
+                        continue;
+                    }
+                    Some(addr) => addr,
                     _ => {
                         problems.push(format!(
-                            "{who}: peer_listen {text:?} is not valid; expected host:port with \
-                              a fixed port, e.g. 127.0.0.1:22138"
+                            "{who}: peer_listen {text:?} is not valid; expected host:port, \
+                              e.g. 127.0.0.1:22138"
                         ));
                         continue;
                     }
@@ -689,11 +720,13 @@ impl Config {
             let addr = match &server.admin_listen {
                 AdminListen::Off => continue,
                 AdminListen::At(text) => match resolve_listen(text) {
-                    Some(addr) if addr.port() != 0 => addr,
+                    // A free port, reported at start: nothing to clash with.
+                    Some(addr) if addr.port() == 0 => continue,
+                    Some(addr) => addr,
                     _ => {
                         problems.push(format!(
-                            "{who}: admin_listen {text:?} is not valid; expected host:port with \
-                              a fixed port, e.g. 127.0.0.1:32138, or null for no admin endpoint"
+                            "{who}: admin_listen {text:?} is not valid; expected host:port, \
+                              e.g. 127.0.0.1:32138, or null for no admin endpoint"
                         ));
                         continue;
                     }
@@ -1144,8 +1177,12 @@ mod tests {
         a_bad_listen_address_is_reported_with_what_is_expected:
             |v| v["servers"][3]["listen"] = json!("example.com:80")
             => ["Wilkes: listen address", "expected host:port, e.g. 127.0.0.1:12138"];
-        a_listen_port_of_zero_is_reported:
-            |v| v["servers"][3]["listen"] = json!("127.0.0.1:0") => ["Wilkes", "port 0"];
+        a_listen_port_of_zero_without_a_peer_address_is_reported:
+            |v| v["servers"][3]["listen"] = json!("127.0.0.1:0")
+            => ["Wilkes", "port 0", "default peer address", "set \"peer_listen\""];
+        a_peer_port_of_zero_that_a_neighbour_dials_is_reported:
+            |v| v["servers"][3]["peer_listen"] = json!("127.0.0.1:0")
+            => ["Wilkes: peer_listen", "port 0", "links to it"];
         an_unknown_neighbour_is_reported:
             |v| v["servers"][1]["neighbours"] = json!(["Goloman", "Wilkes", "Foo"])
             => ["Hands lists neighbour Foo, which is not a server of this herd"];
@@ -1408,6 +1445,25 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(limits, expected);
+    }
+
+    #[test]
+    fn port_zero_is_accepted_where_nothing_needs_the_port_in_advance() {
+        // A server on its own, every port free: start() reports them.
+        let mut lone = Config::default_herd();
+        lone.servers.truncate(1);
+        lone.servers[0].neighbours.clear();
+        lone.servers[0].listen = "127.0.0.1:0".to_owned();
+        lone.servers[0].peer_listen = Some("127.0.0.1:0".to_owned());
+        lone.servers[0].admin_listen = AdminListen::At("127.0.0.1:0".to_owned());
+        lone.validate().expect("port 0 everywhere, no neighbours");
+        // Client and admin ports may be 0 in a herd too: only links need
+        // to know a port before the server starts.
+        let mut herd = Config::default_herd();
+        herd.servers[1].listen = "127.0.0.1:0".to_owned();
+        herd.servers[1].peer_listen = Some("127.0.0.1:22139".to_owned());
+        herd.servers[1].admin_listen = AdminListen::At("127.0.0.1:0".to_owned());
+        herd.validate().expect("client and admin port 0");
     }
 
     #[test]

@@ -576,3 +576,116 @@ pub fn start_some(config: Config, names: &[&str]) -> Herd {
     }
     herd
 }
+
+/// A herd of servers started in this process with `herd::start`, on ports
+/// the kernel chose: no process, no port guessed. Stopped (gracefully,
+/// each waited for) when dropped.
+pub struct InHerd {
+    /// The herd as running: every address is a bound one.
+    pub config: Config,
+    shards: usize,
+    running: Vec<(String, Option<herd::Running>)>,
+}
+
+impl InHerd {
+    /// Starts every server of `template` (its names, neighbours, limits and
+    /// secret; its addresses are ignored), then tells each where the others
+    /// listen, and waits until every server is ready (links up both ways).
+    pub fn start(template: Config, shards: usize) -> InHerd {
+        let mut running = Vec::new();
+        let mut config = template.clone();
+        for server in &mut config.servers {
+            // Alone, on free ports: nobody needs its peer port yet.
+            let mut lone = template.clone();
+            lone.servers = vec![ServerConfig {
+                name: server.name.clone(),
+                listen: "127.0.0.1:0".to_owned(),
+                peer_listen: Some("127.0.0.1:0".to_owned()),
+                admin_listen: AdminListen::At("127.0.0.1:0".to_owned()),
+                neighbours: Vec::new(),
+            }];
+            let options = herd::StartOptions {
+                shards: Some(shards),
+                ..herd::StartOptions::named(&server.name)
+            };
+            let started = herd::start(lone, options).expect("server starts");
+            let bound = started.bound();
+            server.listen = bound.client.to_string();
+            server.peer_listen = Some(bound.peer.to_string());
+            server.admin_listen = AdminListen::At(bound.admin.expect("admin on").to_string());
+            running.push((server.name.clone(), Some(started)));
+        }
+        let herd = InHerd {
+            config,
+            shards,
+            running,
+        };
+        for (_, server) in &herd.running {
+            let server = server.as_ref().expect("running");
+            server
+                .reconfigure(herd.config.clone())
+                .expect("the herd's config is valid");
+        }
+        for server in &herd.config.servers {
+            herd.wait_ready(&server.name);
+        }
+        herd
+    }
+
+    /// Waits until a server's `/readyz` says ready.
+    pub fn wait_ready(&self, name: &str) {
+        eventually(&format!("{name} ready"), || {
+            let (code, _) = try_http(self.admin_addr(name), "GET", "/readyz")?;
+            (code == 200).then_some(())
+        });
+    }
+
+    /// Stops one server gracefully and waits until it is gone.
+    pub fn stop(&mut self, name: &str) {
+        let slot = self.slot(name);
+        if let Some(server) = slot.take() {
+            server.stop().expect("stops cleanly");
+        }
+    }
+
+    /// Starts a stopped server again, on the addresses it had.
+    pub fn restart(&mut self, name: &str) {
+        let (config, shards) = (self.config.clone(), self.shards);
+        let options = herd::StartOptions {
+            shards: Some(shards),
+            ..herd::StartOptions::named(name)
+        };
+        let started = herd::start(config, options).expect("server restarts");
+        *self.slot(name) = Some(started);
+    }
+
+    fn slot(&mut self, name: &str) -> &mut Option<herd::Running> {
+        self.running
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r)
+            .expect("server of this herd")
+    }
+
+    /// A server's client address.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.config.listen_addr(name).expect("server in herd")
+    }
+
+    /// Where a server takes links.
+    pub fn peer_addr(&self, name: &str) -> SocketAddr {
+        self.config.peer_addr(name).expect("server in herd")
+    }
+
+    /// Where a server serves /metrics, /readyz and the rest.
+    pub fn admin_addr(&self, name: &str) -> SocketAddr {
+        self.config.admin_addr(name).expect("server in herd")
+    }
+
+    /// One series of a server's `/metrics`, once it is published (shards
+    /// publish four times a second).
+    pub fn metric(&self, name: &str, series: &str) -> Option<f64> {
+        let (code, text) = try_http(self.admin_addr(name), "GET", "/metrics")?;
+        (code == 200).then(|| metric(&text, series)).flatten()
+    }
+}

@@ -1,16 +1,11 @@
 //! One real server on loopback, spoken to over TCP as PROTOCOL.md says.
 
-// A test that cannot go on should stop loudly.
-#![allow(clippy::unwrap_used)]
-
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const KIWI: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
 
-fn lone_server(shards: usize) -> Herd {
-    Herd::start(herd_of(&["Solo"], &[]), shards)
+fn lone_server(shards: usize) -> InHerd {
+    InHerd::start(herd_of(&["Solo"], &[]), shards)
 }
 
 fn assert_at_line(line: &str, server: &str, echo: &str) {
@@ -269,17 +264,4 @@ fn thousand_clients_spread_over_all_shards_read_back_correctly() {
             assert_eq!(reply.lines().next().unwrap(), want, "client-{i}");
         }
     }
-}
-
-#[test]
-fn every_line_in_and_out_is_logged_at_debug_level() {
-    let herd = lone_server(1);
-    exchange_text(herd.addr("Solo"), "IAMAT logged +1-2 3\nNONSENSE\n");
-    let log = eventually("log lines", || {
-        let log = herd.log("Solo");
-        (log.contains("? NONSENSE")).then_some(log)
-    });
-    assert!(log.contains("line=IAMAT logged +1-2 3"), "{log}");
-    assert!(log.contains("line=NONSENSE"), "{log}");
-    assert!(log.contains("reply=AT Solo "), "{log}");
 }
