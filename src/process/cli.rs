@@ -2,7 +2,8 @@
 //! `herd check-config`, `herd places-mock` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::process::server`], [`crate::process::up`] or [`crate::ops::status`]. No protocol code
+//! [`crate::process::server`], [`crate::process::up`],
+//! [`crate::ops::status`] or [`crate::process::certs`]. No protocol code
 //! here; the one runtime it starts itself is the executor of `herd
 //! places-mock`.
 
@@ -199,7 +200,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tls_ca_out,
             fault,
         } => places_mock(listen, latency_ms, tls.then_some(tls_ca_out), &fault),
-        Cmd::Certs { config, out, force } => certs(&config, &out, force),
+        Cmd::Certs { config, out, force } => crate::process::certs::run(&config, &out, force),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -243,28 +244,6 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("{name}: reload refused, the old config stays in force:\n{message}"),
     }
-}
-
-/// Runs `herd certs`: writes the files, then says what to put in the config.
-fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
-    use crate::net::link_tls;
-    let config = Config::load(config_path)?;
-    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-    let written = link_tls::write_herd_certs(&names, out, force)?;
-    println!(
-        "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
-         off the servers), and NAME.pem and NAME-key.pem for {}",
-        written.len(),
-        out.display(),
-        names.join(", ")
-    );
-    println!(
-        "each server needs ca.pem and its own two files; put this in {}:",
-        config_path.display()
-    );
-    let section = link_tls::tls_section(&crate::pure::config::config_dir(config_path), out);
-    println!("  {section}");
-    Ok(())
 }
 
 /// Runs `herd places-mock` on one glommio executor until the process ends.
