@@ -3,8 +3,10 @@
 //! HTTP(S) client of the upstream, per shard).
 //!
 //! Pure, and held to it by CI's source scan: [`answer`], [`key`],
-//! [`cache`], [`rendered`]. Runtime: [`upstream`]. The local mock upstream
-//! is not here: it is the `herd-places-mock` binary (`places-mock/`).
+//! [`cache`], [`rendered`], and the upstream's answer classification
+//! (`upstream/classify.rs`). Runtime: the rest of [`upstream`]. The local
+//! mock upstream is not here: it is the `herd-places-mock` binary
+//! (`places-mock/`).
 
 pub mod answer;
 pub mod cache;
