@@ -34,6 +34,7 @@ SLOW_BYTES_PER_SEC=${SLOW_BYTES_PER_SEC:-65536}
 cargo build --release --bins >&2
 HERD=$PWD/target/release/herd
 BENCH=$PWD/target/release/herd-bench
+PLACES_MOCK=$PWD/target/release/herd-places-mock
 
 work=$(mktemp -d)
 pids=()
@@ -247,7 +248,7 @@ server_cpus=$SERVER_CPU
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
 # --- WHATSAT: places-mock with 20 ms of upstream latency ------------------
-start mock taskset -c "$GEN_CPU" "$HERD" places-mock --listen "127.0.0.1:$(p 20)" --latency-ms 20
+start mock taskset -c "$GEN_CPU" "$PLACES_MOCK" --listen "127.0.0.1:$(p 20)" --latency-ms 20
 mock=$last
 wait_for "$work/mock.out" "listening"
 herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"peer_listen\": \"127.0.0.1:$(p 121)\", \"admin_listen\": \"127.0.0.1:$(p 421)\", \"neighbours\": []}]" \

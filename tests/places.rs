@@ -1,4 +1,4 @@
-//! WHATSAT through a real `herd places-mock` process over HTTP(S): answers
+//! WHATSAT through a real `herd-places-mock` process over HTTP(S): answers
 //! cut and formatted, coalescing, caching, upstream failures and timeouts,
 //! IAMATs unaffected by a hanging upstream, and TLS with a test CA.
 
@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::*;
 
-/// A `herd places-mock` process, killed when dropped.
+/// A `herd-places-mock` process, killed when dropped.
 struct Mock {
     child: Child,
     addr: SocketAddr,
@@ -27,8 +27,8 @@ impl Mock {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(herd_bin())
-            .args(["places-mock", "--listen", &addr.to_string(), "--tls-ca-out"])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herd-places-mock"))
+            .args(["--listen", &addr.to_string(), "--tls-ca-out"])
             .arg(&ca)
             .args(extra)
             .stdout(Stdio::piped())

@@ -1,10 +1,16 @@
-//! Snapping (`places.snap_m`) against a real `places_mock` server on 127.0.0.1, in
-//! one glommio executor: near lookups in flight share one upstream request, and
-//! each caller still gets only results within its own radius.
+//! Snapping (`places.snap_m`) against a real places mock server (the source of
+//! `herd-places-mock`, included) on 127.0.0.1, in one glommio executor: near
+//! lookups in flight share one upstream request, and each caller still gets
+//! only results within its own radius.
 
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
 
+// The mock is not in the library: its source is included here, and its
+// own unit tests run once more in this binary. The test uses only part of it.
+#[allow(dead_code)]
+#[path = "../places-mock/mock.rs"]
+mod mock;
 mod support;
 
 use std::net::SocketAddr;
@@ -13,19 +19,19 @@ use std::time::{Duration, Instant};
 
 use herd::places::answer::{distance_m, AnswerSettings, NearbyQuery, Places};
 use herd::places::key::Grid;
-use herd::places::mock::{Fault, MockSettings};
 use herd::places::upstream::{Upstream, UpstreamSettings};
+use mock::{Fault, MockSettings};
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock() -> SocketAddr {
-    support::start_mock_with(MockSettings {
+    let settings = MockSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         // Slow enough that every caller joins before the answer comes back.
         latency: Duration::from_millis(100),
         tls: None,
         fault: Fault::None,
-    })
-    .await
+    };
+    support::start_mock_with(|ready| mock::serve(settings, ready)).await
 }
 
 fn upstream(addr: SocketAddr, snap_m: u32) -> Upstream {

@@ -1,9 +1,15 @@
-//! The upstream client against a real `places_mock` server on 127.0.0.1, in one glommio
-//! executor per test: answers, coalescing, caching, pooling, faults, timeouts and TLS.
+//! The upstream client against a real places mock server (the source of
+//! `herd-places-mock`, included) on 127.0.0.1, in one glommio executor per
+//! test: answers, coalescing, caching, pooling, faults, timeouts and TLS.
 
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
 
+// The mock is not in the library: its source is included here, and its
+// own unit tests run once more in this binary. The test uses only part of it.
+#[allow(dead_code)]
+#[path = "../places-mock/mock.rs"]
+mod mock;
 mod support;
 
 use std::cell::Cell;
@@ -15,10 +21,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use herd::net::http::{GlommioIo, LocalExec};
 use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
-use herd::places::mock::{self as places_mock, Fault, MockSettings};
 use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::Executor;
+use mock::{Fault, MockSettings};
 use serde_json::Value;
 
 const UCLA: NearbyQuery = NearbyQuery {
@@ -43,13 +49,13 @@ where
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock(tls: Option<(Vec<u8>, Vec<u8>)>) -> SocketAddr {
-    support::start_mock_with(MockSettings {
+    let settings = MockSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         latency: Duration::ZERO,
         tls,
         fault: Fault::None,
-    })
-    .await
+    };
+    support::start_mock_with(|ready| mock::serve(settings, ready)).await
 }
 
 /// The mock's `/stats` as (requests, connections), on a connection of its own
@@ -299,8 +305,8 @@ fn invalid_coordinates_are_answered_locally() {
 }
 
 /// A CA, and a server certificate it signed for localhost and 127.0.0.1.
-fn test_pki() -> places_mock::LocalPki {
-    places_mock::local_pki().unwrap()
+fn test_pki() -> mock::LocalPki {
+    mock::local_pki().unwrap()
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! The command line: `herd serve`, `herd up`, `herd status`,
-//! `herd check-config`, `herd places-mock` and `herd certs`.
+//! The command line: `herd serve`, `herd up`, `herd status`, `herd reload`,
+//! `herd check-config` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::process::server`], [`crate::process::up`] or [`crate::ops::status`]. No protocol code
-//! here; the one runtime it starts itself is the executor of `herd
-//! places-mock`.
+//! [`crate::process::server`], [`crate::process::up`],
+//! [`crate::ops::status`] or [`crate::process::certs`]. No protocol code
+//! here, and no runtime of its own. (The local Places mock is a binary of
+//! its own, `herd-places-mock`.)
 
 use crate::process::serve::{self, ServeOptions};
 use crate::process::up::{self, UpOptions};
@@ -102,27 +103,6 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Run a local stand-in for the Google Places Nearby Search API (sample
-    /// data) for tests, benchmarks and demos.
-    PlacesMock {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:12150")]
-        listen: std::net::SocketAddr,
-        /// Delay before every answer, in milliseconds.
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-        /// Serve HTTPS with a fresh CA and certificate (for localhost and
-        /// 127.0.0.1); the CA is written to --tls-ca-out.
-        #[arg(long)]
-        tls: bool,
-        /// Where --tls writes the CA certificate clients must trust.
-        #[arg(long, default_value = "places-mock-ca.pem")]
-        tls_ca_out: PathBuf,
-        /// Fault for every request: none, 500, hang, notjson, or a Google
-        /// status such as OVER_QUERY_LIMIT.
-        #[arg(long, default_value = "none")]
-        fault: String,
-    },
 }
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -192,14 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 config.map_or_else(|| "default herd".to_owned(), |p| p.display().to_string());
             crate::ops::status::run(&herd, &label, once)
         }
-        Cmd::PlacesMock {
-            listen,
-            latency_ms,
-            tls,
-            tls_ca_out,
-            fault,
-        } => places_mock(listen, latency_ms, tls.then_some(tls_ca_out), &fault),
-        Cmd::Certs { config, out, force } => certs(&config, &out, force),
+        Cmd::Certs { config, out, force } => crate::process::certs::run(&config, &out, force),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -243,69 +216,4 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("{name}: reload refused, the old config stays in force:\n{message}"),
     }
-}
-
-/// Runs `herd certs`: writes the files, then says what to put in the config.
-fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
-    use crate::net::link_tls;
-    let config = Config::load(config_path)?;
-    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-    let written = link_tls::write_herd_certs(&names, out, force)?;
-    println!(
-        "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
-         off the servers), and NAME.pem and NAME-key.pem for {}",
-        written.len(),
-        out.display(),
-        names.join(", ")
-    );
-    println!(
-        "each server needs ca.pem and its own two files; put this in {}:",
-        config_path.display()
-    );
-    let section = link_tls::tls_section(&crate::pure::config::config_dir(config_path), out);
-    println!("  {section}");
-    Ok(())
-}
-
-/// Runs `herd places-mock` on one glommio executor until the process ends.
-fn places_mock(
-    listen: std::net::SocketAddr,
-    latency_ms: u64,
-    tls_ca_out: Option<PathBuf>,
-    fault: &str,
-) -> anyhow::Result<()> {
-    use crate::places::mock::{self as places_mock, MockSettings};
-    let tls = match &tls_ca_out {
-        Some(path) => {
-            let pki = places_mock::local_pki().context("making a TLS certificate")?;
-            std::fs::write(path, &pki.ca_pem)
-                .with_context(|| format!("writing {}", path.display()))?;
-            Some((pki.cert_pem.into_bytes(), pki.key_pem.into_bytes()))
-        }
-        None => None,
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let settings = MockSettings {
-        listen,
-        latency: std::time::Duration::from_millis(latency_ms),
-        tls,
-        fault: places_mock::Fault::parse(fault),
-    };
-    let ca_note = tls_ca_out.map(|p| format!("; trust the CA in {}", p.display()));
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("places-mock")
-        .spawn(move || async move {
-            places_mock::serve(settings, |addr| {
-                println!(
-                    "places-mock listening on {scheme}://{addr} (sample data, not real places){}",
-                    ca_note.unwrap_or_default()
-                );
-            })
-            .await
-        })
-        .map_err(|e| anyhow::anyhow!("starting places-mock: {e}"))?;
-    executor
-        .join()
-        .map_err(|e| anyhow::anyhow!("places-mock: {e}"))?
-        .with_context(|| format!("places-mock on {listen}"))
 }

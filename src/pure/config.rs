@@ -133,7 +133,7 @@ pub enum Provider {
     /// Google Places over HTTPS; needs a key.
     Google,
     /// Any server of the legacy Nearby Search API at `base_url`, such as
-    /// `herd places-mock`.
+    /// `herd-places-mock`.
     Mock,
     /// Built-in deterministic sample data; no network.
     Offline,

@@ -434,16 +434,21 @@ pub fn send_all(addr: SocketAddr, lines: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Starts a `places_mock` with `settings` inside the current glommio
-/// executor and returns the address it listens on.
-pub async fn start_mock_with(settings: herd::places::mock::MockSettings) -> SocketAddr {
+/// Starts a places mock inside the current glommio executor and returns the
+/// address it listens on. `serve` runs the mock's `serve` (tests include the
+/// mock's source, `places-mock/mock.rs`) with the callback it is given.
+pub async fn start_mock_with<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(Box<dyn FnOnce(SocketAddr)>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + 'static,
+{
     use std::cell::Cell;
     use std::rc::Rc;
     let slot = Rc::new(Cell::new(None));
     let seen = Rc::clone(&slot);
+    let serving = serve(Box::new(move |addr| seen.set(Some(addr))));
     glommio::spawn_local(async move {
-        if let Err(e) = herd::places::mock::serve(settings, move |addr| seen.set(Some(addr))).await
-        {
+        if let Err(e) = serving.await {
             panic!("mock failed: {e}");
         }
     })

@@ -1,12 +1,17 @@
 //! A real local HTTP(S) server speaking Google's legacy Nearby Search, for tests and demos.
 //! It owns its listener, its request/connection counters and its fault injection;
-//! answers come from `places::OfflinePlaces`, so they are deterministic.
+//! answers come from `herd::places::answer::OfflinePlaces`, so they are deterministic.
 //! It must never reach the internet, and must not be used as a production Places source.
 //!
 //! Faults and latency can be chosen per request, either as query parameters
 //! (`fault=500|hang|notjson|none|STATUSNAME`, `latency_ms=N`) or as path segments before
 //! the endpoint (`/fault/500/maps/api/place/nearbysearch/json`), which lets a client
 //! whose base URL has a path prefix pick a fault without touching its query.
+//!
+//! Not part of the herd library: the `herd-places-mock` binary (`main.rs`
+//! here) runs it, and tests that want it in-process include this file by
+//! path, so it names the library only as `herd::` and uses only its public
+//! items.
 
 use std::cell::Cell;
 use std::io;
@@ -25,9 +30,9 @@ use rustls::ServerConfig;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
-use crate::net::http::GlommioIo;
-use crate::places::answer::{error_answer, NearbyQuery, OfflinePlaces};
-use crate::places::upstream::NEARBY_PATH;
+use herd::net::http::GlommioIo;
+use herd::places::answer::{error_answer, NearbyQuery, OfflinePlaces};
+use herd::places::upstream::NEARBY_PATH;
 
 /// Longest a "hang" lasts before the mock drops the connection unanswered; clients
 /// time out long before, this only keeps every task bounded.
