@@ -9,7 +9,6 @@
 
 use crate::ops::status_view::{render, Fetched, Sample, ServerView, Status};
 use crate::pure::config::Config;
-use anyhow::Context;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -313,33 +312,6 @@ pub fn once(config: &Config, interval: Duration, timeout: Duration) -> String {
     sampler.round(config, timeout);
     std::thread::sleep(interval.saturating_sub(started.elapsed()));
     render(&sampler.round(config, timeout))
-}
-
-/// Moves the cursor home and clears the screen.
-const CLEAR: &str = "\x1b[H\x1b[2J";
-
-/// Runs `herd status`: with `once`, prints one table and returns; else
-/// redraws the table every second until the process is interrupted.
-/// `label` names the herd in the title (its config file).
-pub fn run(config: &Config, label: &str, once_only: bool) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout();
-    if once_only {
-        stdout
-            .write_all(once(config, INTERVAL, FETCH_TIMEOUT).as_bytes())
-            .context("writing to stdout")?;
-        return Ok(());
-    }
-    let mut sampler = Sampler::default();
-    loop {
-        let started = Instant::now();
-        let table = render(&sampler.round(config, FETCH_TIMEOUT));
-        let frame = format!("{CLEAR}herd status: {label} (every second; Ctrl-C to quit)\n{table}");
-        stdout
-            .write_all(frame.as_bytes())
-            .and_then(|()| stdout.flush())
-            .context("writing to stdout")?;
-        std::thread::sleep(INTERVAL.saturating_sub(started.elapsed()));
-    }
 }
 
 #[cfg(test)]

@@ -12,34 +12,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::net::link_tls::dns_name_for;
-use crate::pure::config::Config;
 
 /// Why a herd's certificates could not be made or written; the message
 /// names the file and the fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CertsError(String);
-
-/// Runs `herd certs`: writes the files, then says what to put in the config.
-pub fn run(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-    let written = write_herd_certs(&names, out, force)?;
-    println!(
-        "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
-         off the servers), and NAME.pem and NAME-key.pem for {}",
-        written.len(),
-        out.display(),
-        names.join(", ")
-    );
-    println!(
-        "each server needs ca.pem and its own two files; put this in {}:",
-        config_path.display()
-    );
-    let section = tls_section(&crate::pure::config::config_dir(config_path), out);
-    println!("  {section}");
-    Ok(())
-}
 
 /// One server's certificate and key, PEM.
 pub struct ServerPki {

@@ -1,11 +1,9 @@
-//! The process around the shards: start-up and stop ([`server`]), the
-//! command line ([`cli`]), `herd up` ([`up`]), `herd certs` ([`certs`]) and
-//! logging ([`logging`]).
+//! Running a server in a process: start-up and stop ([`server`]: the
+//! library's entry point, `herd::start`), reading the config file
+//! ([`config_file`]) and making a herd's link certificates ([`certs`]).
+//! The command line, signals, logging and `herd up` are the `herd`
+//! binary's (`src/bin/herd/`).
 
 pub mod certs;
-pub mod cli;
 pub mod config_file;
-pub mod logging;
-pub mod serve;
 pub mod server;
-pub mod up;

@@ -3,8 +3,8 @@
 //! (SIGTERM/SIGINT stop, SIGHUP reopens the log and reloads), the start-up
 //! line on stderr, and systemd's readiness notice.
 
-use crate::process::server::{start, Control, SetLogLevel, StartOptions};
-use crate::pure::config::Config;
+use herd::process::server::{start, Control, SetLogLevel, StartOptions};
+use herd::pure::config::Config;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|| "info".to_owned());
     // Kept here, not in a thread: dropped at return, it writes the last
     // lines ("shard stopped") before the process exits.
-    let (logging, _log_guard) = crate::process::logging::init(
+    let (logging, _log_guard) = crate::logging::init(
         &opts.log_dir,
         &opts.name,
         &level,
@@ -109,7 +109,7 @@ fn notify_systemd_ready() {
 /// config.
 fn stop_on_signals(
     control: Arc<Control>,
-    logging: Arc<crate::process::logging::Logging>,
+    logging: Arc<crate::logging::Logging>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])

@@ -3,7 +3,7 @@
 //!
 //! Owns only child processes it started, and signals them by their PID.
 
-use crate::pure::config::Config;
+use herd::pure::config::Config;
 use anyhow::{anyhow, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -36,7 +36,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     // Spread the servers over the CPUs this process may use: server k's
     // shards start at CPU k (mod the count), so five one-shard servers on
     // two cores do not all share the first.
-    let usable = crate::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
+    let usable = herd::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
     let mut children: Vec<(String, Child)> = Vec::new();
     for (k, server) in opts.config.servers.iter().enumerate() {
         let cpus: Vec<String> = (0..opts.shards)
@@ -101,7 +101,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
         .places
         .resolve(std::env::var("HERD_PLACES_KEY").ok())
     {
-        Ok(crate::pure::config::PlacesSource::Http { base_url, .. }) => {
+        Ok(herd::pure::config::PlacesSource::Http { base_url, .. }) => {
             println!("WHATSAT answers come from {base_url}.")
         }
         _ => println!(

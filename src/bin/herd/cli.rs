@@ -2,16 +2,19 @@
 //! `herd check-config` and `herd certs`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
-//! [`crate::process::server`], [`crate::process::up`],
-//! [`crate::ops::status`] or [`crate::process::certs`]. No protocol code
+//! `serve` (around [`herd::start`]), [`crate::up`],
+//! [`herd::ops::status`] or [`herd::process::certs`]. No protocol code
 //! here, and no runtime of its own. (The local Places mock is a binary of
 //! its own, `herd-places-mock`.)
 
-use crate::process::serve::{self, ServeOptions};
-use crate::process::up::{self, UpOptions};
-use crate::pure::config::Config;
+use crate::serve::{self, ServeOptions};
+use crate::up::{self, UpOptions};
+use herd::ops::status;
+use herd::process::certs;
+use herd::pure::config::Config;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// herd: a thread-per-core server herd for mobile location updates.
@@ -127,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // Relative paths in the config (TLS files) are from its folder.
             config_dir: config.as_deref().map_or_else(
                 || std::path::PathBuf::from("."),
-                crate::pure::config::config_dir,
+                herd::pure::config::config_dir,
             ),
             config: load(config.as_deref())?,
             config_path: config,
@@ -170,9 +173,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let herd = load(config.as_deref())?;
             let label =
                 config.map_or_else(|| "default herd".to_owned(), |p| p.display().to_string());
-            crate::ops::status::run(&herd, &label, once)
+            status(&herd, &label, once)
         }
-        Cmd::Certs { config, out, force } => crate::process::certs::run(&config, &out, force),
+        Cmd::Certs { config, out, force } => certs(&config, &out, force),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
             println!(
@@ -200,9 +203,9 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
         .admin_addr(name)
         .with_context(|| format!("{name} has no admin endpoint (admin_listen is null)"))?;
     let raw =
-        crate::ops::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
+        herd::ops::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
             .with_context(|| format!("asking {name} at {addr} to reload"))?;
-    let response = crate::ops::status::parse_response(&raw)
+    let response = herd::ops::status::parse_response(&raw)
         .with_context(|| format!("the answer of {name} at {addr}"))?;
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
     let message = body["message"].as_str().map_or_else(
@@ -216,4 +219,52 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("{name}: reload refused, the old config stays in force:\n{message}"),
     }
+}
+
+/// Moves the cursor home and clears the screen.
+const CLEAR: &str = "\x1b[H\x1b[2J";
+
+/// Runs `herd status`: with `once`, prints one table and returns; else
+/// redraws the table every second until the process is interrupted.
+/// `label` names the herd in the title (its config file).
+fn status(config: &Config, label: &str, once_only: bool) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout();
+    if once_only {
+        stdout
+            .write_all(status::once(config, status::INTERVAL, status::FETCH_TIMEOUT).as_bytes())
+            .context("writing to stdout")?;
+        return Ok(());
+    }
+    let mut sampler = status::Sampler::default();
+    loop {
+        let started = std::time::Instant::now();
+        let table = herd::ops::status_view::render(&sampler.round(config, status::FETCH_TIMEOUT));
+        let frame = format!("{CLEAR}herd status: {label} (every second; Ctrl-C to quit)\n{table}");
+        stdout
+            .write_all(frame.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing to stdout")?;
+        std::thread::sleep(status::INTERVAL.saturating_sub(started.elapsed()));
+    }
+}
+
+/// Runs `herd certs`: writes the files, then says what to put in the config.
+fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+    let written = certs::write_herd_certs(&names, out, force)?;
+    println!(
+        "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
+         off the servers), and NAME.pem and NAME-key.pem for {}",
+        written.len(),
+        out.display(),
+        names.join(", ")
+    );
+    println!(
+        "each server needs ca.pem and its own two files; put this in {}:",
+        config_path.display()
+    );
+    let section = certs::tls_section(&herd::pure::config::config_dir(config_path), out);
+    println!("  {section}");
+    Ok(())
 }

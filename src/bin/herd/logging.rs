@@ -5,7 +5,7 @@
 //!
 //! Owns only the subscriber; what is logged is decided where it happens.
 
-use crate::pure::config::LogFormat;
+use herd::pure::config::LogFormat;
 use anyhow::Context;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
