@@ -2,28 +2,35 @@
 //! mobile location updates.
 //!
 //! A command flows one way through the folders: a socket in [`net`]
-//! (framing and parsing from [`pure`]) goes to its owner [`shard`], whose
-//! store ([`pure::store`], also the replication log) its links read
-//! ([`shard::link`]), and whose WHATSATs ask [`places`]; the reply goes
+//! (framing and parsing from [`pure`]) goes to its owner `shard`, whose
+//! store (`pure::store`, also the replication log) its links read
+//! (`shard::link`), and whose WHATSATs ask [`places`]; the reply goes
 //! back as a value. [`ops`] is what operators see; [`process`] starts and
-//! stops it all.
+//! stops it all ([`start`] is the entry point); the `herd` binary
+//! (`src/bin/herd/`) is the command line around it.
 //!
 //! - [`pure`]: the rules as values, no I/O, no runtime, no clock.
 //! - [`places`]: Places answers (pure) and the upstream client (runtime).
-//! - [`shard`]: the owner side: a shard's state and its outgoing links.
+//! - `shard`: the owner side: a shard's state and its outgoing links.
 //! - [`net`]: connections, routing to the owner, TLS, HTTP glue.
 //! - [`ops`]: metrics, the admin endpoint, `herd status`.
-//! - [`process`]: start-up, signals, reload, logging, the CLI, `herd up`.
+//! - [`process`]: start-up, stop and reload ([`start`]), the config file,
+//!   `herd certs`' certificates.
+//! - `src/bin/herd/`: the CLI, `herd serve` (logging, signals, systemd),
+//!   `herd up`.
 
 // The server has no unsafe code, and must keep it that way.
 #![forbid(unsafe_code)]
+// Whatever no user of the library needs is pub(crate), so that the
+// compiler finds what nothing uses.
+#![warn(unreachable_pub)]
 
 pub mod net;
 pub mod ops;
 pub mod places;
 pub mod process;
 pub mod pure;
-pub mod shard;
+pub(crate) mod shard;
 
 pub use process::server::{start, Bound, Running, StartError, StartOptions};
 pub use pure::config::Config;

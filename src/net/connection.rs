@@ -29,7 +29,7 @@ const FLUSH_AT: usize = 64 * 1024;
 
 /// Which listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// The client port: IAMAT and WHATSAT.
     Client,
     /// The peer port: links from neighbours only.
@@ -91,7 +91,7 @@ impl Incoming {
 }
 
 /// Who may open incoming links, and how they prove it.
-pub struct Admission {
+pub(crate) struct Admission {
     /// This server's name.
     pub me: Rc<str>,
     /// Neighbour names when this admission was made, indexed by
@@ -125,7 +125,7 @@ pub struct Admission {
 }
 
 /// The receive time, read once per line.
-pub fn now() -> PosixTime {
+pub(crate) fn now() -> PosixTime {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -136,7 +136,12 @@ pub fn now() -> PosixTime {
 }
 
 /// Serves one connection until it closes or fails.
-pub async fn serve(stream: TcpStream, port: Port, router: Rc<Router>, admission: Rc<Admission>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    port: Port,
+    router: Rc<Router>,
+    admission: Rc<Admission>,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -177,7 +182,7 @@ pub async fn serve(stream: TcpStream, port: Port, router: Rc<Router>, admission:
 
 /// A connection's bytes: plain TCP, or TLS over it. Its timeouts are those
 /// of the TCP socket underneath.
-pub trait Socket: AsyncRead + AsyncWrite + Unpin {
+pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin {
     /// The TCP socket underneath.
     fn tcp(&self) -> &TcpStream;
 }

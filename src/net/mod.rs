@@ -2,9 +2,9 @@
 //! route from a connection to the owner shard, TLS on links, the per-IP
 //! limit, handshake nonces, and hyper on glommio for the HTTP parts.
 
-pub mod connection;
+pub(crate) mod connection;
 pub mod http;
 pub mod link_tls;
 pub mod nonce;
-pub mod per_ip;
-pub mod route;
+pub(crate) mod per_ip;
+pub(crate) mod route;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Open connections per source address, up to a limit.
 #[derive(Debug)]
-pub struct PerIp {
+pub(crate) struct PerIp {
     /// Changed in place by a reload; `u32::MAX` is no limit.
     limit: std::sync::atomic::AtomicU32,
     open: Mutex<HashMap<IpAddr, u32>>,
@@ -19,14 +19,14 @@ pub struct PerIp {
 /// One admitted connection; dropping it (when the connection ends) frees
 /// its place.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     per_ip: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
     /// At most `limit` connections per address.
-    pub fn new(limit: u32) -> PerIp {
+    pub(crate) fn new(limit: u32) -> PerIp {
         PerIp {
             limit: std::sync::atomic::AtomicU32::new(limit),
             open: Mutex::new(HashMap::new()),
@@ -41,7 +41,7 @@ impl PerIp {
 
     /// Counts a connection from `ip` in, or `None` when that address
     /// already holds the limit.
-    pub fn admit(self: &Arc<PerIp>, ip: IpAddr) -> Option<Admitted> {
+    pub(crate) fn admit(self: &Arc<PerIp>, ip: IpAddr) -> Option<Admitted> {
         let mut open = self.open();
         let count = open.entry(ip).or_insert(0);
         if *count >= self.limit() {
@@ -55,24 +55,26 @@ impl PerIp {
     }
 
     /// The limit now.
-    pub fn limit(&self) -> u32 {
+    pub(crate) fn limit(&self) -> u32 {
         self.limit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Changes the limit (a reload); connections over a lowered limit stay,
     /// new ones wait until the address is under it.
-    pub fn set_limit(&self, limit: u32) {
+    pub(crate) fn set_limit(&self, limit: u32) {
         self.limit
             .store(limit, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connections open from `ip` now.
-    pub fn count(&self, ip: IpAddr) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> u32 {
         self.open().get(&ip).copied().unwrap_or(0)
     }
 
     /// Addresses with a connection open (entries at zero are removed).
-    pub fn addresses(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
         self.open().len()
     }
 }

@@ -13,7 +13,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use std::rc::Rc;
 
 /// Work sent to an owner shard.
-pub enum ToOwner {
+pub(crate) enum ToOwner {
     /// Apply (and so flood) a record.
     Record(Record),
     /// Answer a WHATSAT.
@@ -30,7 +30,7 @@ pub enum ToOwner {
 }
 
 /// Routes commands to their owner shard.
-pub struct Router {
+pub(crate) struct Router {
     shard: Rc<Shard>,
     ring: Ring,
     senders: Option<Senders<ToOwner>>,
@@ -38,7 +38,7 @@ pub struct Router {
 
 impl Router {
     /// A router for `shard`; `senders` is `None` when there is one shard.
-    pub fn new(shard: Rc<Shard>, ring: Ring, senders: Option<Senders<ToOwner>>) -> Router {
+    pub(crate) fn new(shard: Rc<Shard>, ring: Ring, senders: Option<Senders<ToOwner>>) -> Router {
         Router {
             shard,
             ring,
@@ -47,12 +47,12 @@ impl Router {
     }
 
     /// This router's own shard.
-    pub fn shard(&self) -> &Rc<Shard> {
+    pub(crate) fn shard(&self) -> &Rc<Shard> {
         &self.shard
     }
 
     /// Applies a record on its owner shard.
-    pub async fn record(&self, record: Record) {
+    pub(crate) async fn record(&self, record: Record) {
         if let Err((record, owner)) = self.record_here(record) {
             // Boxed: only records owned elsewhere wait, and a connection's
             // task should not carry this future's size while it is idle.
@@ -90,7 +90,7 @@ impl Router {
     }
 
     /// The WHATSAT reply from the owner shard, `None` if the client is unknown.
-    pub async fn nearby(
+    pub(crate) async fn nearby(
         &self,
         client_id: &str,
         radius_km: f64,
@@ -118,7 +118,7 @@ impl Router {
 }
 
 /// Serves the work other shards send to this one, until they all close.
-pub fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
+pub(crate) fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
     for (peer, receiver) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {

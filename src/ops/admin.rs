@@ -29,7 +29,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// What the admin endpoint reads: the server's identity, every shard's
 /// metrics and the incoming links. Shared by the shards (`Arc`); the locks
 /// are taken at start-up, on a reload and per scrape, never per command.
-pub struct Registry {
+pub(crate) struct Registry {
     server: String,
     /// The client and peer addresses, as bound (a port 0 resolved).
     addresses: Mutex<(String, String)>,
@@ -43,7 +43,7 @@ pub struct Registry {
 
 /// What the admin endpoint asks of the config in force: the server's
 /// neighbours now (a reload changes them) and a reload itself.
-pub trait ConfigInForce: Send + Sync {
+pub(crate) trait ConfigInForce: Send + Sync {
     /// This server's neighbours in the config in force, in config order.
     fn neighbours(&self) -> Vec<String>;
     /// Re-reads the config (`POST /reload`); `Err` with the reasons when
@@ -53,7 +53,7 @@ pub trait ConfigInForce: Send + Sync {
 
 impl Registry {
     /// The registry of one server whose config in force is `config`.
-    pub fn new(server: &str, config: Arc<dyn ConfigInForce>) -> Registry {
+    pub(crate) fn new(server: &str, config: Arc<dyn ConfigInForce>) -> Registry {
         Registry {
             server: server.to_owned(),
             addresses: Mutex::new((String::new(), String::new())),
@@ -66,20 +66,20 @@ impl Registry {
 
     /// Where the server listens, once its shards have bound (before any
     /// admin request can be served).
-    pub fn set_addresses(&self, client: SocketAddr, peer: SocketAddr) {
+    pub(crate) fn set_addresses(&self, client: SocketAddr, peer: SocketAddr) {
         let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
         *addresses = (client.to_string(), peer.to_string());
     }
 
     /// A shard's metrics join the registry as the shard starts.
-    pub fn add_shard(&self, metrics: Arc<ShardMetrics>) {
+    pub(crate) fn add_shard(&self, metrics: Arc<ShardMetrics>) {
         let mut shards = self.shards.lock().unwrap_or_else(|p| p.into_inner());
         shards.push(metrics);
         shards.sort_by_key(|m| m.shard);
     }
 
     /// Everything at this moment.
-    pub fn view(&self) -> ServerView {
+    pub(crate) fn view(&self) -> ServerView {
         let shards = self
             .shards
             .lock()
@@ -102,7 +102,7 @@ impl Registry {
     }
 
     /// Re-reads the config in force.
-    pub fn reload(&self) -> Result<String, String> {
+    pub(crate) fn reload(&self) -> Result<String, String> {
         self.config.reload()
     }
 }
@@ -110,7 +110,7 @@ impl Registry {
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves the admin endpoint until `stopped` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     stopped: impl std::future::Future<Output = ()>,

@@ -22,16 +22,16 @@ use std::sync::Mutex;
 /// threads see a recent value; increments are never lost because no one
 /// else writes.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     /// Adds one. Only the owning shard may call this.
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.add(1);
     }
 
     /// Adds `n`. Only the owning shard may call this.
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         // Load and store, not fetch_add: one writer, so no read-modify-write
         // race, and no locked instruction on the hot path.
         self.0.store(
@@ -41,14 +41,14 @@ impl Counter {
     }
 
     /// The current value.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Client commands by kind and result.
 #[derive(Debug, Default)]
-pub struct Commands {
+pub(crate) struct Commands {
     /// IAMATs answered with their AT line.
     pub iamat_ok: Counter,
     /// IAMATs answered `?` (malformed, or a client time too far ahead).
@@ -64,7 +64,7 @@ pub struct Commands {
 
 /// Inputs turned away, by reason.
 #[derive(Debug, Default)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// Lines over `max_line_bytes` (clients) or the link limit (links).
     pub line_too_long: Counter,
     /// IAMATs whose client time is too far ahead of this server's clock.
@@ -108,7 +108,7 @@ impl Refused {
 
 /// Everything one shard counts.
 #[derive(Debug)]
-pub struct ShardMetrics {
+pub(crate) struct ShardMetrics {
     /// The shard's id.
     pub shard: usize,
     /// Client commands.
@@ -125,7 +125,7 @@ pub struct ShardMetrics {
 
 impl ShardMetrics {
     /// Zeroed metrics of shard `shard`.
-    pub fn new(shard: usize) -> ShardMetrics {
+    pub(crate) fn new(shard: usize) -> ShardMetrics {
         ShardMetrics {
             shard,
             commands: Commands::default(),
@@ -137,7 +137,7 @@ impl ShardMetrics {
     }
 
     /// A copy of the last published figures.
-    pub fn published(&self) -> Published {
+    pub(crate) fn published(&self) -> Published {
         self.published
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -147,14 +147,14 @@ impl ShardMetrics {
 
 /// A latency histogram in microseconds, 1 µs to 60 s at two significant
 /// figures (1 %): small enough to copy a few times a second.
-pub fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts.
     Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds")
 }
 
 /// One outgoing link of one shard, as published.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LinkView {
+pub(crate) struct LinkView {
     /// The neighbour's name.
     pub neighbour: String,
     /// Its peer address.
@@ -189,7 +189,7 @@ pub struct PlacesFigures {
 
 /// What a shard publishes a few times a second.
 #[derive(Debug, Clone)]
-pub struct Published {
+pub(crate) struct Published {
     /// Clients this shard holds records for.
     pub records: u64,
     /// Open client connections.
@@ -235,7 +235,7 @@ impl Default for Published {
 
 /// One incoming link's state, for readiness.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingView {
+pub(crate) struct IncomingView {
     /// The neighbour that dialled.
     pub neighbour: String,
     /// Whether it has sent everything it held when the link opened.
@@ -246,7 +246,7 @@ pub struct IncomingView {
 /// counted in when its handshake completes and out when it ends. The lock is
 /// taken at those moments and at a scrape, never per record.
 #[derive(Debug, Default)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     links: Mutex<std::collections::HashMap<u64, IncomingView>>,
     next: AtomicU64,
 }
@@ -259,7 +259,7 @@ impl Inbound {
     }
 
     /// Counts in a link from `neighbour`, not caught up yet; its place.
-    pub fn opened(&self, neighbour: &str) -> u64 {
+    pub(crate) fn opened(&self, neighbour: &str) -> u64 {
         let place = self.next.fetch_add(1, Ordering::Relaxed);
         self.links().insert(
             place,
@@ -272,26 +272,26 @@ impl Inbound {
     }
 
     /// The link at `place` has received all its neighbour held when it opened.
-    pub fn caught_up(&self, place: u64) {
+    pub(crate) fn caught_up(&self, place: u64) {
         if let Some(link) = self.links().get_mut(&place) {
             link.caught_up = true;
         }
     }
 
     /// The link at `place` ended.
-    pub fn closed(&self, place: u64) {
+    pub(crate) fn closed(&self, place: u64) {
         self.links().remove(&place);
     }
 
     /// Every open incoming link.
-    pub fn views(&self) -> Vec<IncomingView> {
+    pub(crate) fn views(&self) -> Vec<IncomingView> {
         self.links().values().cloned().collect()
     }
 }
 
 /// Everything the admin endpoint shows of one server at one moment.
 #[derive(Debug, Clone)]
-pub struct ServerView {
+pub(crate) struct ServerView {
     /// The server's name.
     pub server: String,
     /// Its client address.
@@ -310,7 +310,7 @@ pub struct ServerView {
 
 /// One shard's figures, copied out of its [`ShardMetrics`].
 #[derive(Debug, Clone)]
-pub struct ShardFigures {
+pub(crate) struct ShardFigures {
     /// The shard's id.
     pub shard: usize,
     /// IAMAT ok, IAMAT invalid, WHATSAT ok, WHATSAT invalid, other invalid.
@@ -327,7 +327,7 @@ pub struct ShardFigures {
 
 impl ShardFigures {
     /// Copies a shard's figures.
-    pub fn of(m: &ShardMetrics) -> ShardFigures {
+    pub(crate) fn of(m: &ShardMetrics) -> ShardFigures {
         let c = &m.commands;
         ShardFigures {
             shard: m.shard,
@@ -365,7 +365,7 @@ impl ServerView {
 }
 
 /// Why a server is not ready; empty when it is.
-pub fn not_ready(view: &ServerView) -> Vec<String> {
+pub(crate) fn not_ready(view: &ServerView) -> Vec<String> {
     let mut why = Vec::new();
     for neighbour in &view.neighbours {
         let links = view.links_to(neighbour);
@@ -421,7 +421,7 @@ fn label(value: &str) -> String {
 }
 
 /// The text of `/metrics`: Prometheus text format 0.0.4.
-pub fn render_prometheus(view: &ServerView, version: &str) -> String {
+pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -736,7 +736,7 @@ fn quantiles(h: &Histogram<u64>) -> Value {
 }
 
 /// The JSON of `/status`.
-pub fn status_json(view: &ServerView, version: &str) -> Value {
+pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
     let why = not_ready(view);
     let links: Vec<Value> = view
         .neighbours

@@ -1,8 +1,8 @@
-//! What operators see: the counters each shard keeps ([`metrics`]), the
-//! admin HTTP endpoint that serves them ([`admin`]), and `herd status`
+//! What operators see: the counters each shard keeps (`metrics`), the
+//! admin HTTP endpoint that serves them (`admin`), and `herd status`
 //! ([`status`] fetches, [`status_view`] renders).
 
-pub mod admin;
-pub mod metrics;
+pub(crate) mod admin;
+pub(crate) mod metrics;
 pub mod status;
 pub mod status_view;

@@ -30,7 +30,7 @@ struct Slot<K, V> {
 /// A bounded LRU map with a time-to-live, on slots in a Vec linked by index.
 /// Expired entries are not removed eagerly: a lookup that finds one moves it to the
 /// least-recently-used end, so it is the first to go.
-pub struct LruTtl<K, V> {
+pub(crate) struct LruTtl<K, V> {
     /// Key to slot index.
     map: HashMap<K, usize, ahash::RandomState>,
     /// Slot storage, dense: an evicted slot is filled by the last one.
@@ -51,7 +51,7 @@ pub struct LruTtl<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone> LruTtl<K, V> {
     /// An empty cache holding at most `max_entries` entries weighing at most `max_bytes`.
-    pub fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(max_entries: usize, max_bytes: usize, ttl: Duration) -> Self {
         Self {
             map: HashMap::default(),
             slots: Vec::new(),
@@ -65,22 +65,19 @@ impl<K: Hash + Eq + Clone, V: Clone> LruTtl<K, V> {
     }
 
     /// Entries held, expired ones included.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// Total weight held, expired entries included.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// The live value for `key`, marking it most recently used.
-    pub fn get(&mut self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn get(&mut self, key: &K, now: Instant) -> Option<V> {
         let index = *self.map.get(key)?;
         let slot = self.slots.get(index)?;
         let fresh = now.saturating_duration_since(slot.stored_at) < self.ttl;
@@ -97,7 +94,7 @@ impl<K: Hash + Eq + Clone, V: Clone> LruTtl<K, V> {
     /// Stores `value` (weighing `weight` bytes) for `key` as of `now`, then evicts the
     /// least recently used until both bounds hold. A value heavier than the whole byte
     /// bound is not stored: it would only empty the cache.
-    pub fn insert(&mut self, key: K, value: V, weight: usize, now: Instant) {
+    pub(crate) fn insert(&mut self, key: K, value: V, weight: usize, now: Instant) {
         if self.max_entries == 0 || weight > self.max_bytes {
             return;
         }

@@ -3,13 +3,13 @@
 //! HTTP(S) client of the upstream, per shard).
 //!
 //! Pure, and held to it by CI's source scan: [`answer`], [`key`],
-//! [`cache`], [`rendered`], and the upstream's answer classification
+//! `cache`, `rendered`, and the upstream's answer classification
 //! (`upstream/classify.rs`). Runtime: the rest of [`upstream`]. The local
 //! mock upstream is not here: it is the `herd-places-mock` binary
 //! (`places-mock/`).
 
 pub mod answer;
-pub mod cache;
+pub(crate) mod cache;
 pub mod key;
-pub mod rendered;
+pub(crate) mod rendered;
 pub mod upstream;

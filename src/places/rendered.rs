@@ -167,7 +167,8 @@ impl RenderedAnswer {
 
 /// Appends a whole WHATSAT reply to `out`: the AT line, '\n', the answer cut to
 /// `max_results` (of the results inside `within`, if given), then "\n\n".
-pub fn write_reply(
+#[cfg(test)]
+pub(crate) fn write_reply(
     out: &mut Vec<u8>,
     at_line: &str,
     answer: &RenderedAnswer,
@@ -182,7 +183,7 @@ pub fn write_reply(
 
 /// Appends the part of a WHATSAT reply after the AT line and its '\n': the cut
 /// answer, then the empty line that ends the reply.
-pub fn write_reply_json(
+pub(crate) fn write_reply_json(
     out: &mut Vec<u8>,
     answer: &RenderedAnswer,
     max_results: usize,

@@ -156,7 +156,7 @@ struct ShardPlan {
 
 /// The config in force, reloads of it, and the stop: written by a reload
 /// (SIGHUP, `POST /reload`, [`Running::reconfigure`]) or a stop on their
-/// own threads; every shard is woken by [`Control::changed`] and follows.
+/// own threads; every shard is woken by `Control::changed` and follows.
 pub struct Control {
     name: String,
     path: Option<PathBuf>,

@@ -10,20 +10,20 @@ use std::sync::Mutex;
 
 /// How far each neighbour shard's stream has been received.
 #[derive(Debug, Default)]
-pub struct Marks {
+pub(crate) struct Marks {
     // (neighbour, its shard) -> (its epoch, last sequence number received)
     marks: Mutex<HashMap<(String, u32), (u64, u64)>>,
 }
 
 impl Marks {
     /// No marks: every stream starts from the beginning.
-    pub fn new() -> Marks {
+    pub(crate) fn new() -> Marks {
         Marks::default()
     }
 
     /// The sequence number a link from `neighbour`'s `shard` in `epoch`
     /// should resume after: ours if the epoch matches, else 0 (resend all).
-    pub fn since(&self, neighbour: &str, shard: u32, epoch: u64) -> u64 {
+    pub(crate) fn since(&self, neighbour: &str, shard: u32, epoch: u64) -> u64 {
         let marks = self
             .marks
             .lock()
@@ -36,7 +36,7 @@ impl Marks {
 
     /// Remembers that the stream was received up to `seq`. A lower mark for
     /// the same epoch never replaces a higher one (an old link closing late).
-    pub fn record(&self, neighbour: &str, shard: u32, epoch: u64, seq: u64) {
+    pub(crate) fn record(&self, neighbour: &str, shard: u32, epoch: u64, seq: u64) {
         let mut marks = self
             .marks
             .lock()

@@ -4,12 +4,12 @@
 //!
 //! Not named `core`: that would shadow Rust's own `core` crate in paths.
 
-pub mod catchup;
+pub(crate) mod catchup;
 pub mod config;
 pub mod framing;
 pub mod link_session;
 pub mod protocol;
-pub mod record;
-pub mod reload;
+pub(crate) mod record;
+pub(crate) mod reload;
 pub mod ring;
-pub mod store;
+pub(crate) mod store;

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 /// most [`MAX_NAME_BYTES`](crate::pure::config::MAX_NAME_BYTES) and a skew (sign,
 /// up to 20 digits, a dot and 9 digits). A link must take every such line,
 /// or a record stored by one server would never reach the others.
-pub fn max_at_line(max_line: usize) -> usize {
+pub(crate) fn max_at_line(max_line: usize) -> usize {
     const SKEW: usize = 1 + 20 + 1 + 9;
     max_line + crate::pure::config::MAX_NAME_BYTES + SKEW
 }
@@ -20,7 +20,7 @@ pub fn max_at_line(max_line: usize) -> usize {
 /// One client's location record: an AT line, exactly as stored and flooded.
 /// Two records are equal when their lines are.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub(crate) struct Record {
     line: Box<str>,
     // The store's sequence number for this record (0 until stored): links use
     // it to tell a neighbour what it has been sent. 32 bits keep a record at
@@ -34,7 +34,7 @@ pub struct Record {
 
 impl Record {
     /// The record for an IAMAT received by `server` at `now`.
-    pub fn from_iamat(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> Record {
+    pub(crate) fn from_iamat(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> Record {
         Record::build(
             |line| protocol::write_at(line, server, now, iamat),
             iamat.client_id,
@@ -44,7 +44,7 @@ impl Record {
     }
 
     /// The record carried by an AT line from a neighbour, in canonical form.
-    pub fn from_at(at: &At<'_>) -> Record {
+    pub(crate) fn from_at(at: &At<'_>) -> Record {
         Record::build(
             |line| protocol::write_at_line(line, at),
             at.client_id,
@@ -85,7 +85,7 @@ impl Record {
     }
 
     /// The store's sequence number (0 until stored).
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         u64::from(self.seq)
     }
 
@@ -95,23 +95,23 @@ impl Record {
     }
 
     /// The AT line.
-    pub fn line(&self) -> &str {
+    pub(crate) fn line(&self) -> &str {
         &self.line
     }
 
     /// The client id.
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         let start = usize::from(self.id_start);
         &self.line[start..start + usize::from(self.id_len)]
     }
 
     /// The location text, as the client sent it.
-    pub fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.fields_after_id().0
     }
 
     /// The client time, as integers.
-    pub fn time(&self) -> PosixTime {
+    pub(crate) fn time(&self) -> PosixTime {
         // Records are only built from parsed fields, so the text is valid.
         PosixTime::parse(self.fields_after_id().1).unwrap_or_default()
     }
@@ -123,12 +123,12 @@ impl Record {
     }
 
     /// Whether `self` should replace `stored` (PROTOCOL.md, Ordering).
-    pub fn is_newer_than(&self, stored: &Record) -> bool {
+    pub(crate) fn is_newer_than(&self, stored: &Record) -> bool {
         self.order(stored) == Ordering::Greater
     }
 
     /// Order by client time, ties broken by the whole line as bytes.
-    pub fn order(&self, other: &Record) -> Ordering {
+    pub(crate) fn order(&self, other: &Record) -> Ordering {
         self.time()
             .cmp(&other.time())
             .then_with(|| self.line.as_bytes().cmp(other.line.as_bytes()))

@@ -11,7 +11,7 @@ use crate::pure::config::Config;
 use std::net::SocketAddr;
 
 /// Limits read once at start (channels, timers and clients built then).
-pub const RESTART_ONLY_LIMITS: [&str; 4] = [
+pub(crate) const RESTART_ONLY_LIMITS: [&str; 4] = [
     "channel_capacity",
     "places_timeout_ms",
     "record_ttl_ms",
@@ -20,7 +20,7 @@ pub const RESTART_ONLY_LIMITS: [&str; 4] = [
 
 /// What a new config changes for one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// New neighbours and their peer addresses: links to open.
     pub added: Vec<(String, SocketAddr)>,
     /// Neighbours gone: links to close.
@@ -33,12 +33,12 @@ pub struct Changes {
 
 impl Changes {
     /// Whether nothing changes.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
 
     /// One line for the log and the reply of `herd reload`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.is_empty() {
             return "no changes".to_owned();
         }
@@ -65,7 +65,7 @@ impl Changes {
 
 /// What changes for server `name` going from `old` to `new` (both valid).
 /// `Err` when `new` cannot be applied at all: it no longer has the server.
-pub fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes, String> {
+pub(crate) fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes, String> {
     let (Some(was), Some(now)) = (old.server(name), new.server(name)) else {
         return Err(format!(
             "{name} is not a server of the new config; the old config stays in force"

@@ -314,7 +314,7 @@ fn evicted_before(a: &Record, b: &Record) -> bool {
 
 /// What one [`Store::next_batch`] appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The sequence number of the last record appended.
     pub last: u64,
     /// How many records were appended.
@@ -323,7 +323,7 @@ pub struct Batch {
 
 /// A link's place in the update-order list; see [`Store::open_cursor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CursorId(usize);
+pub(crate) struct CursorId(usize);
 
 struct Cursor {
     // The slot of the last record sent, or NONE: before the head. Moves to
@@ -348,7 +348,7 @@ struct Seek {
 /// of the links that send it. Records live in slots that never move (freed
 /// slots are reused), so expiry can scan by slot index in small steps and
 /// the list and cursors can name slots by index.
-pub struct Store {
+pub(crate) struct Store {
     index: Index,
     slots: Slots,
     // Free slots, linked through `next`.
@@ -381,12 +381,12 @@ impl Default for Store {
 
 impl Store {
     /// An empty store.
-    pub fn new() -> Store {
+    pub(crate) fn new() -> Store {
         Store::default()
     }
 
     /// An empty store that renumbers once `seq_limit` numbers are used.
-    pub fn with_seq_limit(seq_limit: u32) -> Store {
+    pub(crate) fn with_seq_limit(seq_limit: u32) -> Store {
         Store {
             index: Index::new(),
             slots: Slots::default(),
@@ -408,7 +408,7 @@ impl Store {
     /// The same store, holding at most `max_records` records (at least
     /// one): when full, a new client's record evicts the oldest record,
     /// or is refused if it is older still. See [`Store::apply`].
-    pub fn with_max_records(mut self, max_records: usize) -> Store {
+    pub(crate) fn with_max_records(mut self, max_records: usize) -> Store {
         self.max_records = max_records.max(1);
         self
     }
@@ -416,24 +416,24 @@ impl Store {
     /// Changes the limit in place (a reload). A store above a lowered limit
     /// does not shrink: from then on every new client replaces the oldest
     /// record, so it grows no more.
-    pub fn set_max_records(&mut self, max_records: usize) {
+    pub(crate) fn set_max_records(&mut self, max_records: usize) {
         self.max_records = max_records.max(1);
     }
 
     /// Records evicted so far to make room for newer ones.
-    pub fn evicted(&self) -> u64 {
+    pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
 
     /// New records refused so far because the store was full and they were
     /// older than every record in it.
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused
     }
 
     /// Bumped each time the numbering starts over; neighbours then need
     /// everything again (the shard's epoch includes it).
-    pub fn generation(&self) -> u32 {
+    pub(crate) fn generation(&self) -> u32 {
         self.generation
     }
 
@@ -546,7 +546,7 @@ impl Store {
     /// evicting the oldest record (client time, then client id), and not
     /// at all (`None`) when the new record is older than that one; an
     /// update of a stored client never evicts.
-    pub fn apply(&mut self, mut record: Record) -> Option<&Record> {
+    pub(crate) fn apply(&mut self, mut record: Record) -> Option<&Record> {
         let hash = self.index.hash(record.client_id());
         let slot = match self.index.find(&self.slots, hash, record.client_id()) {
             Some(slot) => {
@@ -639,34 +639,31 @@ impl Store {
     }
 
     /// The stored record of `client_id`.
-    pub fn get(&self, client_id: &str) -> Option<&Record> {
+    pub(crate) fn get(&self, client_id: &str) -> Option<&Record> {
         let hash = self.index.hash(client_id);
         let slot = self.index.find(&self.slots, hash, client_id)?;
         self.slots.record(slot)
     }
 
     /// Number of clients with a record.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether no client has a record.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The sequence number of the last applied record.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         u64::from(self.seq)
     }
 
     /// Number of slots (used or free); expiry scans by slot index end here.
-    pub fn slots(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
         self.slots.len
     }
 
     /// Every stored record, oldest update first (increasing sequence number).
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
         let mut at = self.head;
         std::iter::from_fn(move || {
             let slot = self.slots.get(at_or_stop(at)?);
@@ -679,7 +676,7 @@ impl Store {
     /// more than `max` slots from `*cursor` (wrapping to 0 at the end), so
     /// expiry runs in small steps. A removed record leaves the update order
     /// (cursors on it move back one). Returns how many were removed.
-    pub fn expire(&mut self, cursor: &mut usize, cutoff: PosixTime, max: usize) -> usize {
+    pub(crate) fn expire(&mut self, cursor: &mut usize, cutoff: PosixTime, max: usize) -> usize {
         let mut removed = 0;
         for _ in 0..max.min(self.slots.len) {
             if *cursor >= self.slots.len {
@@ -707,7 +704,7 @@ impl Store {
 
     /// A new cursor for a link, before the head: every stored record is
     /// unsent. Ids of closed cursors are reused.
-    pub fn open_cursor(&mut self) -> CursorId {
+    pub(crate) fn open_cursor(&mut self) -> CursorId {
         let cursor = Cursor {
             at: NONE,
             seek: None,
@@ -727,7 +724,7 @@ impl Store {
     /// Closes a cursor; its id may be handed out again. An id stays valid
     /// until it is closed; a closed one reads as a cursor with nothing
     /// unsent.
-    pub fn close_cursor(&mut self, id: CursorId) {
+    pub(crate) fn close_cursor(&mut self, id: CursorId) {
         if let Some(cursor) = self.cursors.get_mut(id.0) {
             *cursor = None;
         }
@@ -752,7 +749,7 @@ impl Store {
     /// While a seek is under way the cursor hands out nothing
     /// ([`Store::next_batch`] returns `None`): refusing keeps every
     /// `next_batch` call bounded by what it returns.
-    pub fn seek(&mut self, id: CursorId, after_seq: u64, max_steps: usize) -> bool {
+    pub(crate) fn seek(&mut self, id: CursorId, after_seq: u64, max_steps: usize) -> bool {
         let (head, tail) = (self.head, self.tail);
         let head_seq = self.seq_at(head);
         let Some(Some(cursor)) = self.cursors.get_mut(id.0) else {
@@ -812,7 +809,7 @@ impl Store {
     /// have been appended, but at least one if any is unsent. Moves the
     /// cursor past them and says what it appended, or `None` when nothing is
     /// unsent or a seek is under way. Costs what it appends.
-    pub fn next_batch(
+    pub(crate) fn next_batch(
         &mut self,
         id: CursorId,
         max_records: usize,
@@ -853,7 +850,7 @@ impl Store {
 
     /// Whether the cursor has records to send (false while a seek is under
     /// way: nothing can be taken until it is done).
-    pub fn has_unsent(&self, id: CursorId) -> bool {
+    pub(crate) fn has_unsent(&self, id: CursorId) -> bool {
         self.cursor(id)
             .is_some_and(|c| c.seek.is_none() && self.after(c.at) != NONE)
     }
@@ -861,7 +858,7 @@ impl Store {
     /// The sequence number of the last record sent through the cursor (0
     /// before the head; the seek's target, at most [`Store::seq`], while a
     /// seek is under way), so that `seq() - sent_seq` is the link's lag.
-    pub fn sent_seq(&self, id: CursorId) -> u64 {
+    pub(crate) fn sent_seq(&self, id: CursorId) -> u64 {
         match self.cursor(id) {
             Some(Cursor {
                 seek: Some(seek), ..

@@ -35,7 +35,7 @@ const MAX_ANSWER_LINE: usize = 512;
 
 /// How a link (re)connects and paces itself.
 #[derive(Debug, Clone)]
-pub struct LinkSettings {
+pub(crate) struct LinkSettings {
     /// Name of this server, sent in the handshake.
     pub me: Rc<str>,
     /// The herd's shared secret, proved in the handshake.
@@ -59,7 +59,7 @@ pub struct LinkSettings {
 
 /// Keeps the link of `status` connected for as long as the shard runs and
 /// the neighbour stays one.
-pub async fn run(
+pub(crate) async fn run(
     status: Rc<LinkStatus>,
     live_settings: Rc<RefCell<LinkSettings>>,
     shard: Rc<Shard>,

@@ -9,7 +9,7 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
-pub mod link;
+pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
 use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Index of a neighbour in this server's neighbour list.
-pub type NeighbourId = usize;
+pub(crate) type NeighbourId = usize;
 
 /// One shard's link to one neighbour, as the shard sees it: where the
 /// neighbour is, the link's cursor in the store, and whether it is up.
-pub struct LinkStatus {
+pub(crate) struct LinkStatus {
     /// The neighbour's name.
     pub neighbour: Rc<str>,
     /// Where the link dials.
@@ -52,7 +52,7 @@ pub struct LinkStatus {
 
 impl LinkStatus {
     /// A link to `neighbour` at `addr` reading the store through `cursor`.
-    pub fn new(neighbour: Rc<str>, addr: SocketAddr, cursor: CursorId) -> LinkStatus {
+    pub(crate) fn new(neighbour: Rc<str>, addr: SocketAddr, cursor: CursorId) -> LinkStatus {
         LinkStatus {
             neighbour,
             addr,
@@ -67,7 +67,7 @@ impl LinkStatus {
 }
 
 /// A shard: its slice of the client-id space and its links to neighbours.
-pub struct Shard {
+pub(crate) struct Shard {
     /// This shard's id (its place on the ring and in the channel mesh).
     pub id: usize,
     /// New on every start; with the store's generation it makes the epoch.
@@ -108,7 +108,7 @@ fn new_epoch(shard: usize) -> u64 {
 /// The sockets of a shard's open connections, so that a stop can end the
 /// reads they wait in without each read also waiting on the stop.
 #[derive(Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     open: RefCell<HashMap<u64, RawFd, ahash::RandomState>>,
     next: Cell<u64>,
     /// Of those, connections on the peer port.
@@ -116,7 +116,7 @@ pub struct Connections {
 }
 
 /// A connection's place in [`Connections`]; leaving it frees the place.
-pub struct Registered<'a> {
+pub(crate) struct Registered<'a> {
     connections: &'a Connections,
     id: u64,
     peer: bool,
@@ -125,7 +125,7 @@ pub struct Registered<'a> {
 impl Connections {
     /// Counts a connection in until the returned guard is dropped; `peer`
     /// when it came in on the peer port.
-    pub fn register(&self, fd: RawFd, peer: bool) -> Registered<'_> {
+    pub(crate) fn register(&self, fd: RawFd, peer: bool) -> Registered<'_> {
         let id = self.next.get();
         self.next.set(id + 1);
         self.open.borrow_mut().insert(id, fd);
@@ -140,18 +140,18 @@ impl Connections {
     }
 
     /// Open connections on the peer port now.
-    pub fn peers(&self) -> usize {
+    pub(crate) fn peers(&self) -> usize {
         usize::try_from(self.peer.get()).unwrap_or(usize::MAX)
     }
 
     /// Open connections now.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.open.borrow().len()
     }
 
     /// Shuts the reading side of every open connection: each read ends as
     /// at end of input, the connection answers what it had and closes.
-    pub fn stop_reading(&self) {
+    pub(crate) fn stop_reading(&self) {
         for &fd in self.open.borrow().values() {
             // The socket may be closing already; nothing to do then.
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
@@ -171,25 +171,25 @@ impl Drop for Registered<'_> {
 
 /// This shard's view of the process-wide stop request.
 #[derive(Default)]
-pub struct Stop {
+pub(crate) struct Stop {
     requested: Cell<bool>,
     event: Event,
 }
 
 impl Stop {
     /// Asks everything on this shard that waits on [`Stop::wait`] to stop.
-    pub fn request(&self) {
+    pub(crate) fn request(&self) {
         self.requested.set(true);
         self.event.notify(usize::MAX);
     }
 
     /// Whether stopping was requested.
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.requested.get()
     }
 
     /// Resolves once stopping is requested.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         while !self.requested.get() {
             let listener = self.event.listen();
             // Checked again after listening, so a request in between is not missed.
@@ -204,7 +204,7 @@ impl Stop {
 impl Shard {
     /// A shard with an empty store of at most `max_records` records and a
     /// link cursor per neighbour (`neighbours`: name and address).
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         neighbours: Vec<(Rc<str>, SocketAddr)>,
         places: Rc<dyn Places>,
@@ -236,7 +236,7 @@ impl Shard {
     /// one it is stored once, and every link sends it from the store (the
     /// neighbour it came from too: it drops the echo as not newer, and one
     /// log for all links keeps a down neighbour free).
-    pub fn apply(&self, record: Record) {
+    pub(crate) fn apply(&self, record: Record) {
         if self.store.borrow_mut().apply(record).is_none() {
             self.metrics.stale.inc();
             tracing::trace!(shard = self.id, "stale record dropped");
@@ -248,7 +248,7 @@ impl Shard {
 
     /// The WHATSAT reply for a client this shard owns, or `None` when the
     /// client has no record (the command is then invalid).
-    pub async fn nearby(
+    pub(crate) async fn nearby(
         &self,
         client_id: &str,
         radius_km: f64,
@@ -295,25 +295,25 @@ impl Shard {
     }
 
     /// Changes the store's limit (a reload); see [`Store::set_max_records`].
-    pub fn set_max_records(&self, max_records: usize) {
+    pub(crate) fn set_max_records(&self, max_records: usize) {
         self.store.borrow_mut().set_max_records(max_records);
     }
 
     /// Number of clients this shard holds records for.
-    pub fn records(&self) -> usize {
+    pub(crate) fn records(&self) -> usize {
         self.store.borrow().len()
     }
 
     /// Records evicted from the full store so far, and new records it
     /// refused as older than all it held; see [`Store::apply`].
-    pub fn evictions(&self) -> (u64, u64) {
+    pub(crate) fn evictions(&self) -> (u64, u64) {
         let store = self.store.borrow();
         (store.evicted(), store.refused())
     }
 
     /// Drops records with a client time before `cutoff`, looking at no more
     /// than `max` slots from `*cursor`; see [`Store::expire`].
-    pub fn expire(
+    pub(crate) fn expire(
         &self,
         cursor: &mut usize,
         cutoff: crate::pure::protocol::PosixTime,
@@ -326,25 +326,25 @@ impl Shard {
 
     /// This shard's epoch: it changes on every start and whenever the store
     /// renumbers, so neighbours can tell that its sequence numbers started over.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch_base
             .wrapping_add(u64::from(self.store.borrow().generation()))
     }
 
     /// The sequence number of the last record this shard stored.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.store.borrow().seq()
     }
 
     /// Moves a link's cursor to just after sequence number `after`, in at
     /// most `max_steps` steps; true when done. See [`Store::seek`].
-    pub fn seek(&self, cursor: CursorId, after: u64, max_steps: usize) -> bool {
+    pub(crate) fn seek(&self, cursor: CursorId, after: u64, max_steps: usize) -> bool {
         self.store.borrow_mut().seek(cursor, after, max_steps)
     }
 
     /// Appends the next records past a link's cursor to `out`; what was
     /// appended, `None` when nothing is unsent. See [`Store::next_batch`].
-    pub fn next_batch(
+    pub(crate) fn next_batch(
         &self,
         cursor: CursorId,
         max_records: usize,
@@ -357,30 +357,30 @@ impl Shard {
     }
 
     /// Whether a link has records to send.
-    pub fn has_unsent(&self, cursor: CursorId) -> bool {
+    pub(crate) fn has_unsent(&self, cursor: CursorId) -> bool {
         self.store.borrow().has_unsent(cursor)
     }
 
     /// The sequence number a link has sent up to.
-    pub fn sent_seq(&self, cursor: CursorId) -> u64 {
+    pub(crate) fn sent_seq(&self, cursor: CursorId) -> u64 {
         self.store.borrow().sent_seq(cursor)
     }
 
     /// How many sequence numbers a link is behind (records it has not sent,
     /// counting each update of a record).
-    pub fn unsent(&self, cursor: CursorId) -> u64 {
+    pub(crate) fn unsent(&self, cursor: CursorId) -> u64 {
         let store = self.store.borrow();
         store.seq().saturating_sub(store.sent_seq(cursor))
     }
 
     /// This shard's links to its neighbours, now.
-    pub fn links(&self) -> Vec<Rc<LinkStatus>> {
+    pub(crate) fn links(&self) -> Vec<Rc<LinkStatus>> {
         self.links.borrow().clone()
     }
 
     /// Opens a link to a new neighbour (a reload added it): a cursor at the
     /// start of the store, so the neighbour is sent everything.
-    pub fn add_link(&self, neighbour: Rc<str>, addr: SocketAddr) -> Rc<LinkStatus> {
+    pub(crate) fn add_link(&self, neighbour: Rc<str>, addr: SocketAddr) -> Rc<LinkStatus> {
         let cursor = self.store.borrow_mut().open_cursor();
         let link = Rc::new(LinkStatus::new(neighbour, addr, cursor));
         self.links.borrow_mut().push(link.clone());
@@ -389,7 +389,7 @@ impl Shard {
 
     /// Retires the link to `neighbour` (a reload removed it): its task
     /// ends and then closes its cursor ([`Shard::close_cursor`]).
-    pub fn remove_link(&self, neighbour: &str) -> bool {
+    pub(crate) fn remove_link(&self, neighbour: &str) -> bool {
         let mut links = self.links.borrow_mut();
         let Some(i) = links.iter().position(|l| &*l.neighbour == neighbour) else {
             return false;
@@ -402,7 +402,7 @@ impl Shard {
     }
 
     /// Closes a retired link's cursor, once its task no longer reads it.
-    pub fn close_cursor(&self, cursor: CursorId) {
+    pub(crate) fn close_cursor(&self, cursor: CursorId) {
         self.store.borrow_mut().close_cursor(cursor);
     }
 
@@ -410,7 +410,7 @@ impl Shard {
     /// `close_second` is
     /// true once a second: the latency gathered in `recent` over the last
     /// second is published and `recent` starts over.
-    pub fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
+    pub(crate) fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
         let places = self.places.figures();
         let now = Instant::now();
         let links = self

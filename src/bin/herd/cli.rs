@@ -9,11 +9,11 @@
 
 use crate::serve::{self, ServeOptions};
 use crate::up::{self, UpOptions};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 use herd::ops::status;
 use herd::process::certs;
 use herd::pure::config::Config;
-use anyhow::Context;
-use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

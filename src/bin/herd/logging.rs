@@ -5,8 +5,8 @@
 //!
 //! Owns only the subscriber; what is logged is decided where it happens.
 
-use herd::pure::config::LogFormat;
 use anyhow::Context;
+use herd::pure::config::LogFormat;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

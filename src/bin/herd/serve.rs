@@ -3,9 +3,9 @@
 //! (SIGTERM/SIGINT stop, SIGHUP reopens the log and reloads), the start-up
 //! line on stderr, and systemd's readiness notice.
 
+use anyhow::Context;
 use herd::process::server::{start, Control, SetLogLevel, StartOptions};
 use herd::pure::config::Config;
-use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -3,8 +3,8 @@
 //!
 //! Owns only child processes it started, and signals them by their PID.
 
-use herd::pure::config::Config;
 use anyhow::{anyhow, Context};
+use herd::pure::config::Config;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGINT, SIGTERM};

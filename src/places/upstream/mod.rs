@@ -16,7 +16,7 @@
 //! - `connect.rs`: new connections: DNS, TCP, TLS, the HTTP handshake;
 //! - `classify.rs` (pure): answers sorted by status, failures by cause.
 //!
-//! The cache itself is [`crate::places::cache`].
+//! The cache itself is `crate::places::cache`.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
