@@ -1,8 +1,12 @@
 //! Start-up of one server: one pinned glommio executor per shard, each
 //! listening on the same port (SO_REUSEPORT), joined by a channel mesh.
 //!
-//! Owns the order things start in and the start-up summary. Holds no
+//! [`start`] is the library's entry point: it runs one server in the
+//! calling process and returns a [`Running`] (bound addresses, reload,
+//! stop). Owns the order things start in, the broadcast that wakes every
+//! shard for a reload or the stop, and the start-up summary. Holds no
 //! protocol logic: shards, routing, links and connections do the work.
+//! Signals, the log file and systemd are the `herd serve` process's.
 
 use crate::net::connection::{self, Admission, Port};
 use crate::net::link_tls::LinkTls;
