@@ -9,7 +9,17 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+// The Places mock is not in the library (it is the `herd-places-mock`
+// binary): its source is included here, and its own unit tests run once
+// more in this binary. The tests use only part of it.
+#[allow(dead_code)]
+#[path = "../../places-mock/mock.rs"]
+mod mock;
+
+mod admin;
 mod bounds;
 mod eviction;
+mod places_snap;
+mod places_upstream;
 mod protocol;
 mod start;

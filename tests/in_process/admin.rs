@@ -2,16 +2,14 @@
 //! sent, `/readyz` follows the neighbours, `/status` and `/healthz` answer,
 //! and nothing else is served.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// N IAMATs, M WHATSATs (some for unknown clients) and some junk, sent to
 /// a two-shard server: its counters say exactly that, and its neighbour
 /// stored every record.
 #[test]
 fn metrics_count_every_command_exactly() {
-    let herd = Herd::start(herd_of(&["A", "B"], &[("A", "B")]), 2);
+    let herd = InHerd::start(herd_of(&["A", "B"], &[("A", "B")]), 2);
     let (n, known, unknown, junk) = (40, 12, 5, 3);
     let iamats: Vec<String> = (0..n)
         .map(|i| format!("IAMAT metrics-{i} +34.068930-118.445127 1621464827.{i:09}"))
@@ -103,13 +101,13 @@ fn metrics_count_every_command_exactly() {
 /// again once the neighbour is back and caught up.
 #[test]
 fn readyz_follows_the_neighbours() {
-    let mut herd = Herd::start(herd_of(&["A", "B"], &[("A", "B")]), 1);
+    let mut herd = InHerd::start(herd_of(&["A", "B"], &[("A", "B")]), 1);
     let admin = herd.admin_addr("A");
     eventually("A to be ready", || {
         (http(admin, "GET", "/readyz").0 == 200).then_some(())
     });
     assert_eq!(http(admin, "GET", "/healthz").0, 200);
-    herd.kill("B");
+    herd.stop("B");
     // Both directions are missed; the incoming side is seen at once, the
     // outgoing one within a publishing interval.
     let body = eventually("A not to be ready, for both links", || {
@@ -120,7 +118,7 @@ fn readyz_follows_the_neighbours() {
     let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(body["ready"], false);
     assert_eq!(http(admin, "GET", "/healthz").0, 200, "alive all along");
-    herd.start_server("B");
+    herd.restart("B");
     eventually("A to be ready again", || {
         (http(admin, "GET", "/readyz").0 == 200).then_some(())
     });
@@ -133,7 +131,7 @@ fn readyz_follows_the_neighbours() {
 
 #[test]
 fn only_the_admin_paths_are_served() {
-    let herd = Herd::start(herd_of(&["A"], &[]), 1);
+    let herd = InHerd::start(herd_of(&["A"], &[]), 1);
     let admin = herd.admin_addr("A");
     assert_eq!(http(admin, "GET", "/nothing").0, 404);
     assert_eq!(http(admin, "POST", "/metrics").0, 405);
@@ -152,10 +150,11 @@ fn only_the_admin_paths_are_served() {
 #[test]
 fn an_admin_endpoint_can_be_turned_off() {
     let mut config = herd_of(&["A"], &[]);
-    let admin = config.admin_addr("A").expect("default on");
+    config.servers[0].listen = "127.0.0.1:0".to_owned();
+    config.servers[0].peer_listen = Some("127.0.0.1:0".to_owned());
     config.servers[0].admin_listen = herd::pure::config::AdminListen::Off;
-    let herd = Herd::start(config, 1);
-    assert!(try_http(admin, "GET", "/healthz").is_none());
-    let reply = exchange_text(herd.addr("A"), "IAMAT c +1+2 3\n");
+    let running = herd::start(config, herd::StartOptions::named("A")).expect("starts");
+    assert_eq!(running.bound().admin, None, "no admin endpoint bound");
+    let reply = exchange_text(running.bound().client, "IAMAT c +1+2 3\n");
     assert!(reply.starts_with("AT A "), "{reply}");
 }

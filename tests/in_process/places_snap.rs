@@ -3,15 +3,8 @@
 //! lookups in flight share one upstream request, and each caller still gets
 //! only results within its own radius.
 
-// A test that cannot go on should stop loudly.
-#![allow(clippy::unwrap_used)]
-
-// The mock is not in the library: its source is included here, and its
-// own unit tests run once more in this binary. The test uses only part of it.
-#[allow(dead_code)]
-#[path = "../places-mock/mock.rs"]
-mod mock;
-mod support;
+use crate::mock;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -20,7 +13,7 @@ use std::time::{Duration, Instant};
 use herd::places::answer::{distance_m, AnswerSettings, NearbyQuery, Places};
 use herd::places::key::Grid;
 use herd::places::upstream::{Upstream, UpstreamSettings};
-use mock::{Fault, MockSettings};
+use crate::mock::{Fault, MockSettings};
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock() -> SocketAddr {

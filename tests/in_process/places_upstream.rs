@@ -2,15 +2,8 @@
 //! `herd-places-mock`, included) on 127.0.0.1, in one glommio executor per
 //! test: answers, coalescing, caching, pooling, faults, timeouts and TLS.
 
-// A test that cannot go on should stop loudly.
-#![allow(clippy::unwrap_used)]
-
-// The mock is not in the library: its source is included here, and its
-// own unit tests run once more in this binary. The test uses only part of it.
-#[allow(dead_code)]
-#[path = "../places-mock/mock.rs"]
-mod mock;
-mod support;
+use crate::mock;
+use crate::support;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -24,7 +17,7 @@ use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
 use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::Executor;
-use mock::{Fault, MockSettings};
+use crate::mock::{Fault, MockSettings};
 use serde_json::Value;
 
 const UCLA: NearbyQuery = NearbyQuery {
