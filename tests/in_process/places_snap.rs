@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::mock::{Fault, MockSettings};
 use herd::places::answer::{distance_m, AnswerSettings, NearbyQuery, Places};
 use herd::places::key::Grid;
 use herd::places::upstream::{Upstream, UpstreamSettings};
-use crate::mock::{Fault, MockSettings};
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
 async fn start_mock() -> SocketAddr {

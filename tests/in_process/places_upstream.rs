@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::mock::{Fault, MockSettings};
 use bytes::Bytes;
 use herd::net::http::{GlommioIo, LocalExec};
 use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
 use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::Executor;
-use crate::mock::{Fault, MockSettings};
 use serde_json::Value;
 
 const UCLA: NearbyQuery = NearbyQuery {
