@@ -59,6 +59,49 @@ pub struct Config {
     /// Log format and level.
     #[serde(default, skip_serializing_if = "is_default_logging")]
     pub logging: LoggingConfig,
+    /// Where and how each server keeps a journal of its records, so that a
+    /// restart keeps what it acknowledged; `None`: nothing is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<PersistenceConfig>,
+}
+
+/// The `persistence` section: each server appends every record it stores
+/// to journal files under `dir/<server name>/` and replays them at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// The folder the servers' journal folders go in; relative to the
+    /// config file's directory. Each server writes only in `dir/<name>/`,
+    /// so servers of one host can share it.
+    pub dir: String,
+    /// When written records are forced to the disk.
+    #[serde(default)]
+    pub fsync: Fsync,
+}
+
+/// How often a journal is forced to the disk (`fdatasync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// After every write, and an IAMAT's AT reply goes out only once its
+    /// record is on the disk.
+    Always,
+    /// At most once a second: a power cut loses about the last second.
+    #[default]
+    Everysec,
+    /// Never: written with direct I/O, so a killed process loses nothing
+    /// written, but a power cut may lose what the disk's cache held.
+    Off,
+}
+
+impl Config {
+    /// The journal folder of the server called `server_name`, or `None`
+    /// when the herd keeps no journal. `config_dir` as for
+    /// [`Config::tls_paths`].
+    pub fn journal_dir(&self, server_name: &str, config_dir: &Path) -> Option<PathBuf> {
+        let p = self.persistence.as_ref()?;
+        Some(config_dir.join(&p.dir).join(server_name))
+    }
 }
 
 fn is_default_logging(l: &LoggingConfig) -> bool {
@@ -468,6 +511,7 @@ impl Config {
             places: PlacesConfig::default(),
             tls: None,
             logging: LoggingConfig::default(),
+            persistence: None,
         }
     }
 
@@ -610,6 +654,17 @@ impl Config {
         places_problems(&self.places, &mut problems);
         if let Some(tls) = &self.tls {
             tls_problems(tls, &self.servers, &mut problems);
+        }
+        if let Some(p) = &self.persistence {
+            if p.dir.trim().is_empty() {
+                problems.push(
+                    "persistence.dir is empty; name a folder for the journals (each server \
+                     writes in dir/<its name>/), or leave persistence out to write nothing"
+                        .to_owned(),
+                );
+            } else if p.dir.contains('\0') {
+                problems.push("persistence.dir contains a NUL byte".to_owned());
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -1013,6 +1068,38 @@ fn resolve_listen(listen: &str) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn persistence_is_read_with_everysec_by_default_and_an_empty_dir_is_refused() {
+        let mut value: Value = serde_json::from_str(&Config::default_herd().to_json_pretty())
+            .expect("default herd JSON parses");
+        value["persistence"] = json!({ "dir": "data" });
+        let config = Config::from_json(&value.to_string()).expect("valid");
+        let p = config.persistence.clone().expect("section read");
+        assert_eq!(p.fsync, Fsync::Everysec);
+        assert_eq!(
+            config.journal_dir("Hands", Path::new("/etc/herd")),
+            Some(PathBuf::from("/etc/herd/data/Hands"))
+        );
+        assert_eq!(
+            Config::default_herd().journal_dir("Hands", Path::new(".")),
+            None
+        );
+        let problems =
+            problems_after(|v| v["persistence"] = json!({ "dir": " ", "fsync": "always" }));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("persistence.dir is empty")),
+            "{problems:?}"
+        );
+        let wrong = json!({ "dir": "data", "fsync": "sometimes" });
+        let mut value: Value = serde_json::from_str(&Config::default_herd().to_json_pretty())
+            .expect("default herd JSON parses");
+        value["persistence"] = wrong;
+        let err = Config::from_json(&value.to_string()).expect_err("unknown mode");
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
 
     /// Problems reported after `edit` changes the default herd's JSON.
     fn problems_after(edit: impl FnOnce(&mut Value)) -> Vec<String> {

@@ -4,7 +4,7 @@
 //!
 //! Live: neighbours (links open and close), the secret, the log level and
 //! every limit but those in [`RESTART_ONLY_LIMITS`]. Addresses, TLS,
-//! Places and the log format are taken at start only; a reload that changes
+//! Places, persistence and the log format are taken at start only; a reload that changes
 //! them is applied for the rest and says what waits for a restart.
 
 use crate::pure::config::Config;
@@ -105,6 +105,10 @@ pub(crate) fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes,
     if old.logging.format != new.logging.format {
         restart.push("logging.format".to_owned());
     }
+    // The journal's files are opened and replayed at start only.
+    if old.persistence != new.persistence {
+        restart.push("persistence".to_owned());
+    }
     if old.secret != new.secret {
         // Never the value: only that it changed.
         changes.live.push("secret".to_owned());
@@ -138,6 +142,18 @@ mod tests {
 
     fn herd() -> Config {
         Config::default_herd()
+    }
+
+    #[test]
+    fn a_persistence_change_waits_for_a_restart() {
+        let mut new = herd();
+        new.persistence = Some(crate::pure::config::PersistenceConfig {
+            dir: "data".into(),
+            fsync: crate::pure::config::Fsync::Always,
+        });
+        let c = compare(&herd(), &new, "Goloman").expect("applies");
+        assert_eq!(c.restart_only, vec!["persistence".to_owned()]);
+        assert!(c.live.is_empty());
     }
 
     #[test]

@@ -358,6 +358,8 @@ pub(crate) struct Store {
     tail: u32,
     cursors: Vec<Option<Cursor>>,
     len: usize,
+    // The bytes of the stored AT lines: what a compacted journal holds.
+    line_bytes: usize,
     seq: u32,
     // When `seq` reaches this, every record is renumbered 1..=len in list
     // order and the generation goes up (u32::MAX except in tests).
@@ -395,6 +397,7 @@ impl Store {
             tail: NONE,
             cursors: Vec::new(),
             len: 0,
+            line_bytes: 0,
             seq: 0,
             seq_limit: seq_limit.max(2),
             generation: 0,
@@ -555,7 +558,9 @@ impl Store {
                 }
                 self.unlink(slot);
                 record.set_seq(self.next_seq());
-                self.slots.get_mut(slot).record = Some(record);
+                self.line_bytes += record.line().len();
+                let old = self.slots.get_mut(slot).record.replace(record);
+                self.line_bytes -= old.map_or(0, |r| r.line().len());
                 slot
             }
             None => {
@@ -566,6 +571,7 @@ impl Store {
                 // serve; refuse rather than wrap.
                 let slot = self.allocate()?;
                 record.set_seq(self.next_seq());
+                self.line_bytes += record.line().len();
                 self.slots.get_mut(slot).record = Some(record);
                 self.index.insert(&self.slots, hash, slot);
                 self.len += 1;
@@ -627,6 +633,7 @@ impl Store {
             return;
         };
         let hash = self.index.hash(record.client_id());
+        self.line_bytes -= record.line().len();
         self.index.remove(hash, slot);
         self.unlink(slot);
         let free = self.free;
@@ -648,6 +655,12 @@ impl Store {
     /// Number of clients with a record.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The bytes of the stored AT lines, without line ends: what a
+    /// journal of exactly the stored records holds, but for its framing.
+    pub(crate) fn line_bytes(&self) -> usize {
+        self.line_bytes
     }
 
     /// The sequence number of the last applied record.
@@ -934,10 +947,12 @@ mod tests {
             let mut prev = NONE;
             let mut last_seq = 0;
             let mut n = 0;
+            let mut bytes = 0;
             while at != NONE {
                 let slot = self.slots.get(at);
                 assert_eq!(slot.prev, prev, "prev link of slot {at}");
                 let r = slot.record.as_ref().expect("listed slots hold records");
+                bytes += r.line().len();
                 assert!(r.seq() > last_seq, "numbers increase head to tail");
                 assert!(r.seq() <= self.seq());
                 assert_eq!(self.get(r.client_id()), Some(r));
@@ -948,6 +963,10 @@ mod tests {
             }
             assert_eq!(self.tail, prev);
             assert_eq!(n, self.len);
+            assert_eq!(
+                bytes, self.line_bytes,
+                "line bytes follow applies and removals"
+            );
             let listed: usize = self.index.parts.iter().map(HashTable::len).sum();
             assert_eq!(listed, self.len);
             let mut free = 0;
