@@ -17,6 +17,7 @@ use crate::pure::link_session::{self, Challenge, Liveness, Receiver, ReceiverEve
 use crate::pure::protocol::{self, Command, Parsed, PosixTime};
 use crate::pure::record::Record;
 use crate::shard::NeighbourId;
+use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io::ErrorKind;
@@ -216,6 +217,10 @@ async fn converse<S: Socket>(
         Port::Client => Role::Client,
         Port::Peer => Role::Opening(certified),
     };
+    // With `fsync: always`, what answers once the records of the replies
+    // in `out` are on disk: awaited before `out` is written. Empty in any
+    // other mode.
+    let mut on_disk: Vec<oneshot::Receiver<()>> = Vec::new();
     let end = 'conn: loop {
         // A stopping shard shuts the reading side of its connections, so
         // this read ends then too (as end of input).
@@ -248,12 +253,25 @@ async fn converse<S: Socket>(
             if matches!(role, Role::Client) {
                 commands += 1;
             }
-            if !handle(frame, &mut role, &router, &admission, &peer, &mut out).await {
+            if !handle(
+                frame,
+                &mut role,
+                &router,
+                &admission,
+                &peer,
+                &mut out,
+                &mut on_disk,
+            )
+            .await
+            {
                 let _ = stream.write_all(&out).await;
                 tracing::info!(%peer, "connection closed after a refused handshake");
                 return;
             }
             if out.len() >= FLUSH_AT {
+                if !written_to_disk(&mut on_disk).await {
+                    break 'conn End::NotOnDisk;
+                }
                 if let Err(e) = flush(&mut stream, &mut out).await {
                     break 'conn e;
                 }
@@ -278,6 +296,9 @@ async fn converse<S: Socket>(
                 .set_write_timeout(Some(admission.liveness.dead_after));
             lines.raise_limit(admission.link_max_line);
         }
+        if !written_to_disk(&mut on_disk).await {
+            break End::NotOnDisk;
+        }
         if let Err(e) = flush(&mut stream, &mut out).await {
             break e;
         }
@@ -293,9 +314,18 @@ async fn converse<S: Socket>(
     // End of input also ends a last line without '\n': answer it, then close.
     if end == End::Closed {
         if let Some(frame) = lines.finish() {
-            handle(frame, &mut role, &router, &admission, &peer, &mut out).await;
+            handle(
+                frame,
+                &mut role,
+                &router,
+                &admission,
+                &peer,
+                &mut out,
+                &mut on_disk,
+            )
+            .await;
         }
-        if !out.is_empty() {
+        if !out.is_empty() && written_to_disk(&mut on_disk).await {
             let _ = stream.write_all(&out).await;
         }
     }
@@ -332,6 +362,9 @@ enum End {
     WriteDeadline,
     /// Writing failed.
     WriteFailed,
+    /// The journal stopped before records of owed replies were on disk
+    /// (`fsync: always`): those replies are not sent.
+    NotOnDisk,
 }
 
 impl std::fmt::Display for End {
@@ -343,8 +376,22 @@ impl std::fmt::Display for End {
             End::ReadFailed => "read failed",
             End::WriteDeadline => "write deadline passed",
             End::WriteFailed => "write failed",
+            End::NotOnDisk => "journal stopped before the records were on disk",
         })
     }
+}
+
+/// Waits until the journal holds the records of the replies owed (`fsync:
+/// always`); false if it stopped first, and those replies must not go out.
+async fn written_to_disk(on_disk: &mut Vec<oneshot::Receiver<()>>) -> bool {
+    // Records are synced in order per shard, so waiting for each in turn
+    // costs no more than waiting for the last.
+    for done in on_disk.drain(..) {
+        if done.await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Writes and clears the pending replies; names the failure if any.
@@ -370,6 +417,7 @@ async fn handle(
     admission: &Admission,
     peer: &str,
     out: &mut Vec<u8>,
+    on_disk: &mut Vec<oneshot::Receiver<()>>,
 ) -> bool {
     let line = match frame {
         Frame::Line(line) => line,
@@ -458,7 +506,9 @@ async fn handle(
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
             tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
-            router.record(record).await;
+            if let Some(done) = router.record_acked(record).await {
+                on_disk.push(done);
+            }
         }
         Parsed::Command(Command::WhatsAt(w)) => {
             // Boxed: a WHATSAT may wait long (Places), and the connection's

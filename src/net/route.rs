@@ -16,6 +16,9 @@ use std::rc::Rc;
 pub(crate) enum ToOwner {
     /// Apply (and so flood) a record.
     Record(Record),
+    /// Apply a record, and answer once the journal holds it on disk
+    /// (`persistence.fsync: always`).
+    Durable(Record, oneshot::Sender<()>),
     /// Answer a WHATSAT.
     Nearby {
         /// Client id.
@@ -49,6 +52,32 @@ impl Router {
     /// This router's own shard.
     pub(crate) fn shard(&self) -> &Rc<Shard> {
         &self.shard
+    }
+
+    /// Applies a client's record on its owner shard. With `fsync: always`
+    /// it also returns what answers once the record is on disk, which the
+    /// reply must wait for; otherwise this is [`Router::record`].
+    pub(crate) async fn record_acked(&self, record: Record) -> Option<oneshot::Receiver<()>> {
+        if !self.shard.acks_wait() {
+            self.record(record).await;
+            return None;
+        }
+        let (done, on_disk) = oneshot::channel();
+        let owner = self.ring.owner(record.client_id());
+        match &self.senders {
+            Some(senders) if owner != self.shard.id => {
+                if senders
+                    .send_to(owner, ToOwner::Durable(record, done))
+                    .await
+                    .is_err()
+                {
+                    // Only at shutdown; the dropped sender says "not on disk".
+                    tracing::warn!(owner, "owner shard gone; record not applied");
+                }
+            }
+            _ => self.shard.apply_durable(record, done),
+        }
+        Some(on_disk)
     }
 
     /// Applies a record on its owner shard.
@@ -125,6 +154,7 @@ pub(crate) fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
             while let Some(msg) = receiver.recv().await {
                 match msg {
                     ToOwner::Record(record) => shard.apply(record),
+                    ToOwner::Durable(record, done) => shard.apply_durable(record, done),
                     ToOwner::Nearby {
                         client_id,
                         radius_km,

@@ -20,6 +20,7 @@ use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesSource};
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
+use crate::shard::journal::{self, Durability, JournalPlan};
 use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
 use event_listener::Event;
@@ -35,7 +36,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Memory each executor registers with io_uring for file I/O (unused).
+/// Memory each executor registers with io_uring for file I/O: the
+/// journal's write buffers (a batch of 256 KiB and a block) come from it,
+/// and from the heap when it is used up.
 const IO_MEMORY: usize = 512 * 1024;
 
 /// How long a stopping server may take to finish replies and flush floods.
@@ -106,6 +109,14 @@ pub enum StartError {
         /// What glommio said.
         why: String,
     },
+    /// The journal folder could not be made or read.
+    #[error("{server}: {why}")]
+    Journal {
+        /// The server's name.
+        server: String,
+        /// What failed.
+        why: String,
+    },
     /// A shard started but failed before it listened (a bind, the mesh).
     #[error("{server}: a shard failed to start: {why}")]
     Shard {
@@ -156,6 +167,8 @@ struct ShardPlan {
     registry: Arc<Registry>,
     /// The config in force, changed by reloads, and the stop.
     control: Arc<Control>,
+    /// The journal, when the herd has a `persistence` section.
+    journal: Option<Arc<JournalPlan>>,
 }
 
 /// The config in force, reloads of it, and the stop: written by a reload
@@ -450,6 +463,34 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         None => None,
         Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
     };
+    // Replayed before any shard starts: every file, whatever shard count
+    // wrote it, sorted to the shards that own its records now.
+    let journal = match (
+        &config.persistence,
+        config.journal_dir(&name, &options.config_dir),
+    ) {
+        (Some(p), Some(dir)) => {
+            let replayed = journal::replay(&dir, shards).map_err(|why| StartError::Journal {
+                server: name.clone(),
+                why,
+            })?;
+            tracing::info!(
+                dir = %dir.display(),
+                files = replayed.old_files.len(),
+                records = replayed.read,
+                fsync = ?p.fsync,
+                "journal replayed"
+            );
+            Some(Arc::new(JournalPlan {
+                dir,
+                fsync: p.fsync,
+                replayed: Arc::new(replayed),
+                complete: std::sync::atomic::AtomicUsize::new(0),
+                shards,
+            }))
+        }
+        _ => None,
+    };
     let control = Arc::new(Control {
         name: name.clone(),
         path: options.config_path.clone(),
@@ -476,6 +517,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         )),
         registry: Arc::new(Registry::new(&name, control.clone())),
         control: control.clone(),
+        journal,
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
     // Shard 0 speaks on a channel of its own, of which this thread keeps
@@ -498,8 +540,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         let (plan_i, mesh) = (plan.clone(), mesh.clone());
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("herd-{i}"))
-            // glommio reserves this for DMA file I/O, which herd does not
-            // do; its 10 MiB default would be pinned memory for nothing.
+            // glommio reserves this for DMA file I/O, which only the
+            // journal does; its 10 MiB default would be pinned memory for
+            // little.
             .io_memory(IO_MEMORY)
             .spin_before_park(Duration::from_micros(config.limits.spin_before_park_us))
             .spawn(move || async move {
@@ -758,8 +801,35 @@ async fn run_shard(
         // message that says where.
         Duration::from_millis(plan.config.limits.places_timeout_ms + 500),
         shard_max_records(limits.max_records, plan.shards),
+        plan.journal
+            .as_ref()
+            .map(|j| Rc::new(Durability::new(j.fsync))),
     ));
     plan.registry.add_shard(shard.metrics.clone());
+    // The journal's records go in before the links open: the links' cursors
+    // are at the start of the store, so neighbours are sent them too, and
+    // catch-up fills in what this server missed while it was down.
+    if let (Some(j), Some(durability)) = (&plan.journal, shard.durability()) {
+        let records = j
+            .replayed
+            .records
+            .get(id)
+            .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default();
+        let read = records.len();
+        for record in records {
+            shard.apply(record);
+            // A large journal: let the executor breathe between records.
+            glommio::yield_if_needed().await;
+        }
+        tracing::info!(
+            shard = id,
+            read,
+            records = shard.records(),
+            "journal applied"
+        );
+        glommio::spawn_local(journal::run(shard.clone(), durability.clone(), j.clone())).detach();
+    }
     let live_neighbours: Rc<RefCell<Vec<Rc<str>>>> = Rc::new(RefCell::new(
         shard.links().iter().map(|l| l.neighbour.clone()).collect(),
     ));
@@ -1007,6 +1077,10 @@ async fn drain(shard: &Shard) {
             .any(|l| l.connected.get() && shard.has_unsent(l.cursor))
     };
     while pending() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    // The journal writes and syncs what it has not yet (`everysec` too).
+    while shard.durability().is_some_and(|d| !d.idle()) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     let behind: Vec<String> = shard

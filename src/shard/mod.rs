@@ -9,6 +9,7 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
+pub(crate) mod journal;
 pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
@@ -88,6 +89,8 @@ pub(crate) struct Shard {
     pub latency: RefCell<hdrhistogram::Histogram<u64>>,
     /// Records dropped by the TTL sweep.
     expired: Cell<u64>,
+    /// The journal's progress, when the server keeps one.
+    durability: Option<Rc<journal::Durability>>,
 }
 
 /// A number that differs between starts (and between shards).
@@ -210,6 +213,7 @@ impl Shard {
         places: Rc<dyn Places>,
         places_timeout: Duration,
         max_records: usize,
+        durability: Option<Rc<journal::Durability>>,
     ) -> Shard {
         let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
@@ -229,7 +233,35 @@ impl Shard {
             metrics: Arc::new(ShardMetrics::new(id)),
             latency: RefCell::new(metrics::latency_histogram()),
             expired: Cell::new(0),
+            durability,
         }
+    }
+
+    /// The journal's progress, when the server keeps one.
+    pub(crate) fn durability(&self) -> Option<&Rc<journal::Durability>> {
+        self.durability.as_ref()
+    }
+
+    /// Whether an IAMAT's reply must wait for its record to be on disk
+    /// (`persistence.fsync: always`).
+    pub(crate) fn acks_wait(&self) -> bool {
+        self.durability.as_ref().is_some_and(|d| d.acks_wait())
+    }
+
+    /// Applies a record as [`Shard::apply`] does, then answers `done` once
+    /// the journal holds it on disk, or a newer one of its client (a stale
+    /// record waits for all the store holds now, which includes it).
+    pub(crate) fn apply_durable(&self, record: Record, done: futures_channel::oneshot::Sender<()>) {
+        self.apply(record);
+        let Some(durability) = &self.durability else {
+            let _ = done.send(());
+            return;
+        };
+        let (generation, seq) = {
+            let store = self.store.borrow();
+            (store.generation(), store.seq())
+        };
+        durability.wait(generation, seq, done);
     }
 
     /// Applies a record this shard owns. When it is newer than the stored
@@ -334,6 +366,23 @@ impl Shard {
     /// The sequence number of the last record this shard stored.
     pub(crate) fn seq(&self) -> u64 {
         self.store.borrow().seq()
+    }
+
+    /// The store's numbering generation; see [`Store::generation`].
+    pub(crate) fn generation(&self) -> u32 {
+        self.store.borrow().generation()
+    }
+
+    /// A new cursor at the start of the store (the journal's).
+    pub(crate) fn open_cursor(&self) -> CursorId {
+        self.store.borrow_mut().open_cursor()
+    }
+
+    /// Records held and the bytes of their AT lines: the size of a journal
+    /// of exactly them, but for its framing.
+    pub(crate) fn journal_size(&self) -> (usize, usize) {
+        let store = self.store.borrow();
+        (store.len(), store.line_bytes())
     }
 
     /// Moves a link's cursor to just after sequence number `after`, in at

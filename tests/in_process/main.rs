@@ -19,6 +19,7 @@ mod mock;
 mod admin;
 mod bounds;
 mod eviction;
+mod persistence;
 mod places_snap;
 mod places_upstream;
 mod protocol;

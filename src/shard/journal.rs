@@ -1,0 +1,591 @@
+//! The journal: each shard's records on disk, so that a restarted server
+//! keeps what it acknowledged. The shell around `pure/journal.rs`.
+//!
+//! The writer is one more cursor into the store, like a link: it writes,
+//! in batches, what lies past its cursor to the shard's file through
+//! glommio's `DmaFile` (direct I/O), then syncs as the `fsync` mode says.
+//! A batch is one write and at most one `fdatasync`, whatever the number
+//! of records in it (group commit), and a record updated twice before a
+//! write goes out once. Direct I/O writes whole aligned blocks: the last,
+//! partial block is kept in memory and written again, at its place, with
+//! the next batch.
+//!
+//! Files are named `journal-<generation>-<shard>.log`. A new file is
+//! written from a new cursor at the start of the store, which walks exactly
+//! the live records: that is both the fresh file of a start and compaction.
+//! Appends switch to it once it has caught up and is synced; only then is
+//! the old file removed. Replay ([`replay`]) reads every file of the
+//! folder, whatever shard count wrote it.
+//!
+//! With `fsync: always`, an IAMAT's reply waits on [`Durability::wait`]:
+//! it is answered once the writer's cursor has passed its record and the
+//! file is synced.
+
+use crate::pure::config::Fsync;
+use crate::pure::journal::{self, Decoder};
+use crate::pure::protocol::{parse_line, Command, Parsed};
+use crate::pure::record::Record;
+use crate::pure::ring::Ring;
+use crate::pure::store::CursorId;
+use crate::shard::Shard;
+use futures_channel::oneshot;
+use glommio::io::{DmaFile, OpenOptions};
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records per write.
+const BATCH: usize = 4096;
+/// Bytes of AT lines per write: one direct write of at most this much (plus
+/// the kept partial block) goes out at a time.
+const BATCH_BYTES: usize = 256 * 1024;
+/// A file is rewritten once it is more than twice the live records and at
+/// least this large: below it, compaction would cost more than it saves.
+const COMPACT_MIN_BYTES: u64 = 256 * 1024;
+/// How often `everysec` syncs, at most.
+const EVERYSEC: Duration = Duration::from_secs(1);
+/// The wait before retrying after a failed write or sync.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The name of the journal file of `shard`, generation `generation`.
+fn file_name(generation: u64, shard: usize) -> String {
+    format!("journal-{generation}-{shard}.log")
+}
+
+/// The generation of a journal file's name, `None` for any other file.
+fn generation_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("journal-")?.strip_suffix(".log")?;
+    let (generation, shard) = rest.split_once('-')?;
+    shard.parse::<usize>().ok()?;
+    generation.parse().ok()
+}
+
+/// What a start found in the journal folder: the records to apply, by the
+/// shard that owns them now, and the files they came from.
+pub(crate) struct Replayed {
+    /// Per shard of this run, the records it owns; each shard takes its own.
+    pub records: Vec<Mutex<Vec<Record>>>,
+    /// The files read, removed once every shard has a complete new one.
+    pub old_files: Vec<PathBuf>,
+    /// The generation of this run's first files: above every old one.
+    pub generation: u64,
+    /// Records read (before the ordering rule drops older versions).
+    pub read: usize,
+}
+
+/// Reads every journal file in `dir` (creating the folder if it is
+/// missing) and sorts its records to the shards of a `shards`-shard ring.
+/// A damaged tail is cut, with a log line; it never fails the start. Runs
+/// before any executor: plain blocking reads.
+pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the journal folder {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the journal folder {}: {e}", dir.display()))?;
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let generation = generation_of(e.file_name().to_str()?)?;
+            Some((generation, e.path()))
+        })
+        .collect();
+    files.sort();
+    let ring = Ring::new(shards);
+    let mut records: Vec<Vec<Record>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut read = 0;
+    for (_, path) in &files {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // Kept, not removed: an unreadable file may be readable later.
+                return Err(format!("cannot read journal file {}: {e}", path.display()));
+            }
+        };
+        let mut decoder = Decoder::new(&bytes);
+        let mut unparsed = 0;
+        for payload in decoder.by_ref() {
+            // Checksummed, so only a bug or a hand-edited file gets here.
+            let Parsed::Command(Command::At(at)) = parse_line(payload) else {
+                unparsed += 1;
+                continue;
+            };
+            let record = Record::from_at(&at);
+            records[ring.owner(record.client_id())].push(record);
+            read += 1;
+        }
+        if let Some(stop) = decoder.stop().filter(|s| s.cut()) {
+            tracing::warn!(
+                file = %path.display(),
+                kept_bytes = decoder.valid_end(),
+                cut_bytes = bytes.len() - decoder.valid_end(),
+                reason = %stop,
+                "journal: damaged tail cut off; the records before it are kept"
+            );
+        }
+        if unparsed > 0 {
+            tracing::warn!(file = %path.display(), unparsed, "journal: entries that are not AT lines skipped");
+        }
+    }
+    let generation = files.last().map_or(1, |(g, _)| g + 1);
+    Ok(Replayed {
+        records: records.into_iter().map(Mutex::new).collect(),
+        old_files: files.into_iter().map(|(_, p)| p).collect(),
+        generation,
+        read,
+    })
+}
+
+/// A server's journal, shared by its shards: where files go, the mode,
+/// and the start's old files, removed by the last shard to finish its
+/// first file.
+pub(crate) struct JournalPlan {
+    /// The server's journal folder.
+    pub dir: PathBuf,
+    /// When to sync.
+    pub fsync: Fsync,
+    /// What replay found.
+    pub replayed: Arc<Replayed>,
+    /// Shards whose first file is complete.
+    pub complete: AtomicUsize,
+    /// Shards in this run.
+    pub shards: usize,
+}
+
+/// One record's waiter: answered once the journal holds `seq` of
+/// `generation` (the store's numbering) on disk.
+struct Waiter {
+    generation: u32,
+    seq: u64,
+    done: oneshot::Sender<()>,
+}
+
+/// How far a shard's journal is on disk, and who waits for it.
+pub(crate) struct Durability {
+    fsync: Fsync,
+    // (store generation, sequence number): every record numbered up to it
+    // is written and synced as the mode says.
+    synced: Cell<(u32, u64)>,
+    waiters: RefCell<Vec<Waiter>>,
+    // The writer has written and synced all the store held when it last
+    // looked.
+    idle: Cell<bool>,
+}
+
+impl Durability {
+    /// Nothing on disk yet.
+    pub(crate) fn new(fsync: Fsync) -> Durability {
+        Durability {
+            fsync,
+            synced: Cell::new((0, 0)),
+            waiters: RefCell::new(Vec::new()),
+            idle: Cell::new(false),
+        }
+    }
+
+    /// Whether an IAMAT's reply waits for its record to be on disk.
+    pub(crate) fn acks_wait(&self) -> bool {
+        self.fsync == Fsync::Always
+    }
+
+    /// Whether the writer has nothing left to write or sync.
+    pub(crate) fn idle(&self) -> bool {
+        self.idle.get()
+    }
+
+    fn reached(&self, generation: u32, seq: u64) -> bool {
+        let (g, s) = self.synced.get();
+        g == generation && s >= seq
+    }
+
+    /// Answers `done` once every record numbered up to `seq` (of store
+    /// generation `generation`) is on disk.
+    pub(crate) fn wait(&self, generation: u32, seq: u64, done: oneshot::Sender<()>) {
+        if self.reached(generation, seq) {
+            let _ = done.send(());
+            return;
+        }
+        self.waiters.borrow_mut().push(Waiter {
+            generation,
+            seq,
+            done,
+        });
+    }
+
+    /// Everything up to `seq` of store generation `generation` is on disk:
+    /// answers those who waited for it. A waiter of an older numbering
+    /// (the store renumbered) waits for all the store holds now (up to
+    /// `store_seq`), which includes its record.
+    fn advance(&self, generation: u32, seq: u64, store_seq: u64) {
+        self.synced.set((generation, seq));
+        let waiting = std::mem::take(&mut *self.waiters.borrow_mut());
+        let mut left = Vec::new();
+        for mut w in waiting {
+            if w.generation != generation {
+                w.generation = generation;
+                w.seq = store_seq;
+            }
+            if self.reached(w.generation, w.seq) {
+                // The connection may be gone; nothing to answer then.
+                let _ = w.done.send(());
+            } else {
+                left.push(w);
+            }
+        }
+        *self.waiters.borrow_mut() = left;
+    }
+}
+
+/// One journal file being written: the part of it that is not on disk in
+/// whole blocks, and the cursor that feeds it.
+struct LogFile {
+    file: DmaFile,
+    path: PathBuf,
+    // Where the kept partial block starts (aligned).
+    block_at: u64,
+    // The bytes from `block_at` on, less than a block: written again, at
+    // `block_at`, with the next batch.
+    tail: Vec<u8>,
+    cursor: CursorId,
+    align: usize,
+}
+
+impl LogFile {
+    /// A new file holding its header, read from a new cursor at the start
+    /// of the store.
+    async fn create(dir: &Path, generation: u64, shard: &Shard) -> Result<LogFile, String> {
+        let path = dir.join(file_name(generation, shard.id));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let align = usize::try_from(file.alignment()).unwrap_or(4096).max(1);
+        let mut tail = Vec::with_capacity(align);
+        journal::write_header(&mut tail);
+        let mut log = LogFile {
+            file,
+            path,
+            block_at: 0,
+            tail,
+            cursor: shard.open_cursor(),
+            align,
+        };
+        // The header goes out now: a file that is named is a journal, and
+        // its name is made durable with the folder's sync.
+        let header = std::mem::take(&mut log.tail);
+        if let Err(e) = log.write(header).await {
+            shard.close_cursor(log.cursor);
+            return Err(e);
+        }
+        sync_dir(dir).await;
+        Ok(log)
+    }
+
+    /// The file's length: what was written, up to the padding.
+    fn len(&self) -> u64 {
+        self.block_at + self.tail.len() as u64
+    }
+
+    /// Writes the next batch past the cursor; false when nothing is unsent.
+    async fn write_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<bool, String> {
+        lines.clear();
+        if shard
+            .next_batch(self.cursor, BATCH, BATCH_BYTES, lines)
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let mut data = std::mem::take(&mut self.tail);
+        data.reserve(lines.len() + lines.len() / 8);
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            journal::write_entry(&mut data, line);
+        }
+        self.write(data).await?;
+        Ok(true)
+    }
+
+    /// Writes `data` at `block_at`, padded with zeros to whole blocks, and
+    /// keeps its last partial block for the next write.
+    async fn write(&mut self, mut data: Vec<u8>) -> Result<(), String> {
+        let whole = data.len().div_ceil(self.align) * self.align;
+        let mut buf = self.file.alloc_dma_buffer(whole);
+        let bytes = buf.as_bytes_mut();
+        bytes[..data.len()].copy_from_slice(&data);
+        bytes[data.len()..].fill(0);
+        let written = self
+            .file
+            .write_at(buf, self.block_at)
+            .await
+            .map_err(|e| format!("writing {}: {e}", self.path.display()));
+        match written {
+            Ok(n) if n == whole => {}
+            Ok(n) => {
+                self.tail = data;
+                return Err(format!(
+                    "short write to {}: {n} of {whole}",
+                    self.path.display()
+                ));
+            }
+            Err(e) => {
+                self.tail = data;
+                return Err(e);
+            }
+        }
+        let full = data.len() / self.align * self.align;
+        data.drain(..full);
+        self.block_at += full as u64;
+        self.tail = data;
+        Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), String> {
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| format!("syncing {}: {e}", self.path.display()))
+    }
+}
+
+/// Makes a new or removed file name durable; a failure is logged (the
+/// data is synced; only the name could be lost, and replay reads any).
+async fn sync_dir(dir: &Path) {
+    let synced = async { glommio::io::Directory::open(dir).await?.sync().await };
+    if let Err(e) = synced.await {
+        tracing::warn!(dir = %dir.display(), error = %e, "journal: folder not synced");
+    }
+}
+
+/// Keeps `shard`'s journal for as long as the shard runs: writes what its
+/// store takes, syncs per the mode, compacts, and answers the waiters.
+pub(crate) async fn run(shard: Rc<Shard>, durability: Rc<Durability>, plan: Arc<JournalPlan>) {
+    let mut generation = plan.replayed.generation;
+    let mut lines = Vec::with_capacity(BATCH_BYTES + 4096);
+    let mut first = true;
+    loop {
+        if shard.stop.is_requested() && durability.idle() {
+            return;
+        }
+        let log = match LogFile::create(&plan.dir, generation, &shard).await {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(shard = shard.id, error = %e, "journal: cannot open a file; retrying");
+                glommio::timer::sleep(RETRY).await;
+                generation += 1;
+                continue;
+            }
+        };
+        generation += 1;
+        let why = write(
+            &shard,
+            &durability,
+            &plan,
+            log,
+            &mut generation,
+            &mut first,
+            &mut lines,
+        )
+        .await;
+        tracing::error!(shard = shard.id, error = %why, "journal: write failed; starting a new file");
+        glommio::timer::sleep(RETRY).await;
+    }
+}
+
+/// Appends to `log` until a write fails (returns why); starts and finishes
+/// compactions on the way.
+async fn write(
+    shard: &Rc<Shard>,
+    durability: &Durability,
+    plan: &JournalPlan,
+    mut log: LogFile,
+    generation: &mut u64,
+    first: &mut bool,
+    lines: &mut Vec<u8>,
+) -> String {
+    // The file being written to replace `log` (compaction).
+    let mut next: Option<LogFile> = None;
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let wrote = match log.write_batch(shard, lines).await {
+            Ok(wrote) => wrote,
+            Err(e) => {
+                shard.close_cursor(log.cursor);
+                if let Some(n) = next.take() {
+                    shard.close_cursor(n.cursor);
+                }
+                return e;
+            }
+        };
+        if wrote {
+            unsynced = true;
+            durability.idle.set(false);
+        }
+        let caught_up = !shard.has_unsent(log.cursor);
+        let sync_due = unsynced
+            && match durability.fsync {
+                Fsync::Always => true,
+                Fsync::Everysec => {
+                    last_sync.elapsed() >= EVERYSEC || (caught_up && shard.stop.is_requested())
+                }
+                Fsync::Off => false,
+            };
+        if sync_due {
+            if let Err(e) = log.sync().await {
+                shard.close_cursor(log.cursor);
+                if let Some(n) = next.take() {
+                    shard.close_cursor(n.cursor);
+                }
+                return e;
+            }
+            last_sync = Instant::now();
+            unsynced = false;
+        }
+        // What the cursor has passed is on disk as far as the mode asks.
+        let settled = !unsynced || durability.fsync == Fsync::Off;
+        if settled {
+            advance(shard, durability, log.cursor);
+            if caught_up {
+                finish_start(shard.id, plan, first);
+            }
+        }
+        if next.is_none() && !*first && needs_compaction(log.len(), shard) {
+            match LogFile::create(&plan.dir, *generation, shard).await {
+                Ok(n) => {
+                    tracing::info!(shard = shard.id, bytes = log.len(), live_bytes = live_bytes(shard), file = %n.path.display(), "journal: compacting");
+                    next = Some(n);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shard.id, error = %e, "journal: compaction not started")
+                }
+            }
+            *generation += 1;
+        }
+        if let Some(n) = &mut next {
+            // A batch of the new file per round, next to the appends.
+            match compact_step(shard, n, lines).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Some(n) = next.take() {
+                        let old = std::mem::replace(&mut log, n);
+                        shard.close_cursor(old.cursor);
+                        sync_dir(&plan.dir).await;
+                        remove(&old.path);
+                        tracing::info!(shard = shard.id, bytes = log.len(), removed = %old.path.display(), "journal: compacted");
+                        // The new file holds every stored record, synced.
+                        unsynced = false;
+                        advance(shard, durability, log.cursor);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
+                    if let Some(n) = next.take() {
+                        shard.close_cursor(n.cursor);
+                        remove(&n.path);
+                    }
+                }
+            }
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        if wrote || (unsynced && durability.fsync == Fsync::Always) {
+            glommio::yield_if_needed().await;
+            continue;
+        }
+        durability.idle.set(settled);
+        // Nothing to write: wait for the store, or for the next sync.
+        let changed = shard.changed.listen();
+        if shard.has_unsent(log.cursor) {
+            continue;
+        }
+        let wait = if unsynced {
+            EVERYSEC.saturating_sub(last_sync.elapsed())
+        } else {
+            // The stop is looked at a few times a second.
+            Duration::from_millis(200)
+        };
+        futures_lite::future::or(changed, glommio::timer::sleep(wait)).await;
+    }
+}
+
+/// Writes a batch of a compaction's new file; true once it holds every
+/// stored record and is synced (then nothing may await before the switch).
+async fn compact_step(
+    shard: &Shard,
+    next: &mut LogFile,
+    lines: &mut Vec<u8>,
+) -> Result<bool, String> {
+    next.write_batch(shard, lines).await?;
+    if shard.has_unsent(next.cursor) {
+        return Ok(false);
+    }
+    next.sync().await?;
+    // Checked again after the sync: records may have come meanwhile.
+    Ok(!shard.has_unsent(next.cursor))
+}
+
+/// Answers the waiters for what `cursor` has passed.
+fn advance(shard: &Shard, durability: &Durability, cursor: CursorId) {
+    durability.advance(shard.generation(), shard.sent_seq(cursor), shard.seq());
+}
+
+/// The bytes a journal of exactly the stored records takes.
+fn live_bytes(shard: &Shard) -> u64 {
+    let (records, line_bytes) = shard.journal_size();
+    (journal::HEADER_LEN + records * journal::ENTRY_HEADER_LEN + line_bytes) as u64
+}
+
+/// Whether a file of `len` bytes is worth rewriting: over twice the live
+/// records, and not small.
+fn needs_compaction(len: u64, shard: &Shard) -> bool {
+    len > COMPACT_MIN_BYTES && len > 2 * live_bytes(shard)
+}
+
+/// This shard's first file is complete: the last shard to get there
+/// removes the files the start replayed (every record in them is in a new
+/// file now).
+fn finish_start(shard: usize, plan: &JournalPlan, first: &mut bool) {
+    if !*first {
+        return;
+    }
+    *first = false;
+    tracing::debug!(shard, "journal: first file complete");
+    if plan.complete.fetch_add(1, Ordering::SeqCst) + 1 == plan.shards {
+        for path in &plan.replayed.old_files {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(file = %path.display(), error = %e, "journal: old file not removed");
+            }
+        }
+        if !plan.replayed.old_files.is_empty() {
+            tracing::info!(
+                files = plan.replayed.old_files.len(),
+                "journal: replayed files removed; every shard has written its own"
+            );
+        }
+    }
+}
+
+fn remove(path: &Path) {
+    // Its records are in another file: a file left behind costs only
+    // replay time, so a failure is logged and nothing more.
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), error = %e, "journal: old file not removed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_carry_their_generation_and_other_files_are_ignored() {
+        assert_eq!(generation_of(&file_name(7, 3)), Some(7));
+        assert_eq!(generation_of("journal-12-0.log"), Some(12));
+        assert_eq!(generation_of("journal-12.log"), None);
+        assert_eq!(generation_of("journal-x-0.log"), None);
+        assert_eq!(generation_of("notes.txt"), None);
+    }
+}
