@@ -277,3 +277,70 @@ fn a_half_open_link_is_found_by_heartbeats_and_redialled() {
             .then_some(())
     });
 }
+
+/// kill -9 of every server of a herd during a stream of IAMATs with
+/// `fsync: always`: after the restart, every IAMAT that was answered is
+/// held by every server (each was on its owner's disk before its answer;
+/// the links spread it again).
+#[test]
+fn a_herd_killed_at_once_keeps_every_answered_iamat_with_fsync_always() {
+    let mut config = default_herd_on_free_ports();
+    config.persistence = Some(herd::pure::config::PersistenceConfig {
+        dir: "journal".to_owned(),
+        fsync: herd::pure::config::Fsync::Always,
+    });
+    let mut herd = Herd::start(config, 2);
+    let names: Vec<String> = herd.config.servers.iter().map(|s| s.name.clone()).collect();
+    let addrs: Vec<SocketAddr> = names.iter().map(|n| herd.addr(n)).collect();
+    let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // A bounded stream, one IAMAT at a time, round the servers.
+    let sender = {
+        let (answered, addrs) = (answered.clone(), addrs.clone());
+        std::thread::spawn(move || {
+            for i in 0..20_000u64 {
+                let addr = addrs[i as usize % addrs.len()];
+                let client = format!("kill{}", i % 500);
+                let line = format!("IAMAT {client} +34.06-118.44 {}.0\n", 1_700_000_000 + i);
+                let Some(reply) = try_exchange(addr, line.as_bytes()) else {
+                    return;
+                };
+                let reply = String::from_utf8_lossy(&reply).trim_end().to_owned();
+                if !reply.starts_with("AT ") {
+                    return;
+                }
+                answered.lock().unwrap().push((client, reply));
+            }
+        })
+    };
+    eventually("some IAMATs answered", || {
+        (answered.lock().unwrap().len() >= 300).then_some(())
+    });
+    for name in &names {
+        herd.kill(name);
+    }
+    sender.join().unwrap();
+    let answered = answered.lock().unwrap().clone();
+    for name in &names {
+        herd.start_server(name);
+    }
+    // The newest answered record of each client (client times increase).
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    for (client, reply) in answered {
+        newest.insert(client, reply);
+    }
+    // The client time, in whole seconds: the last field of an AT line.
+    let secs = |at: &str| -> u64 {
+        let time = at.rsplit(' ').next().unwrap_or("");
+        time.split('.').next().unwrap_or("").parse().unwrap_or(0)
+    };
+    for addr in &addrs {
+        for (client, reply) in &newest {
+            // The answered record, or a newer one: the IAMAT in flight at
+            // the kill may have been stored without its answer going out.
+            eventually(&format!("{client} at {addr}"), || {
+                let held = stored_at_line(*addr, client)?;
+                (secs(&held) >= secs(reply)).then_some(())
+            });
+        }
+    }
+}
