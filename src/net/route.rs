@@ -63,59 +63,34 @@ impl Router {
             return None;
         }
         let (done, on_disk) = oneshot::channel();
-        let owner = self.ring.owner(record.client_id());
-        match &self.senders {
-            Some(senders) if owner != self.shard.id => {
-                if senders
-                    .send_to(owner, ToOwner::Durable(record, done))
-                    .await
-                    .is_err()
-                {
-                    // Only at shutdown; the dropped sender says "not on disk".
-                    tracing::warn!(owner, "owner shard gone; record not applied");
-                }
+        match self.owner_elsewhere(record.client_id()) {
+            // A failed send drops `done`, which says "not on disk".
+            Some((senders, owner)) => {
+                send(senders, owner, ToOwner::Durable(record, done)).await;
             }
-            _ => self.shard.apply_durable(record, done),
+            None => self.shard.apply_durable(record, done),
         }
         Some(on_disk)
     }
 
     /// Applies a record on its owner shard.
     pub(crate) async fn record(&self, record: Record) {
-        if let Err((record, owner)) = self.record_here(record) {
+        match self.owner_elsewhere(record.client_id()) {
             // Boxed: only records owned elsewhere wait, and a connection's
             // task should not carry this future's size while it is idle.
-            Box::pin(self.record_elsewhere(record, owner)).await;
-        }
-    }
-
-    /// Applies `record` right here if this shard owns it; otherwise gives
-    /// it back with its owner, to be sent there.
-    fn record_here(&self, record: Record) -> Result<(), (Record, usize)> {
-        if self.senders.is_some() {
-            let owner = self.ring.owner(record.client_id());
-            if owner != self.shard.id {
-                return Err((record, owner));
+            Some((senders, owner)) => {
+                Box::pin(send(senders, owner, ToOwner::Record(record))).await;
             }
+            None => self.shard.apply(record),
         }
-        self.shard.apply(record);
-        Ok(())
     }
 
-    /// Sends a record to `owner`, the shard that owns it (waits while that
-    /// shard's channel is full).
-    async fn record_elsewhere(&self, record: Record, owner: usize) {
-        let Some(senders) = &self.senders else {
-            return self.shard.apply(record);
-        };
-        if senders
-            .send_to(owner, ToOwner::Record(record))
-            .await
-            .is_err()
-        {
-            // Only at shutdown, when the owner has stopped receiving.
-            tracing::warn!(owner, "owner shard gone; record not applied");
-        }
+    /// The shard that owns `client_id` and the way to it, unless it is
+    /// this one.
+    fn owner_elsewhere(&self, client_id: &str) -> Option<(&Senders<ToOwner>, usize)> {
+        let senders = self.senders.as_ref()?;
+        let owner = self.ring.owner(client_id);
+        (owner != self.shard.id).then_some((senders, owner))
     }
 
     /// The WHATSAT reply from the owner shard, `None` if the client is unknown.
@@ -125,25 +100,35 @@ impl Router {
         radius_km: f64,
         max_results: usize,
     ) -> Option<Vec<u8>> {
-        let owner = self.ring.owner(client_id);
-        match &self.senders {
-            Some(senders) if owner != self.shard.id => {
-                let (reply, answer) = oneshot::channel();
-                let msg = ToOwner::Nearby {
-                    client_id: client_id.into(),
-                    radius_km,
-                    max_results,
-                    reply,
-                };
-                if senders.send_to(owner, msg).await.is_err() {
-                    tracing::warn!(owner, "owner shard gone; WHATSAT not answered");
-                    return None;
-                }
-                answer.await.ok().flatten()
-            }
-            _ => self.shard.nearby(client_id, radius_km, max_results).await,
+        let Some((senders, owner)) = self.owner_elsewhere(client_id) else {
+            return self.shard.nearby(client_id, radius_km, max_results).await;
+        };
+        let (reply, answer) = oneshot::channel();
+        let msg = ToOwner::Nearby {
+            client_id: client_id.into(),
+            radius_km,
+            max_results,
+            reply,
+        };
+        if !send(senders, owner, msg).await {
+            return None;
         }
+        answer.await.ok().flatten()
     }
+}
+
+/// Sends work to `owner` (waits while that shard's channel is full); false
+/// when the owner has stopped receiving, which happens only at shutdown.
+async fn send(senders: &Senders<ToOwner>, owner: usize, msg: ToOwner) -> bool {
+    let what = match msg {
+        ToOwner::Record(_) | ToOwner::Durable(..) => "record not applied",
+        ToOwner::Nearby { .. } => "WHATSAT not answered",
+    };
+    if senders.send_to(owner, msg).await.is_err() {
+        tracing::warn!(owner, "owner shard gone; {what}");
+        return false;
+    }
+    true
 }
 
 /// Serves the work other shards send to this one, until they all close.
