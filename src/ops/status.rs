@@ -304,13 +304,15 @@ impl Sampler {
     }
 }
 
-/// Two rounds `interval` apart, so the rates are real, and the table of the
-/// second.
+/// Two rounds at least `interval` apart, so the rates are real, and the
+/// table of the second.
 pub fn once(config: &Config, interval: Duration, timeout: Duration) -> String {
     let mut sampler = Sampler::default();
-    let started = Instant::now();
     sampler.round(config, timeout);
-    std::thread::sleep(interval.saturating_sub(started.elapsed()));
+    // Counted from the end of the first round: each sample is taken when
+    // its answer arrives, so a slow first answer counted from the start
+    // would leave its next sample less than `interval` later.
+    std::thread::sleep(interval);
     render(&sampler.round(config, timeout))
 }
 
