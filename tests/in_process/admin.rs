@@ -149,11 +149,8 @@ fn only_the_admin_paths_are_served() {
 /// `admin_listen: null` serves nothing, and the server runs as before.
 #[test]
 fn an_admin_endpoint_can_be_turned_off() {
-    let mut config = herd_of(&["A"], &[]);
-    config.servers[0].listen = "127.0.0.1:0".to_owned();
-    config.servers[0].peer_listen = Some("127.0.0.1:0".to_owned());
-    config.servers[0].admin_listen = herd::pure::config::AdminListen::Off;
-    let running = herd::start(config, herd::StartOptions::named("A")).expect("starts");
+    let config = lone_on_port_zero("A", herd::pure::config::AdminListen::Off);
+    let running = start_in_process(config, "A", 1);
     assert_eq!(running.bound().admin, None, "no admin endpoint bound");
     let reply = exchange_text(running.bound().client, "IAMAT c +1+2 3\n");
     assert!(reply.starts_with("AT A "), "{reply}");

@@ -8,24 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// A one-server config with every port 0 and a journal under `dir`.
 fn lone(name: &str, dir: &Path, fsync: Fsync) -> herd::Config {
-    let mut config = herd_of(&[name], &[]);
-    let server = &mut config.servers[0];
-    server.listen = "127.0.0.1:0".to_owned();
-    server.peer_listen = Some("127.0.0.1:0".to_owned());
-    server.admin_listen = AdminListen::Off;
+    let mut config = lone_on_port_zero(name, AdminListen::Off);
     config.persistence = Some(PersistenceConfig {
         dir: dir.to_string_lossy().into_owned(),
         fsync,
     });
     config
-}
-
-fn start(config: &herd::Config, name: &str, shards: usize) -> herd::Running {
-    let options = herd::StartOptions {
-        shards: Some(shards),
-        ..herd::StartOptions::named(name)
-    };
-    herd::start(config.clone(), options).expect("starts")
 }
 
 /// The journal files of server `name` under `dir`.
@@ -48,12 +36,12 @@ fn iamats(prefix: &str, clients: usize, time: u64) -> Vec<String> {
 fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = lone("Keeper", tmp.path(), Fsync::Always);
-    let running = start(&config, "Keeper", 2);
+    let running = start_in_process(config.clone(), "Keeper", 2);
     let answered = send_all(running.bound().client, &iamats("keep", 300, 1_700_000_000));
     assert!(answered.iter().all(|a| a.starts_with("AT Keeper ")));
     running.stop().expect("stops");
     // Three shards now: ownership moved, every record still comes back.
-    let running = start(&config, "Keeper", 3);
+    let running = start_in_process(config.clone(), "Keeper", 3);
     for (i, at) in answered.iter().enumerate() {
         assert_eq!(
             stored_at_line(running.bound().client, &format!("keep{i}")).as_deref(),
@@ -66,7 +54,7 @@ fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
         (files.len() == 3).then_some(())
     });
     running.stop().expect("stops");
-    let running = start(&config, "Keeper", 1);
+    let running = start_in_process(config.clone(), "Keeper", 1);
     assert!(stored_at_line(running.bound().client, "keep299").is_some());
     running.stop().expect("stops");
 }
@@ -75,7 +63,7 @@ fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
 fn a_damaged_tail_is_cut_and_everything_before_it_kept() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = lone("Mender", tmp.path(), Fsync::Everysec);
-    let running = start(&config, "Mender", 1);
+    let running = start_in_process(config.clone(), "Mender", 1);
     let answered = send_all(running.bound().client, &iamats("mend", 100, 1_700_000_000));
     running.stop().expect("stops");
     let files = journal_files(tmp.path(), "Mender");
@@ -88,7 +76,7 @@ fn a_damaged_tail_is_cut_and_everything_before_it_kept() {
     bytes.truncate(end - 2);
     bytes.extend_from_slice(b"\x07garbage");
     std::fs::write(&files[0], &bytes).expect("damage journal");
-    let running = start(&config, "Mender", 1);
+    let running = start_in_process(config.clone(), "Mender", 1);
     for (i, at) in answered.iter().enumerate().take(99) {
         assert_eq!(
             stored_at_line(running.bound().client, &format!("mend{i}")).as_deref(),
@@ -103,7 +91,7 @@ fn a_damaged_tail_is_cut_and_everything_before_it_kept() {
 fn many_updates_of_the_same_clients_keep_the_journal_small() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = lone("Compact", tmp.path(), Fsync::Everysec);
-    let running = start(&config, "Compact", 1);
+    let running = start_in_process(config.clone(), "Compact", 1);
     let client = running.bound().client;
     let mut last = Vec::new();
     for round in 0..2500u64 {
@@ -118,7 +106,7 @@ fn many_updates_of_the_same_clients_keep_the_journal_small() {
     };
     eventually("the journal compacted", || (size() < 1 << 20).then_some(()));
     running.stop().expect("stops");
-    let running = start(&config, "Compact", 2);
+    let running = start_in_process(config.clone(), "Compact", 2);
     for (i, at) in last.iter().enumerate() {
         assert_eq!(
             stored_at_line(running.bound().client, &format!("same{i}")).as_deref(),

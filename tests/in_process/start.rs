@@ -3,27 +3,17 @@
 //! says why.
 
 use crate::support::*;
-use herd::pure::config::AdminListen;
 use std::net::TcpStream;
 use std::time::Duration;
 
 /// A one-server config with every port 0.
 fn lone(name: &str) -> herd::Config {
-    let mut config = herd_of(&[name], &[]);
-    let server = &mut config.servers[0];
-    server.listen = "127.0.0.1:0".to_owned();
-    server.peer_listen = Some("127.0.0.1:0".to_owned());
-    server.admin_listen = AdminListen::At("127.0.0.1:0".to_owned());
-    config
+    lone_on_port_zero(name, admin_on_port_zero())
 }
 
 #[test]
 fn port_zero_is_bound_to_a_free_port_that_every_shard_serves() {
-    let options = herd::StartOptions {
-        shards: Some(2),
-        ..herd::StartOptions::named("Zero")
-    };
-    let running = herd::start(lone("Zero"), options).expect("starts");
+    let running = start_in_process(lone("Zero"), "Zero", 2);
     let bound = running.bound();
     assert_ne!(bound.client.port(), 0);
     assert_ne!(bound.peer.port(), 0);
@@ -48,7 +38,7 @@ fn port_zero_is_bound_to_a_free_port_that_every_shard_serves() {
 
 #[test]
 fn stop_returns_once_nothing_listens_any_more() {
-    let running = herd::start(lone("Brief"), herd::StartOptions::named("Brief")).expect("starts");
+    let running = start_in_process(lone("Brief"), "Brief", 1);
     let bound = running.bound();
     let mut client = Client::new(bound.client);
     client.send("IAMAT brief +1-2 3\n");

@@ -582,6 +582,39 @@ pub fn start_some(config: Config, names: &[&str]) -> Herd {
     herd
 }
 
+/// A server with no neighbours whose client and peer ports are 0 (the
+/// kernel picks, `herd::start` reports), its admin endpoint as given.
+pub fn port_zero_server(name: &str, admin_listen: AdminListen) -> ServerConfig {
+    ServerConfig {
+        name: name.to_owned(),
+        listen: "127.0.0.1:0".to_owned(),
+        peer_listen: Some("127.0.0.1:0".to_owned()),
+        admin_listen,
+        neighbours: Vec::new(),
+    }
+}
+
+/// An admin endpoint on a port the kernel picks.
+pub fn admin_on_port_zero() -> AdminListen {
+    AdminListen::At("127.0.0.1:0".to_owned())
+}
+
+/// A herd of one server, `port_zero_server(name, admin_listen)`.
+pub fn lone_on_port_zero(name: &str, admin_listen: AdminListen) -> Config {
+    let mut config = herd_of(&[], &[]);
+    config.servers = vec![port_zero_server(name, admin_listen)];
+    config
+}
+
+/// Starts server `name` of `config` in this process with `shards` shards.
+pub fn start_in_process(config: Config, name: &str, shards: usize) -> herd::Running {
+    let options = herd::StartOptions {
+        shards: Some(shards),
+        ..herd::StartOptions::named(name)
+    };
+    herd::start(config, options).unwrap_or_else(|e| panic!("{name} starts: {e}"))
+}
+
 /// A herd of servers started in this process with `herd::start`, on ports
 /// the kernel chose: no process, no port guessed. Stopped (gracefully,
 /// each waited for) when dropped.
@@ -602,18 +635,8 @@ impl InHerd {
         for server in &mut config.servers {
             // Alone, on free ports: nobody needs its peer port yet.
             let mut lone = template.clone();
-            lone.servers = vec![ServerConfig {
-                name: server.name.clone(),
-                listen: "127.0.0.1:0".to_owned(),
-                peer_listen: Some("127.0.0.1:0".to_owned()),
-                admin_listen: AdminListen::At("127.0.0.1:0".to_owned()),
-                neighbours: Vec::new(),
-            }];
-            let options = herd::StartOptions {
-                shards: Some(shards),
-                ..herd::StartOptions::named(&server.name)
-            };
-            let started = herd::start(lone, options).expect("server starts");
+            lone.servers = vec![port_zero_server(&server.name, admin_on_port_zero())];
+            let started = start_in_process(lone, &server.name, shards);
             let bound = started.bound();
             server.listen = bound.client.to_string();
             server.peer_listen = Some(bound.peer.to_string());
@@ -655,12 +678,7 @@ impl InHerd {
 
     /// Starts a stopped server again, on the addresses it had.
     pub fn restart(&mut self, name: &str) {
-        let (config, shards) = (self.config.clone(), self.shards);
-        let options = herd::StartOptions {
-            shards: Some(shards),
-            ..herd::StartOptions::named(name)
-        };
-        let started = herd::start(config, options).expect("server restarts");
+        let started = start_in_process(self.config.clone(), name, self.shards);
         *self.slot(name) = Some(started);
     }
 
