@@ -39,6 +39,8 @@ pub(crate) struct Registry {
     pub inbound: Arc<Inbound>,
     /// The server's config in force, and its reloads.
     config: Arc<dyn ConfigInForce>,
+    /// Bytes of damaged journal tail the start cut off.
+    journal_cut_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// What the admin endpoint asks of the config in force: the server's
@@ -61,6 +63,7 @@ impl Registry {
             shards: Mutex::new(Vec::new()),
             inbound: Arc::new(Inbound::default()),
             config,
+            journal_cut_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -69,6 +72,12 @@ impl Registry {
     pub(crate) fn set_addresses(&self, client: SocketAddr, peer: SocketAddr) {
         let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
         *addresses = (client.to_string(), peer.to_string());
+    }
+
+    /// What the start's journal replay cut off as damaged.
+    pub(crate) fn set_journal_cut_bytes(&self, bytes: u64) {
+        self.journal_cut_bytes
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A shard's metrics join the registry as the shard starts.
@@ -98,6 +107,9 @@ impl Registry {
             neighbours: self.config.neighbours(),
             shards: shards.iter().map(|m| ShardFigures::of(m)).collect(),
             incoming: self.inbound.views(),
+            journal_cut_bytes: self
+                .journal_cut_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -187,6 +187,27 @@ pub struct PlacesFigures {
     pub upstream_errors: u64,
 }
 
+/// One shard's journal (`persistence`), as its writer counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct JournalFigures {
+    /// Records this shard took from the journal at start.
+    pub replayed: u64,
+    /// The length of the file being appended to, bytes.
+    pub file_bytes: u64,
+    /// Record updates stored but not yet written to the file.
+    pub behind_records: u64,
+    /// Writes (each a batch of records: group commit).
+    pub writes: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Seconds spent in `fdatasync`.
+    pub sync_seconds: f64,
+    /// Files rewritten to the live records.
+    pub compactions: u64,
+    /// Failed opens, writes, syncs and compactions.
+    pub errors: u64,
+}
+
 /// What a shard publishes a few times a second.
 #[derive(Debug, Clone)]
 pub(crate) struct Published {
@@ -206,6 +227,8 @@ pub(crate) struct Published {
     pub links: Vec<LinkView>,
     /// Places figures.
     pub places: PlacesFigures,
+    /// The journal's figures, when the server keeps one.
+    pub journal: Option<JournalFigures>,
     /// Command latency since start: from the read that brought a command to
     /// the write of its reply, microseconds.
     pub latency: Histogram<u64>,
@@ -226,6 +249,7 @@ impl Default for Published {
             expired: 0,
             links: Vec::new(),
             places: PlacesFigures::default(),
+            journal: None,
             latency: latency_histogram(),
             latency_recent: latency_histogram(),
             upstream_latency: latency_histogram(),
@@ -306,6 +330,8 @@ pub(crate) struct ServerView {
     pub shards: Vec<ShardFigures>,
     /// Open incoming links.
     pub incoming: Vec<IncomingView>,
+    /// Bytes of damaged journal tail cut off at start.
+    pub journal_cut_bytes: u64,
 }
 
 /// One shard's figures, copied out of its [`ShardMetrics`].
@@ -682,7 +708,92 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         "",
         &merged(view, |p| &p.upstream_latency),
     );
+    journal_lines(&mut out, view);
     out
+}
+
+/// The `herd_journal_` families, only when the server keeps a journal.
+fn journal_lines(out: &mut String, view: &ServerView) {
+    let shards: Vec<(usize, JournalFigures)> = view
+        .shards
+        .iter()
+        .filter_map(|s| Some((s.shard, s.published.journal?)))
+        .collect();
+    if shards.is_empty() {
+        return;
+    }
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let total = |f: fn(&JournalFigures) -> u64| shards.iter().map(|(_, j)| f(j)).sum::<u64>();
+    family(
+        out,
+        "herd_journal_replayed_records",
+        "gauge",
+        "Records read back from the journal at start.",
+    );
+    let _ = writeln!(
+        out,
+        "herd_journal_replayed_records {}",
+        total(|j| j.replayed)
+    );
+    family(
+        out,
+        "herd_journal_cut_bytes",
+        "gauge",
+        "Bytes of damaged journal tail cut off at start (0: none).",
+    );
+    let _ = writeln!(out, "herd_journal_cut_bytes {}", view.journal_cut_bytes);
+    for (name, help, pick) in [
+        (
+            "herd_journal_bytes",
+            "Length of the journal file a shard appends to.",
+            (|j: &JournalFigures| j.file_bytes) as fn(&JournalFigures) -> u64,
+        ),
+        (
+            "herd_journal_behind_records",
+            "Record updates a shard stored but has not yet written to its journal.",
+            |j| j.behind_records,
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        for (shard, j) in &shards {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", pick(j));
+        }
+    }
+    for (name, help, value) in [
+        (
+            "herd_journal_writes_total",
+            "Journal writes (each a batch of records).",
+            total(|j| j.writes),
+        ),
+        (
+            "herd_journal_syncs_total",
+            "fdatasync calls on journal files.",
+            total(|j| j.syncs),
+        ),
+        (
+            "herd_journal_compactions_total",
+            "Journal files rewritten to the live records.",
+            total(|j| j.compactions),
+        ),
+        (
+            "herd_journal_errors_total",
+            "Failed journal opens, writes, syncs and compactions.",
+            total(|j| j.errors),
+        ),
+    ] {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        out,
+        "herd_journal_sync_seconds_total",
+        "counter",
+        "Seconds spent in fdatasync on journal files.",
+    );
+    let seconds: f64 = shards.iter().map(|(_, j)| j.sync_seconds).sum();
+    let _ = writeln!(out, "herd_journal_sync_seconds_total {seconds}");
 }
 
 /// Every shard's links, with the shard id.
@@ -822,6 +933,31 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
             "upstream_errors": places(|p| p.upstream_errors),
             "upstream_latency_seconds": quantiles(&merged(view, |p| &p.upstream_latency)),
         },
+        "journal": journal_json(view),
+    })
+}
+
+/// The journal part of `/status`: `null` without a journal.
+fn journal_json(view: &ServerView) -> Value {
+    let figures: Vec<JournalFigures> = view
+        .shards
+        .iter()
+        .filter_map(|s| s.published.journal)
+        .collect();
+    if figures.is_empty() {
+        return Value::Null;
+    }
+    let total = |f: fn(&JournalFigures) -> u64| figures.iter().map(f).sum::<u64>();
+    json!({
+        "replayed": total(|j| j.replayed),
+        "cut_bytes": view.journal_cut_bytes,
+        "bytes": total(|j| j.file_bytes),
+        "behind_records": total(|j| j.behind_records),
+        "writes": total(|j| j.writes),
+        "syncs": total(|j| j.syncs),
+        "sync_seconds": figures.iter().map(|j| j.sync_seconds).sum::<f64>(),
+        "compactions": total(|j| j.compactions),
+        "errors": total(|j| j.errors),
     })
 }
 
@@ -861,6 +997,7 @@ mod tests {
             neighbours: vec!["Hands".to_owned()],
             shards: vec![ShardFigures::of(&metrics)],
             incoming,
+            journal_cut_bytes: 0,
         }
     }
 
@@ -963,6 +1100,57 @@ mod tests {
                 "{l}"
             );
         }
+    }
+
+    #[test]
+    fn journal_families_appear_only_with_a_journal_and_sum_over_shards() {
+        let mut v = view(vec![], vec![]);
+        let text = render_prometheus(&v, "0.1.0");
+        assert!(!text.contains("herd_journal"), "{text}");
+        assert_eq!(status_json(&v, "0.1.0")["journal"], Value::Null);
+        let figures = JournalFigures {
+            replayed: 10,
+            file_bytes: 4096,
+            behind_records: 3,
+            writes: 7,
+            syncs: 5,
+            sync_seconds: 0.25,
+            compactions: 1,
+            errors: 0,
+        };
+        v.shards[0].published.journal = Some(figures);
+        let mut second = v.shards[0].clone();
+        second.shard = 1;
+        second.published.journal = Some(JournalFigures {
+            file_bytes: 8192,
+            errors: 2,
+            ..figures
+        });
+        v.shards.push(second);
+        v.journal_cut_bytes = 17;
+        let text = render_prometheus(&v, "0.1.0");
+        for line in [
+            "herd_journal_replayed_records 20",
+            "herd_journal_cut_bytes 17",
+            "herd_journal_bytes{shard=\"0\"} 4096",
+            "herd_journal_bytes{shard=\"1\"} 8192",
+            "herd_journal_behind_records{shard=\"1\"} 3",
+            "herd_journal_writes_total 14",
+            "herd_journal_syncs_total 10",
+            "herd_journal_compactions_total 2",
+            "herd_journal_errors_total 2",
+            "herd_journal_sync_seconds_total 0.5",
+            "# TYPE herd_journal_bytes gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let status = status_json(&v, "0.1.0");
+        assert_eq!(status["journal"]["bytes"], 12288);
+        assert_eq!(status["journal"]["cut_bytes"], 17);
+        assert_eq!(status["journal"]["errors"], 2);
     }
 
     #[test]

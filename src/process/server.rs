@@ -500,6 +500,10 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         stopping: AtomicBool::new(false),
         changed: Event::new(),
     });
+    let registry = Registry::new(&name, control.clone());
+    if let Some(j) = &journal {
+        registry.set_journal_cut_bytes(j.replayed.cut_bytes);
+    }
     let mut plan = ShardPlan {
         name: name.clone(),
         bound: Bound {
@@ -515,7 +519,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         per_ip: Arc::new(PerIp::new(
             config.limits.max_connections_per_ip.unwrap_or(u32::MAX),
         )),
-        registry: Arc::new(Registry::new(&name, control.clone())),
+        registry: Arc::new(registry),
         control: control.clone(),
         journal,
     };
@@ -810,6 +814,9 @@ async fn run_shard(
     // are at the start of the store, so neighbours are sent them too, and
     // catch-up fills in what this server missed while it was down.
     if let (Some(j), Some(durability)) = (&plan.journal, shard.durability()) {
+        let opened = journal::open(&shard, j)
+            .await
+            .map_err(|e| format!("shard {id}: journal: {e}"))?;
         let records = j
             .replayed
             .records
@@ -822,13 +829,20 @@ async fn run_shard(
             // A large journal: let the executor breathe between records.
             glommio::yield_if_needed().await;
         }
+        durability.set_replayed(read);
         tracing::info!(
             shard = id,
             read,
             records = shard.records(),
             "journal applied"
         );
-        glommio::spawn_local(journal::run(shard.clone(), durability.clone(), j.clone())).detach();
+        glommio::spawn_local(journal::run(
+            shard.clone(),
+            durability.clone(),
+            j.clone(),
+            opened,
+        ))
+        .detach();
     }
     let live_neighbours: Rc<RefCell<Vec<Rc<str>>>> = Rc::new(RefCell::new(
         shard.links().iter().map(|l| l.neighbour.clone()).collect(),

@@ -21,6 +21,7 @@
 //! it is answered once the writer's cursor has passed its record and the
 //! file is synced.
 
+use crate::ops::metrics::JournalFigures;
 use crate::pure::config::Fsync;
 use crate::pure::journal::{self, Decoder};
 use crate::pure::protocol::{parse_line, Command, Parsed};
@@ -74,6 +75,8 @@ pub(crate) struct Replayed {
     pub generation: u64,
     /// Records read (before the ordering rule drops older versions).
     pub read: usize,
+    /// Bytes of damaged tails cut off.
+    pub cut_bytes: u64,
 }
 
 /// Reads every journal file in `dir` (creating the folder if it is
@@ -96,6 +99,7 @@ pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
     let ring = Ring::new(shards);
     let mut records: Vec<Vec<Record>> = (0..shards).map(|_| Vec::new()).collect();
     let mut read = 0;
+    let mut cut_bytes = 0;
     for (_, path) in &files {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
@@ -117,6 +121,7 @@ pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
             read += 1;
         }
         if let Some(stop) = decoder.stop().filter(|s| s.cut()) {
+            cut_bytes += (bytes.len() - decoder.valid_end()) as u64;
             tracing::warn!(
                 file = %path.display(),
                 kept_bytes = decoder.valid_end(),
@@ -135,6 +140,7 @@ pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
         old_files: files.into_iter().map(|(_, p)| p).collect(),
         generation,
         read,
+        cut_bytes,
     })
 }
 
@@ -172,6 +178,11 @@ pub(crate) struct Durability {
     // The writer has written and synced all the store held when it last
     // looked.
     idle: Cell<bool>,
+    // What the writer counts, for the admin endpoint; `behind_records` is
+    // worked out from `cursor` when published.
+    figures: Cell<JournalFigures>,
+    // The cursor of the file being appended to.
+    cursor: Cell<Option<CursorId>>,
 }
 
 impl Durability {
@@ -182,7 +193,28 @@ impl Durability {
             synced: Cell::new((0, 0)),
             waiters: RefCell::new(Vec::new()),
             idle: Cell::new(false),
+            figures: Cell::new(JournalFigures::default()),
+            cursor: Cell::new(None),
         }
+    }
+
+    /// The writer's figures now; `unsent` counts the records past a cursor.
+    pub(crate) fn figures(&self, unsent: impl Fn(CursorId) -> u64) -> JournalFigures {
+        JournalFigures {
+            behind_records: self.cursor.get().map_or(0, unsent),
+            ..self.figures.get()
+        }
+    }
+
+    /// The records this shard took from the journal at start.
+    pub(crate) fn set_replayed(&self, records: usize) {
+        self.count(|f| f.replayed = records as u64);
+    }
+
+    fn count(&self, change: impl FnOnce(&mut JournalFigures)) {
+        let mut figures = self.figures.get();
+        change(&mut figures);
+        self.figures.set(figures);
     }
 
     /// Whether an IAMAT's reply waits for its record to be on disk.
@@ -342,11 +374,14 @@ impl LogFile {
         Ok(())
     }
 
-    async fn sync(&self) -> Result<(), String> {
-        self.file
-            .fdatasync()
-            .await
-            .map_err(|e| format!("syncing {}: {e}", self.path.display()))
+    async fn sync(&self, durability: &Durability) -> Result<(), String> {
+        let began = Instant::now();
+        let synced = self.file.fdatasync().await;
+        durability.count(|f| {
+            f.syncs += 1;
+            f.sync_seconds += began.elapsed().as_secs_f64();
+        });
+        synced.map_err(|e| format!("syncing {}: {e}", self.path.display()))
     }
 }
 
@@ -359,26 +394,41 @@ async fn sync_dir(dir: &Path) {
     }
 }
 
+/// A shard's journal with its first file open: what [`run`] goes on with.
+pub(crate) struct Opened {
+    log: LogFile,
+    // The generation of the next file.
+    generation: u64,
+}
+
+/// Opens `shard`'s first journal file. Called as the shard starts: a
+/// folder that cannot take the journal (read-only, no direct I/O) fails
+/// the start rather than leaving a server up that cannot keep its promise.
+pub(crate) async fn open(shard: &Shard, plan: &JournalPlan) -> Result<Opened, String> {
+    let generation = plan.replayed.generation;
+    let log = LogFile::create(&plan.dir, generation, shard).await?;
+    Ok(Opened {
+        log,
+        generation: generation + 1,
+    })
+}
+
 /// Keeps `shard`'s journal for as long as the shard runs: writes what its
 /// store takes, syncs per the mode, compacts, and answers the waiters.
-pub(crate) async fn run(shard: Rc<Shard>, durability: Rc<Durability>, plan: Arc<JournalPlan>) {
-    let mut generation = plan.replayed.generation;
+/// After a failed write it starts a new file, retried every second.
+pub(crate) async fn run(
+    shard: Rc<Shard>,
+    durability: Rc<Durability>,
+    plan: Arc<JournalPlan>,
+    opened: Opened,
+) {
+    let Opened {
+        mut log,
+        mut generation,
+    } = opened;
     let mut lines = Vec::with_capacity(BATCH_BYTES + 4096);
     let mut first = true;
     loop {
-        if shard.stop.is_requested() && durability.idle() {
-            return;
-        }
-        let log = match LogFile::create(&plan.dir, generation, &shard).await {
-            Ok(log) => log,
-            Err(e) => {
-                tracing::error!(shard = shard.id, error = %e, "journal: cannot open a file; retrying");
-                glommio::timer::sleep(RETRY).await;
-                generation += 1;
-                continue;
-            }
-        };
-        generation += 1;
         let why = write(
             &shard,
             &durability,
@@ -389,8 +439,24 @@ pub(crate) async fn run(shard: Rc<Shard>, durability: Rc<Durability>, plan: Arc<
             &mut lines,
         )
         .await;
+        durability.cursor.set(None);
+        durability.count(|f| f.errors += 1);
         tracing::error!(shard = shard.id, error = %why, "journal: write failed; starting a new file");
-        glommio::timer::sleep(RETRY).await;
+        log = loop {
+            glommio::timer::sleep(RETRY).await;
+            if shard.stop.is_requested() {
+                return;
+            }
+            let created = LogFile::create(&plan.dir, generation, &shard).await;
+            generation += 1;
+            match created {
+                Ok(log) => break log,
+                Err(e) => {
+                    durability.count(|f| f.errors += 1);
+                    tracing::error!(shard = shard.id, error = %e, "journal: cannot open a file; retrying");
+                }
+            }
+        };
     }
 }
 
@@ -409,6 +475,8 @@ async fn write(
     let mut next: Option<LogFile> = None;
     let mut last_sync = Instant::now();
     let mut unsynced = false;
+    durability.cursor.set(Some(log.cursor));
+    durability.count(|f| f.file_bytes = log.len());
     loop {
         let wrote = match log.write_batch(shard, lines).await {
             Ok(wrote) => wrote,
@@ -423,6 +491,10 @@ async fn write(
         if wrote {
             unsynced = true;
             durability.idle.set(false);
+            durability.count(|f| {
+                f.writes += 1;
+                f.file_bytes = log.len();
+            });
         }
         let caught_up = !shard.has_unsent(log.cursor);
         let sync_due = unsynced
@@ -434,7 +506,7 @@ async fn write(
                 Fsync::Off => false,
             };
         if sync_due {
-            if let Err(e) = log.sync().await {
+            if let Err(e) = log.sync(durability).await {
                 shard.close_cursor(log.cursor);
                 if let Some(n) = next.take() {
                     shard.close_cursor(n.cursor);
@@ -459,6 +531,7 @@ async fn write(
                     next = Some(n);
                 }
                 Err(e) => {
+                    durability.count(|f| f.errors += 1);
                     tracing::warn!(shard = shard.id, error = %e, "journal: compaction not started")
                 }
             }
@@ -466,12 +539,17 @@ async fn write(
         }
         if let Some(n) = &mut next {
             // A batch of the new file per round, next to the appends.
-            match compact_step(shard, n, lines).await {
+            match compact_step(shard, durability, n, lines).await {
                 Ok(false) => {}
                 Ok(true) => {
                     if let Some(n) = next.take() {
                         let old = std::mem::replace(&mut log, n);
                         shard.close_cursor(old.cursor);
+                        durability.cursor.set(Some(log.cursor));
+                        durability.count(|f| {
+                            f.compactions += 1;
+                            f.file_bytes = log.len();
+                        });
                         sync_dir(&plan.dir).await;
                         remove(&old.path);
                         tracing::info!(shard = shard.id, bytes = log.len(), removed = %old.path.display(), "journal: compacted");
@@ -481,6 +559,7 @@ async fn write(
                     }
                 }
                 Err(e) => {
+                    durability.count(|f| f.errors += 1);
                     tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
                     if let Some(n) = next.take() {
                         shard.close_cursor(n.cursor);
@@ -515,14 +594,17 @@ async fn write(
 /// stored record and is synced (then nothing may await before the switch).
 async fn compact_step(
     shard: &Shard,
+    durability: &Durability,
     next: &mut LogFile,
     lines: &mut Vec<u8>,
 ) -> Result<bool, String> {
-    next.write_batch(shard, lines).await?;
+    if next.write_batch(shard, lines).await? {
+        durability.count(|f| f.writes += 1);
+    }
     if shard.has_unsent(next.cursor) {
         return Ok(false);
     }
-    next.sync().await?;
+    next.sync(durability).await?;
     // Checked again after the sync: records may have come meanwhile.
     Ok(!shard.has_unsent(next.cursor))
 }

@@ -455,10 +455,10 @@ impl Shard {
         self.store.borrow_mut().close_cursor(cursor);
     }
 
-    /// Publishes this shard's figures for the admin endpoint. `recent` is
-    /// `close_second` is
-    /// true once a second: the latency gathered in `recent` over the last
-    /// second is published and `recent` starts over.
+    /// Publishes this shard's figures for the admin endpoint. `recent`
+    /// gathers the command latency of the current second; once a second
+    /// (`close_second`) it is published as the last second's and starts
+    /// over.
     pub(crate) fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
         let places = self.places.figures();
         let now = Instant::now();
@@ -501,6 +501,10 @@ impl Shard {
         p.expired = self.expired.get();
         p.links = links;
         p.places = places;
+        p.journal = self
+            .durability
+            .as_ref()
+            .map(|d| d.figures(|cursor| self.unsent(cursor)));
         // Same bounds: adding cannot fail.
         let _ = p.latency.add(&*latency);
         latency.reset();

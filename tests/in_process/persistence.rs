@@ -1,14 +1,19 @@
 //! The journal (`persistence`): a restarted server keeps what it answered,
-//! whatever its shard count; a damaged tail is cut and the rest kept; the
-//! log stays bounded under many updates of the same clients.
+//! whatever its shard count; a damaged tail is cut, logged and the rest
+//! kept; the log stays bounded under many updates of the same clients; a
+//! folder that cannot take the journal fails the start; the admin
+//! endpoint counts what the journal does.
 
 use crate::support::*;
-use herd::pure::config::{AdminListen, Fsync, PersistenceConfig};
+use herd::pure::config::{Fsync, PersistenceConfig};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 
-/// A one-server config with every port 0 and a journal under `dir`.
+/// A one-server config with every port 0 (admin too) and a journal under
+/// `dir`.
 fn lone(name: &str, dir: &Path, fsync: Fsync) -> herd::Config {
-    let mut config = lone_on_port_zero(name, AdminListen::Off);
+    let mut config = lone_on_port_zero(name, admin_on_port_zero());
     config.persistence = Some(PersistenceConfig {
         dir: dir.to_string_lossy().into_owned(),
         fsync,
@@ -26,6 +31,13 @@ fn journal_files(dir: &Path, name: &str) -> Vec<PathBuf> {
     files
 }
 
+/// Server `running`'s `/metrics` sample `series`, once published.
+fn journal_metric(running: &herd::Running, series: &str) -> Option<f64> {
+    let admin = running.bound().admin?;
+    let (_, text) = try_http(admin, "GET", "/metrics")?;
+    metric(&text, series)
+}
+
 fn iamats(prefix: &str, clients: usize, time: u64) -> Vec<String> {
     (0..clients)
         .map(|i| format!("IAMAT {prefix}{i} +34.06-118.44 {time}.{i:09}"))
@@ -39,9 +51,29 @@ fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
     let running = start_in_process(config.clone(), "Keeper", 2);
     let answered = send_all(running.bound().client, &iamats("keep", 300, 1_700_000_000));
     assert!(answered.iter().all(|a| a.starts_with("AT Keeper ")));
+    // Every answer waited for a sync: the journal has written and synced,
+    // and nothing is left behind.
+    eventually("journal writes and syncs counted", || {
+        let writes = journal_metric(&running, "herd_journal_writes_total")?;
+        let syncs = journal_metric(&running, "herd_journal_syncs_total")?;
+        let behind = journal_metric(&running, "herd_journal_behind_records{shard=\"1\"}")?;
+        (writes >= 1.0 && syncs >= 1.0 && behind == 0.0).then_some(())
+    });
+    assert_eq!(
+        journal_metric(&running, "herd_journal_replayed_records"),
+        Some(0.0)
+    );
+    assert_eq!(
+        journal_metric(&running, "herd_journal_errors_total"),
+        Some(0.0)
+    );
     running.stop().expect("stops");
     // Three shards now: ownership moved, every record still comes back.
     let running = start_in_process(config.clone(), "Keeper", 3);
+    eventually("300 records replayed", || {
+        let replayed = journal_metric(&running, "herd_journal_replayed_records")?;
+        (replayed == 300.0).then_some(())
+    });
     for (i, at) in answered.iter().enumerate() {
         assert_eq!(
             stored_at_line(running.bound().client, &format!("keep{i}")).as_deref(),
@@ -76,7 +108,32 @@ fn a_damaged_tail_is_cut_and_everything_before_it_kept() {
     bytes.truncate(end - 2);
     bytes.extend_from_slice(b"\x07garbage");
     std::fs::write(&files[0], &bytes).expect("damage journal");
-    let running = start_in_process(config.clone(), "Mender", 1);
+    // The replay runs on the thread that calls `start`: a subscriber set
+    // for this thread alone sees its log lines.
+    let log = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    let running = tracing::subscriber::with_default(subscriber, || {
+        start_in_process(config.clone(), "Mender", 1)
+    });
+    let logged = log.text();
+    assert!(
+        logged.contains("journal: damaged tail cut off")
+            && logged.contains(&files[0].display().to_string())
+            && logged.contains("cut_bytes="),
+        "no log line for the cut: {logged}"
+    );
+    // The cut: everything from the damaged entry on (its 2 bytes short, plus
+    // the 8 of garbage).
+    let cut = eventually("the cut counted", || {
+        journal_metric(&running, "herd_journal_cut_bytes").filter(|&c| c > 0.0)
+    });
+    assert!(
+        logged.contains(&format!("cut_bytes={cut}")),
+        "{cut} not in {logged}"
+    );
     for (i, at) in answered.iter().enumerate().take(99) {
         assert_eq!(
             stored_at_line(running.bound().client, &format!("mend{i}")).as_deref(),
@@ -114,4 +171,84 @@ fn many_updates_of_the_same_clients_keep_the_journal_small() {
         );
     }
     running.stop().expect("stops");
+}
+
+/// A read-only filesystem (as after disk errors) under the journal: the
+/// start fails and says why, instead of a server that answers and keeps
+/// nothing. Needs root (CI runs as root) for the bind mount, which is
+/// undone whatever happens.
+#[test]
+fn a_journal_folder_that_cannot_take_files_fails_the_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let folder = tmp.path().join("ReadOnly");
+    std::fs::create_dir_all(&folder).expect("journal folder");
+    let _mount = ReadOnlyMount::new(&folder);
+    let config = lone("ReadOnly", tmp.path(), Fsync::Everysec);
+    let options = herd::StartOptions {
+        shards: Some(2),
+        ..herd::StartOptions::named("ReadOnly")
+    };
+    let error = match herd::start(config, options) {
+        Ok(_) => panic!("a server started with a read-only journal folder"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("journal") && error.contains("Read-only file system"),
+        "{error}"
+    );
+}
+
+/// `folder` bound onto itself read-only, for as long as this lives.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(folder: &Path) -> ReadOnlyMount {
+        let run = |args: &[&str]| {
+            let status = Command::new("mount")
+                .args(args)
+                .status()
+                .expect("mount runs");
+            assert!(status.success(), "mount {args:?} (the test needs root)");
+        };
+        let path = folder.to_str().expect("utf-8 path");
+        run(&["--bind", path, path]);
+        let mount = ReadOnlyMount(folder.to_owned());
+        run(&["-o", "remount,ro,bind", path]);
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Log lines written by a `tracing` subscriber, kept to be read.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
 }
