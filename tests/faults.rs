@@ -7,12 +7,13 @@
 
 mod support;
 
+use herd::pure::config::Fsync;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::*;
 
 /// A TCP proxy that can cut every connection it carries and refuse new ones,
@@ -278,26 +279,33 @@ fn a_half_open_link_is_found_by_heartbeats_and_redialled() {
     });
 }
 
-/// kill -9 of every server of a herd during a stream of IAMATs with
-/// `fsync: always`: after the restart, every IAMAT that was answered is
-/// held by every server (each was on its owner's disk before its answer;
-/// the links spread it again).
-#[test]
-fn a_herd_killed_at_once_keeps_every_answered_iamat_with_fsync_always() {
+/// What a stream of IAMATs got before every server was killed: each
+/// answered IAMAT's client, reply and when it was answered.
+struct Killed {
+    herd: Herd,
+    addrs: Vec<SocketAddr>,
+    answered: Vec<(String, String, Instant)>,
+    at: Instant,
+}
+
+/// Starts a five-server herd with a journal synced per `fsync`, sends a
+/// bounded stream of IAMATs round its servers (one at a time, each
+/// answered before the next) for at least `stream_for`, kills every server
+/// with SIGKILL during it, and starts them all again.
+fn kill_a_herd_during_a_stream(fsync: Fsync, stream_for: Duration) -> Killed {
     let mut config = default_herd_on_free_ports();
     config.persistence = Some(herd::pure::config::PersistenceConfig {
         dir: "journal".to_owned(),
-        fsync: herd::pure::config::Fsync::Always,
+        fsync,
     });
     let mut herd = Herd::start(config, 2);
     let names: Vec<String> = herd.config.servers.iter().map(|s| s.name.clone()).collect();
     let addrs: Vec<SocketAddr> = names.iter().map(|n| herd.addr(n)).collect();
-    let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    // A bounded stream, one IAMAT at a time, round the servers.
+    let answered: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
     let sender = {
         let (answered, addrs) = (answered.clone(), addrs.clone());
         std::thread::spawn(move || {
-            for i in 0..20_000u64 {
+            for i in 0..50_000u64 {
                 let addr = addrs[i as usize % addrs.len()];
                 let client = format!("kill{}", i % 500);
                 let line = format!("IAMAT {client} +34.06-118.44 {}.0\n", 1_700_000_000 + i);
@@ -308,39 +316,88 @@ fn a_herd_killed_at_once_keeps_every_answered_iamat_with_fsync_always() {
                 if !reply.starts_with("AT ") {
                     return;
                 }
-                answered.lock().unwrap().push((client, reply));
+                answered
+                    .lock()
+                    .unwrap()
+                    .push((client, reply, Instant::now()));
             }
         })
     };
+    let began = Instant::now();
     eventually("some IAMATs answered", || {
         (answered.lock().unwrap().len() >= 300).then_some(())
     });
+    // Long enough that the mode's window is a small part of the stream (the
+    // stream may end sooner on a fast machine; it is bounded in count).
+    while began.elapsed() < stream_for && !sender.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for name in &names {
         herd.kill(name);
     }
+    let at = Instant::now();
     sender.join().unwrap();
     let answered = answered.lock().unwrap().clone();
     for name in &names {
         herd.start_server(name);
     }
-    // The newest answered record of each client (client times increase).
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
-    for (client, reply) in answered {
-        newest.insert(client, reply);
+    Killed {
+        herd,
+        addrs,
+        answered,
+        at,
     }
-    // The client time, in whole seconds: the last field of an AT line.
-    let secs = |at: &str| -> u64 {
-        let time = at.rsplit(' ').next().unwrap_or("");
-        time.split('.').next().unwrap_or("").parse().unwrap_or(0)
-    };
-    for addr in &addrs {
-        for (client, reply) in &newest {
-            // The answered record, or a newer one: the IAMAT in flight at
-            // the kill may have been stored without its answer going out.
-            eventually(&format!("{client} at {addr}"), || {
-                let held = stored_at_line(*addr, client)?;
-                (secs(&held) >= secs(reply)).then_some(())
-            });
+}
+
+impl Killed {
+    /// Every server holds, for each client, the newest reply answered
+    /// before `before` (or a newer record of that client: the IAMAT in
+    /// flight at the kill may have been stored without its answer).
+    fn every_server_holds_what_was_answered_before(&self, before: Instant) -> usize {
+        // The newest answered record of each client (client times increase).
+        let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
+        for (client, reply, when) in &self.answered {
+            if *when < before {
+                newest.insert(client, reply);
+            }
         }
+        // The client time, in whole seconds: the last field of an AT line.
+        let secs = |at: &str| -> u64 {
+            let time = at.rsplit(' ').next().unwrap_or("");
+            time.split('.').next().unwrap_or("").parse().unwrap_or(0)
+        };
+        for addr in &self.addrs {
+            for (client, reply) in &newest {
+                eventually(&format!("{client} at {addr}"), || {
+                    let held = stored_at_line(*addr, client)?;
+                    (secs(&held) >= secs(reply)).then_some(())
+                });
+            }
+        }
+        newest.len()
     }
+}
+
+/// kill -9 of every server of a herd during a stream of IAMATs with
+/// `fsync: always`: after the restart, every IAMAT that was answered is
+/// held by every server (each was on its owner's disk before its answer;
+/// the links spread it again).
+#[test]
+fn a_herd_killed_at_once_keeps_every_answered_iamat_with_fsync_always() {
+    let killed = kill_a_herd_during_a_stream(Fsync::Always, Duration::ZERO);
+    let held = killed.every_server_holds_what_was_answered_before(killed.at);
+    assert!(held > 0);
+    drop(killed.herd);
+}
+
+/// The same with `fsync: everysec`: what was answered more than the sync
+/// interval (one second) before the kill, with room for a busy machine
+/// (three seconds), is held by every server after the restart.
+#[test]
+fn a_herd_killed_at_once_keeps_all_but_the_last_second_with_fsync_everysec() {
+    let killed = kill_a_herd_during_a_stream(Fsync::Everysec, Duration::from_secs(5));
+    let held =
+        killed.every_server_holds_what_was_answered_before(killed.at - Duration::from_secs(3));
+    assert!(held > 0, "nothing was answered 3 s before the kill");
+    drop(killed.herd);
 }
