@@ -112,6 +112,22 @@ def main():
     rg = ratio(gm, sm)
     row("growth to 5 M clients: max latency <= 2x steady max", fmt(gm, " us", 1),
         f"steady (healthy 64x16) max {fmt(sm, ' us', 1)}", fr(rg), yes(None if rg is None else rg <= 2))
+    for mode, want in (("everysec", 0.8), ("always", 0.5)):
+        for depth in (1, 16):
+            rate_row(f"IAMAT 64x{depth} with the journal, fsync {mode}, >= {want}x persistence off",
+                     f"journal-{mode}-64x{depth}", f"healthy-64x{depth}", want, "persistence off")
+        jp, hp = res(f"journal-{mode}-at-healthy-open-80", "p99_us"), res("healthy-open-80", "p99_us")
+        row(f"open loop at the healthy 80 % rate, fsync {mode}: p99 (no target)", fmt(jp, " us", 1),
+            f"persistence off p99 {fmt(hp, ' us', 1)}", fr(ratio(jp, hp)), "-")
+    cm, compactions = res("journal-compaction", "max_us"), res("journal-compactions", "compactions")
+    rc = ratio(cm, sm)
+    row(f"journal compaction under load ({fmt(compactions)} rewrites): max latency <= 2x steady max",
+        fmt(cm, " us", 1), f"steady (healthy 64x16) max {fmt(sm, ' us', 1)}", fr(rc),
+        yes(None if rc is None or not compactions else rc <= 2))
+    jg = res("journal-growth", "max_us")
+    rj = ratio(jg, sm)
+    row("growth to 5 M clients with the journal: max latency <= 2x steady max", fmt(jg, " us", 1),
+        f"steady (healthy 64x16) max {fmt(sm, ' us', 1)}", fr(rj), yes(None if rj is None else rj <= 2))
     rss = res("healthy-10k-conns", "server_vmrss_mib")
     records = res("records-held", "records")
     row("10,000 connections + 1 M records <= 150 MB RSS",
@@ -154,6 +170,8 @@ def main():
         ("growth-timeline", "Growth, per second"),
         ("whatsat", "WHATSAT"),
         ("shards", "1 vs 2 shards"),
+        ("journal", "Journal vs persistence off"),
+        ("journal-timeline", "Journal compaction and growth, per second"),
         ("conns", "10,000 connections"),
     ]
     out.append("\n## Plots\n")

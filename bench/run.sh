@@ -158,7 +158,8 @@ sink_entry() { # name, port offset
 }
 
 # A one-server herd "Target" at port offset $2 whose three neighbours S1..S3
-# are at offsets $2+1..$2+3. Written to file $1.
+# are at offsets $2+1..$2+3, with extra top-level JSON $3 (may be absent).
+# Written to file $1.
 target_config() {
   local base=$2
   herd_config "$1" "[
@@ -166,7 +167,7 @@ target_config() {
    \"admin_listen\": \"127.0.0.1:$(p $((base + 400)))\",
    \"neighbours\": [\"S1\", \"S2\", \"S3\"]},
   $(sink_entry S1 $((base + 1))), $(sink_entry S2 $((base + 2))), $(sink_entry S3 $((base + 3)))]" \
-    ', "limits": {"max_connections_per_shard": 20000}'
+    ', "limits": {"max_connections_per_shard": 20000}'"${3:-}"
 }
 
 # Starts herd serve Target from config $1 with $2 shards on CPUs $3; its
@@ -214,6 +215,41 @@ start_target "$work/healthy.json" 1 "$SERVER_CPU" growth
 RUN_WARMUP=0 DURATION=$GROWTH_MAX_S run_load growth --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 \
   --clients "$GROWTH_CLIENTS" --requests "$GROWTH_CLIENTS" --server Target --pid "$target"
 stop "$target"
+
+# --- Persistence: the journal against persistence off (the healthy runs) --
+# The same herd and sinks as the healthy runs, with a journal in $work
+# (not tmpfs). Each mode: closed loop 64x1 and 64x16, and open loop at the
+# healthy 80 % rate (the same offered load).
+for fsync in everysec always; do
+  target_config "$work/journal-$fsync.json" 10 ", \"persistence\": {\"dir\": \"$work/journal-$fsync\", \"fsync\": \"$fsync\"}"
+  start_target "$work/journal-$fsync.json" 1 "$SERVER_CPU" "journal-$fsync"
+  run_load "journal-$fsync-64x1" --addr "127.0.0.1:$(p 10)" --connections 64 --depth 1 --server Target --pid "$target"
+  run_load "journal-$fsync-64x16" --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 --server Target --pid "$target"
+  r=$(rate_of healthy-open-80)
+  [ -n "$r" ] && run_load "journal-$fsync-at-healthy-open-80" --addr "127.0.0.1:$(p 10)" --connections 64 --rate "$r" \
+    --server Target --pid "$target" --max-send-lag-ms "$MAX_LAG_MS"
+  stop "$target"
+  rm -rf "$work/journal-$fsync"
+done
+# Compaction under load: 100,000 clients updated over and over (64x16), so
+# the journal outgrows twice the live records again and again; its maximum
+# latency against the steady one, and how many rewrites it took.
+target_config "$work/journal-compact.json" 10 ", \"persistence\": {\"dir\": \"$work/journal-compact\", \"fsync\": \"everysec\"}"
+start_target "$work/journal-compact.json" 1 "$SERVER_CPU" journal-compact
+DURATION=$((DURATION * 3)) run_load journal-compaction --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 \
+  --clients 100000 --server Target --pid "$target"
+compactions=$(curl -s "http://127.0.0.1:$(p 410)/metrics" | sed -n 's/^herd_journal_compactions_total //p' || true)
+echo "{\"scenario\": \"journal-compactions\", \"exit\": 0, \"result\": {\"compactions\": ${compactions:-null}}}" >>"$results"
+stop "$target"
+rm -rf "$work/journal-compact"
+# Growth to $GROWTH_CLIENTS clients with the journal (everysec): every
+# record a new one, so the file only grows.
+target_config "$work/journal-growth.json" 10 ", \"persistence\": {\"dir\": \"$work/journal-growth\", \"fsync\": \"everysec\"}"
+start_target "$work/journal-growth.json" 1 "$SERVER_CPU" journal-growth
+RUN_WARMUP=0 DURATION=$GROWTH_MAX_S run_load journal-growth --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 \
+  --clients "$GROWTH_CLIENTS" --requests "$GROWTH_CLIENTS" --server Target --pid "$target"
+stop "$target"
+rm -rf "$work/journal-growth"
 
 # --- All neighbours down: nothing listens at their addresses --------------
 target_config "$work/down.json" 50
@@ -338,6 +374,11 @@ plot timeline growth-timeline "Growth to $GROWTH_CLIENTS clients, per second" gr
 plot percentiles whatsat "WHATSAT: 50 % mix over places-mock (20 ms), and cached 20-result answers" \
   whatsat-mix-64x1 whatsat-mix-open-50 whatsat-mix-open-80 near-iamat-64x1 whatsat-cached-64x1
 plot percentiles shards "1 shard vs 2 shards (64 x 16)" shards-1-64x16 shards-2-64x16
+plot percentiles journal "Journal (everysec, always) vs persistence off" \
+  healthy-64x1 journal-everysec-64x1 journal-always-64x1 healthy-64x16 journal-everysec-64x16 journal-always-64x16 \
+  healthy-open-80 journal-everysec-at-healthy-open-80 journal-always-at-healthy-open-80
+plot timeline journal-timeline "Journal compaction under load and growth with the journal, per second" \
+  journal-compaction journal-growth growth
 plot percentiles conns "10,000 connections, 5,000 IAMAT/s" healthy-10k-conns
 
 python3 bench/report.py "$results" "$notes" "$SERVER_CPU" "$GEN_CPU" >"$OUT"

@@ -198,9 +198,9 @@ pub(crate) struct JournalFigures {
     pub behind_records: u64,
     /// Writes (each a batch of records: group commit).
     pub writes: u64,
-    /// `fdatasync` calls.
+    /// `fdatasync` calls, and synchronous writes (`always`).
     pub syncs: u64,
-    /// Seconds spent in `fdatasync`.
+    /// Seconds spent in them.
     pub sync_seconds: f64,
     /// Files rewritten to the live records.
     pub compactions: u64,
@@ -769,7 +769,7 @@ fn journal_lines(out: &mut String, view: &ServerView) {
         ),
         (
             "herd_journal_syncs_total",
-            "fdatasync calls on journal files.",
+            "Journal syncs: fdatasync calls, or with fsync always the synchronous (O_DSYNC) writes.",
             total(|j| j.syncs),
         ),
         (
@@ -790,7 +790,7 @@ fn journal_lines(out: &mut String, view: &ServerView) {
         out,
         "herd_journal_sync_seconds_total",
         "counter",
-        "Seconds spent in fdatasync on journal files.",
+        "Seconds spent in journal syncs.",
     );
     let seconds: f64 = shards.iter().map(|(_, j)| j.sync_seconds).sum();
     let _ = writeln!(out, "herd_journal_sync_seconds_total {seconds}");
