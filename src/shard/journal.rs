@@ -47,6 +47,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// A file is rewritten once it is more than twice the live records and at
 /// least this large: below it, compaction would cost more than it saves.
 const COMPACT_MIN_BYTES: u64 = 256 * 1024;
+/// Batches of a compaction's new file written per batch of appends: more
+/// than one, so that it catches up with a store that keeps changing.
+const COMPACT_BATCHES: usize = 4;
 /// How often `everysec` syncs, at most.
 const EVERYSEC: Duration = Duration::from_secs(1);
 /// The wait before retrying after a failed write or sync.
@@ -279,6 +282,12 @@ impl Durability {
     }
 }
 
+/// What [`LogFile::write_batch`] did.
+struct Batch {
+    wrote: bool,
+    at_end: bool,
+}
+
 /// One journal file being written: the part of it that is not on disk in
 /// whole blocks, and the cursor that feeds it.
 struct LogFile {
@@ -345,22 +354,33 @@ impl LogFile {
         self.block_at + self.tail.len() as u64
     }
 
-    /// Writes the next batch past the cursor; false when nothing is unsent.
-    async fn write_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<bool, String> {
+    /// Writes the next batch past the cursor. Says whether it wrote, and
+    /// whether the batch reached the end of the store when it was taken:
+    /// then, once synced, the file holds every record the store held at
+    /// that moment (or a newer one of its client), however many came
+    /// while the write was under way.
+    async fn write_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<Batch, String> {
         lines.clear();
         if shard
             .next_batch(self.cursor, BATCH, BATCH_BYTES, lines)
             .is_none()
         {
-            return Ok(false);
+            return Ok(Batch {
+                wrote: false,
+                at_end: true,
+            });
         }
+        let at_end = !shard.has_unsent(self.cursor);
         let mut data = std::mem::take(&mut self.tail);
         data.reserve(lines.len() + lines.len() / 8);
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             journal::write_entry(&mut data, line);
         }
         self.write(data).await?;
-        Ok(true)
+        Ok(Batch {
+            wrote: true,
+            at_end,
+        })
     }
 
     /// Writes `data` at `block_at`, padded with zeros to whole blocks, and
@@ -516,8 +536,8 @@ async fn write(
     durability.cursor.set(Some(log.cursor));
     durability.count(|f| f.file_bytes = log.len());
     loop {
-        let wrote = match log.write_batch(shard, lines).await {
-            Ok(wrote) => wrote,
+        let Batch { wrote, at_end } = match log.write_batch(shard, lines).await {
+            Ok(batch) => batch,
             Err(e) => {
                 shard.close_cursor(log.cursor);
                 if let Some(n) = next.take() {
@@ -534,7 +554,9 @@ async fn write(
                 f.file_bytes = log.len();
             });
         }
-        let caught_up = !shard.has_unsent(log.cursor);
+        // Not `has_unsent` now: under steady load records always come while
+        // a write is under way, and the file would never count as caught up.
+        let caught_up = at_end;
         let sync_due = unsynced
             && match durability.fsync {
                 Fsync::Always => true,
@@ -559,7 +581,7 @@ async fn write(
         if settled {
             advance(shard, durability, log.cursor);
             if caught_up {
-                finish_start(shard.id, plan, first);
+                finish_start(shard.id, plan, first).await;
             }
         }
         if next.is_none() && !*first && needs_compaction(log.len(), shard) {
@@ -576,7 +598,8 @@ async fn write(
             *generation += 1;
         }
         if let Some(n) = &mut next {
-            // A batch of the new file per round, next to the appends.
+            // A few batches of the new file per round of appends: it must
+            // outrun the updates, which it also writes, to catch up.
             match compact_step(shard, durability, n, lines).await {
                 Ok(false) => {}
                 Ok(true) => {
@@ -589,7 +612,10 @@ async fn write(
                             f.file_bytes = log.len();
                         });
                         sync_dir(&plan.dir).await;
-                        remove(&old.path);
+                        // Closed and unlinked off this thread: unlinking a
+                        // large file can wait on the filesystem's journal.
+                        let _ = old.file.close().await;
+                        remove(&old.path).await;
                         tracing::info!(shard = shard.id, bytes = log.len(), removed = %old.path.display(), "journal: compacted");
                         // The new file holds every stored record, synced.
                         unsynced = false;
@@ -601,7 +627,8 @@ async fn write(
                     tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
                     if let Some(n) = next.take() {
                         shard.close_cursor(n.cursor);
-                        remove(&n.path);
+                        let _ = n.file.close().await;
+                        remove(&n.path).await;
                     }
                 }
             }
@@ -628,23 +655,30 @@ async fn write(
     }
 }
 
-/// Writes a batch of a compaction's new file; true once it holds every
-/// stored record and is synced (then nothing may await before the switch).
+/// Writes a few batches of a compaction's new file; true once a batch
+/// reached the end of the store and the file is synced after it. The file
+/// then holds, on disk, every record the old one held or a newer one of
+/// its client (the old file's cursor was behind this one's when this batch
+/// was taken); what came since lies past its cursor and is appended to it
+/// after the switch. Its cursor must not move before the switch.
 async fn compact_step(
     shard: &Shard,
     durability: &Durability,
     next: &mut LogFile,
     lines: &mut Vec<u8>,
 ) -> Result<bool, String> {
-    if next.write_batch(shard, lines).await? {
-        durability.count(|f| f.writes += 1);
+    for _ in 0..COMPACT_BATCHES {
+        let batch = next.write_batch(shard, lines).await?;
+        if batch.wrote {
+            durability.count(|f| f.writes += 1);
+        }
+        if batch.at_end {
+            next.sync().await?;
+            return Ok(true);
+        }
+        glommio::yield_if_needed().await;
     }
-    if shard.has_unsent(next.cursor) {
-        return Ok(false);
-    }
-    next.sync().await?;
-    // Checked again after the sync: records may have come meanwhile.
-    Ok(!shard.has_unsent(next.cursor))
+    Ok(false)
 }
 
 /// Answers the waiters for what `cursor` has passed.
@@ -667,7 +701,7 @@ fn needs_compaction(len: u64, shard: &Shard) -> bool {
 /// This shard's first file is complete: the last shard to get there
 /// removes the files the start replayed (every record in them is in a new
 /// file now).
-fn finish_start(shard: usize, plan: &JournalPlan, first: &mut bool) {
+async fn finish_start(shard: usize, plan: &JournalPlan, first: &mut bool) {
     if !*first {
         return;
     }
@@ -675,9 +709,7 @@ fn finish_start(shard: usize, plan: &JournalPlan, first: &mut bool) {
     tracing::debug!(shard, "journal: first file complete");
     if plan.complete.fetch_add(1, Ordering::SeqCst) + 1 == plan.shards {
         for path in &plan.replayed.old_files {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(file = %path.display(), error = %e, "journal: old file not removed");
-            }
+            remove(path).await;
         }
         if !plan.replayed.old_files.is_empty() {
             tracing::info!(
@@ -688,10 +720,11 @@ fn finish_start(shard: usize, plan: &JournalPlan, first: &mut bool) {
     }
 }
 
-fn remove(path: &Path) {
+/// Unlinks `path` on glommio's blocking-call thread, not the shard's.
+async fn remove(path: &Path) {
     // Its records are in another file: a file left behind costs only
     // replay time, so a failure is logged and nothing more.
-    if let Err(e) = std::fs::remove_file(path) {
+    if let Err(e) = glommio::io::remove(path).await {
         tracing::warn!(file = %path.display(), error = %e, "journal: old file not removed");
     }
 }
