@@ -449,9 +449,6 @@ fn label(value: &str) -> String {
 /// The text of `/metrics`: Prometheus text format 0.0.4.
 pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     let server = label(&view.server);
     family(
         &mut out,
@@ -666,36 +663,36 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     }
 
     let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
-    for (name, help, value) in [
-        (
-            "herd_places_lookups_total",
-            "Places lookups (one per WHATSAT for a known client).",
-            places(|p| p.lookups),
-        ),
-        (
-            "herd_places_cache_hits_total",
-            "Places lookups answered from the shard's cache.",
-            places(|p| p.cache_hits),
-        ),
-        (
-            "herd_places_coalesced_total",
-            "Places lookups that joined an identical lookup in flight.",
-            places(|p| p.coalesced),
-        ),
-        (
-            "herd_places_upstream_requests_total",
-            "HTTP requests sent to the Places upstream (retries included).",
-            places(|p| p.upstream_requests),
-        ),
-        (
-            "herd_places_upstream_errors_total",
-            "Upstream lookups that ended in an error answer.",
-            places(|p| p.upstream_errors),
-        ),
-    ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    counters(
+        &mut out,
+        &[
+            (
+                "herd_places_lookups_total",
+                "Places lookups (one per WHATSAT for a known client).",
+                places(|p| p.lookups),
+            ),
+            (
+                "herd_places_cache_hits_total",
+                "Places lookups answered from the shard's cache.",
+                places(|p| p.cache_hits),
+            ),
+            (
+                "herd_places_coalesced_total",
+                "Places lookups that joined an identical lookup in flight.",
+                places(|p| p.coalesced),
+            ),
+            (
+                "herd_places_upstream_requests_total",
+                "HTTP requests sent to the Places upstream (retries included).",
+                places(|p| p.upstream_requests),
+            ),
+            (
+                "herd_places_upstream_errors_total",
+                "Upstream lookups that ended in an error answer.",
+                places(|p| p.upstream_errors),
+            ),
+        ],
+    );
     family(
         &mut out,
         "herd_places_upstream_duration_seconds",
@@ -712,6 +709,19 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     out
 }
 
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Unlabelled counters: name, help and value of each.
+fn counters(out: &mut String, rows: &[(&str, &str, u64)]) {
+    for (name, help, value) in rows {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// The `herd_journal_` families, only when the server keeps a journal.
 fn journal_lines(out: &mut String, view: &ServerView) {
     let shards: Vec<(usize, JournalFigures)> = view
@@ -722,9 +732,6 @@ fn journal_lines(out: &mut String, view: &ServerView) {
     if shards.is_empty() {
         return;
     }
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     let total = |f: fn(&JournalFigures) -> u64| shards.iter().map(|(_, j)| f(j)).sum::<u64>();
     family(
         out,
@@ -761,7 +768,9 @@ fn journal_lines(out: &mut String, view: &ServerView) {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", pick(j));
         }
     }
-    for (name, help, value) in [
+    counters(
+        out,
+        &[
         (
             "herd_journal_writes_total",
             "Journal writes (each a batch of records).",
@@ -782,10 +791,8 @@ fn journal_lines(out: &mut String, view: &ServerView) {
             "Failed journal opens, writes, syncs and compactions.",
             total(|j| j.errors),
         ),
-    ] {
-        family(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+        ],
+    );
     family(
         out,
         "herd_journal_sync_seconds_total",
