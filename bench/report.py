@@ -116,6 +116,11 @@ def main():
         for depth in (1, 16):
             rate_row(f"IAMAT 64x{depth} with the journal, fsync {mode}, >= {want}x persistence off",
                      f"journal-{mode}-64x{depth}", f"healthy-64x{depth}", want, "persistence off")
+        for depth in (1, 16):
+            h, redis = res(f"journal-{mode}-64x{depth}", "achieved_rate"), res(f"redis-aof-{mode}-64x{depth}", "achieved_rate")
+            rr = ratio(h, redis)
+            row(f"IAMAT 64x{depth}, journal fsync {mode}, ahead of Redis GEOADD -P {depth} with appendfsync {mode}",
+                fmt(h, "/s"), f"Redis {fmt(redis, '/s')}", fr(rr), yes(None if rr is None else rr > 1))
         jp, hp = res(f"journal-{mode}-at-healthy-open-80", "p99_us"), res("healthy-open-80", "p99_us")
         row(f"open loop at the healthy 80 % rate, fsync {mode}: p99 (no target)", fmt(jp, " us", 1),
             f"persistence off p99 {fmt(hp, ' us', 1)}", fr(ratio(jp, hp)), "-")

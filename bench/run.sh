@@ -333,16 +333,27 @@ for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
 # --- Redis GEOADD, the same shapes (64 connections, 1 and 16 in flight) ---
 if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
-  start redis taskset -c "$SERVER_CPU" redis-server --port "$(p 40)" --save '' --appendonly no
-  redis=$last
-  sleep 0.5
-  for depth in 1 16; do
-    rps=$(taskset -c "$GEN_CPU" redis-benchmark -p "$(p 40)" -c 64 -P "$depth" -n $((150000 * DURATION * depth / 4 + 150000)) \
-      -r 1000000 -q GEOADD herd -118.445127 34.068930 client:__rand_int__ |
-      tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1 || true)
-    echo "{\"scenario\": \"redis-geoadd-64x$depth\", \"exit\": 0, \"result\": {\"achieved_rate\": ${rps:-null}}}" >>"$results"
+  # Without persistence, then with its append-only file synced as herd's
+  # journal can be (everysec, always), in a folder of the run.
+  for aof in no everysec always; do
+    if [ "$aof" = no ]; then
+      persistence=(--appendonly no) name=redis-geoadd
+    else
+      mkdir -p "$work/redis-$aof"
+      persistence=(--appendonly yes --appendfsync "$aof" --dir "$work/redis-$aof") name=redis-aof-$aof
+    fi
+    start redis taskset -c "$SERVER_CPU" redis-server --port "$(p 40)" --save '' "${persistence[@]}"
+    redis=$last
+    sleep 0.5
+    for depth in 1 16; do
+      rps=$(taskset -c "$GEN_CPU" redis-benchmark -p "$(p 40)" -c 64 -P "$depth" -n $((150000 * DURATION * depth / 4 + 150000)) \
+        -r 1000000 -q GEOADD herd -118.445127 34.068930 client:__rand_int__ |
+        tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | cut -d' ' -f1 || true)
+      echo "{\"scenario\": \"$name-64x$depth\", \"exit\": 0, \"result\": {\"achieved_rate\": ${rps:-null}}}" >>"$results"
+    done
+    stop "$redis"
+    rm -rf "$work/redis-$aof"
   done
-  stop "$redis"
 else
   note "redis-server or redis-benchmark not installed: no GEOADD comparison (apt-get install redis-server redis-tools)"
 fi
