@@ -269,10 +269,7 @@ async fn converse<S: Socket>(
                 return;
             }
             if out.len() >= FLUSH_AT {
-                if !written_to_disk(&mut on_disk).await {
-                    break 'conn End::NotOnDisk;
-                }
-                if let Err(e) = flush(&mut stream, &mut out).await {
+                if let Err(e) = flush_once_on_disk(&mut stream, &mut out, &mut on_disk).await {
                     break 'conn e;
                 }
             }
@@ -296,10 +293,7 @@ async fn converse<S: Socket>(
                 .set_write_timeout(Some(admission.liveness.dead_after));
             lines.raise_limit(admission.link_max_line);
         }
-        if !written_to_disk(&mut on_disk).await {
-            break End::NotOnDisk;
-        }
-        if let Err(e) = flush(&mut stream, &mut out).await {
+        if let Err(e) = flush_once_on_disk(&mut stream, &mut out, &mut on_disk).await {
             break e;
         }
         if commands > 0 {
@@ -392,6 +386,19 @@ async fn written_to_disk(on_disk: &mut Vec<oneshot::Receiver<()>>) -> bool {
         }
     }
     true
+}
+
+/// Writes and clears the pending replies once every record they answer is
+/// on disk (`fsync: always`; nothing to wait for otherwise).
+async fn flush_once_on_disk(
+    stream: &mut impl Socket,
+    out: &mut Vec<u8>,
+    on_disk: &mut Vec<oneshot::Receiver<()>>,
+) -> Result<(), End> {
+    if !written_to_disk(on_disk).await {
+        return Err(End::NotOnDisk);
+    }
+    flush(stream, out).await
 }
 
 /// Writes and clears the pending replies; names the failure if any.
