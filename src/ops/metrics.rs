@@ -554,26 +554,26 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         "herd_store_updates_total{{result=\"stale\"}} {}",
         sum(view, |s| s.stale)
     );
-    for (name, help, pick) in [
-        (
-            "herd_store_evicted_total",
-            "Records evicted from a full store (limits.max_records).",
-            (|p: &Published| p.evicted) as fn(&Published) -> u64,
-        ),
-        (
-            "herd_store_refused_older_total",
-            "New clients' records a full store did not take: older than all it held.",
-            |p| p.refused_older,
-        ),
-        (
-            "herd_store_expired_total",
-            "Records dropped by limits.record_ttl_ms.",
-            |p| p.expired,
-        ),
-    ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", sum(view, |s| pick(&s.published)));
-    }
+    counters(
+        &mut out,
+        &[
+            (
+                "herd_store_evicted_total",
+                "Records evicted from a full store (limits.max_records).",
+                sum(view, |s| s.published.evicted),
+            ),
+            (
+                "herd_store_refused_older_total",
+                "New clients' records a full store did not take: older than all it held.",
+                sum(view, |s| s.published.refused_older),
+            ),
+            (
+                "herd_store_expired_total",
+                "Records dropped by limits.record_ttl_ms.",
+                sum(view, |s| s.published.expired),
+            ),
+        ],
+    );
 
     family(
         &mut out,
@@ -722,13 +722,17 @@ fn counters(out: &mut String, rows: &[(&str, &str, u64)]) {
     }
 }
 
-/// The `herd_journal_` families, only when the server keeps a journal.
-fn journal_lines(out: &mut String, view: &ServerView) {
-    let shards: Vec<(usize, JournalFigures)> = view
-        .shards
+/// Each shard's journal figures, with the shard id; empty without a journal.
+fn journals(view: &ServerView) -> Vec<(usize, JournalFigures)> {
+    view.shards
         .iter()
         .filter_map(|s| Some((s.shard, s.published.journal?)))
-        .collect();
+        .collect()
+}
+
+/// The `herd_journal_` families, only when the server keeps a journal.
+fn journal_lines(out: &mut String, view: &ServerView) {
+    let shards = journals(view);
     if shards.is_empty() {
         return;
     }
@@ -771,26 +775,27 @@ fn journal_lines(out: &mut String, view: &ServerView) {
     counters(
         out,
         &[
-        (
-            "herd_journal_writes_total",
-            "Journal writes (each a batch of records).",
-            total(|j| j.writes),
-        ),
-        (
-            "herd_journal_syncs_total",
-            "Journal syncs: fdatasync calls, or with fsync always the synchronous (O_DSYNC) writes.",
-            total(|j| j.syncs),
-        ),
-        (
-            "herd_journal_compactions_total",
-            "Journal files rewritten to the live records.",
-            total(|j| j.compactions),
-        ),
-        (
-            "herd_journal_errors_total",
-            "Failed journal opens, writes, syncs and compactions.",
-            total(|j| j.errors),
-        ),
+            (
+                "herd_journal_writes_total",
+                "Journal writes (each a batch of records).",
+                total(|j| j.writes),
+            ),
+            (
+                "herd_journal_syncs_total",
+                "Journal syncs: fdatasync calls, or with fsync always \
+             the synchronous (O_DSYNC) writes.",
+                total(|j| j.syncs),
+            ),
+            (
+                "herd_journal_compactions_total",
+                "Journal files rewritten to the live records.",
+                total(|j| j.compactions),
+            ),
+            (
+                "herd_journal_errors_total",
+                "Failed journal opens, writes, syncs and compactions.",
+                total(|j| j.errors),
+            ),
         ],
     );
     family(
@@ -946,15 +951,11 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
 
 /// The journal part of `/status`: `null` without a journal.
 fn journal_json(view: &ServerView) -> Value {
-    let figures: Vec<JournalFigures> = view
-        .shards
-        .iter()
-        .filter_map(|s| s.published.journal)
-        .collect();
-    if figures.is_empty() {
+    let shards = journals(view);
+    if shards.is_empty() {
         return Value::Null;
     }
-    let total = |f: fn(&JournalFigures) -> u64| figures.iter().map(f).sum::<u64>();
+    let total = |f: fn(&JournalFigures) -> u64| shards.iter().map(|(_, j)| f(j)).sum::<u64>();
     json!({
         "replayed": total(|j| j.replayed),
         "cut_bytes": view.journal_cut_bytes,
@@ -962,7 +963,7 @@ fn journal_json(view: &ServerView) -> Value {
         "behind_records": total(|j| j.behind_records),
         "writes": total(|j| j.writes),
         "syncs": total(|j| j.syncs),
-        "sync_seconds": figures.iter().map(|j| j.sync_seconds).sum::<f64>(),
+        "sync_seconds": shards.iter().map(|(_, j)| j.sync_seconds).sum::<f64>(),
         "compactions": total(|j| j.compactions),
         "errors": total(|j| j.errors),
     })
