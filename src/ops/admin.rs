@@ -40,7 +40,7 @@ pub(crate) struct Registry {
     /// The server's config in force, and its reloads.
     config: Arc<dyn ConfigInForce>,
     /// Bytes of damaged journal tail the start cut off.
-    journal_cut_bytes: std::sync::atomic::AtomicU64,
+    journal_cut_bytes: u64,
 }
 
 /// What the admin endpoint asks of the config in force: the server's
@@ -63,7 +63,7 @@ impl Registry {
             shards: Mutex::new(Vec::new()),
             inbound: Arc::new(Inbound::default()),
             config,
-            journal_cut_bytes: std::sync::atomic::AtomicU64::new(0),
+            journal_cut_bytes: 0,
         }
     }
 
@@ -74,10 +74,13 @@ impl Registry {
         *addresses = (client.to_string(), peer.to_string());
     }
 
-    /// What the start's journal replay cut off as damaged.
-    pub(crate) fn set_journal_cut_bytes(&self, bytes: u64) {
-        self.journal_cut_bytes
-            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    /// What the start's journal replay cut off as damaged (known before
+    /// the registry is shared).
+    pub(crate) fn with_journal_cut_bytes(self, bytes: u64) -> Registry {
+        Registry {
+            journal_cut_bytes: bytes,
+            ..self
+        }
     }
 
     /// A shard's metrics join the registry as the shard starts.
@@ -107,9 +110,7 @@ impl Registry {
             neighbours: self.config.neighbours(),
             shards: shards.iter().map(|m| ShardFigures::of(m)).collect(),
             incoming: self.inbound.views(),
-            journal_cut_bytes: self
-                .journal_cut_bytes
-                .load(std::sync::atomic::Ordering::Relaxed),
+            journal_cut_bytes: self.journal_cut_bytes,
         }
     }
 

@@ -500,10 +500,8 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         stopping: AtomicBool::new(false),
         changed: Event::new(),
     });
-    let registry = Registry::new(&name, control.clone());
-    if let Some(j) = &journal {
-        registry.set_journal_cut_bytes(j.replayed.cut_bytes);
-    }
+    let registry = Registry::new(&name, control.clone())
+        .with_journal_cut_bytes(journal.as_ref().map_or(0, |j| j.replayed.cut_bytes));
     let mut plan = ShardPlan {
         name: name.clone(),
         bound: Bound {
