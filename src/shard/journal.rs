@@ -310,13 +310,10 @@ struct LogFile {
 
 impl LogFile {
     /// A new file holding its header, read from a new cursor at the start
-    /// of the store; its writes are synchronous when `dsync`.
-    async fn create(
-        dir: &Path,
-        generation: u64,
-        shard: &Shard,
-        dsync: bool,
-    ) -> Result<LogFile, String> {
+    /// of the store, in the plan's folder; its writes are synchronous
+    /// when the plan says so.
+    async fn create(plan: &JournalPlan, generation: u64, shard: &Shard) -> Result<LogFile, String> {
+        let (dir, dsync) = (&plan.dir, plan.dsync());
         let path = dir.join(file_name(generation, shard.id));
         let file = OpenOptions::new()
             .write(true)
@@ -464,7 +461,7 @@ pub(crate) struct Opened {
 /// the start rather than leaving a server up that cannot keep its promise.
 pub(crate) async fn open(shard: &Shard, plan: &JournalPlan) -> Result<Opened, String> {
     let generation = plan.replayed.generation;
-    let log = LogFile::create(&plan.dir, generation, shard, plan.dsync()).await?;
+    let log = LogFile::create(plan, generation, shard).await?;
     Ok(Opened {
         log,
         generation: generation + 1,
@@ -505,7 +502,7 @@ pub(crate) async fn run(
             if shard.stop.is_requested() {
                 return;
             }
-            let created = LogFile::create(&plan.dir, generation, &shard, plan.dsync()).await;
+            let created = LogFile::create(&plan, generation, &shard).await;
             generation += 1;
             match created {
                 Ok(log) => break log,
@@ -585,7 +582,7 @@ async fn write(
             }
         }
         if next.is_none() && !*first && needs_compaction(log.len(), shard) {
-            match LogFile::create(&plan.dir, *generation, shard, plan.dsync()).await {
+            match LogFile::create(plan, *generation, shard).await {
                 Ok(n) => {
                     tracing::info!(shard = shard.id, bytes = log.len(), live_bytes = live_bytes(shard), file = %n.path.display(), "journal: compacting");
                     next = Some(n);
