@@ -21,6 +21,17 @@
 //! With `fsync: always`, an IAMAT's reply waits on [`Durability::wait`]:
 //! it is answered once the writer's cursor has passed its record and the
 //! file is synced.
+//!
+//! Files are filled with zeros, and synced, ahead of the entries (in the
+//! background, a chunk at a time, see [`fill_after`]). A direct write that
+//! extends a file must change its size and allocate blocks: the filesystem
+//! takes the file's lock exclusively, io_uring hands the write to a worker
+//! thread, and with `O_DSYNC` or `fdatasync` each write waits for the
+//! filesystem's own journal to commit. A write over blocks that are already
+//! there and already part of the file is none of that: it is issued from
+//! the shard's thread and costs the device one trip (plus the cache flush
+//! the sync asks for). Replay reads the zeros after the last entry as
+//! padding, as it reads the padding of the last block.
 
 use crate::ops::metrics::JournalFigures;
 use crate::pure::config::Fsync;
@@ -54,6 +65,26 @@ const COMPACT_BATCHES: usize = 4;
 const EVERYSEC: Duration = Duration::from_secs(1);
 /// The wait before retrying after a failed write or sync.
 const RETRY: Duration = Duration::from_secs(1);
+/// The zero fill ahead of the entries: never less than this ...
+const FILL_MIN: u64 = 64 * 1024;
+/// ... nor more than this, of which each write of the fill is one piece.
+const FILL_MAX: u64 = 8 << 20;
+const FILL_PIECE: u64 = 1 << 20;
+
+/// The range to fill with zeros next, if one is due: the entries reach
+/// `written` and the fill `filled`. A fill starts once less than half a
+/// fill is left ahead of the entries; it is as large as what was written
+/// (so a small journal stays small on disk: at most twice its entries),
+/// within [`FILL_MIN`] and [`FILL_MAX`], and starts where both end, at a
+/// multiple of `align`.
+fn fill_after(written: u64, filled: u64, align: u64) -> Option<(u64, u64)> {
+    let size = written.clamp(FILL_MIN, FILL_MAX);
+    if filled > written && filled - written >= size / 2 {
+        return None;
+    }
+    let from = written.max(filled).div_ceil(align) * align;
+    Some((from, from + size))
+}
 
 /// The name of the journal file of `shard`, generation `generation`.
 fn file_name(generation: u64, shard: usize) -> String {
@@ -125,11 +156,15 @@ pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
             read += 1;
         }
         if let Some(stop) = decoder.stop().filter(|s| s.cut()) {
-            cut_bytes += (bytes.len() - decoder.valid_end()) as u64;
+            // The zeros filled ahead of the entries are not part of the
+            // damage: the cut ends at the last byte that is not zero.
+            let damaged_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            let cut = damaged_end.saturating_sub(decoder.valid_end());
+            cut_bytes += cut as u64;
             tracing::warn!(
                 file = %path.display(),
                 kept_bytes = decoder.valid_end(),
-                cut_bytes = bytes.len() - decoder.valid_end(),
+                cut_bytes = cut,
                 reason = %stop,
                 "journal: damaged tail cut off; the records before it are kept"
             );
@@ -288,11 +323,26 @@ struct Batch {
     at_end: bool,
 }
 
+/// A zero fill under way: the range, and the task writing and syncing it.
+struct Fill {
+    from: u64,
+    to: u64,
+    task: glommio::Task<Result<(), String>>,
+}
+
 /// One journal file being written: the part of it that is not on disk in
 /// whole blocks, and the cursor that feeds it.
 struct LogFile {
-    file: DmaFile,
+    // Shared with the task of a zero fill.
+    file: Rc<DmaFile>,
     path: PathBuf,
+    // Where the written blocks end (entries and their padding).
+    written: u64,
+    // Where the file's zeros, written and synced, end.
+    filled: u64,
+    fill: Option<Fill>,
+    // After a failed fill, none is tried again before this.
+    no_fill_until: Option<Instant>,
     // Where the kept partial block starts (aligned).
     block_at: u64,
     // The bytes from `block_at` on, less than a block: written again, at
@@ -326,8 +376,12 @@ impl LogFile {
         let mut tail = Vec::with_capacity(align);
         journal::write_header(&mut tail);
         let mut log = LogFile {
-            file,
+            file: Rc::new(file),
             path,
+            written: 0,
+            filled: 0,
+            fill: None,
+            no_fill_until: None,
             block_at: 0,
             tail,
             cursor: shard.open_cursor(),
@@ -384,6 +438,9 @@ impl LogFile {
     /// keeps its last partial block for the next write.
     async fn write(&mut self, mut data: Vec<u8>) -> Result<(), String> {
         let whole = data.len().div_ceil(self.align) * self.align;
+        let end = self.block_at + whole as u64;
+        // The fill's zeros must not land after these entries.
+        self.fill_done(end).await;
         let mut buf = self.file.alloc_dma_buffer(whole);
         let bytes = buf.as_bytes_mut();
         bytes[..data.len()].copy_from_slice(&data);
@@ -415,7 +472,64 @@ impl LogFile {
         data.drain(..full);
         self.block_at += full as u64;
         self.tail = data;
+        self.written = self.written.max(end);
+        self.fill_ahead();
         Ok(())
+    }
+
+    /// Waits for the zero fill under way if it reaches below `end`, and
+    /// takes its result: the file's zeros then end where it ends. A failed
+    /// fill costs only speed (writes past the zeros extend the file), so it
+    /// is logged, and none is tried for a while.
+    async fn fill_done(&mut self, end: u64) {
+        let Some(fill) = self.fill.take_if(|f| f.from < end) else {
+            return;
+        };
+        match fill.task.await {
+            Ok(()) => self.filled = self.filled.max(fill.to),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "journal: zero fill failed; writes extend the file");
+                self.no_fill_until = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
+    /// Starts the next zero fill in the background, if one is due and
+    /// none is under way.
+    fn fill_ahead(&mut self) {
+        if self.fill.is_some() || self.no_fill_until.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let Some((from, to)) = fill_after(self.written, self.filled, self.align as u64) else {
+            return;
+        };
+        let (file, path) = (self.file.clone(), self.path.clone());
+        let task = glommio::spawn_local(async move {
+            let failed =
+                |e: &dyn std::fmt::Display| format!("filling {} with zeros: {e}", path.display());
+            let mut at = from;
+            while at < to {
+                let len = FILL_PIECE.min(to - at);
+                let mut zeros = file.alloc_dma_buffer(len as usize);
+                zeros.as_bytes_mut().fill(0);
+                match file.write_at(zeros, at).await.map_err(|e| failed(&e))? {
+                    0 => return Err(failed(&"nothing written")),
+                    n => at += n as u64,
+                }
+            }
+            // Synced, so that the entries' syncs find nothing of the
+            // filesystem's own to commit.
+            file.fdatasync().await.map_err(|e| failed(&e))
+        });
+        self.fill = Some(Fill { from, to, task });
+    }
+
+    /// Closes the file, once a zero fill under way has stopped.
+    async fn close(mut self) {
+        if let Some(fill) = self.fill.take() {
+            fill.task.cancel().await;
+        }
+        let _ = self.file.close_rc().await;
     }
 
     /// Makes what was written durable (nothing to do with O_DSYNC).
@@ -611,9 +725,10 @@ async fn write(
                         sync_dir(&plan.dir).await;
                         // Closed and unlinked off this thread: unlinking a
                         // large file can wait on the filesystem's journal.
-                        let _ = old.file.close().await;
-                        remove(&old.path).await;
-                        tracing::info!(shard = shard.id, bytes = log.len(), removed = %old.path.display(), "journal: compacted");
+                        let removed = old.path.clone();
+                        old.close().await;
+                        remove(&removed).await;
+                        tracing::info!(shard = shard.id, bytes = log.len(), removed = %removed.display(), "journal: compacted");
                         // The new file holds every stored record, synced.
                         unsynced = false;
                         advance(shard, durability, log.cursor);
@@ -624,8 +739,9 @@ async fn write(
                     tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
                     if let Some(n) = next.take() {
                         shard.close_cursor(n.cursor);
-                        let _ = n.file.close().await;
-                        remove(&n.path).await;
+                        let removed = n.path.clone();
+                        n.close().await;
+                        remove(&removed).await;
                     }
                 }
             }
@@ -729,6 +845,29 @@ async fn remove(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_zero_fill_keeps_ahead_of_the_entries_and_grows_with_the_file() {
+        // A new file: the smallest fill, from the first block on.
+        assert_eq!(fill_after(512, 0, 512), Some((512, 512 + FILL_MIN)));
+        // Half a fill or more left ahead: none due.
+        assert_eq!(fill_after(1000, 1000 + FILL_MIN / 2, 512), None);
+        // Less than half left: the next one starts where the zeros end.
+        let filled = 4096 + FILL_MIN / 2 - 512;
+        assert_eq!(
+            fill_after(4096, filled, 512),
+            Some((filled, filled + FILL_MIN))
+        );
+        // Entries past the zeros (a fill failed): from the entries' end,
+        // aligned up.
+        assert_eq!(fill_after(3 << 20, 1 << 20, 4096), Some((3 << 20, 6 << 20)));
+        assert_eq!(fill_after(1001, 0, 512), Some((1024, 1024 + FILL_MIN)));
+        // A large file: the largest fill, no more.
+        assert_eq!(
+            fill_after(100 << 20, 100 << 20, 4096),
+            Some((100 << 20, (100 << 20) + FILL_MAX))
+        );
+    }
 
     #[test]
     fn file_names_carry_their_generation_and_other_files_are_ignored() {
