@@ -2,6 +2,12 @@
 //! `[u32 LE payload length][u32 LE crc32 of the payload][payload]`, the
 //! payload being the record's AT line.
 //!
+//! Between entries there may be a gap of zeros, at least an entry header
+//! long, up to the next multiple of the header's block size (see
+//! [`gap_end`]): a writer with two writes under way at once starts the
+//! second at a block of its own, so that they never write the same block.
+//! A reader skips such a gap. Version 1 files (block size 0) have none.
+//!
 //! Owns encoding and decoding, and what counts as the valid part of a file:
 //! decoding stops at the first entry that is cut short, fails its checksum
 //! or claims an impossible length, and at the zero padding that direct I/O
@@ -11,10 +17,13 @@
 
 /// The first bytes of every journal file.
 pub(crate) const MAGIC: [u8; 8] = *b"HERDJRNL";
-/// The format this code writes and reads.
-pub(crate) const VERSION: u32 = 1;
-/// Magic, version, and four reserved zero bytes.
+/// The format this code writes; it reads this one and version 1.
+pub(crate) const VERSION: u32 = 2;
+/// Magic, version, and the block size of the gaps (u32 LE; 0 in version 1:
+/// no gaps).
 pub(crate) const HEADER_LEN: usize = 16;
+/// The largest block size a header may name.
+const MAX_BLOCK: u32 = 1 << 20;
 /// Length and checksum before each payload.
 pub(crate) const ENTRY_HEADER_LEN: usize = 8;
 /// No AT line is this long (lines are capped at 1 MiB plus a server name
@@ -22,11 +31,20 @@ pub(crate) const ENTRY_HEADER_LEN: usize = 8;
 /// flipped length byte from making the reader wait for gigabytes.
 pub(crate) const MAX_PAYLOAD: usize = 2 << 20;
 
-/// Appends a file header to `out`.
-pub(crate) fn write_header(out: &mut Vec<u8>) {
+/// Appends a file header to `out`, for gaps that end at multiples of
+/// `block` (a power of two up to 1 MiB; the writer's direct I/O block).
+pub(crate) fn write_header(out: &mut Vec<u8>, block: u32) {
+    debug_assert!(block.is_power_of_two() && block <= MAX_BLOCK);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&block.to_le_bytes());
+}
+
+/// Where the next entry may start when the entries end at `end` and the
+/// writer leaves a gap: the first multiple of `block` with room for a
+/// zero entry header before it, which is what tells a reader it is a gap.
+pub(crate) fn gap_end(end: u64, block: u64) -> u64 {
+    (end + ENTRY_HEADER_LEN as u64).div_ceil(block) * block
 }
 
 /// Appends one entry holding `payload` to `out`. The payload must not be
@@ -46,9 +64,11 @@ pub(crate) fn write_entry(out: &mut Vec<u8>, payload: &[u8]) {
 pub(crate) enum Stop {
     /// The bytes ended just after an entry: nothing was cut.
     End,
-    /// Zero bytes to the end: the padding after the last entry, nothing cut.
+    /// Zero bytes to the end: the padding after the last entry (or the
+    /// zeros a writer fills files with ahead of it), nothing cut.
     Padding,
-    /// The file is shorter than a header, or does not start with one.
+    /// The file is shorter than a header, or does not start with one (or
+    /// with one naming an impossible block size).
     BadHeader,
     /// A header of a version this code does not read.
     UnknownVersion(u32),
@@ -89,6 +109,10 @@ pub(crate) struct Decoder<'a> {
     bytes: &'a [u8],
     at: usize,
     stop: Option<Stop>,
+    // Gaps end at multiples of this; 0: the file has none (version 1).
+    block: usize,
+    // Just past the last entry read (a gap after it is not yet valid).
+    valid: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -98,18 +122,26 @@ impl<'a> Decoder<'a> {
             bytes,
             at: 0,
             stop: None,
+            block: 0,
+            valid: 0,
         };
         match bytes.get(..HEADER_LEN) {
             Some(header) if header[..8] == MAGIC => {
                 let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-                if version == VERSION {
-                    decoder.at = HEADER_LEN;
-                } else {
-                    decoder.stop = Some(Stop::UnknownVersion(version));
+                let block = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+                match version {
+                    1 if block == 0 => decoder.at = HEADER_LEN,
+                    VERSION if block.is_power_of_two() && block <= MAX_BLOCK => {
+                        decoder.at = HEADER_LEN;
+                        decoder.block = block as usize;
+                    }
+                    1 | VERSION => decoder.stop = Some(Stop::BadHeader),
+                    _ => decoder.stop = Some(Stop::UnknownVersion(version)),
                 }
             }
             _ => decoder.stop = Some(Stop::BadHeader),
         }
+        decoder.valid = decoder.at;
         decoder
     }
 
@@ -121,7 +153,7 @@ impl<'a> Decoder<'a> {
     /// The offset just past the last whole, valid entry (the header's end
     /// before any, 0 without a header): where appending may resume.
     pub(crate) fn valid_end(&self) -> usize {
-        self.at
+        self.valid
     }
 
     fn stopped(&mut self, why: Stop) -> Option<&'a [u8]> {
@@ -137,7 +169,25 @@ impl<'a> Iterator for Decoder<'a> {
         if self.stop.is_some() {
             return None;
         }
-        let rest = &self.bytes[self.at..];
+        let rest = loop {
+            let rest = &self.bytes[self.at..];
+            if self.block == 0 || rest.len() < ENTRY_HEADER_LEN {
+                break rest;
+            }
+            // A zero entry header opens a gap: zeros up to the next block.
+            let gap = gap_end(self.at as u64, self.block as u64) as usize - self.at;
+            let zeros = &rest[..gap.min(rest.len())];
+            if zeros[..ENTRY_HEADER_LEN] != [0; ENTRY_HEADER_LEN] {
+                break rest;
+            }
+            if zeros.iter().any(|&b| b != 0) {
+                return self.stopped(Stop::BadLength(0));
+            }
+            if gap >= rest.len() {
+                return self.stopped(Stop::Padding);
+            }
+            self.at += gap;
+        };
         if rest.is_empty() {
             return self.stopped(Stop::End);
         }
@@ -168,6 +218,7 @@ impl<'a> Iterator for Decoder<'a> {
             return self.stopped(Stop::BadChecksum);
         }
         self.at += ENTRY_HEADER_LEN + n;
+        self.valid = self.at;
         Some(payload)
     }
 }
@@ -179,7 +230,7 @@ mod tests {
 
     fn file_of(lines: &[Vec<u8>]) -> Vec<u8> {
         let mut out = Vec::new();
-        write_header(&mut out);
+        write_header(&mut out, 512);
         for line in lines {
             write_entry(&mut out, line);
         }
@@ -220,6 +271,68 @@ mod tests {
         assert_eq!(decoder.stop(), Some(Stop::Padding));
         assert!(!Stop::Padding.cut());
         assert_eq!(decoder.valid_end(), end);
+    }
+
+    /// A file as a writer with two writes under way leaves it: a gap after
+    /// each group of entries.
+    fn file_with_gaps(groups: &[Vec<Vec<u8>>], block: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_header(&mut out, block);
+        for group in groups {
+            for line in group {
+                write_entry(&mut out, line);
+            }
+            let end = gap_end(out.len() as u64, u64::from(block));
+            out.resize(end as usize, 0);
+        }
+        out
+    }
+
+    #[test]
+    fn gaps_between_entries_are_skipped_and_zeros_to_the_end_are_padding() {
+        let groups = vec![
+            vec![b"AT a +0.1 x +1+2 3".to_vec()],
+            vec![],
+            vec![b"AT b +0.1 x +1+2 3".to_vec(), vec![b'c'; 700]],
+            vec![vec![b'd'; 512 - HEADER_LEN - 8 - 26 - 8 - 2]],
+        ];
+        let bytes = file_with_gaps(&groups, 512);
+        let (lines, decoder) = decoded(&bytes);
+        assert_eq!(lines, groups.concat());
+        assert_eq!(decoder.stop(), Some(Stop::Padding));
+        let last = bytes.iter().rposition(|&b| b != 0).expect("entries") + 1;
+        assert_eq!(decoder.valid_end(), last);
+        // The filled zeros after the entries: still padding.
+        let mut filled = bytes.clone();
+        filled.resize(bytes.len() + (1 << 20), 0);
+        assert_eq!(decoded(&filled).0, groups.concat());
+        assert_eq!(decoded(&filled).1.stop(), Some(Stop::Padding));
+        // Entries that end less than a header before a block end: the gap
+        // runs to the block after.
+        assert_eq!(gap_end(1020, 512), 1536);
+        assert_eq!(gap_end(1016, 512), 1024);
+        assert_eq!(gap_end(1024, 512), 1536);
+    }
+
+    #[test]
+    fn a_gap_with_something_in_it_is_damage() {
+        let groups = vec![vec![b"AT a +0.1 x +1+2 3".to_vec()], vec![b"e".to_vec()]];
+        let mut bytes = file_with_gaps(&groups, 512);
+        let end = HEADER_LEN + ENTRY_HEADER_LEN + groups[0][0].len();
+        bytes[end + 100] = 1;
+        let (lines, decoder) = decoded(&bytes);
+        assert_eq!(lines, groups[0]);
+        assert_eq!(decoder.stop(), Some(Stop::BadLength(0)));
+        assert_eq!(decoder.valid_end(), end);
+        // Version 1 files have no gaps: the zero header is the damage.
+        let mut v1 = file_with_gaps(&groups, 512);
+        v1[8..16].copy_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(decoded(&v1).0, groups[0]);
+        assert_eq!(decoded(&v1).1.stop(), Some(Stop::BadLength(0)));
+        // A block size that is not a power of two is no header of ours.
+        let mut odd = file_with_gaps(&groups, 512);
+        odd[12..16].copy_from_slice(&500u32.to_le_bytes());
+        assert_eq!(decoded(&odd).1.stop(), Some(Stop::BadHeader));
     }
 
     #[test]
@@ -290,6 +403,27 @@ mod tests {
                 prop_assert!(decoder.stop().is_some_and(Stop::cut), "{:?}", decoder.stop());
             }
             prop_assert!(decoder.valid_end() <= i.max(HEADER_LEN) || i < HEADER_LEN);
+        }
+
+        #[test]
+        fn every_flipped_byte_of_a_file_with_gaps_decodes_a_prefix_or_is_reported(
+            groups in prop::collection::vec(lines(), 0..4),
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let written = groups.concat();
+            let mut bytes = file_with_gaps(&groups, 64);
+            let (lines, decoder) = decoded(&bytes);
+            prop_assert_eq!(&lines, &written);
+            prop_assert!(!decoder.stop().is_some_and(Stop::cut));
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            let (lines, decoder) = decoded(&bytes);
+            prop_assert!(lines.len() <= written.len());
+            prop_assert_eq!(&lines[..], &written[..lines.len()]);
+            if lines.len() < written.len() {
+                prop_assert!(decoder.stop().is_some_and(Stop::cut), "{:?}", decoder.stop());
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! (group commit), and a record updated twice before a
 //! write goes out once. Direct I/O writes whole aligned blocks: the last,
 //! partial block is kept in memory and written again, at its place, with
-//! the next batch.
+//! the next batch. With `always`, a second batch goes out while the first
+//! is under way, starting at a block of its own (the format's gap).
 //!
 //! Files are named `journal-<generation>-<shard>.log`. A new file is
 //! written from a new cursor at the start of the store, which walks exactly
@@ -44,7 +45,10 @@ use crate::shard::Shard;
 use futures_channel::oneshot;
 use glommio::io::{DmaFile, OpenOptions};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +69,11 @@ const COMPACT_BATCHES: usize = 4;
 const EVERYSEC: Duration = Duration::from_secs(1);
 /// The wait before retrying after a failed write or sync.
 const RETRY: Duration = Duration::from_secs(1);
+/// With `always`, writes under way at once: while one waits for the
+/// device, the records that came meanwhile go out in the next, instead of
+/// waiting a whole trip for it to finish. Two writes never share a block
+/// (see [`LogFile::start_batch`]).
+const WRITES_IN_FLIGHT: usize = 2;
 /// The zero fill ahead of the entries: never less than this ...
 const FILL_MIN: u64 = 64 * 1024;
 /// ... nor more than this, of which each write of the fill is one piece.
@@ -264,6 +273,14 @@ impl Durability {
         self.figures.set(figures);
     }
 
+    /// Counts a sync (an `fdatasync`, or a synchronous write) begun at `began`.
+    fn count_sync(&self, began: Instant) {
+        self.count(|f| {
+            f.syncs += 1;
+            f.sync_seconds += began.elapsed().as_secs_f64();
+        });
+    }
+
     /// Whether an IAMAT's reply waits for its record to be on disk.
     pub(crate) fn acks_wait(&self) -> bool {
         self.fsync == Fsync::Always
@@ -317,9 +334,18 @@ impl Durability {
     }
 }
 
-/// What [`LogFile::write_batch`] did.
+/// What [`LogFile::append`] did: whether a write finished, and whether
+/// its batch reached the end of the store when taken.
 struct Batch {
     wrote: bool,
+    at_end: bool,
+}
+
+/// A write under way: its I/O, and the store's position (generation,
+/// sequence number) that its records reach.
+struct InFlight {
+    io: Pin<Box<dyn Future<Output = Result<(), String>>>>,
+    upto: (u32, u64),
     at_end: bool,
 }
 
@@ -343,6 +369,10 @@ struct LogFile {
     fill: Option<Fill>,
     // After a failed fill, none is tried again before this.
     no_fill_until: Option<Instant>,
+    // Writes under way, oldest first.
+    in_flight: VecDeque<InFlight>,
+    // The store's position that the finished writes reach.
+    done: (u32, u64),
     // Where the kept partial block starts (aligned).
     block_at: u64,
     // The bytes from `block_at` on, less than a block: written again, at
@@ -374,7 +404,7 @@ impl LogFile {
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let align = usize::try_from(file.alignment()).unwrap_or(4096).max(1);
         let mut tail = Vec::with_capacity(align);
-        journal::write_header(&mut tail);
+        journal::write_header(&mut tail, u32::try_from(align).unwrap_or(4096));
         let mut log = LogFile {
             file: Rc::new(file),
             path,
@@ -382,6 +412,8 @@ impl LogFile {
             filled: 0,
             fill: None,
             no_fill_until: None,
+            in_flight: VecDeque::new(),
+            done: (0, 0),
             block_at: 0,
             tail,
             cursor: shard.open_cursor(),
@@ -405,38 +437,108 @@ impl LogFile {
         self.block_at + self.tail.len() as u64
     }
 
-    /// Writes the next batch past the cursor. Says whether it wrote, and
-    /// whether the batch reached the end of the store when it was taken:
-    /// then, once synced, the file holds every record the store held at
-    /// that moment (or a newer one of its client), however many came
-    /// while the write was under way.
-    async fn write_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<Batch, String> {
+    /// Starts writing the next batch past the cursor, if there is one;
+    /// its I/O goes on while the caller does. Says whether it started one.
+    async fn start_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<bool, String> {
         lines.clear();
         if shard
             .next_batch(self.cursor, BATCH, BATCH_BYTES, lines)
             .is_none()
         {
-            return Ok(Batch {
-                wrote: false,
-                at_end: true,
-            });
+            return Ok(false);
         }
+        let upto = (shard.generation(), shard.sent_seq(self.cursor));
         let at_end = !shard.has_unsent(self.cursor);
+        if !self.in_flight.is_empty() && !self.tail.is_empty() {
+            // The partial last block is in a write under way, and the
+            // device may apply two writes of one block in either order:
+            // this one starts at a block of its own, after a gap of zeros
+            // that replay skips.
+            let end = self.block_at + self.tail.len() as u64;
+            self.block_at = journal::gap_end(end, self.align as u64);
+            self.tail.clear();
+        }
         let mut data = std::mem::take(&mut self.tail);
         data.reserve(lines.len() + lines.len() / 8);
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             journal::write_entry(&mut data, line);
         }
-        self.write(data).await?;
+        self.start(data, upto, at_end).await?;
+        Ok(true)
+    }
+
+    /// Keeps up to `depth` writes under way. Returns once the oldest has
+    /// finished (`wrote`), or, when there is room for another, once there
+    /// is something to start it with (not `wrote`, not `at_end`).
+    async fn append(
+        &mut self,
+        shard: &Shard,
+        lines: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<Batch, String> {
+        while self.in_flight.len() < depth && self.start_batch(shard, lines).await? {}
+        let more = Batch {
+            wrote: false,
+            at_end: false,
+        };
+        let room = self.in_flight.len() < depth;
+        let Some(oldest) = self.in_flight.front_mut() else {
+            return Ok(Batch {
+                wrote: false,
+                at_end: true,
+            });
+        };
+        if room {
+            let changed = shard.changed.listen();
+            if shard.has_unsent(self.cursor) {
+                return Ok(more);
+            }
+            let io = &mut oldest.io;
+            let finished = futures_lite::future::or(async { Some(io.await) }, async {
+                changed.await;
+                None
+            })
+            .await;
+            let Some(result) = finished else {
+                return Ok(more);
+            };
+            return self.finished(result);
+        }
+        let result = (&mut oldest.io).await;
+        self.finished(result)
+    }
+
+    /// Takes the oldest write's result.
+    fn finished(&mut self, result: Result<(), String>) -> Result<Batch, String> {
+        result?;
+        let Some(write) = self.in_flight.pop_front() else {
+            return Err("no write under way".into());
+        };
+        self.done = write.upto;
         Ok(Batch {
             wrote: true,
-            at_end,
+            at_end: write.at_end,
         })
     }
 
-    /// Writes `data` at `block_at`, padded with zeros to whole blocks, and
-    /// keeps its last partial block for the next write.
-    async fn write(&mut self, mut data: Vec<u8>) -> Result<(), String> {
+    /// Writes `data` at `block_at` (nothing else under way).
+    async fn write(&mut self, data: Vec<u8>) -> Result<(), String> {
+        self.start(data, self.done, false).await?;
+        let result = match self.in_flight.front_mut() {
+            Some(write) => (&mut write.io).await,
+            None => Ok(()),
+        };
+        self.finished(result).map(|_| ())
+    }
+
+    /// Starts writing `data` at `block_at`, padded with zeros to whole
+    /// blocks, and keeps its last partial block for the next write.
+    async fn start(
+        &mut self,
+        mut data: Vec<u8>,
+        upto: (u32, u64),
+        at_end: bool,
+    ) -> Result<(), String> {
         let whole = data.len().div_ceil(self.align) * self.align;
         let end = self.block_at + whole as u64;
         // The fill's zeros must not land after these entries.
@@ -445,29 +547,26 @@ impl LogFile {
         let bytes = buf.as_bytes_mut();
         bytes[..data.len()].copy_from_slice(&data);
         bytes[data.len()..].fill(0);
-        let began = Instant::now();
-        let written = self
-            .file
-            .write_at(buf, self.block_at)
-            .await
-            .map_err(|e| format!("writing {}: {e}", self.path.display()));
-        if self.dsync {
-            self.count_sync(began);
-        }
-        match written {
-            Ok(n) if n == whole => {}
-            Ok(n) => {
-                self.tail = data;
-                return Err(format!(
-                    "short write to {}: {n} of {whole}",
-                    self.path.display()
-                ));
+        let (file, path, at) = (self.file.clone(), self.path.clone(), self.block_at);
+        let durability = self.durability.clone().filter(|_| self.dsync);
+        let mut io: Pin<Box<dyn Future<Output = Result<(), String>>>> = Box::pin(async move {
+            let began = Instant::now();
+            let written = file.write_at(buf, at).await;
+            if let Some(d) = durability {
+                d.count_sync(began);
             }
-            Err(e) => {
-                self.tail = data;
-                return Err(e);
+            match written {
+                Ok(n) if n == whole => Ok(()),
+                Ok(n) => Err(format!("short write to {}: {n} of {whole}", path.display())),
+                Err(e) => Err(format!("writing {}: {e}", path.display())),
             }
+        });
+        // Polled once now, so that it is submitted with this turn's I/O
+        // rather than when it is first waited for.
+        if let Some(result) = futures_lite::future::poll_once(&mut io).await {
+            io = Box::pin(std::future::ready(result));
         }
+        self.in_flight.push_back(InFlight { io, upto, at_end });
         let full = data.len() / self.align * self.align;
         data.drain(..full);
         self.block_at += full as u64;
@@ -524,8 +623,12 @@ impl LogFile {
         self.fill = Some(Fill { from, to, task });
     }
 
-    /// Closes the file, once a zero fill under way has stopped.
+    /// Closes the file, once its writes and a zero fill under way have
+    /// stopped.
     async fn close(mut self) {
+        for write in self.in_flight.drain(..) {
+            let _ = write.io.await;
+        }
         if let Some(fill) = self.fill.take() {
             fill.task.cancel().await;
         }
@@ -543,13 +646,10 @@ impl LogFile {
         synced.map_err(|e| format!("syncing {}: {e}", self.path.display()))
     }
 
-    /// Counts a sync (an `fdatasync`, or a synchronous write) begun at `began`.
+    /// Counts a sync begun at `began`.
     fn count_sync(&self, began: Instant) {
         if let Some(d) = &self.durability {
-            d.count(|f| {
-                f.syncs += 1;
-                f.sync_seconds += began.elapsed().as_secs_f64();
-            });
+            d.count_sync(began);
         }
     }
 }
@@ -646,8 +746,12 @@ async fn write(
     let mut unsynced = false;
     durability.cursor.set(Some(log.cursor));
     durability.count(|f| f.file_bytes = log.len());
+    let depth = match durability.fsync {
+        Fsync::Always => WRITES_IN_FLIGHT,
+        Fsync::Everysec | Fsync::Off => 1,
+    };
     loop {
-        let Batch { wrote, at_end } = match log.write_batch(shard, lines).await {
+        let Batch { wrote, at_end } = match log.append(shard, lines, depth).await {
             Ok(batch) => batch,
             Err(e) => {
                 shard.close_cursor(log.cursor);
@@ -690,7 +794,7 @@ async fn write(
         // What the cursor has passed is on disk as far as the mode asks.
         let settled = !unsynced || durability.fsync == Fsync::Off;
         if settled {
-            advance(shard, durability, log.cursor);
+            advance(shard, durability, &log);
             if caught_up {
                 finish_start(shard.id, plan, first).await;
             }
@@ -731,7 +835,7 @@ async fn write(
                         tracing::info!(shard = shard.id, bytes = log.len(), removed = %removed.display(), "journal: compacted");
                         // The new file holds every stored record, synced.
                         unsynced = false;
-                        advance(shard, durability, log.cursor);
+                        advance(shard, durability, &log);
                     }
                 }
                 Err(e) => {
@@ -748,7 +852,7 @@ async fn write(
             glommio::yield_if_needed().await;
             continue;
         }
-        if wrote || (unsynced && durability.fsync == Fsync::Always) {
+        if wrote || !log.in_flight.is_empty() || (unsynced && durability.fsync == Fsync::Always) {
             glommio::yield_if_needed().await;
             continue;
         }
@@ -781,7 +885,7 @@ async fn compact_step(
     lines: &mut Vec<u8>,
 ) -> Result<bool, String> {
     for _ in 0..COMPACT_BATCHES {
-        let batch = next.write_batch(shard, lines).await?;
+        let batch = next.append(shard, lines, 1).await?;
         if batch.wrote {
             durability.count(|f| f.writes += 1);
         }
@@ -794,9 +898,10 @@ async fn compact_step(
     Ok(false)
 }
 
-/// Answers the waiters for what `cursor` has passed.
-fn advance(shard: &Shard, durability: &Durability, cursor: CursorId) {
-    durability.advance(shard.generation(), shard.sent_seq(cursor), shard.seq());
+/// Answers the waiters for what `log`'s finished writes hold.
+fn advance(shard: &Shard, durability: &Durability, log: &LogFile) {
+    let (generation, seq) = log.done;
+    durability.advance(generation, seq, shard.seq());
 }
 
 /// The bytes a journal of exactly the stored records takes.

@@ -91,6 +91,55 @@ fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
     running.stop().expect("stops");
 }
 
+/// Many clients at once, each waiting for its answer (so the writer has
+/// a write under way when the next records come, and starts a second one
+/// beside it, at a block of its own): after a restart, every client's last
+/// answered IAMAT is held.
+#[test]
+fn concurrent_clients_with_fsync_always_keep_every_answer_across_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = lone("Busy", tmp.path(), Fsync::Always);
+    let running = start_in_process(config.clone(), "Busy", 1);
+    let addr = running.bound().client;
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut client = Client::new(addr);
+                let mut last = Vec::new();
+                for round in 0..40u64 {
+                    last.clear();
+                    for i in 0..5 {
+                        let line = format!(
+                            "IAMAT busy{t}x{i} +34.06-118.44 {}.{i:09}\n",
+                            1_700_000_000 + round
+                        );
+                        client.send(&line);
+                        let reply = client.line();
+                        assert!(reply.starts_with("AT Busy "), "{reply}");
+                        last.push((format!("busy{t}x{i}"), reply.trim_end().to_owned()));
+                    }
+                }
+                last
+            })
+        })
+        .collect();
+    let answered: Vec<(String, String)> = senders
+        .into_iter()
+        .flat_map(|s| s.join().expect("sender"))
+        .collect();
+    assert_eq!(answered.len(), 40);
+    running.stop().expect("stops");
+    let running = start_in_process(config.clone(), "Busy", 2);
+    for (client, at) in &answered {
+        assert_eq!(
+            stored_at_line(running.bound().client, client).as_deref(),
+            Some(at.as_str()),
+            "{client}"
+        );
+    }
+    running.stop().expect("stops");
+}
+
 #[test]
 fn a_damaged_tail_is_cut_and_everything_before_it_kept() {
     let tmp = tempfile::tempdir().expect("tempdir");
