@@ -355,6 +355,30 @@ mod tests {
         assert_eq!(decoded(&bytes).1.stop(), Some(Stop::BadLength(u32::MAX)));
     }
 
+    /// Flips byte `i` of a file of `written` and decodes it: never a wrong
+    /// record (what comes out is what was written, in order, up to where
+    /// the damage was found), and a cut reported if anything is missing.
+    /// Returns where the valid part ends.
+    fn decoded_after_flip(
+        mut bytes: Vec<u8>,
+        written: &[Vec<u8>],
+        i: usize,
+        flip: u8,
+    ) -> Result<usize, TestCaseError> {
+        bytes[i] ^= flip;
+        let (lines, decoder) = decoded(&bytes);
+        prop_assert!(lines.len() <= written.len());
+        prop_assert_eq!(&lines[..], &written[..lines.len()]);
+        if lines.len() < written.len() {
+            prop_assert!(
+                decoder.stop().is_some_and(Stop::cut),
+                "{:?}",
+                decoder.stop()
+            );
+        }
+        Ok(decoder.valid_end())
+    }
+
     proptest! {
         #[test]
         fn every_truncation_decodes_a_prefix_and_reports_a_cut_inside_an_entry(
@@ -391,18 +415,10 @@ mod tests {
             at in any::<prop::sample::Index>(),
             flip in 1u8..=255,
         ) {
-            let mut bytes = file_of(&written);
+            let bytes = file_of(&written);
             let i = at.index(bytes.len());
-            bytes[i] ^= flip;
-            let (lines, decoder) = decoded(&bytes);
-            // Never a wrong record: what comes out is what was written, in
-            // order, up to where the damage was found.
-            prop_assert!(lines.len() <= written.len());
-            prop_assert_eq!(&lines[..], &written[..lines.len()]);
-            if lines.len() < written.len() {
-                prop_assert!(decoder.stop().is_some_and(Stop::cut), "{:?}", decoder.stop());
-            }
-            prop_assert!(decoder.valid_end() <= i.max(HEADER_LEN) || i < HEADER_LEN);
+            let valid_end = decoded_after_flip(bytes, &written, i, flip)?;
+            prop_assert!(valid_end <= i.max(HEADER_LEN) || i < HEADER_LEN);
         }
 
         #[test]
@@ -412,18 +428,12 @@ mod tests {
             flip in 1u8..=255,
         ) {
             let written = groups.concat();
-            let mut bytes = file_with_gaps(&groups, 64);
+            let bytes = file_with_gaps(&groups, 64);
             let (lines, decoder) = decoded(&bytes);
             prop_assert_eq!(&lines, &written);
             prop_assert!(!decoder.stop().is_some_and(Stop::cut));
             let i = at.index(bytes.len());
-            bytes[i] ^= flip;
-            let (lines, decoder) = decoded(&bytes);
-            prop_assert!(lines.len() <= written.len());
-            prop_assert_eq!(&lines[..], &written[..lines.len()]);
-            if lines.len() < written.len() {
-                prop_assert!(decoder.stop().is_some_and(Stop::cut), "{:?}", decoder.stop());
-            }
+            decoded_after_flip(bytes, &written, i, flip)?;
         }
     }
 }

@@ -439,13 +439,13 @@ impl LogFile {
 
     /// Starts writing the next batch past the cursor, if there is one;
     /// its I/O goes on while the caller does. Says whether it started one.
-    async fn start_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> Result<bool, String> {
+    async fn start_batch(&mut self, shard: &Shard, lines: &mut Vec<u8>) -> bool {
         lines.clear();
         if shard
             .next_batch(self.cursor, BATCH, BATCH_BYTES, lines)
             .is_none()
         {
-            return Ok(false);
+            return false;
         }
         let upto = (shard.generation(), shard.sent_seq(self.cursor));
         let at_end = !shard.has_unsent(self.cursor);
@@ -463,8 +463,8 @@ impl LogFile {
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             journal::write_entry(&mut data, line);
         }
-        self.start(data, upto, at_end).await?;
-        Ok(true)
+        self.start(data, upto, at_end).await;
+        true
     }
 
     /// Keeps up to `depth` writes under way. Returns once the oldest has
@@ -476,7 +476,7 @@ impl LogFile {
         lines: &mut Vec<u8>,
         depth: usize,
     ) -> Result<Batch, String> {
-        while self.in_flight.len() < depth && self.start_batch(shard, lines).await? {}
+        while self.in_flight.len() < depth && self.start_batch(shard, lines).await {}
         let more = Batch {
             wrote: false,
             at_end: false,
@@ -523,7 +523,7 @@ impl LogFile {
 
     /// Writes `data` at `block_at` (nothing else under way).
     async fn write(&mut self, data: Vec<u8>) -> Result<(), String> {
-        self.start(data, self.done, false).await?;
+        self.start(data, self.done, false).await;
         let result = match self.in_flight.front_mut() {
             Some(write) => (&mut write.io).await,
             None => Ok(()),
@@ -533,12 +533,7 @@ impl LogFile {
 
     /// Starts writing `data` at `block_at`, padded with zeros to whole
     /// blocks, and keeps its last partial block for the next write.
-    async fn start(
-        &mut self,
-        mut data: Vec<u8>,
-        upto: (u32, u64),
-        at_end: bool,
-    ) -> Result<(), String> {
+    async fn start(&mut self, mut data: Vec<u8>, upto: (u32, u64), at_end: bool) {
         let whole = data.len().div_ceil(self.align) * self.align;
         let end = self.block_at + whole as u64;
         // The fill's zeros must not land after these entries.
@@ -573,7 +568,6 @@ impl LogFile {
         self.tail = data;
         self.written = self.written.max(end);
         self.fill_ahead();
-        Ok(())
     }
 
     /// Waits for the zero fill under way if it reaches below `end`, and
