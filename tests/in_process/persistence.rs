@@ -231,7 +231,7 @@ fn a_journal_folder_that_cannot_take_files_fails_the_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let folder = tmp.path().join("ReadOnly");
     std::fs::create_dir_all(&folder).expect("journal folder");
-    let _mount = ReadOnlyMount::new(&folder);
+    let _mount = Mount::read_only(&folder);
     let config = lone("ReadOnly", tmp.path(), Fsync::Everysec);
     let options = herd::StartOptions {
         shards: Some(2),
@@ -247,27 +247,77 @@ fn a_journal_folder_that_cannot_take_files_fails_the_start() {
     );
 }
 
-/// `folder` bound onto itself read-only, for as long as this lives.
-struct ReadOnlyMount(PathBuf);
+/// A full disk under the journal: writes and zero fills fail, and are
+/// counted; the server goes on answering (`everysec` does not wait for the
+/// disk) and holds every record in memory, and it still stops.
+#[test]
+fn a_full_disk_under_the_journal_is_counted_and_the_server_keeps_answering() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let folder = tmp.path().join("Full");
+    std::fs::create_dir_all(&folder).expect("journal folder");
+    let _mount = Mount::tmpfs(&folder, "256k");
+    let config = lone("Full", tmp.path(), Fsync::Everysec);
+    let running = start_in_process(config.clone(), "Full", 1);
+    let client = running.bound().client;
+    // About 80 bytes a record: 8,000 of them are more than the disk holds.
+    let mut answered = Vec::new();
+    for round in 0..8 {
+        let lines = iamats(&format!("full{round}x"), 1000, 1_700_000_000);
+        answered.extend(send_all(client, &lines));
+    }
+    assert_eq!(answered.len(), 8000);
+    assert!(answered.iter().all(|a| a.starts_with("AT Full ")));
+    eventually("the journal's errors counted", || {
+        journal_metric(&running, "herd_journal_errors_total").filter(|&e| e > 0.0)
+    });
+    for round in [0, 7] {
+        let at = &answered[round * 1000 + 999];
+        assert_eq!(
+            stored_at_line(client, &format!("full{round}x999")).as_deref(),
+            Some(at.as_str())
+        );
+    }
+    running.stop().expect("stops");
+}
 
-impl ReadOnlyMount {
-    fn new(folder: &Path) -> ReadOnlyMount {
-        let run = |args: &[&str]| {
-            let status = Command::new("mount")
-                .args(args)
-                .status()
-                .expect("mount runs");
-            assert!(status.success(), "mount {args:?} (the test needs root)");
-        };
+/// A filesystem mounted on a test's folder, unmounted when this is
+/// dropped, whatever happens. Needs root (CI runs as root).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn run(args: &[&str]) {
+        let status = Command::new("mount")
+            .args(args)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mount {args:?} (the test needs root)");
+    }
+
+    /// `folder` bound onto itself read-only.
+    fn read_only(folder: &Path) -> Mount {
         let path = folder.to_str().expect("utf-8 path");
-        run(&["--bind", path, path]);
-        let mount = ReadOnlyMount(folder.to_owned());
-        run(&["-o", "remount,ro,bind", path]);
+        Mount::run(&["--bind", path, path]);
+        let mount = Mount(folder.to_owned());
+        Mount::run(&["-o", "remount,ro,bind", path]);
         mount
+    }
+
+    /// A tmpfs of `size` (as `mount -o size=` takes it) on `folder`.
+    fn tmpfs(folder: &Path, size: &str) -> Mount {
+        let path = folder.to_str().expect("utf-8 path");
+        Mount::run(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "herd-test",
+            path,
+        ]);
+        Mount(folder.to_owned())
     }
 }
 
-impl Drop for ReadOnlyMount {
+impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
