@@ -341,10 +341,11 @@ struct Batch {
     at_end: bool,
 }
 
-/// A write under way: its I/O, and the store's position (generation,
-/// sequence number) that its records reach.
+/// A write under way: its I/O and its length, and the store's position
+/// (generation, sequence number) that its records reach.
 struct InFlight {
-    io: Pin<Box<dyn Future<Output = Result<(), String>>>>,
+    io: Pin<Box<dyn Future<Output = glommio::Result<usize, ()>>>>,
+    len: usize,
     upto: (u32, u64),
     at_end: bool,
 }
@@ -362,8 +363,6 @@ struct LogFile {
     // Shared with the task of a zero fill.
     file: Rc<DmaFile>,
     path: PathBuf,
-    // Where the written blocks end (entries and their padding).
-    written: u64,
     // Where the file's zeros, written and synced, end.
     filled: u64,
     fill: Option<Fill>,
@@ -408,7 +407,6 @@ impl LogFile {
         let mut log = LogFile {
             file: Rc::new(file),
             path,
-            written: 0,
             filled: 0,
             fill: None,
             no_fill_until: None,
@@ -481,36 +479,45 @@ impl LogFile {
             wrote: false,
             at_end: false,
         };
-        let room = self.in_flight.len() < depth;
-        let Some(oldest) = self.in_flight.front_mut() else {
+        if self.in_flight.is_empty() {
             return Ok(Batch {
                 wrote: false,
                 at_end: true,
             });
-        };
-        if room {
+        }
+        if self.in_flight.len() < depth {
             let changed = shard.changed.listen();
             if shard.has_unsent(self.cursor) {
                 return Ok(more);
             }
-            let io = &mut oldest.io;
-            let finished = futures_lite::future::or(async { Some(io.await) }, async {
-                changed.await;
-                None
-            })
-            .await;
-            let Some(result) = finished else {
-                return Ok(more);
-            };
-            return self.finished(result);
+            let finished =
+                futures_lite::future::or(async { Some(self.finish_oldest().await) }, async {
+                    changed.await;
+                    None
+                })
+                .await;
+            return finished.unwrap_or(Ok(more));
         }
-        let result = (&mut oldest.io).await;
-        self.finished(result)
+        self.finish_oldest().await
     }
 
-    /// Takes the oldest write's result.
-    fn finished(&mut self, result: Result<(), String>) -> Result<Batch, String> {
-        result?;
+    /// Waits for the oldest write under way and takes its result.
+    async fn finish_oldest(&mut self) -> Result<Batch, String> {
+        let Some(write) = self.in_flight.front_mut() else {
+            return Err("no write under way".into());
+        };
+        let written = (&mut write.io).await;
+        let len = write.len;
+        match written {
+            Ok(n) if n == len => {}
+            Ok(n) => {
+                return Err(format!(
+                    "short write to {}: {n} of {len}",
+                    self.path.display()
+                ))
+            }
+            Err(e) => return Err(format!("writing {}: {e}", self.path.display())),
+        }
         let Some(write) = self.in_flight.pop_front() else {
             return Err("no write under way".into());
         };
@@ -524,11 +531,7 @@ impl LogFile {
     /// Writes `data` at `block_at` (nothing else under way).
     async fn write(&mut self, data: Vec<u8>) -> Result<(), String> {
         self.start(data, self.done, false).await;
-        let result = match self.in_flight.front_mut() {
-            Some(write) => (&mut write.io).await,
-            None => Ok(()),
-        };
-        self.finished(result).map(|_| ())
+        self.finish_oldest().await.map(|_| ())
     }
 
     /// Starts writing `data` at `block_at`, padded with zeros to whole
@@ -542,31 +545,31 @@ impl LogFile {
         let bytes = buf.as_bytes_mut();
         bytes[..data.len()].copy_from_slice(&data);
         bytes[data.len()..].fill(0);
-        let (file, path, at) = (self.file.clone(), self.path.clone(), self.block_at);
+        let (file, at) = (self.file.clone(), self.block_at);
         let durability = self.durability.clone().filter(|_| self.dsync);
-        let mut io: Pin<Box<dyn Future<Output = Result<(), String>>>> = Box::pin(async move {
+        let mut io: Pin<Box<dyn Future<Output = _>>> = Box::pin(async move {
             let began = Instant::now();
             let written = file.write_at(buf, at).await;
             if let Some(d) = durability {
                 d.count_sync(began);
             }
-            match written {
-                Ok(n) if n == whole => Ok(()),
-                Ok(n) => Err(format!("short write to {}: {n} of {whole}", path.display())),
-                Err(e) => Err(format!("writing {}: {e}", path.display())),
-            }
+            written
         });
         // Polled once now, so that it is submitted with this turn's I/O
         // rather than when it is first waited for.
         if let Some(result) = futures_lite::future::poll_once(&mut io).await {
             io = Box::pin(std::future::ready(result));
         }
-        self.in_flight.push_back(InFlight { io, upto, at_end });
+        self.in_flight.push_back(InFlight {
+            io,
+            len: whole,
+            upto,
+            at_end,
+        });
         let full = data.len() / self.align * self.align;
         data.drain(..full);
         self.block_at += full as u64;
         self.tail = data;
-        self.written = self.written.max(end);
         self.fill_ahead();
     }
 
@@ -593,7 +596,10 @@ impl LogFile {
         if self.fill.is_some() || self.no_fill_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let Some((from, to)) = fill_after(self.written, self.filled, self.align as u64) else {
+        // The written blocks end at the kept partial block's end, rounded up.
+        let align = self.align as u64;
+        let written = self.len().div_ceil(align) * align;
+        let Some((from, to)) = fill_after(written, self.filled, align) else {
             return;
         };
         let (file, path) = (self.file.clone(), self.path.clone());
@@ -618,8 +624,9 @@ impl LogFile {
     }
 
     /// Closes the file, once its writes and a zero fill under way have
-    /// stopped.
-    async fn close(mut self) {
+    /// stopped, and unlinks it off this thread (unlinking a large file can
+    /// wait on the filesystem's journal). Returns its path.
+    async fn discard(mut self) -> PathBuf {
         for write in self.in_flight.drain(..) {
             let _ = write.io.await;
         }
@@ -627,6 +634,8 @@ impl LogFile {
             fill.task.cancel().await;
         }
         let _ = self.file.close_rc().await;
+        remove(&self.path).await;
+        self.path
     }
 
     /// Makes what was written durable (nothing to do with O_DSYNC).
@@ -636,15 +645,10 @@ impl LogFile {
         }
         let began = Instant::now();
         let synced = self.file.fdatasync().await;
-        self.count_sync(began);
-        synced.map_err(|e| format!("syncing {}: {e}", self.path.display()))
-    }
-
-    /// Counts a sync begun at `began`.
-    fn count_sync(&self, began: Instant) {
         if let Some(d) = &self.durability {
             d.count_sync(began);
         }
+        synced.map_err(|e| format!("syncing {}: {e}", self.path.display()))
     }
 }
 
@@ -821,11 +825,7 @@ async fn write(
                             f.file_bytes = log.len();
                         });
                         sync_dir(&plan.dir).await;
-                        // Closed and unlinked off this thread: unlinking a
-                        // large file can wait on the filesystem's journal.
-                        let removed = old.path.clone();
-                        old.close().await;
-                        remove(&removed).await;
+                        let removed = old.discard().await;
                         tracing::info!(shard = shard.id, bytes = log.len(), removed = %removed.display(), "journal: compacted");
                         // The new file holds every stored record, synced.
                         unsynced = false;
@@ -837,16 +837,15 @@ async fn write(
                     tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
                     if let Some(n) = next.take() {
                         shard.close_cursor(n.cursor);
-                        let removed = n.path.clone();
-                        n.close().await;
-                        remove(&removed).await;
+                        n.discard().await;
                     }
                 }
             }
             glommio::yield_if_needed().await;
             continue;
         }
-        if wrote || !log.in_flight.is_empty() || (unsynced && durability.fsync == Fsync::Always) {
+        // (With `always` the sync above left nothing unsynced.)
+        if wrote || !log.in_flight.is_empty() {
             glommio::yield_if_needed().await;
             continue;
         }
