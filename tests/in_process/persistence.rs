@@ -2,7 +2,9 @@
 //! whatever its shard count; a damaged tail is cut, logged and the rest
 //! kept; the log stays bounded under many updates of the same clients; a
 //! folder that cannot take the journal fails the start; the admin
-//! endpoint counts what the journal does.
+//! endpoint counts what the journal does; a full disk is counted and the
+//! server answers through it; without the section nothing is
+//! kept.
 
 use crate::support::*;
 use herd::pure::config::{Fsync, PersistenceConfig};
@@ -88,6 +90,32 @@ fn a_restart_keeps_every_answered_iamat_even_with_another_shard_count() {
     running.stop().expect("stops");
     let running = start_in_process(config.clone(), "Keeper", 1);
     assert!(stored_at_line(running.bound().client, "keep299").is_some());
+    running.stop().expect("stops");
+}
+
+/// Without a `persistence` section nothing is journaled: no journal in
+/// `/status` or `/metrics`, and a restart starts empty.
+#[test]
+fn without_persistence_nothing_is_kept_across_a_restart() {
+    let config = lone_on_port_zero("Volatile", admin_on_port_zero());
+    let running = start_in_process(config.clone(), "Volatile", 2);
+    let answered = send_all(running.bound().client, &iamats("vol", 20, 1_700_000_000));
+    assert!(answered.iter().all(|a| a.starts_with("AT Volatile ")));
+    let admin = running.bound().admin.expect("admin on");
+    let (_, status) = http(admin, "GET", "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["journal"], serde_json::Value::Null, "{status}");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    assert!(!metrics.contains("herd_journal"), "{metrics}");
+    assert!(stored_at_line(running.bound().client, "vol19").is_some());
+    running.stop().expect("stops");
+    let running = start_in_process(config, "Volatile", 2);
+    for i in 0..20 {
+        assert_eq!(
+            stored_at_line(running.bound().client, &format!("vol{i}")),
+            None
+        );
+    }
     running.stop().expect("stops");
 }
 
