@@ -23,7 +23,8 @@ pub struct Expected<'a> {
     /// The server name the AT line must carry, when the caller knows it.
     pub server: Option<&'a [u8]>,
     /// Client id, location and client time, as sent, one space apart: the
-    /// AT line after its skew.
+    /// AT line after its skew. ASCII with exactly two spaces, as every
+    /// workload makes it; the fast check relies on that.
     pub echo: &'a [u8],
 }
 
@@ -172,10 +173,18 @@ fn is_expected_at_line(line: &[u8], expected: &Expected<'_>) -> bool {
             Some(want) => want == server,
             None => std::str::from_utf8(server).is_ok(),
         };
-    // What the slow path asks of the record, asked of the echo it equals.
-    let echo_ok =
-        expected.echo.is_ascii() && expected.echo.iter().filter(|&&b| b == b' ').count() == 2;
-    server_ok && echo_ok && is_valid_skew(skew)
+    // What the slow path asks of the record (ASCII, two spaces) holds for
+    // the echo it equals: a workload makes echoes that way (see
+    // `Expected::echo`). Asking again for every reply cost the generator a
+    // byte loop per reply.
+    debug_assert!(is_echo_shaped(expected.echo));
+    server_ok && is_valid_skew(skew)
+}
+
+/// What a workload's echo is: ASCII, with the two spaces between client
+/// id, location and client time.
+pub fn is_echo_shaped(echo: &[u8]) -> bool {
+    echo.is_ascii() && echo.iter().filter(|&&b| b == b' ').count() == 2
 }
 
 /// Validates a whole IAMAT reply (with its `\n`): exactly
@@ -481,13 +490,15 @@ mod tests {
     proptest::proptest! {
         /// The fast path accepts only what the field-by-field reading
         /// accepts, and together they give that reading's verdict on any
-        /// line: AT lines, near misses, and echoes with other spacing.
+        /// line: AT lines, near misses, and records with other spacing.
         #[test]
         fn the_fast_path_agrees_with_the_reading(
             head in proptest::sample::select(vec!["AT ", "AT", "at ", "? ", "AT  ", ""]),
             server in proptest::sample::select(vec!["Goloman", "", "Golo man", "Gol\u{e9}", "G"]),
             skew in proptest::sample::select(vec!["+0.263873386", "-12.000000001", "0.1", "+1.12345678", "+.123456789", "+1.123456789 "]),
-            echo in proptest::sample::select(vec![ECHO, "a b c", "a  b", "a b c d", "", "\u{e9} b c", "x"]),
+            // What the sender expects is always shaped as a workload makes
+            // it; what comes back can be anything.
+            echo in proptest::sample::select(vec![ECHO, "a b c", "a  b"]),
             sent in proptest::sample::select(vec![ECHO, "a b c", "a  b", "a b c d", "", "\u{e9} b c", "x"]),
             want in proptest::option::of(proptest::sample::select(vec!["Goloman", "", "G"])),
         ) {

@@ -31,6 +31,9 @@ pub enum Request {
 /// Generates the request stream of one connection.
 #[derive(Clone, Debug)]
 pub struct Workload {
+    /// Only the tests' account of the echo needs it; requests use what is
+    /// derived from it below.
+    #[cfg(test)]
     conn: usize,
     clients: u32,
     base_secs: u64,
@@ -41,6 +44,11 @@ pub struct Workload {
     id_prefix: Vec<u8>,
     iamats: u64,
     rng: u64,
+    /// `splitmix(conn)`, the connection's share of every location's hash.
+    conn_mix: u64,
+    /// The whole seconds of the last client time written and their digits:
+    /// they change once every 10^9 IAMATs, so they are written once.
+    secs: (u64, StackLine),
 }
 
 impl Workload {
@@ -56,6 +64,7 @@ impl Workload {
         max_results: u32,
     ) -> Workload {
         Workload {
+            #[cfg(test)]
             conn,
             clients: clients.max(1),
             base_secs,
@@ -65,6 +74,8 @@ impl Workload {
             iamats: 0,
             // Per-connection seed so connections do not move in lockstep.
             rng: splitmix(conn as u64 ^ 0x9e37_79b9_7f4a_7c15),
+            conn_mix: splitmix(conn as u64),
+            secs: (base_secs, StackLine::digits(base_secs)),
         }
     }
 
@@ -108,14 +119,18 @@ impl Workload {
     }
 
     /// Client id, location and client time of IAMAT `seq`, one space apart.
-    fn push_record(&self, out: &mut StackLine, client: u32, seq: u64) {
+    fn push_record(&mut self, out: &mut StackLine, client: u32, seq: u64) {
         self.push_id(out, client);
         out.push(b" ");
-        push_location(out, self.conn, seq);
+        push_location(out, self.conn_mix, seq);
         out.push(b" ");
-        out.push_digits(self.base_secs + seq / 1_000_000_000, 1);
+        let secs = self.base_secs + seq / 1_000_000_000;
+        if secs != self.secs.0 {
+            self.secs = (secs, StackLine::digits(secs));
+        }
+        out.push(self.secs.1.bytes());
         out.push(b".");
-        out.push_digits(seq % 1_000_000_000, 9);
+        out.push_nine(seq % 1_000_000_000);
     }
 
     fn push_id(&self, out: &mut StackLine, client: u32) {
@@ -151,6 +166,7 @@ const IAMAT: &[u8] = b"IAMAT ";
 /// One request line, built in place on the stack. The longest line is
 /// `IAMAT `, an id of at most 27 + 10 bytes, a 22-byte location and a
 /// 30-byte time with their spaces and newline: well under the capacity.
+#[derive(Clone, Debug)]
 pub struct StackLine {
     buf: [u8; 160],
     len: usize,
@@ -171,7 +187,13 @@ impl StackLine {
         out.extend_from_slice(&self.buf[from..self.len]);
     }
 
-    #[cfg(test)]
+    /// `value` in decimal.
+    fn digits(value: u64) -> StackLine {
+        let mut line = StackLine::new();
+        line.push_digits(value, 1);
+        line
+    }
+
     fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -179,6 +201,27 @@ impl StackLine {
     fn push(&mut self, bytes: &[u8]) {
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
+    }
+
+    /// Appends `value` (below 10^9) as exactly nine digits: the client
+    /// time's fraction, in every request, so without the general loop.
+    fn push_nine(&mut self, value: u64) {
+        debug_assert!(value < 1_000_000_000);
+        let digits = &mut self.buf[self.len..self.len + 9];
+        digits[0] = b'0' + (value / 100_000_000) as u8;
+        let low = (value % 100_000_000) as usize;
+        for (k, pair) in [
+            low / 1_000_000,
+            low / 10_000 % 100,
+            low / 100 % 100,
+            low % 100,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            digits[1 + 2 * k..3 + 2 * k].copy_from_slice(&PAIRS[pair * 2..pair * 2 + 2]);
+        }
+        self.len += 9;
     }
 
     /// Appends `value` in decimal, zero-padded to at least `width` digits,
@@ -213,15 +256,10 @@ const PAIRS: [u8; 200] = {
     pairs
 };
 
-/// Decimal digits of `value` (1 for 0).
+/// Decimal digits of `value` (1 for 0). `ilog10` is a few instructions;
+/// a loop over powers of ten was a visible share of the generator.
 fn digit_count(value: u64) -> usize {
-    let mut n = 1;
-    let mut bound = 10u64;
-    while n < 20 && value >= bound {
-        n += 1;
-        bound = bound.saturating_mul(10);
-    }
-    n
+    value.checked_ilog10().map_or(1, |log| log as usize + 1)
 }
 
 /// The newest IAMAT sequence number of `client` when `iamats` IAMATs have
@@ -232,9 +270,9 @@ fn last_seq(iamats: u64, clients: u32, client: u32) -> u64 {
 }
 
 /// Latitude and longitude, in millionths of a degree, that vary with
-/// `(conn, seq)`: latitude in [-90, 90], longitude in [-180, 180].
-fn micro_degrees(conn: usize, seq: u64) -> [i64; 2] {
-    let h = splitmix(splitmix(conn as u64) ^ seq);
+/// `(conn, seq)` (`conn_mix` is `splitmix(conn)`): latitude in [-90, 90], longitude in [-180, 180].
+fn micro_degrees(conn_mix: u64, seq: u64) -> [i64; 2] {
+    let h = splitmix(conn_mix ^ seq);
     let lat = (h % 180_000_001) as i64 - 90_000_000;
     let lon = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
     [lat, lon]
@@ -242,19 +280,52 @@ fn micro_degrees(conn: usize, seq: u64) -> [i64; 2] {
 
 /// Appends a valid ISO 6709 location that varies with `(conn, seq)`:
 /// explicit signs, six decimals.
-fn push_location(out: &mut StackLine, conn: usize, seq: u64) {
-    for micro in micro_degrees(conn, seq) {
-        out.push(if micro < 0 { b"-" } else { b"+" });
-        let abs = micro.unsigned_abs();
-        out.push_digits(abs / 1_000_000, 1);
-        out.push(b".");
-        out.push_digits(abs % 1_000_000, 6);
+///
+/// Written for the shape it has, `[+-]<1 to 3 digits>.<6 digits>` twice,
+/// not with the general `push_digits`: this is the largest part of every
+/// request, and the general loops were a third of the generator's own work.
+fn push_location(out: &mut StackLine, conn_mix: u64, seq: u64) {
+    for micro in micro_degrees(conn_mix, seq) {
+        push_micro(out, micro);
     }
+}
+
+/// Appends millionths of a degree (at most 180 degrees either way) as
+/// `[+-]<1 to 3 digits>.<6 digits>`.
+fn push_micro(out: &mut StackLine, micro: i64) {
+    let abs = micro.unsigned_abs();
+    let (int, frac) = ((abs / 1_000_000) as usize, (abs % 1_000_000) as usize);
+    debug_assert!(int < 200);
+    let at = out.len;
+    let b = &mut out.buf[at..at + 12];
+    b[0] = if micro < 0 { b'-' } else { b'+' };
+    let mut i = 1;
+    if int >= 100 {
+        b[1] = b'1';
+        i = 2;
+    }
+    let low = int % 100;
+    if int >= 10 {
+        b[i..i + 2].copy_from_slice(&PAIRS[low * 2..low * 2 + 2]);
+        i += 2;
+    } else {
+        b[i] = b'0' + low as u8;
+        i += 1;
+    }
+    b[i] = b'.';
+    for (k, pair) in [frac / 10_000, frac / 100 % 100, frac % 100]
+        .into_iter()
+        .enumerate()
+    {
+        let to = i + 1 + 2 * k;
+        b[to..to + 2].copy_from_slice(&PAIRS[pair * 2..pair * 2 + 2]);
+    }
+    out.len = at + i + 7;
 }
 
 /// `push_location` with `write!`, for the probe and as the tests' oracle.
 pub fn write_location(out: &mut String, conn: usize, seq: u64) {
-    for micro in micro_degrees(conn, seq) {
+    for micro in micro_degrees(splitmix(conn as u64), seq) {
         let sign = if micro < 0 { '-' } else { '+' };
         let abs = micro.unsigned_abs();
         let _ = write!(out, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000);
@@ -303,12 +374,38 @@ mod tests {
                 out.push_digits(v, width);
                 assert_eq!(out.bytes(), format!("x{v:0width$}").as_bytes());
             }
+            if v < 1_000_000_000 {
+                let mut out = StackLine::new();
+                out.push_nine(v);
+                assert_eq!(out.bytes(), format!("{v:09}").as_bytes());
+            }
         }
         for seq in 0..1000 {
             let (mut bytes, mut text) = (StackLine::new(), String::new());
-            push_location(&mut bytes, 9, seq);
+            push_location(&mut bytes, splitmix(9), seq);
             write_location(&mut text, 9, seq);
             assert_eq!(bytes.bytes(), text.as_bytes());
+        }
+    }
+
+    #[test]
+    fn degrees_by_hand_match_write_at_every_width() {
+        let edges = [0, 1, 999_999, 1_000_000, 9_999_999, 10_000_000, 99_999_999];
+        let more = [
+            100_000_000,
+            100_000_001,
+            109_000_000,
+            179_999_999,
+            180_000_000,
+        ];
+        for abs in edges.into_iter().chain(more) {
+            for micro in [abs, -abs] {
+                let mut bytes = StackLine::new();
+                push_micro(&mut bytes, micro);
+                let sign = if micro < 0 { '-' } else { '+' };
+                let text = format!("{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000);
+                assert_eq!(bytes.bytes(), text.as_bytes());
+            }
         }
     }
 
@@ -329,6 +426,18 @@ mod tests {
         }
         assert_eq!(id, "bench-5-0");
         assert_eq!(time, "1700000000.000000009");
+    }
+
+    #[test]
+    fn every_echo_has_the_shape_the_fast_check_relies_on() {
+        for (conn, clients, whatsat_pct) in [(0, 1, 0), (7, 1000, 30), (usize::MAX, u32::MAX, 50)] {
+            let mut w = Workload::new(conn, clients, 1_700_000_000, whatsat_pct, "10".into(), 5);
+            for _ in 0..2000 {
+                let mut echo = Vec::new();
+                w.next_request(&mut Vec::new(), &mut echo);
+                assert!(crate::check::is_echo_shaped(&echo), "{echo:?}");
+            }
+        }
     }
 
     #[test]
@@ -397,5 +506,45 @@ mod tests {
             w.next_request(&mut Vec::new(), &mut Vec::new()),
             Request::Whatsat { client: 0, seq: 0 }
         ));
+    }
+}
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::check::{check_iamat, Expected};
+
+    /// What making one IAMAT and checking its reply costs the generator, in
+    /// user space alone. `cargo test --release --bin herd-bench cost --
+    /// --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn print_the_cost_of_one_request() {
+        let mut w = Workload::new(17, 1000, 1_700_000_000, 0, "10".into(), 5);
+        let (mut out, mut echo) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
+        let mut reply = Vec::with_capacity(256);
+        let n = 1_000_000;
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let mut ok = 0;
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                out.clear();
+                echo.clear();
+                w.next_request(&mut out, &mut echo);
+                reply.clear();
+                reply.extend_from_slice(b"AT Bare +0.000012345 ");
+                reply.extend_from_slice(&out[6..]);
+                let expected = Expected {
+                    server: Some(b"Bare"),
+                    echo: &echo,
+                };
+                ok += usize::from(check_iamat(std::hint::black_box(&reply), &expected).is_ok());
+            }
+            best = best.min(start.elapsed().as_nanos() as f64 / n as f64);
+            assert_eq!(ok, n);
+        }
+        let ns = best;
+        println!("{ns:.1} ns a request (make, copy a reply, check)");
     }
 }
