@@ -61,6 +61,10 @@ struct Conn {
 /// Connections driven by one io_uring; index `c` names connection `c`.
 pub struct Conns {
     ring: IoUring,
+    /// The sockets are registered with the ring (index = connection), so
+    /// an operation names its socket without the kernel looking the
+    /// descriptor up and counting a reference each time.
+    registered: bool,
     conns: Vec<Conn>,
     in_flight: usize,
     /// Completions read but not yet handed out (see `wait`).
@@ -88,6 +92,10 @@ impl Conns {
             .setup_taskrun_flag()
             .build(ENTRIES)
             .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+        let fds: Vec<i32> = streams.iter().map(AsRawFd::as_raw_fd).collect();
+        // Refused on kernels before 5.1 or past the descriptor limit: the
+        // descriptors are then named directly, as before.
+        let registered = ring.submitter().register_files(&fds).is_ok();
         let conns = streams
             .into_iter()
             .map(|stream| Conn {
@@ -102,6 +110,7 @@ impl Conns {
             .collect();
         Ok(Conns {
             ring,
+            registered,
             conns,
             in_flight: 0,
             ready: Vec::with_capacity(1024),
@@ -150,9 +159,12 @@ impl Conns {
             io::Error::new(io::ErrorKind::InvalidData, "reply too large to frame")
         })?;
         let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
-        let sqe = opcode::Recv::new(types::Fd(conn.stream.as_raw_fd()), spare.as_mut_ptr(), len)
-            .build()
-            .user_data(user_data(c, false));
+        let sqe = if self.registered {
+            opcode::Recv::new(types::Fixed(c as u32), spare.as_mut_ptr(), len).build()
+        } else {
+            opcode::Recv::new(types::Fd(conn.stream.as_raw_fd()), spare.as_mut_ptr(), len).build()
+        }
+        .user_data(user_data(c, false));
         conn.receiving = true;
         // SAFETY: the spare room of `inbuf` stays allocated and untouched
         // until this receive completes: `receiving` keeps `received` from
@@ -165,9 +177,13 @@ impl Conns {
         let conn = &mut self.conns[c];
         let rest = &conn.out[conn.out_done..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let sqe = opcode::Send::new(types::Fd(conn.stream.as_raw_fd()), rest.as_ptr(), len)
-            .build()
-            .user_data(user_data(c, true));
+        let sqe = match self.registered {
+            true => opcode::Send::new(types::Fixed(c as u32), rest.as_ptr(), len).build(),
+            false => {
+                opcode::Send::new(types::Fd(conn.stream.as_raw_fd()), rest.as_ptr(), len).build()
+            }
+        }
+        .user_data(user_data(c, true));
         conn.sending = true;
         // SAFETY: `out` is neither changed nor freed while `sending`: new
         // bytes go to `queued`, `flush` swaps only when no send is in
