@@ -29,25 +29,29 @@ pub struct PosixTime {
 
 impl PosixTime {
     /// Parses `digits[.digits]`; fraction digits past the ninth are ignored.
+    /// Seconds beyond `u64` are no time.
+    ///
+    /// One pass over the bytes: every IAMAT and every flooded AT line has
+    /// one, and splitting on the dot and parsing each side again cost a
+    /// visible share of a shard's core.
     pub fn parse(text: &str) -> Option<PosixTime> {
-        let (int, frac) = match text.split_once('.') {
-            Some((i, f)) => (i, Some(f)),
-            None => (text, None),
-        };
-        if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        let bytes = text.as_bytes();
+        let int_len = leading_digits(bytes);
+        if int_len == 0 {
             return None;
         }
-        let secs = int.parse::<u64>().ok()?;
-        let mut nanos = 0u32;
-        if let Some(frac) = frac {
-            if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            for i in 0..9 {
-                let digit = frac.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0'));
-                nanos = nanos * 10 + digit;
-            }
+        let mut secs = 0u64;
+        for &b in &bytes[..int_len] {
+            secs = secs.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
         }
+        let nanos = match &bytes[int_len..] {
+            [] => 0,
+            [b'.', frac @ ..] if !frac.is_empty() && leading_digits(frac) == frac.len() => (0..9)
+                .fold(0u32, |n, i| {
+                    n * 10 + frac.get(i).map_or(0, |&b| u32::from(b - b'0'))
+                }),
+            _ => return None,
+        };
         Some(PosixTime { secs, nanos })
     }
 
@@ -113,19 +117,28 @@ fn split_location(text: &str) -> Option<(&str, &str)> {
     (valid_degrees(lat, 90) && valid_degrees(lon, 180)).then_some((lat, lon))
 }
 
-/// Checks `[+-]digits[.digits]` with |value| <= `limit`, compared exactly.
+/// Checks `[+-]digits[.digits]` with |value| <= `limit`, compared exactly:
+/// one to three whole digits, and a dot only with digits after it.
 fn valid_degrees(text: &str, limit: u32) -> bool {
-    let unsigned = &text[1..];
-    let (int, frac) = match unsigned.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (unsigned, ""),
-    };
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 3 || !digits(int) || !digits(frac) || unsigned.ends_with('.') {
+    let unsigned = &text.as_bytes()[1..];
+    let int_len = leading_digits(unsigned);
+    if int_len == 0 || int_len > 3 {
         return false;
     }
-    let whole = int.bytes().fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
-    whole < limit || (whole == limit && frac.bytes().all(|b| b == b'0'))
+    let frac = match &unsigned[int_len..] {
+        [] => &[][..],
+        [b'.', frac @ ..] if !frac.is_empty() && leading_digits(frac) == frac.len() => frac,
+        _ => return false,
+    };
+    let whole = unsigned[..int_len]
+        .iter()
+        .fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'));
+    whole < limit || (whole == limit && frac.iter().all(|&b| b == b'0'))
+}
+
+/// How many ASCII digits `bytes` starts with.
+fn leading_digits(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|b| b.is_ascii_digit()).count()
 }
 
 /// An `IAMAT` command; texts are exactly as the client sent them.
@@ -227,9 +240,7 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let Ok(text) = std::str::from_utf8(line) else {
         return Parsed::Invalid;
     };
-    let mut fields = text
-        .split(|c: char| c.is_ascii() && is_field_space(c as u8))
-        .filter(|f| !f.is_empty());
+    let mut fields = fields(text);
     let Some(word) = fields.next() else {
         return Parsed::Empty;
     };
@@ -269,6 +280,30 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
         _ => None,
     };
     command.map_or(Parsed::Invalid, Parsed::Command)
+}
+
+/// The fields of a line: runs of anything but ASCII white space.
+///
+/// Split on bytes, not chars: a separator is ASCII, and an ASCII byte is
+/// never part of a longer UTF-8 sequence, so every cut is a char boundary
+/// of the already checked text. (Splitting with a char predicate decoded
+/// every char of every line.)
+fn fields(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() && is_field_space(bytes[at]) {
+            at += 1;
+        }
+        if at == bytes.len() {
+            return None;
+        }
+        let start = at;
+        while at < bytes.len() && !is_field_space(bytes[at]) {
+            at += 1;
+        }
+        text.get(start..at)
+    })
 }
 
 /// Plain decimal digits as a u64.
@@ -358,18 +393,14 @@ fn parse_decimal(text: &str) -> Option<f64> {
 }
 
 /// A skew: explicit sign, digits, a dot and exactly nine digits.
+/// At most 40 whole digits. In one pass over the bytes, as a time is.
 fn valid_skew(skew: &str) -> bool {
-    let Some(rest) = skew.strip_prefix(['+', '-']) else {
+    let [b'+' | b'-', rest @ ..] = skew.as_bytes() else {
         return false;
     };
-    let Some((int, frac)) = rest.split_once('.') else {
-        return false;
-    };
-    !int.is_empty()
-        && int.len() <= 40
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.len() == 9
-        && frac.bytes().all(|b| b.is_ascii_digit())
+    let int_len = leading_digits(rest);
+    matches!(&rest[int_len..], [b'.', frac @ ..] if frac.len() == 9 && leading_digits(frac) == 9)
+        && (1..=40).contains(&int_len)
 }
 
 fn parse_at<'a>(args: &[&'a str; 5]) -> Option<At<'a>> {
@@ -396,19 +427,35 @@ fn parse_peer<'a>(name: &'a str, nonce: &'a str) -> Option<Peer<'a>> {
 }
 
 /// Appends `skew = now - client`, signed, with exactly nine fraction digits.
+///
+/// Subtracted as seconds and nanoseconds with a borrow, in `u64`: the
+/// difference as one 128-bit count of nanoseconds needed 128-bit divisions
+/// (calls into the runtime) for every digit of every IAMAT's reply.
 pub fn write_skew(out: &mut String, now: PosixTime, client: PosixTime) {
-    let diff = now.total_nanos() - client.total_nanos();
-    out.push(if diff < 0 { '-' } else { '+' });
-    let abs = diff.unsigned_abs();
-    push_digits(out, abs / 1_000_000_000, 1);
+    let (sign, later, earlier) = if now >= client {
+        ('+', now, client)
+    } else {
+        ('-', client, now)
+    };
+    // `later >= earlier`, so the seconds cannot underflow, even borrowing.
+    let (secs, nanos) = if later.nanos >= earlier.nanos {
+        (later.secs - earlier.secs, later.nanos - earlier.nanos)
+    } else {
+        (
+            later.secs - earlier.secs - 1,
+            later.nanos + 1_000_000_000 - earlier.nanos,
+        )
+    };
+    out.push(sign);
+    push_digits(out, secs, 1);
     out.push('.');
-    push_digits(out, abs % 1_000_000_000, 9);
+    push_digits(out, u64::from(nanos), 9);
 }
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits; by hand,
 /// as this runs for every IAMAT and the formatting machinery costs more.
-fn push_digits(out: &mut String, mut n: u128, width: usize) {
-    let mut buf = [b'0'; 40];
+fn push_digits(out: &mut String, mut n: u64, width: usize) {
+    let mut buf = [b'0'; 20];
     let mut i = buf.len();
     while n > 0 {
         i -= 1;
@@ -416,9 +463,7 @@ fn push_digits(out: &mut String, mut n: u128, width: usize) {
         n /= 10;
     }
     let start = i.min(buf.len() - width);
-    for &b in &buf[start..] {
-        out.push(char::from(b));
-    }
+    out.extend(buf[start..].iter().map(|&b| char::from(b)));
 }
 
 /// Appends the AT line (no line ending) for an IAMAT received at `now` by `server`.
@@ -595,6 +640,7 @@ mod tests {
             "+",
             "",
             "+1000-2",
+            "+0090+000",
         ] {
             assert!(parse_location(bad).is_none(), "{bad}");
         }
@@ -832,7 +878,76 @@ mod tests {
         )
     }
 
+    /// The obvious readings the one-pass ones must agree with: split on the
+    /// dot, check each side's digits, parse each side; split on chars.
+    fn reference_time(text: &str) -> Option<PosixTime> {
+        let (int, frac) = match text.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (text, None),
+        };
+        if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let secs = int.parse::<u64>().ok()?;
+        let nanos = match frac {
+            None => 0,
+            Some(f) if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) => return None,
+            Some(f) => format!("{:0<9}", &f[..f.len().min(9)]).parse().ok()?,
+        };
+        Some(PosixTime { secs, nanos })
+    }
+
+    fn reference_degrees(text: &str, limit: u32) -> bool {
+        let unsigned = &text[1..];
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty()
+            || int.len() > 3
+            || !digits(int)
+            || !digits(frac)
+            || unsigned.ends_with('.')
+        {
+            return false;
+        }
+        let whole: u32 = int.parse().unwrap();
+        whole < limit || (whole == limit && frac.bytes().all(|b| b == b'0'))
+    }
+
+    fn reference_skew(skew: &str) -> bool {
+        let Some(rest) = skew.strip_prefix(['+', '-']) else {
+            return false;
+        };
+        let Some((int, frac)) = rest.split_once('.') else {
+            return false;
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        !int.is_empty() && int.len() <= 40 && digits(int) && frac.len() == 9 && digits(frac)
+    }
+
+    fn reference_fields(text: &str) -> Vec<&str> {
+        text.split(|c: char| c.is_ascii() && is_field_space(c as u8))
+            .filter(|f| !f.is_empty())
+            .collect()
+    }
+
     proptest! {
+        // Cheap cases, and the edges (four whole digits, a lone dot) are
+        // a small share of the texts: more cases than the default.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn one_pass_readings_agree_with_the_obvious_ones(
+            text in "[+-]?0?[0-9]{0,3}(\\.[0-9]{0,8})?[.a]?|[+-][0-9]{0,2}\\.[0-9]{8,10}|[+-][0-9]{39,41}\\.[0-9]{9}|[0-9]{18,22}(\\.[0-9]{0,3})?|[0-9. +\\-a\u{e9}\u{a0}\t\x0b]{0,24}",
+        ) {
+            prop_assert_eq!(PosixTime::parse(&text), reference_time(&text), "{:?}", text);
+            if text.starts_with(['+', '-']) {
+                for limit in [90, 180] {
+                    prop_assert_eq!(valid_degrees(&text, limit), reference_degrees(&text, limit), "{:?}", text);
+                }
+            }
+            prop_assert_eq!(fields(&text).collect::<Vec<_>>(), reference_fields(&text), "{:?}", text);
+            prop_assert_eq!(valid_skew(&text), reference_skew(&text), "{:?}", text);
+        }
+
         #[test]
         fn any_bytes_parse_without_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse_line(&line);
