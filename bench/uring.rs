@@ -31,6 +31,13 @@ const ENTRIES: u32 = 4096;
 /// The longest a batched wait holds completions back (see `wait`).
 pub const BATCH_WAIT: Duration = Duration::from_micros(50);
 
+/// `IORING_RECVSEND_POLL_FIRST`: a receive is armed right after its
+/// requests went out, before any reply can be there, so the kernel should
+/// wait for data rather than first try a receive that finds none. Against
+/// the bare server at 64 x 16 the server's core went from 89-93 % busy to
+/// 93-97 %.
+const RECV_POLL_FIRST: u16 = 1;
+
 /// What a finished operation meant for its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -65,6 +72,8 @@ pub struct Conns {
     /// an operation names its socket without the kernel looking the
     /// descriptor up and counting a reference each time.
     registered: bool,
+    /// The `ioprio` of receives: `RECV_POLL_FIRST` where the kernel has it.
+    poll_first: u16,
     conns: Vec<Conn>,
     in_flight: usize,
     /// Completions read but not yet handed out (see `wait`).
@@ -83,15 +92,19 @@ impl Conns {
         // Deferred task work: completions are processed only when this
         // thread asks for them, in one batch, instead of interrupting it.
         // Older kernels refuse the flags; plain io_uring then.
-        let ring = IoUring::builder()
+        let modern = IoUring::builder()
             .setup_cqsize(ENTRIES * 4)
             .setup_single_issuer()
             .setup_defer_taskrun()
             // Flags deferred work in the ring, so a poll (`submit`) knows
             // to enter the kernel and run it.
             .setup_taskrun_flag()
-            .build(ENTRIES)
-            .or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
+            .build(ENTRIES);
+        // A kernel with deferred task work (6.1+) also knows
+        // `RECV_POLL_FIRST` (5.19+); an older one could refuse the flag.
+        let poll_first = if modern.is_ok() { RECV_POLL_FIRST } else { 0 };
+        let ring =
+            modern.or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
         let fds: Vec<i32> = streams.iter().map(AsRawFd::as_raw_fd).collect();
         // Refused on kernels before 5.1 or past the descriptor limit: the
         // descriptors are then named directly, as before.
@@ -111,6 +124,7 @@ impl Conns {
         Ok(Conns {
             ring,
             registered,
+            poll_first,
             conns,
             in_flight: 0,
             ready: Vec::with_capacity(1024),
@@ -160,9 +174,13 @@ impl Conns {
         })?;
         let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
         let sqe = if self.registered {
-            opcode::Recv::new(types::Fixed(c as u32), spare.as_mut_ptr(), len).build()
+            opcode::Recv::new(types::Fixed(c as u32), spare.as_mut_ptr(), len)
+                .ioprio(self.poll_first)
+                .build()
         } else {
-            opcode::Recv::new(types::Fd(conn.stream.as_raw_fd()), spare.as_mut_ptr(), len).build()
+            opcode::Recv::new(types::Fd(conn.stream.as_raw_fd()), spare.as_mut_ptr(), len)
+                .ioprio(self.poll_first)
+                .build()
         }
         .user_data(user_data(c, false));
         conn.receiving = true;
