@@ -195,11 +195,10 @@ impl Conns {
         let conn = &mut self.conns[c];
         let rest = &conn.out[conn.out_done..];
         let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-        let sqe = match self.registered {
-            true => opcode::Send::new(types::Fixed(c as u32), rest.as_ptr(), len).build(),
-            false => {
-                opcode::Send::new(types::Fd(conn.stream.as_raw_fd()), rest.as_ptr(), len).build()
-            }
+        let sqe = if self.registered {
+            opcode::Send::new(types::Fixed(c as u32), rest.as_ptr(), len).build()
+        } else {
+            opcode::Send::new(types::Fd(conn.stream.as_raw_fd()), rest.as_ptr(), len).build()
         }
         .user_data(user_data(c, true));
         conn.sending = true;

@@ -210,7 +210,7 @@ impl StackLine {
         let digits = &mut self.buf[self.len..self.len + 9];
         digits[0] = b'0' + (value / 100_000_000) as u8;
         let low = (value % 100_000_000) as usize;
-        for (k, pair) in [
+        for (k, two) in [
             low / 1_000_000,
             low / 10_000 % 100,
             low / 100 % 100,
@@ -219,7 +219,7 @@ impl StackLine {
         .into_iter()
         .enumerate()
         {
-            digits[1 + 2 * k..3 + 2 * k].copy_from_slice(&PAIRS[pair * 2..pair * 2 + 2]);
+            digits[1 + 2 * k..3 + 2 * k].copy_from_slice(pair(two));
         }
         self.len += 9;
     }
@@ -232,8 +232,7 @@ impl StackLine {
         let mut v = value;
         let mut at = n;
         while at >= 2 {
-            let pair = (v % 100) as usize * 2;
-            digits[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+            digits[at - 2..at].copy_from_slice(pair((v % 100) as usize));
             v /= 100;
             at -= 2;
         }
@@ -242,6 +241,11 @@ impl StackLine {
         }
         self.len += n;
     }
+}
+
+/// `n` (below 100) as two digits.
+fn pair(n: usize) -> &'static [u8] {
+    &PAIRS[n * 2..n * 2 + 2]
 }
 
 /// "00" to "99", back to back.
@@ -270,7 +274,8 @@ fn last_seq(iamats: u64, clients: u32, client: u32) -> u64 {
 }
 
 /// Latitude and longitude, in millionths of a degree, that vary with
-/// `(conn, seq)` (`conn_mix` is `splitmix(conn)`): latitude in [-90, 90], longitude in [-180, 180].
+/// `(conn, seq)` (`conn_mix` is `splitmix(conn)`): latitude in [-90, 90],
+/// longitude in [-180, 180].
 fn micro_degrees(conn_mix: u64, seq: u64) -> [i64; 2] {
     let h = splitmix(conn_mix ^ seq);
     let lat = (h % 180_000_001) as i64 - 90_000_000;
@@ -306,19 +311,19 @@ fn push_micro(out: &mut StackLine, micro: i64) {
     }
     let low = int % 100;
     if int >= 10 {
-        b[i..i + 2].copy_from_slice(&PAIRS[low * 2..low * 2 + 2]);
+        b[i..i + 2].copy_from_slice(pair(low));
         i += 2;
     } else {
         b[i] = b'0' + low as u8;
         i += 1;
     }
     b[i] = b'.';
-    for (k, pair) in [frac / 10_000, frac / 100 % 100, frac % 100]
+    for (k, two) in [frac / 10_000, frac / 100 % 100, frac % 100]
         .into_iter()
         .enumerate()
     {
         let to = i + 1 + 2 * k;
-        b[to..to + 2].copy_from_slice(&PAIRS[pair * 2..pair * 2 + 2]);
+        b[to..to + 2].copy_from_slice(pair(two));
     }
     out.len = at + i + 7;
 }
@@ -544,7 +549,6 @@ mod cost {
             best = best.min(start.elapsed().as_nanos() as f64 / n as f64);
             assert_eq!(ok, n);
         }
-        let ns = best;
-        println!("{ns:.1} ns a request (make, copy a reply, check)");
+        println!("{best:.1} ns a request (make, copy a reply, check)");
     }
 }
