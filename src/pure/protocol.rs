@@ -35,23 +35,17 @@ impl PosixTime {
     /// one, and splitting on the dot and parsing each side again cost a
     /// visible share of a shard's core.
     pub fn parse(text: &str) -> Option<PosixTime> {
-        let bytes = text.as_bytes();
-        let int_len = leading_digits(bytes);
-        if int_len == 0 {
+        let (int, frac) = decimal_parts(text.as_bytes())?;
+        if int.is_empty() {
             return None;
         }
         let mut secs = 0u64;
-        for &b in &bytes[..int_len] {
+        for &b in int {
             secs = secs.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
         }
-        let nanos = match &bytes[int_len..] {
-            [] => 0,
-            [b'.', frac @ ..] if !frac.is_empty() && leading_digits(frac) == frac.len() => (0..9)
-                .fold(0u32, |n, i| {
-                    n * 10 + frac.get(i).map_or(0, |&b| u32::from(b - b'0'))
-                }),
-            _ => return None,
-        };
+        let nanos = (0..9).fold(0u32, |n, i| {
+            n * 10 + frac.get(i).map_or(0, |&b| u32::from(b - b'0'))
+        });
         Some(PosixTime { secs, nanos })
     }
 
@@ -120,25 +114,27 @@ fn split_location(text: &str) -> Option<(&str, &str)> {
 /// Checks `[+-]digits[.digits]` with |value| <= `limit`, compared exactly:
 /// one to three whole digits, and a dot only with digits after it.
 fn valid_degrees(text: &str, limit: u32) -> bool {
-    let unsigned = &text.as_bytes()[1..];
-    let int_len = leading_digits(unsigned);
-    if int_len == 0 || int_len > 3 {
+    let Some((int, frac)) = decimal_parts(&text.as_bytes()[1..]) else {
+        return false;
+    };
+    if int.is_empty() || int.len() > 3 {
         return false;
     }
-    let frac = match &unsigned[int_len..] {
-        [] => &[][..],
-        [b'.', frac @ ..] if !frac.is_empty() && leading_digits(frac) == frac.len() => frac,
-        _ => return false,
-    };
-    let whole = unsigned[..int_len]
-        .iter()
-        .fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'));
+    let whole = int.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'));
     whole < limit || (whole == limit && frac.iter().all(|&b| b == b'0'))
 }
 
-/// How many ASCII digits `bytes` starts with.
-fn leading_digits(bytes: &[u8]) -> usize {
-    bytes.iter().take_while(|b| b.is_ascii_digit()).count()
+/// Splits `digits[.digits]` into its whole and fraction digits (no
+/// fraction: empty), in one pass; `None` for anything else, a dot with no
+/// digit after it included. The whole part may be empty: callers bound it.
+fn decimal_parts(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let digits = |b: &[u8]| b.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (int, rest) = bytes.split_at(digits(bytes));
+    match rest {
+        [] => Some((int, rest)),
+        [b'.', frac @ ..] if !frac.is_empty() && digits(frac) == frac.len() => Some((int, frac)),
+        _ => None,
+    }
 }
 
 /// An `IAMAT` command; texts are exactly as the client sent them.
@@ -398,9 +394,8 @@ fn valid_skew(skew: &str) -> bool {
     let [b'+' | b'-', rest @ ..] = skew.as_bytes() else {
         return false;
     };
-    let int_len = leading_digits(rest);
-    matches!(&rest[int_len..], [b'.', frac @ ..] if frac.len() == 9 && leading_digits(frac) == 9)
-        && (1..=40).contains(&int_len)
+    // A dot is required: nine fraction digits cannot be none.
+    decimal_parts(rest).is_some_and(|(int, frac)| (1..=40).contains(&int.len()) && frac.len() == 9)
 }
 
 fn parse_at<'a>(args: &[&'a str; 5]) -> Option<At<'a>> {
