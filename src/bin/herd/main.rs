@@ -13,6 +13,11 @@ mod up;
 
 use clap::Parser;
 
+// jemalloc, as Redis: see Cargo.toml and tuning.md ("Allocator").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     match cli::run(cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
