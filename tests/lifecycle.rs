@@ -123,6 +123,44 @@ fn a_client_that_does_not_read_its_replies_is_dropped() {
 }
 
 #[test]
+fn a_silent_client_is_closed_after_its_idle_timeout() {
+    let mut config = herd_of(&["Quiet"], &[]);
+    config.limits.client_idle_timeout_ms = 300;
+    let herd = Herd::start(config, 2);
+    let addr = herd.addr("Quiet");
+    // One client that spoke once, one that never did, and one half way
+    // through a line: each is closed by the server (end of input), not
+    // left open; the partial line is not answered.
+    let mut spoke = connect(addr);
+    spoke.write_all(b"IAMAT once +1-2 3\n").unwrap();
+    let mut never = connect(addr);
+    let mut partial = connect(addr);
+    partial.write_all(b"IAMAT half +1-2").unwrap();
+    for (name, client, expected) in [
+        ("spoke", &mut spoke, "AT Quiet "),
+        ("never", &mut never, ""),
+        ("partial", &mut partial, ""),
+    ] {
+        // A bound on the wait, not a timing assertion: a server that never
+        // closes fails the read instead of hanging the test.
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut got = Vec::new();
+        let result = client.read_to_end(&mut got);
+        assert!(result.is_ok(), "{name}: not closed: {result:?}");
+        let got = String::from_utf8_lossy(&got);
+        if expected.is_empty() {
+            assert_eq!(got, "", "{name}");
+        } else {
+            assert!(got.starts_with(expected), "{name}: {got}");
+        }
+    }
+    // Everyone else is still served.
+    assert!(exchange_text(addr, "IAMAT other +1-2 3\n").starts_with("AT Quiet "));
+}
+
+#[test]
 fn every_line_in_and_out_is_logged_at_debug_level() {
     let herd = Herd::start(herd_of(&["Solo"], &[]), 1);
     exchange_text(herd.addr("Solo"), "IAMAT logged +1-2 3\nNONSENSE\n");

@@ -16,7 +16,7 @@ use crate::pure::framing::{Frame, LineBuffer};
 use crate::pure::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
 use crate::pure::protocol::{self, Command, Parsed, PosixTime};
 use crate::pure::record::Record;
-use crate::shard::NeighbourId;
+use crate::shard::{Activity, NeighbourId};
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -142,6 +142,7 @@ pub(crate) async fn serve(
     port: Port,
     router: Rc<Router>,
     admission: Rc<Admission>,
+    activity: Rc<Activity>,
 ) {
     let peer = stream
         .peer_addr()
@@ -153,10 +154,12 @@ pub(crate) async fn serve(
     // replies is dropped (its socket buffer full, writes stall).
     // A stranger on the peer port gets a link timeout, not a client's idle
     // time, to finish the handshake.
-    let _ = stream.set_read_timeout(Some(match port {
-        Port::Client => admission.idle_timeout,
-        Port::Peer => admission.liveness.dead_after,
-    }));
+    // A client's idle time is kept by the shard's sweep (`activity`), not a
+    // socket timeout: that would cost a timer on every read that waits.
+    let _ = stream.set_read_timeout(match port {
+        Port::Client => None,
+        Port::Peer => Some(admission.liveness.dead_after),
+    });
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
     match (&admission.tls, port) {
         (Some(tls), Port::Peer) => {
@@ -167,7 +170,8 @@ pub(crate) async fn serve(
                 // The socket's read and write timeouts bound the handshake.
                 match link_tls::accept(&tls, stream).await {
                     Ok((stream, names)) => {
-                        converse(stream, port, Some(names), peer, router, admission).await;
+                        let certified = Some(names);
+                        converse(stream, port, certified, peer, router, admission, activity).await;
                     }
                     Err(e) => {
                         router.shard().metrics.refused.handshake.inc();
@@ -177,7 +181,7 @@ pub(crate) async fn serve(
             })
             .await
         }
-        _ => converse(stream, port, None, peer, router, admission).await,
+        _ => converse(stream, port, None, peer, router, admission, activity).await,
     }
 }
 
@@ -209,6 +213,7 @@ async fn converse<S: Socket>(
     peer: String,
     router: Rc<Router>,
     admission: Rc<Admission>,
+    activity: Rc<Activity>,
 ) {
     let mut lines = LineBuffer::new(admission.max_line);
     // Grows with the replies it holds; an idle connection costs nothing here.
@@ -225,6 +230,8 @@ async fn converse<S: Socket>(
         // A stopping shard shuts the reading side of its connections, so
         // this read ends then too (as end of input).
         let n = match stream.read(lines.spare()).await {
+            // The idle sweep ends a silent client's read this way too.
+            Ok(0) if activity.timed_out() => break End::IdleTimeout,
             Ok(0) => break End::Closed,
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::TimedOut => {
@@ -247,6 +254,7 @@ async fn converse<S: Socket>(
         // Latency is counted from here, once per read: every command of it
         // waits for the same write.
         let read_at = Instant::now();
+        activity.read_at(read_at);
         let received = now();
         let mut commands = 0u64;
         let opening = !matches!(role, Role::Link(_) | Role::Client);

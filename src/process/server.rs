@@ -900,6 +900,7 @@ async fn run_shard(
         plan.per_ip.clone(),
     ))
     .detach();
+    glommio::spawn_local(close_idle_clients(shard.clone(), live.clone())).detach();
     let links_in = glommio::spawn_local(accept(
         peer_listener,
         Port::Peer,
@@ -1001,12 +1002,33 @@ async fn accept(
         let (router, shard) = (router.clone(), shard.clone());
         glommio::spawn_local(async move {
             let _admitted = admitted;
-            let _registered = shard
-                .connections
-                .register(stream.as_raw_fd(), port == Port::Peer);
-            connection::serve(stream, port, router, admission).await;
+            // Clients idle out by the shard's sweep; links are watched by
+            // their sessions.
+            let idle_after = (port == Port::Client).then_some(admission.idle_timeout);
+            let registered =
+                shard
+                    .connections
+                    .register(stream.as_raw_fd(), port == Port::Peer, idle_after);
+            connection::serve(stream, port, router, admission, registered.activity()).await;
         })
         .detach();
+    }
+}
+
+/// Closes clients that sent nothing for `limits.client_idle_timeout_ms`,
+/// sweeping eight times per timeout (at most once a second, at least every
+/// 10 ms): a client is closed within an eighth of its timeout after it
+/// passed, or a second for long timeouts. A reload's timeout applies to
+/// the clients that connect after it, and sets the sweep's pace.
+async fn close_idle_clients(shard: Rc<Shard>, live: Rc<Live>) {
+    while !shard.stop.is_requested() {
+        let idle_timeout = live.admission.borrow().idle_timeout;
+        let pace = (idle_timeout / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        glommio::timer::sleep(pace).await;
+        let closed = shard.connections.close_idle(Instant::now());
+        if closed > 0 {
+            tracing::debug!(shard = shard.id, closed, "idle clients closed");
+        }
     }
 }
 
