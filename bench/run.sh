@@ -271,6 +271,45 @@ modes slow "127.0.0.1:$(p 60)" Target --pid "$target"
 at_healthy_rates slow "127.0.0.1:$(p 60)" Target
 stop "$target"
 
+# --- Failure, interleaved: healthy, down and slow side by side ------------
+# The runs above measure each failure minutes after the healthy runs, and
+# this VM's stalls move a p99 of a millisecond or two by several times
+# between minutes. Here three servers (healthy with three sinks, every
+# neighbour down, one neighbour slow) run at once on the server's CPU,
+# only one loaded at a time, and take the healthy 50 % and 80 % rates in
+# turn, $PAIRED_ROUNDS rounds: the report compares medians of p99.
+PAIRED_ROUNDS=${PAIRED_ROUNDS:-3}
+target_config "$work/paired-healthy.json" 70
+target_config "$work/paired-down.json" 80
+target_config "$work/paired-slow.json" 90
+for i in 1 2 3; do
+  start "paired-sink$i" "$BENCH" sink --listen "127.0.0.1:$(p $((70 + i)))" --cpu "$GEN_CPU"
+  wait_for "$work/paired-sink$i.out" "listening"
+done
+for i in 1 2 3; do
+  slow_args=()
+  [ "$i" = 3 ] && slow_args=(--bytes-per-sec "$SLOW_BYTES_PER_SEC")
+  start "paired-slow-sink$i" "$BENCH" sink --listen "127.0.0.1:$(p $((90 + i)))" --cpu "$GEN_CPU" "${slow_args[@]}"
+  wait_for "$work/paired-slow-sink$i.out" "listening"
+done
+start_target "$work/paired-healthy.json" 1 "$SERVER_CPU" paired-healthy
+paired_healthy=$target
+start_target "$work/paired-down.json" 1 "$SERVER_CPU" paired-down
+paired_down=$target
+start_target "$work/paired-slow.json" 1 "$SERVER_CPU" paired-slow
+paired_slow=$target
+for round in $(seq "$PAIRED_ROUNDS"); do
+  for level in 50 80; do
+    r=$(rate_of "healthy-open-$level")
+    [ -z "$r" ] && continue
+    for kind in healthy:70 down:80 slow:90; do
+      run_load "paired-${kind%%:*}-$level-r$round" --addr "127.0.0.1:$(p "${kind##*:}")" --connections 64 \
+        --rate "$r" --server Target --max-send-lag-ms "$MAX_LAG_MS"
+    done
+  done
+done
+for pid in "$paired_healthy" "$paired_down" "$paired_slow"; do stop "$pid"; done
+
 # --- Shard scaling: 1 and 2 shards, flooding to the healthy sinks ---------
 for shards in 1 2; do
   cpus=$SERVER_CPU
