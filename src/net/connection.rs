@@ -229,7 +229,10 @@ async fn converse<S: Socket>(
     let end = 'conn: loop {
         // A stopping shard shuts the reading side of its connections, so
         // this read ends then too (as end of input).
-        let n = match stream.read(lines.spare()).await {
+        activity.waiting();
+        let read = stream.read(lines.spare()).await;
+        activity.read();
+        let n = match read {
             // The idle sweep ends a silent client's read this way too.
             Ok(0) if activity.timed_out() => break End::IdleTimeout,
             Ok(0) => break End::Closed,
@@ -254,7 +257,6 @@ async fn converse<S: Socket>(
         // Latency is counted from here, once per read: every command of it
         // waits for the same write.
         let read_at = Instant::now();
-        activity.read_at(read_at);
         let received = now();
         let mut commands = 0u64;
         let opening = !matches!(role, Role::Link(_) | Role::Client);

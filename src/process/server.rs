@@ -1015,11 +1015,12 @@ async fn accept(
     }
 }
 
-/// Closes clients that sent nothing for `limits.client_idle_timeout_ms`,
-/// sweeping eight times per timeout (at most once a second, at least every
-/// 10 ms): a client is closed within an eighth of its timeout after it
-/// passed, or a second for long timeouts. A reload's timeout applies to
-/// the clients that connect after it, and sets the sweep's pace.
+/// Closes clients that sent nothing for `limits.client_idle_timeout_ms`
+/// while the server waited for them, sweeping eight times per timeout (at
+/// most once a second, at least every 10 ms): a client is closed between
+/// its timeout and three sweeps after it (see `Activity::idle_at`). A
+/// reload's timeout applies to the clients that connect after it, and
+/// sets the sweep's pace.
 async fn close_idle_clients(shard: Rc<Shard>, live: Rc<Live>) {
     while !shard.stop.is_requested() {
         let idle_timeout = live.admission.borrow().idle_timeout;

@@ -119,27 +119,60 @@ pub(crate) struct Connections {
     peer: Cell<u64>,
 }
 
-/// When a connection last read, for the idle sweep: the connection sets
-/// it with the time it reads anyway for its latency figure, so a read
-/// costs no timer and no extra clock read.
+/// A connection's reads, for the idle sweep: how many it made and whether
+/// it waits in one now. Two cells set per read, no clock and no timer;
+/// the sweep measures the time.
 pub(crate) struct Activity {
-    last_read: Cell<Instant>,
-    /// Closed after this long without a read; `None`: never by the sweep
-    /// (links, whose sessions watch them instead).
+    reads: Cell<u64>,
+    waiting: Cell<bool>,
+    /// Closed after waiting this long in a read; `None`: never by the
+    /// sweep (links, whose sessions watch them instead).
     idle_after: Option<Duration>,
+    /// The sweep's view: the count of reads it last saw, and since when the
+    /// connection has waited with no read (`None`: not waiting then).
+    seen_reads: Cell<u64>,
+    idle_since: Cell<Option<Instant>>,
     timed_out: Cell<bool>,
 }
 
 impl Activity {
-    /// A read returned at `at`.
-    pub(crate) fn read_at(&self, at: Instant) {
-        self.last_read.set(at);
+    /// The connection starts waiting for input.
+    pub(crate) fn waiting(&self) {
+        self.waiting.set(true);
+    }
+
+    /// A read returned.
+    pub(crate) fn read(&self) {
+        self.waiting.set(false);
+        self.reads.set(self.reads.get().wrapping_add(1));
     }
 
     /// Whether the sweep closed the reading side for idleness (the read
     /// then ended as at end of input).
     pub(crate) fn timed_out(&self) -> bool {
         self.timed_out.get()
+    }
+
+    /// The sweep at `now`: true when the connection has waited in a read,
+    /// with nothing read, for its idle time. The wait is counted from the
+    /// first sweep that found the connection waiting with no read since the
+    /// sweep before, so it is never overstated: with sweeps `pace` apart, a
+    /// client is closed between its idle time and three paces after it
+    /// began to wait. Time spent writing replies is not idle time (the
+    /// write deadline bounds that), as with a socket read timeout.
+    fn idle_at(&self, now: Instant) -> bool {
+        let Some(idle_after) = self.idle_after else {
+            return false;
+        };
+        let reads = self.reads.get();
+        if !self.waiting.get() || reads != self.seen_reads.get() {
+            self.seen_reads.set(reads);
+            self.idle_since.set(None);
+            return false;
+        }
+        let since = self.idle_since.get().unwrap_or(now);
+        self.idle_since.set(Some(since));
+        now.saturating_duration_since(since) >= idle_after
     }
 }
 
@@ -171,8 +204,11 @@ impl Connections {
         let id = self.next.get();
         self.next.set(id + 1);
         let activity = Rc::new(Activity {
-            last_read: Cell::new(Instant::now()),
+            reads: Cell::new(0),
+            waiting: Cell::new(false),
             idle_after,
+            seen_reads: Cell::new(0),
+            idle_since: Cell::new(None),
             timed_out: Cell::new(false),
         });
         self.open.borrow_mut().insert(id, (fd, activity.clone()));
@@ -206,19 +242,16 @@ impl Connections {
         }
     }
 
-    /// Shuts the reading side of every connection that has not read for
-    /// its idle time by `now`; returns how many. One sweep for all instead
-    /// of a timer per read: a socket read timeout put a timer into the
-    /// reactor's tree and took it out again on every read that waited
-    /// (about 2 % of a shard's core at 64 x 1, with its clock reads).
+    /// Shuts the reading side of every client that has waited in a read
+    /// for its idle time by `now` (see [`Activity::idle_at`]); returns how
+    /// many. One sweep for all instead of a timer per read: a socket read
+    /// timeout put a timer into the reactor's tree and took it out again on
+    /// every read that waited (about 2 % of a shard's core at 64 x 1, with
+    /// its clock reads).
     pub(crate) fn close_idle(&self, now: Instant) -> usize {
         let mut closed = 0;
         for (fd, activity) in self.open.borrow().values() {
-            let Some(idle_after) = activity.idle_after else {
-                continue;
-            };
-            let idle = now.saturating_duration_since(activity.last_read.get());
-            if idle >= idle_after && !activity.timed_out.get() {
+            if !activity.timed_out.get() && activity.idle_at(now) {
                 activity.timed_out.set(true);
                 // The socket may be closing already; nothing to do then.
                 let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Read);
@@ -580,5 +613,96 @@ impl Shard {
             recent.reset();
         }
         self.places.take_upstream_latency(&mut p.upstream_latency);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(idle_after_ms: u64) -> Activity {
+        Activity {
+            reads: Cell::new(0),
+            waiting: Cell::new(false),
+            idle_after: Some(Duration::from_millis(idle_after_ms)),
+            seen_reads: Cell::new(0),
+            idle_since: Cell::new(None),
+            timed_out: Cell::new(false),
+        }
+    }
+
+    const PACE: Duration = Duration::from_millis(100);
+
+    /// The first sweep (one every `PACE` from `start`, `sweeps` of them)
+    /// that finds `activity` idle, as time since `start`; `between` runs
+    /// before each sweep with its number.
+    fn first_idle(
+        activity: &Activity,
+        start: Instant,
+        sweeps: u32,
+        between: impl Fn(u32, &Activity),
+    ) -> Option<Duration> {
+        (0..sweeps).find_map(|k| {
+            between(k, activity);
+            activity.idle_at(start + PACE * k).then_some(PACE * k)
+        })
+    }
+
+    #[test]
+    fn a_client_waiting_in_a_read_idles_out_after_its_time_and_never_before() {
+        for idle_ms in [0, 50, 100, 800, 1_234] {
+            let a = client(idle_ms);
+            a.read(); // spoke once
+            a.waiting();
+            let at = first_idle(&a, Instant::now(), 100, |_, _| {}).expect("idled out");
+            let idle = Duration::from_millis(idle_ms);
+            assert!(at >= idle, "{idle_ms} ms: closed early, at {at:?}");
+            assert!(
+                at <= idle + PACE * 3,
+                "{idle_ms} ms: closed late, at {at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_read_between_sweeps_starts_the_wait_again() {
+        let a = client(500);
+        a.waiting();
+        // Reads up to sweep 10, then silence: idle from there on.
+        let at = first_idle(&a, Instant::now(), 100, |k, a| {
+            if k <= 10 {
+                a.read();
+                a.waiting();
+            }
+        })
+        .expect("idled out");
+        assert!(at >= PACE * 10 + Duration::from_millis(500), "{at:?}");
+        assert!(at <= PACE * 13 + Duration::from_millis(500), "{at:?}");
+    }
+
+    #[test]
+    fn time_spent_writing_replies_is_not_idle_time() {
+        // Not waiting in a read at any sweep (the connection is writing).
+        let a = client(100);
+        a.read();
+        assert_eq!(first_idle(&a, Instant::now(), 50, |_, _| {}), None);
+        // Writing at every other sweep: each one starts the wait again.
+        let b = client(300);
+        let at = first_idle(&b, Instant::now(), 50, |k, b| {
+            if k % 2 == 0 {
+                b.waiting();
+            } else {
+                b.read();
+            }
+        });
+        assert_eq!(at, None);
+    }
+
+    #[test]
+    fn links_never_idle_out_by_the_sweep() {
+        let mut a = client(0);
+        a.idle_after = None;
+        a.waiting();
+        assert_eq!(first_idle(&a, Instant::now(), 50, |_, _| {}), None);
     }
 }
