@@ -160,6 +160,34 @@ fn a_silent_client_is_closed_after_its_idle_timeout() {
     assert!(exchange_text(addr, "IAMAT other +1-2 3\n").starts_with("AT Quiet "));
 }
 
+/// The ports tests hand servers: one left with a connection in TIME_WAIT
+/// by a server that closed first (as the tests' fake servers do) passes
+/// std's bind, which sets SO_REUSEADDR, but not glommio's, which does not:
+/// `free_port` must not hand it out (a herd server failed to start on
+/// such a port once, with "Address already in use").
+#[test]
+fn a_port_left_in_time_wait_is_not_taken_for_free() {
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    // The server side closes first, so its end waits in TIME_WAIT.
+    drop(accepted);
+    let mut rest = Vec::new();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(client.read_to_end(&mut rest).unwrap(), 0);
+    drop(client);
+    drop(listener);
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "std calls the port free"
+    );
+    assert!(
+        !bindable_as_herd_binds(port),
+        "a bind without SO_REUSEADDR does not"
+    );
+}
+
 #[test]
 fn every_line_in_and_out_is_logged_at_debug_level() {
     let herd = Herd::start(herd_of(&["Solo"], &[]), 1);

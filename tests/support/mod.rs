@@ -5,7 +5,7 @@
 
 use herd::pure::config::{AdminListen, Config, ServerConfig};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,6 +34,12 @@ pub fn serve_command(name: &str, config: &Path, log_dir: &Path) -> Command {
 /// A loopback port that was free a moment ago, never handed out twice in
 /// one test process, and below the kernel's ephemeral range (32768 and up by
 /// default), so no outgoing connection can take it before a server binds it.
+///
+/// Free as herd binds it: glommio's listeners set SO_REUSEPORT but not
+/// SO_REUSEADDR, so a connection in TIME_WAIT on the port (left by an
+/// earlier test binary's fake server that closed first) makes their bind
+/// fail. std's `TcpListener::bind` sets SO_REUSEADDR and would call such a
+/// port free, so the probe is a plain socket without it.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -43,10 +49,21 @@ pub fn free_port() -> u16 {
     loop {
         let offset = NEXT.fetch_add(1, Ordering::SeqCst);
         let port = u16::try_from(20_000 + (start + offset) % 12_000).expect("port in range");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if bindable_as_herd_binds(port) {
             return port;
         }
     }
+}
+
+/// Whether a listening socket without SO_REUSEADDR can bind 127.0.0.1:`port`
+/// now.
+pub fn bindable_as_herd_binds(port: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+        return false;
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    socket.bind(&addr.into()).is_ok() && socket.listen(1).is_ok()
 }
 
 /// The default five-server herd, moved to free loopback ports.
