@@ -363,6 +363,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     if let Some(e) = failure {
         return Err(e);
     }
+    // Replies are recorded in runs of equal latency (`record_replies`):
+    // every one of them is in the histogram all the same.
+    debug_assert_eq!(merged.latency.len(), merged.requests);
     // A run with --requests may end before its window does: its rate is
     // over the time it took.
     let window = match (args.requests, merged.last_reply) {
