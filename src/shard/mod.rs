@@ -136,6 +136,18 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
+    /// A connection that has read nothing yet; `idle_after` as in the field.
+    fn new(idle_after: Option<Duration>) -> Activity {
+        Activity {
+            reads: Cell::new(0),
+            waiting: Cell::new(false),
+            idle_after,
+            seen_reads: Cell::new(0),
+            idle_since: Cell::new(None),
+            timed_out: Cell::new(false),
+        }
+    }
+
     /// The connection starts waiting for input.
     pub(crate) fn waiting(&self) {
         self.waiting.set(true);
@@ -203,14 +215,7 @@ impl Connections {
     ) -> Registered<'_> {
         let id = self.next.get();
         self.next.set(id + 1);
-        let activity = Rc::new(Activity {
-            reads: Cell::new(0),
-            waiting: Cell::new(false),
-            idle_after,
-            seen_reads: Cell::new(0),
-            idle_since: Cell::new(None),
-            timed_out: Cell::new(false),
-        });
+        let activity = Rc::new(Activity::new(idle_after));
         self.open.borrow_mut().insert(id, (fd, activity.clone()));
         if peer {
             self.peer.set(self.peer.get() + 1);
@@ -621,14 +626,7 @@ mod tests {
     use super::*;
 
     fn client(idle_after_ms: u64) -> Activity {
-        Activity {
-            reads: Cell::new(0),
-            waiting: Cell::new(false),
-            idle_after: Some(Duration::from_millis(idle_after_ms)),
-            seen_reads: Cell::new(0),
-            idle_since: Cell::new(None),
-            timed_out: Cell::new(false),
-        }
+        Activity::new(Some(Duration::from_millis(idle_after_ms)))
     }
 
     const PACE: Duration = Duration::from_millis(100);
@@ -700,8 +698,7 @@ mod tests {
 
     #[test]
     fn links_never_idle_out_by_the_sweep() {
-        let mut a = client(0);
-        a.idle_after = None;
+        let a = Activity::new(None);
         a.waiting();
         assert_eq!(first_idle(&a, Instant::now(), 50, |_, _| {}), None);
     }
