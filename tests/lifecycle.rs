@@ -99,6 +99,119 @@ fn without_io_uring_resources_start_up_fails_with_the_fix_named() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `herd serve NAME` of `config`, under an open-file limit of `files`
+/// (soft and hard, so the server cannot raise it), logging into `dir`.
+fn serve_with_open_files(
+    config: &herd::pure::config::Config,
+    name: &str,
+    shards: usize,
+    files: u64,
+    dir: &std::path::Path,
+) -> Served {
+    let path = write_file(dir, "herd.json", &config.to_json_pretty());
+    std::process::Command::new("prlimit")
+        .arg(format!("--nofile={files}:{files}"))
+        .args([
+            herd_bin(),
+            "serve",
+            name,
+            "--shards",
+            &shards.to_string(),
+            "--config",
+        ])
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .map(Served)
+        .expect("prlimit (util-linux) runs")
+}
+
+/// A server process started here (prlimit execs it: same PID), killed when
+/// dropped unless it has exited: a failed assertion must not leave it
+/// running. (std does not signal a child it has already reaped.)
+struct Served(std::process::Child);
+
+impl Served {
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap())
+    }
+
+    /// Waits (bounded) for the server to exit.
+    fn exit(&mut self) -> std::process::ExitStatus {
+        eventually("the server to exit", || self.0.try_wait().unwrap())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn too_low_an_open_file_limit_is_refused_at_start_with_the_remedy() {
+    let config = herd_of(&["Starved"], &[]);
+    // From a limit where not even the executors start, through ones where
+    // some shards would and others not, to one just short of the floor.
+    for files in [8, 12, 17, 40, 63] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = serve_with_open_files(&config, "Starved", 2, files, dir.path());
+        let status = server.exit();
+        let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "limit {files}: {status:?}\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("open-file limit (ulimit -n) is {files}"))
+                && stderr.contains("need at least 64")
+                && stderr.contains("tuning.md"),
+            "limit {files}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "limit {files}: {stderr}");
+    }
+}
+
+#[test]
+fn a_server_out_of_file_descriptors_keeps_serving_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = herd_of(&["Full"], &[]);
+    let addr = config.listen_addr("Full").unwrap();
+    // The floor for two shards: it starts, with room for a few dozen clients.
+    let mut server = serve_with_open_files(&config, "Full", 2, 64, dir.path());
+    wait_listening(addr);
+    let mut first = Client::new(addr);
+    first.send("IAMAT first +1-2 3\n");
+    assert!(first.line().starts_with("AT Full "));
+    // More clients than descriptors: the kernel completes their handshakes
+    // (the backlog), the server cannot accept them all.
+    let crowd: Vec<_> = (0..80).map(|_| connect(addr)).collect();
+    let log = dir.path().join("Full.log");
+    eventually("the server to report failed accepts", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("accept failed").then_some(())
+    });
+    // Those it holds are still served.
+    first.send("IAMAT first +1-2 4\n");
+    assert!(first.line().starts_with("AT Full "));
+    nix::sys::signal::kill(server.pid(), Signal::SIGTERM).unwrap();
+    let status = server.exit();
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(stderr.contains("herd Full stopped"), "{stderr}");
+    // Told with a count of failures (at most a line a second: unit-tested
+    // in the server).
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("failed="), "{text}");
+    drop(crowd);
+}
+
 // What the log says of a connection: these need the server's own log
 // file, so a process.
 

@@ -95,6 +95,9 @@ pub enum StartError {
         /// The address that answered.
         addr: SocketAddr,
     },
+    /// The open-file limit is too low to start.
+    #[error("{0}")]
+    OpenFiles(String),
     /// The io_uring executors could not start.
     #[error(
         "{server}: could not start the io_uring executors: {why}\n\
@@ -144,6 +147,37 @@ enum Started {
     Bound(Bound),
     /// It serves.
     Ready,
+    /// It could not start, for this reason.
+    Failed(String),
+    /// Its executor ended (or never ran) before it said it serves: it
+    /// could not be built, or it panicked.
+    Gone,
+}
+
+/// A shard's voice while it starts: what it says reaches `start`, tagged
+/// with its number. Every shard ends its start-up with a last word, even
+/// one whose executor never ran its future or unwound from a panic: the
+/// drop says `Gone` unless `Ready` or `Failed` was said. So `start` waits
+/// for exactly one last word per shard and never for a shard that died.
+struct Herald {
+    shard: usize,
+    to: mpsc::Sender<(usize, Started)>,
+    done: bool,
+}
+
+impl Herald {
+    fn say(&mut self, word: Started) {
+        self.done |= matches!(word, Started::Ready | Started::Failed(_) | Started::Gone);
+        let _ = self.to.send((self.shard, word));
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        if !self.done {
+            self.say(Started::Gone);
+        }
+    }
 }
 
 /// What every shard needs to start; all `Send`, copied into each executor.
@@ -249,6 +283,18 @@ impl Control {
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
+
+    /// Resolves once the stop is asked for.
+    async fn stopped(&self) {
+        loop {
+            let changed = self.changed.listen();
+            // Checked after listening, so a stop in between is not missed.
+            if self.is_stopping() {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 /// A server running in this process: its addresses, its config in force,
@@ -306,29 +352,41 @@ impl Running {
         self.join()
     }
 
-    /// The next word from a starting shard; a failed shard stops the rest.
+    /// The next word from a starting shard, with its number. A shard that
+    /// failed or died stops the rest (those still joining the mesh see the
+    /// stop and end too), and is the error.
     fn started(
         &mut self,
-        from: &mpsc::Receiver<Result<Started, String>>,
-    ) -> Result<Started, StartError> {
+        from: &mpsc::Receiver<(usize, Started)>,
+    ) -> Result<(usize, Started), StartError> {
         let server = self.name.clone();
         match from.recv() {
-            Ok(Ok(started)) => Ok(started),
-            Ok(Err(why)) => {
+            Ok((_, Started::Failed(why))) => {
                 self.control.stop();
                 Err(StartError::Shard { server, why })
             }
-            Err(_) => {
+            Ok((shard, Started::Gone)) => {
+                self.control.stop();
                 // An executor that could not even start returns its error
                 // from its thread; io_uring set-up is the usual cause.
-                let why = self
-                    .executors
-                    .drain(..)
-                    .filter_map(|h| h.join().err())
-                    .map(|e| e.to_string())
-                    .next()
-                    .unwrap_or_else(|| "no reason given".to_owned());
+                let why = (shard < self.executors.len())
+                    .then(|| self.executors.remove(shard).join().err())
+                    .flatten()
+                    .map_or_else(
+                        || format!("shard {shard} ended while starting"),
+                        |e| e.to_string(),
+                    );
                 Err(StartError::Executors { server, why })
+            }
+            Ok(word) => Ok(word),
+            // Every herald is gone and a last word is missing: cannot be, as
+            // each says one when dropped; reported rather than waited on.
+            Err(_) => {
+                self.control.stop();
+                Err(StartError::Executors {
+                    server,
+                    why: "a shard ended without a word".to_owned(),
+                })
             }
         }
     }
@@ -388,6 +446,26 @@ impl Drop for Running {
     }
 }
 
+/// This process's open-file limit (the soft one, which is enforced).
+fn open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft)
+}
+
+/// Raises this process's open-file limit to its hard limit, as a server
+/// with thousands of connections needs and as Go and NATS do: the soft
+/// default (often 1024) is a guard for programs that do not expect many
+/// descriptors. Returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            return hard;
+        }
+    }
+    open_file_limit()
+}
+
 /// The CPUs this process may run on (its affinity mask).
 pub fn usable_cpus() -> Result<Vec<usize>, String> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
@@ -438,6 +516,29 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         return Err(StartError::Cpus(format!("{name}: --cpus names no CPU")));
     }
     let shards = options.shards.unwrap_or(cpus.len()).max(1);
+    // Short of descriptors a shard fails half-way through starting (a
+    // listener, a ring); refused here whole, with the remedy.
+    let needed = config.limits.open_files(shards);
+    let limit = open_file_limit();
+    if limit < needed.to_start {
+        return Err(StartError::OpenFiles(format!(
+            "{name}: the open-file limit (ulimit -n) is {limit}; {shards} shard(s) need at least {} \
+             to start. Raise it: `ulimit -n 65536`, or LimitNOFILE= in a systemd unit \
+             (tuning.md, File descriptors)",
+            needed.to_start
+        )));
+    }
+    if limit < needed.to_serve {
+        tracing::warn!(
+            server = %name,
+            limit,
+            needed = needed.to_serve,
+            max_connections_per_shard = config.limits.max_connections_per_shard,
+            shards,
+            "the open-file limit is below what the connection limit allows: past it, new \
+             connections wait unaccepted (tuning.md, File descriptors)"
+        );
+    }
     // SO_REUSEPORT would let a second copy of this server share the port
     // silently, so a listener that already answers there is an error. (A
     // plain bind cannot tell: connections of a killed predecessor still hold
@@ -522,12 +623,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         journal,
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
-    // Shard 0 speaks on a channel of its own, of which this thread keeps
-    // no sender: when its executor dies before it says anything, the
-    // channel closes instead of leaving the wait hanging.
-    let (first_tx, first_rx) = mpsc::channel::<Result<Started, String>>();
-    let (rest_tx, rest_rx) = mpsc::channel::<Result<Started, String>>();
-    let mut first_tx = Some(first_tx);
+    // Every shard speaks on one channel; each one's `Herald` guarantees a
+    // last word, so the waits below end whatever a shard does.
+    let (tell, heard) = mpsc::channel::<(usize, Started)>();
     let mut running = Running {
         name: name.clone(),
         bound: plan.bound,
@@ -538,7 +636,11 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     };
     for i in 0..shards {
         let cpu = running.cpus[i];
-        let tell = first_tx.take().unwrap_or_else(|| rest_tx.clone());
+        let mut herald = Herald {
+            shard: i,
+            to: tell.clone(),
+            done: false,
+        };
         let (plan_i, mesh) = (plan.clone(), mesh.clone());
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("herd-{i}"))
@@ -548,8 +650,8 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
             .io_memory(IO_MEMORY)
             .spin_before_park(Duration::from_micros(config.limits.spin_before_park_us))
             .spawn(move || async move {
-                if let Err(e) = run_shard(plan_i, mesh, tell.clone()).await {
-                    let _ = tell.send(Err(e));
+                if let Err(e) = run_shard(plan_i, mesh, &mut herald).await {
+                    herald.say(Started::Failed(e));
                 }
             })
             .map_err(|e| StartError::Executors {
@@ -561,7 +663,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         // it got is where the other shards listen too. A shard says where
         // it bound before it says it is ready.
         if i == 0 {
-            if let Started::Bound(bound) = running.started(&first_rx)? {
+            if let (_, Started::Bound(bound)) = running.started(&heard)? {
                 // One admin endpoint per server, the first shard's.
                 plan.bound = Bound {
                     admin: None,
@@ -571,12 +673,11 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
             }
         }
     }
-    drop(rest_tx);
-    while !matches!(running.started(&first_rx)?, Started::Ready) {}
-    let mut ready = 1;
-    while ready < shards {
-        if let Started::Ready = running.started(&rest_rx)? {
-            ready += 1;
+    drop(tell);
+    let mut ready = vec![false; shards];
+    while ready.contains(&false) {
+        if let (shard, Started::Ready) = running.started(&heard)? {
+            ready[shard] = true;
         }
     }
     Ok(running)
@@ -720,7 +821,7 @@ impl Live {
 async fn run_shard(
     plan: ShardPlan,
     mesh: Option<MeshBuilder<ToOwner, glommio::channels::channel_mesh::Full>>,
-    started: mpsc::Sender<Result<Started, String>>,
+    herald: &mut Herald,
 ) -> Result<(), String> {
     // Bound before anything else, so that the first shard can tell the
     // others which port a port 0 became.
@@ -750,12 +851,18 @@ async fn run_shard(
         None => None,
     };
     plan.registry.set_addresses(bound.client, bound.peer);
-    let _ = started.send(Ok(Started::Bound(bound)));
+    herald.say(Started::Bound(bound));
     let (senders, receivers) = match mesh {
         Some(mesh) => {
-            let (s, r) = mesh
-                .join()
+            // The join waits for every shard; one that failed never comes,
+            // and `start` then asks the rest to stop: this one listens.
+            let joined = futures_lite::future::or(async { Some(mesh.join().await) }, async {
+                plan.control.stopped().await;
+                None
+            });
+            let (s, r) = joined
                 .await
+                .ok_or("stopped while waiting for the other shards")?
                 .map_err(|e| format!("joining the shard mesh: {e}"))?;
             (Some(s), Some(r))
         }
@@ -869,7 +976,7 @@ async fn run_shard(
         })
         .detach();
     }
-    let _ = started.send(Ok(Started::Ready));
+    herald.say(Started::Ready);
     {
         // Woken by the control's broadcast, never polled: a new config in
         // force, or the stop.
@@ -934,6 +1041,31 @@ async fn publish(shard: Rc<Shard>) {
     }
 }
 
+/// Failed accepts of one listener, told in at most one log line a second.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures not yet told.
+    untold: u64,
+    /// When the last line was written.
+    told_at: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    /// Counts a failure at `now`; returns how many to tell (this one
+    /// included) when a line is due.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.untold += 1;
+        let due = self.told_at.map_or(true, |at| {
+            now.saturating_duration_since(at) >= Duration::from_secs(1)
+        });
+        if !due {
+            return None;
+        }
+        self.told_at = Some(now);
+        Some(std::mem::take(&mut self.untold))
+    }
+}
+
 /// What an accept loop turns away.
 struct Limit {
     /// Connections per source address, when limited (clients only).
@@ -953,7 +1085,11 @@ async fn accept(
 ) {
     let shard = live.shard.clone();
     let id = shard.id;
-    loop {
+    let mut failures = AcceptFailures::default();
+    // Checked on every turn, not only by the race below: an accept that
+    // fails at once (out of file descriptors, which the kernel reserves
+    // before it waits) never lets the stop branch be polled.
+    while !shard.stop.is_requested() {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stop.wait().await;
             None
@@ -962,9 +1098,23 @@ async fn accept(
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                // Out of file descriptors or memory: back off, keep serving.
-                tracing::warn!(shard = id, ?port, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors or memory: back off, keep serving
+                // those already here, and say so once a second, not on
+                // every retry.
+                if let Some(failed) = failures.note(std::time::Instant::now()) {
+                    tracing::warn!(
+                        shard = id,
+                        ?port,
+                        error = %e,
+                        failed,
+                        "accept failed; retrying every 50 ms (out of file descriptors? see tuning.md)"
+                    );
+                }
+                futures_lite::future::or(
+                    glommio::timer::sleep(Duration::from_millis(50)),
+                    shard.stop.wait(),
+                )
+                .await;
                 continue;
             }
         };
@@ -1130,4 +1280,78 @@ async fn drain(shard: &Shard) {
         links_behind = %behind.join(","),
         "shard stopped"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn words(heard: &mpsc::Receiver<(usize, Started)>) -> Vec<String> {
+        heard
+            .try_iter()
+            .map(|(shard, word)| {
+                let word = match word {
+                    Started::Bound(_) => "bound".to_owned(),
+                    Started::Ready => "ready".to_owned(),
+                    Started::Failed(why) => format!("failed: {why}"),
+                    Started::Gone => "gone".to_owned(),
+                };
+                format!("{shard} {word}")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shard_that_ends_before_it_serves_says_gone_and_one_that_serves_says_no_more() {
+        let (tell, heard) = mpsc::channel();
+        let herald = |shard| Herald {
+            shard,
+            to: tell.clone(),
+            done: false,
+        };
+        let bound = Bound {
+            client: "127.0.0.1:1".parse().unwrap(),
+            peer: "127.0.0.1:2".parse().unwrap(),
+            admin: None,
+        };
+        // Dropped unrun (an executor that could not be built), or unwound
+        // after saying where it bound: `start` still hears a last word.
+        drop(herald(1));
+        let mut second = herald(2);
+        second.say(Started::Bound(bound));
+        drop(second);
+        // A shard that serves, or failed and said so, says nothing more.
+        let mut third = herald(3);
+        third.say(Started::Ready);
+        drop(third);
+        let mut fourth = herald(4);
+        fourth.say(Started::Failed("no port".to_owned()));
+        drop(fourth);
+        assert_eq!(
+            words(&heard),
+            [
+                "1 gone",
+                "2 bound",
+                "2 gone",
+                "3 ready",
+                "4 failed: no port"
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_accepts_are_told_at_once_then_at_most_once_a_second_with_a_count() {
+        let mut failures = AcceptFailures::default();
+        let t0 = Instant::now();
+        assert_eq!(failures.note(t0), Some(1), "the first is told at once");
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Retries every 50 ms: the next 19 wait for the second to pass.
+        for n in 1..20 {
+            assert_eq!(failures.note(ms(50 * n)), None, "retry {n}");
+        }
+        assert_eq!(failures.note(ms(1000)), Some(20));
+        assert_eq!(failures.note(ms(1500)), None);
+        assert_eq!(failures.note(ms(2000)), Some(2));
+    }
 }

@@ -447,6 +447,33 @@ pub struct Limits {
     pub spin_before_park_us: u64,
 }
 
+/// Open files (descriptors) a server needs, from its shard count and
+/// limits: see [`Limits::open_files`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// Below this a server does not start: each shard's io_uring rings,
+    /// wake-up descriptor and listeners, the log, the signal pipe, with
+    /// room to spare (measured: two shards need about 20).
+    pub to_start: u64,
+    /// What every connection the limits allow needs on top.
+    pub to_serve: u64,
+}
+
+impl Limits {
+    /// Descriptors `shards` shards need to start, and to hold every client
+    /// connection `max_connections_per_shard` allows (links, journal and
+    /// Places connections fit in the margin of `to_start`).
+    pub fn open_files(&self, shards: usize) -> OpenFiles {
+        let shards = shards as u64;
+        let to_start = 32 + 16 * shards;
+        let connections = shards.saturating_mul(self.max_connections_per_shard as u64);
+        OpenFiles {
+            to_start,
+            to_serve: to_start.saturating_add(connections),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -1499,6 +1526,19 @@ mod tests {
     fn a_json_error_message_gives_line_and_column() {
         let err = Config::from_json("{\n  \"servers\": [,]\n}").expect_err("bad JSON");
         assert!(err.to_string().contains("line 2 column"), "{err}");
+    }
+
+    #[test]
+    fn open_files_grow_with_shards_and_the_connection_limit() {
+        let mut limits = Limits::default();
+        let one = limits.open_files(1);
+        let two = limits.open_files(2);
+        assert_eq!(one.to_start, 48);
+        assert_eq!(two.to_start, 64);
+        // Every connection a shard may hold is a descriptor on top.
+        assert_eq!(two.to_serve, 64 + 2 * 10_000);
+        limits.max_connections_per_shard = usize::MAX;
+        assert_eq!(limits.open_files(2).to_serve, u64::MAX);
     }
 
     #[test]

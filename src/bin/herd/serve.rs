@@ -55,6 +55,9 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             Some(Arc::new(move |level: &str| logging.set_level(level)))
         }
     };
+    // Each connection is a descriptor; the soft default would cap a
+    // server at about a thousand clients.
+    herd::process::server::raise_open_file_limit();
     let running = start(
         opts.config,
         StartOptions {
