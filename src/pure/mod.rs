@@ -7,6 +7,7 @@
 pub(crate) mod catchup;
 pub mod config;
 pub mod framing;
+pub(crate) mod index;
 pub(crate) mod journal;
 pub mod link_session;
 pub mod protocol;
