@@ -15,7 +15,7 @@
 
 /// Parts: each grows (and rehashes) on its own, so a doubling moves 1/1024
 /// of the ids. Filling 5 M clients, 256 parts still paused up to 3 ms;
-/// 1024 kept it near 1 ms. The empty parts cost 32 KiB per store.
+/// 1024 kept it near 1 ms. The empty parts cost 40 KiB per store.
 pub(crate) const PARTS: usize = 1024;
 
 /// Slot numbers must stay below this: the two values above it mark free
@@ -27,7 +27,7 @@ pub(crate) const SLOT_LIMIT: u32 = u32::MAX - 1;
 const EMPTY: u32 = u32::MAX;
 /// An entry whose id was removed: free for an insert, but a lookup goes on
 /// past its bucket (an id inserted while it was taken may lie beyond).
-const GONE: u32 = u32::MAX - 1;
+const GONE: u32 = SLOT_LIMIT;
 
 const WAYS: usize = 8;
 
@@ -71,7 +71,14 @@ struct Part {
 }
 
 impl Part {
-    fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+    fn find(&self, hash: u32, is: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.position(hash, is)
+            .map(|(at, i)| self.buckets[at].slots[i])
+    }
+
+    /// Where the entry with `hash` whose slot `is` accepts lies: its bucket
+    /// and its place there. The one probe that lookups and removals share.
+    fn position(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<(usize, usize)> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -81,9 +88,9 @@ impl Part {
             let bucket = &self.buckets[at];
             let mut matching = bucket.matching(hash);
             while matching != 0 {
-                let slot = bucket.slots[matching.trailing_zeros() as usize];
-                if is(slot) {
-                    return Some(slot);
+                let i = matching.trailing_zeros() as usize;
+                if is(bucket.slots[i]) {
+                    return Some((at, i));
                 }
                 matching &= matching - 1;
             }
@@ -124,34 +131,20 @@ impl Part {
 
     /// Removes the entry of `slot`, if the part has it.
     fn remove(&mut self, hash: u32, slot: u32) {
-        if self.buckets.is_empty() {
+        let Some((at, i)) = self.position(hash, |s| s == slot) else {
             return;
+        };
+        let bucket = &mut self.buckets[at];
+        // A bucket that still has an empty entry was never full since the
+        // part was rebuilt, so no probe went past it and this entry may be
+        // empty again; otherwise lookups must still go on past it.
+        if bucket.has_empty() {
+            bucket.slots[i] = EMPTY;
+        } else {
+            bucket.slots[i] = GONE;
+            self.gone += 1;
         }
-        let mask = self.buckets.len() - 1;
-        let mut at = hash as usize & mask;
-        loop {
-            let bucket = &mut self.buckets[at];
-            if let Some(i) =
-                (0..WAYS).find(|&i| bucket.slots[i] == slot && bucket.hashes[i] == hash)
-            {
-                // A bucket that still has an empty entry was never full
-                // since the part was rebuilt, so no probe went past it and
-                // this entry may be empty again; otherwise lookups must
-                // still go on past it.
-                if bucket.has_empty() {
-                    bucket.slots[i] = EMPTY;
-                } else {
-                    bucket.slots[i] = GONE;
-                    self.gone += 1;
-                }
-                self.len -= 1;
-                return;
-            }
-            if bucket.has_empty() {
-                return;
-            }
-            at = (at + 1) & mask;
-        }
+        self.len -= 1;
     }
 
     /// Rebuilds the part at twice its entries' room (dropping removed
