@@ -5,6 +5,7 @@
 //! the [`Router`] and never learn which shard answered. Channels are bounded,
 //! so a busy owner slows its senders down instead of letting queues grow.
 
+use crate::pure::protocol;
 use crate::pure::record::Record;
 use crate::pure::ring::Ring;
 use crate::shard::Shard;
@@ -83,6 +84,18 @@ impl Router {
             }
             None => self.shard.apply(record),
         }
+    }
+
+    /// Loads into cache where this shard will look up the records of the
+    /// IAMAT and AT lines in `bytes` (a read not framed yet): one pass
+    /// that has every lookup's first load in flight at once. Records owned
+    /// elsewhere are left to their shard.
+    pub(crate) fn prefetch(&self, bytes: &[u8]) {
+        let ids = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(protocol::peek_client_id)
+            .filter(|id| self.owner_elsewhere(id).is_none());
+        self.shard.prefetch(ids);
     }
 
     /// The shard that owns `client_id` and the way to it, unless it is

@@ -100,6 +100,16 @@ impl LineBuffer {
         self.end - self.start
     }
 
+    /// The bytes received and not framed yet (empty while an over-long
+    /// line is being skipped): what the next calls to
+    /// [`LineBuffer::next_frame`] will frame, for a look ahead.
+    pub fn unframed(&self) -> &[u8] {
+        if self.discarding {
+            return &[];
+        }
+        &self.buf[self.start..self.end]
+    }
+
     /// The next complete line, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
         loop {
@@ -269,6 +279,24 @@ mod tests {
             frames(4, b"abcdef", &[100]),
             vec![Owned::TooLong(b"abcd".to_vec())]
         );
+    }
+
+    #[test]
+    fn unframed_is_what_the_next_frames_hold() {
+        let mut lb = LineBuffer::new(8);
+        let input = b"one\ntwo\nthr";
+        lb.spare()[..input.len()].copy_from_slice(input);
+        lb.filled(input.len());
+        assert_eq!(lb.unframed(), b"one\ntwo\nthr");
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"one")));
+        assert_eq!(lb.unframed(), b"two\nthr");
+        // Inside an over-long line there is nothing worth a look ahead.
+        let long = b"0123456789abcdef";
+        lb.spare()[..long.len()].copy_from_slice(long);
+        lb.filled(long.len());
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"two")));
+        assert!(matches!(lb.next_frame(), Some(Frame::TooLong(_))));
+        assert_eq!(lb.unframed(), b"");
     }
 
     #[test]

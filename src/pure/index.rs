@@ -189,6 +189,24 @@ impl Index {
         self.parts[Index::part(hash)].find(hash as u32, is)
     }
 
+    /// Loads the buckets that lookups of `hashes` start at, so that those
+    /// lookups, soon after, find them in cache. The loads do not depend on
+    /// each other, so the core has them all in flight at once, where the
+    /// lookups one by one (with a line's parse between two) wait for each
+    /// in turn. Returns a word made of them, for the caller to keep:
+    /// unused, the loads would be dead code.
+    pub(crate) fn prefetch(&self, hashes: &[u64]) -> u32 {
+        let mut sum = 0;
+        for &hash in hashes {
+            let part = &self.parts[Index::part(hash)];
+            let at = hash as u32 as usize & part.buckets.len().wrapping_sub(1);
+            if let Some(bucket) = part.buckets.get(at) {
+                sum ^= bucket.slots[0];
+            }
+        }
+        sum
+    }
+
     /// Adds `slot` under `hash`; the caller knows it is not indexed yet.
     pub(crate) fn insert(&mut self, hash: u64, slot: u32) {
         debug_assert!(slot < SLOT_LIMIT);
@@ -330,6 +348,16 @@ mod tests {
         index.remove(2, 1);
         assert_eq!(index.len(), 1);
         assert_eq!(index.find(1, |s| s == 1), Some(1));
+    }
+
+    #[test]
+    fn prefetching_reads_empty_and_filled_parts_alike() {
+        let mut index = Index::default();
+        // Parts never used have no buckets at all.
+        assert_eq!(index.prefetch(&[0, 1 << 32, u64::MAX]), 0);
+        index.insert(in_part0(3), 9);
+        index.prefetch(&[in_part0(3), u64::MAX]);
+        assert_eq!(index.find(in_part0(3), |s| s == 9), Some(9));
     }
 
     #[test]

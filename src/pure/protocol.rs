@@ -231,6 +231,21 @@ pub enum Parsed<'a> {
     Invalid,
 }
 
+/// The client id of an IAMAT or AT line, read without checking the rest of
+/// the line. A connection uses it to load the records of a whole read into
+/// cache before it parses and applies the lines one by one; it is only a
+/// hint: [`parse_line`] decides what a line is, and a wrong guess costs one
+/// wasted load.
+pub fn peek_client_id(line: &[u8]) -> Option<&str> {
+    let mut fields = line.split(|&b| is_field_space(b)).filter(|f| !f.is_empty());
+    let id = match fields.next()? {
+        b"IAMAT" => fields.next()?,
+        b"AT" => fields.nth(2)?,
+        _ => return None,
+    };
+    std::str::from_utf8(id).ok()
+}
+
 /// Parses one framed line (without its line ending).
 pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let Ok(text) = std::str::from_utf8(line) else {
@@ -837,6 +852,19 @@ mod tests {
     }
 
     #[test]
+    fn only_iamat_and_at_lines_have_a_client_id_to_peek() {
+        assert_eq!(peek_client_id(b"IAMAT kiwi +1+2 3"), Some("kiwi"));
+        assert_eq!(peek_client_id(b"AT Hill +0.5 kiwi +1+2 3"), Some("kiwi"));
+        // Only a hint: the rest of the line is not checked.
+        assert_eq!(peek_client_id(b"IAMAT kiwi"), Some("kiwi"));
+        assert_eq!(peek_client_id(b"WHATSAT kiwi 10 5"), None);
+        assert_eq!(peek_client_id(b"IAMATkiwi +1+2 3"), None);
+        assert_eq!(peek_client_id(b"AT Hill +0.5"), None);
+        assert_eq!(peek_client_id(b"IAMAT \xff +1+2 3"), None);
+        assert_eq!(peek_client_id(b""), None);
+    }
+
+    #[test]
     fn invalid_reply_copies_the_line() {
         let mut out = Vec::new();
         write_invalid(&mut out, b"HELLO  there\xff");
@@ -946,6 +974,34 @@ mod tests {
         #[test]
         fn any_bytes_parse_without_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse_line(&line);
+        }
+
+        /// The peeked id is the parsed one for every valid IAMAT and AT
+        /// line, whatever white space separates the fields.
+        #[test]
+        fn the_peeked_client_id_is_the_parsed_one(
+            id in "[!-~]{1,40}",
+            loc in arb_location(),
+            (time_text, _) in arb_time(),
+            gaps in proptest::collection::vec("[ \t\x0b\x0c\r]{1,3}", 7),
+            at in any::<bool>(),
+        ) {
+            let fields: Vec<&str> = if at {
+                vec!["AT", "Goloman", "+0.000000001", &id, &loc, &time_text]
+            } else {
+                vec!["IAMAT", &id, &loc, &time_text]
+            };
+            let mut line = gaps[0].clone();
+            for (field, gap) in fields.iter().zip(&gaps[1..]) {
+                line.push_str(field);
+                line.push_str(gap);
+            }
+            let parsed = match parse_line(line.as_bytes()) {
+                Parsed::Command(Command::IAmAt(i)) => i.client_id,
+                Parsed::Command(Command::At(a)) => a.client_id,
+                other => return Err(TestCaseError::fail(format!("{line:?} parsed as {other:?}"))),
+            };
+            prop_assert_eq!(peek_client_id(line.as_bytes()), Some(parsed));
         }
 
         #[test]

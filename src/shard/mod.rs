@@ -369,6 +369,12 @@ impl Shard {
         durability.wait(generation, seq, done);
     }
 
+    /// Loads into cache where the records of these client ids, applied
+    /// soon after, will be looked up.
+    pub(crate) fn prefetch<'a>(&self, client_ids: impl Iterator<Item = &'a str>) {
+        self.store.borrow().prefetch(client_ids);
+    }
+
     /// Applies a record this shard owns. When it is newer than the stored
     /// one it is stored once, and every link sends it from the store (the
     /// neighbour it came from too: it drops the echo as not newer, and one
