@@ -258,7 +258,7 @@ async fn converse<S: Socket>(
             // At 64 connections x 16 lines against 1 M clients, the
             // lookups' first loads were a quarter of the shard's time;
             // started together here, they overlap.
-            router.prefetch(lines.unframed());
+            router.prefetch(lines.lines_ahead());
         }
         // Latency is counted from here, once per read: every command of it
         // waits for the same write.

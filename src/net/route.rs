@@ -87,12 +87,11 @@ impl Router {
     }
 
     /// Loads into cache where this shard will look up the records of the
-    /// IAMAT and AT lines in `bytes` (a read not framed yet): one pass
+    /// IAMAT and AT lines among `lines` (a read not framed yet): one pass
     /// that has every lookup's first load in flight at once. Records owned
     /// elsewhere are left to their shard.
-    pub(crate) fn prefetch(&self, bytes: &[u8]) {
-        let ids = bytes
-            .split(|&b| b == b'\n')
+    pub(crate) fn prefetch<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) {
+        let ids = lines
             .filter_map(protocol::peek_client_id)
             .filter(|id| self.owner_elsewhere(id).is_none());
         self.shard.prefetch(ids);

@@ -100,14 +100,20 @@ impl LineBuffer {
         self.end - self.start
     }
 
-    /// The bytes received and not framed yet (empty while an over-long
-    /// line is being skipped): what the next calls to
-    /// [`LineBuffer::next_frame`] will frame, for a look ahead.
-    pub fn unframed(&self) -> &[u8] {
-        if self.discarding {
-            return &[];
-        }
-        &self.buf[self.start..self.end]
+    /// The complete lines received and not framed yet (none while an
+    /// over-long line is being skipped), without their `\n`: what the next
+    /// calls to [`LineBuffer::next_frame`] will frame, for a look ahead.
+    pub fn lines_ahead(&self) -> impl Iterator<Item = &[u8]> {
+        let data = match self.discarding {
+            true => &[][..],
+            false => &self.buf[self.start..self.end],
+        };
+        let mut from = 0;
+        memchr::memchr_iter(b'\n', data).map(move |end| {
+            let line = &data[from..end];
+            from = end + 1;
+            line
+        })
     }
 
     /// The next complete line, if the buffer holds one.
@@ -177,7 +183,7 @@ impl LineBuffer {
 }
 
 fn memchr(data: &[u8]) -> Option<usize> {
-    data.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', data)
 }
 
 #[cfg(test)]
@@ -282,21 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn unframed_is_what_the_next_frames_hold() {
+    fn the_lines_ahead_are_what_the_next_frames_hold() {
+        let ahead = |lb: &LineBuffer| lb.lines_ahead().map(<[u8]>::to_vec).collect::<Vec<_>>();
         let mut lb = LineBuffer::new(8);
-        let input = b"one\ntwo\nthr";
+        let input = b"one\ntwo\n\nthr";
         lb.spare()[..input.len()].copy_from_slice(input);
         lb.filled(input.len());
-        assert_eq!(lb.unframed(), b"one\ntwo\nthr");
+        assert_eq!(ahead(&lb), [&b"one"[..], b"two", b""]);
         assert_eq!(lb.next_frame(), Some(Frame::Line(b"one")));
-        assert_eq!(lb.unframed(), b"two\nthr");
+        assert_eq!(ahead(&lb), [&b"two"[..], b""]);
         // Inside an over-long line there is nothing worth a look ahead.
         let long = b"0123456789abcdef";
         lb.spare()[..long.len()].copy_from_slice(long);
         lb.filled(long.len());
         assert_eq!(lb.next_frame(), Some(Frame::Line(b"two")));
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"")));
         assert!(matches!(lb.next_frame(), Some(Frame::TooLong(_))));
-        assert_eq!(lb.unframed(), b"");
+        assert!(ahead(&lb).is_empty());
     }
 
     #[test]

@@ -1562,6 +1562,99 @@ mod tests {
         }
     }
 
+    /// Prints the user-space cost of one IAMAT on a shard's hot path, from
+    /// the bytes of a read to the reply and the three links' copies: the
+    /// bench's 64 connections x 16 lines against 1 M clients, framed,
+    /// looked ahead (`prefetch`), parsed, made a record, applied, answered
+    /// and batched for three neighbours. The request bytes are made
+    /// beforehand. Timed, so never run by CI: `cargo test --release --lib
+    /// store::tests::a_read_of_iamats_from_bytes_to_links_prints_the_cost
+    /// -- --ignored --nocapture`. It asserts nothing about time.
+    #[test]
+    #[ignore]
+    fn a_read_of_iamats_from_bytes_to_links_prints_the_cost() {
+        use crate::pure::framing::{Frame, LineBuffer};
+        use crate::pure::protocol::peek_client_id;
+        use std::time::Instant;
+        const CONNS: u64 = 64;
+        const EACH: u64 = 1_000_000 / CONNS;
+        const DEPTH: u64 = 16;
+        // Reads of 16 lines, in the order the connections' reads arrive.
+        let reads = |secs: u64| -> Vec<Vec<u8>> {
+            let mut reads = Vec::new();
+            let mut mix = secs;
+            for first in (0..EACH).step_by(DEPTH as usize) {
+                for c in 0..CONNS {
+                    let mut read = Vec::new();
+                    for k in first..(first + DEPTH).min(EACH) {
+                        mix = mix.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        let (lat, lon) = ((mix >> 40) % 178_000_000, (mix >> 8) % 358_000_000);
+                        let line = format!(
+                            "IAMAT bench-{c}-{k} {:+}.{:06}{:+}.{:06} {secs}.{:09}\n",
+                            lat as i64 / 1_000_000 - 89,
+                            lat % 1_000_000,
+                            lon as i64 / 1_000_000 - 179,
+                            lon % 1_000_000,
+                            k,
+                        );
+                        read.extend_from_slice(line.as_bytes());
+                    }
+                    reads.push(read);
+                }
+            }
+            reads
+        };
+        let mut store = Store::new();
+        let cursors: Vec<CursorId> = (0..3).map(|_| store.open_cursor()).collect();
+        let mut lines = LineBuffer::new(4096);
+        let (mut out, mut link) = (Vec::new(), Vec::new());
+        let mut updates = Vec::new();
+        for round in 0..8 {
+            let secs = 1_621_464_827 + round;
+            let reads = reads(secs);
+            let now = PosixTime { secs, nanos: 0 };
+            let started = Instant::now();
+            let mut n = 0u32;
+            for read in &reads {
+                // The buffer grows to the read as a socket's reads would
+                // make it.
+                let mut rest = &read[..];
+                while !rest.is_empty() {
+                    let spare = lines.spare();
+                    let k = spare.len().min(rest.len());
+                    spare[..k].copy_from_slice(&rest[..k]);
+                    lines.filled(k);
+                    rest = &rest[k..];
+                }
+                store.prefetch(lines.lines_ahead().filter_map(peek_client_id));
+                while let Some(Frame::Line(line)) = lines.next_frame() {
+                    let Parsed::Command(Command::IAmAt(iamat)) = parse_line(line) else {
+                        panic!("not an IAMAT: {line:?}");
+                    };
+                    let record = Record::from_iamat("Target", now, &iamat);
+                    out.extend_from_slice(record.line().as_bytes());
+                    out.push(b'\n');
+                    assert!(store.apply(record).is_some(), "every IAMAT is newer");
+                    n += 1;
+                }
+                for &cursor in &cursors {
+                    while store.next_batch(cursor, 1024, 1 << 16, &mut link).is_some() {}
+                    link.clear();
+                }
+                out.clear();
+            }
+            let each = started.elapsed() / n;
+            // The first round fills the store; the others update it.
+            println!("round {round}: {each:?} per IAMAT ({n} IAMATs)");
+            if round > 0 {
+                updates.push(each);
+            }
+        }
+        updates.sort();
+        println!("median update: {:?}", updates[updates.len() / 2]);
+        assert_eq!(store.len() as u64, CONNS * EACH);
+    }
+
     /// Prints the cost of updating every client of a store of 1 M in the
     /// bench's order: 64 connections, each owning its own clients
     /// (`bench-<c>-<k>`) and sending them in turn, so one update's client
