@@ -30,6 +30,11 @@ pub(crate) struct Record {
     // because server names, skews and client ids are bounded by the parser.
     id_start: u8,
     id_len: u8,
+    // Where the client time starts: every apply compares two records' times,
+    // and searching the line for it was a visible share of an update. A
+    // location may be long, so 16 bits; 0 on a (longer) line where it does
+    // not fit, which then searches.
+    time_start: u16,
 }
 
 impl Record {
@@ -81,6 +86,7 @@ impl Record {
             seq: 0,
             id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
             id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
+            time_start: u16::try_from(line.len() - client_time.len()).unwrap_or(0),
         }
     }
 
@@ -118,8 +124,13 @@ impl Record {
 
     fn fields_after_id(&self) -> (&str, &str) {
         let start = usize::from(self.id_start) + usize::from(self.id_len) + 1;
-        let rest = &self.line[start..];
-        rest.split_once(' ').unwrap_or((rest, ""))
+        match usize::from(self.time_start) {
+            0 => {
+                let rest = &self.line[start..];
+                rest.split_once(' ').unwrap_or((rest, ""))
+            }
+            time => (&self.line[start..time - 1], &self.line[time..]),
+        }
     }
 
     /// Whether `self` should replace `stored` (PROTOCOL.md, Ordering).
@@ -217,6 +228,26 @@ mod tests {
             r.line(),
             "AT Goloman +0.040501497 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
         );
+    }
+
+    #[test]
+    fn location_and_time_are_found_in_lines_of_any_length() {
+        // A long location: the time's place is kept in 16 bits up to 64 KiB
+        // into the line, and searched for beyond.
+        for digits in [1, 3000, 70_000] {
+            let location = format!("+1.{}-2", "0".repeat(digits));
+            let line = format!("AT N +0.000000001 kiwi {location} 5.25");
+            let r = Record::with_id(&line, "kiwi", &location, "5.25");
+            assert_eq!(r.client_id(), "kiwi");
+            assert_eq!(r.location(), location);
+            assert_eq!(
+                r.time(),
+                PosixTime {
+                    secs: 5,
+                    nanos: 250_000_000
+                }
+            );
+        }
     }
 
     #[test]
