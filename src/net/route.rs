@@ -55,6 +55,17 @@ impl Router {
         &self.shard
     }
 
+    /// Applies a record right here when this shard owns it and no disk
+    /// acknowledgement is awaited: the common case, done without a future.
+    /// Otherwise hands the record back, for [`Router::record_acked`].
+    pub(crate) fn try_record(&self, record: Record) -> Option<Record> {
+        if self.shard.acks_wait() || self.owner_elsewhere(record.client_id()).is_some() {
+            return Some(record);
+        }
+        self.shard.apply(record);
+        None
+    }
+
     /// Applies a client's record on its owner shard. With `fsync: always`
     /// it also returns what answers once the record is on disk, which the
     /// reply must wait for; otherwise this is [`Router::record`].
