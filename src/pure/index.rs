@@ -76,14 +76,23 @@ impl Part {
             .map(|(at, i)| self.buckets[at].slots[i])
     }
 
+    /// The bucket a probe for `hash` starts at; the part has buckets.
+    fn home(&self, hash: u32) -> usize {
+        hash as usize & (self.buckets.len() - 1)
+    }
+
+    /// The bucket a probe visits after `at`, wrapping at the end.
+    fn after(&self, at: usize) -> usize {
+        (at + 1) & (self.buckets.len() - 1)
+    }
+
     /// Where the entry with `hash` whose slot `is` accepts lies: its bucket
     /// and its place there. The one probe that lookups and removals share.
     fn position(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<(usize, usize)> {
         if self.buckets.is_empty() {
             return None;
         }
-        let mask = self.buckets.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = self.home(hash);
         loop {
             let bucket = &self.buckets[at];
             let mut matching = bucket.matching(hash);
@@ -97,7 +106,7 @@ impl Part {
             if bucket.has_empty() {
                 return None;
             }
-            at = (at + 1) & mask;
+            at = self.after(at);
         }
     }
 
@@ -115,8 +124,7 @@ impl Part {
     /// Puts an entry in the first free entry of its probe; says whether
     /// that one was a removed entry. The part has room.
     fn place(&mut self, hash: u32, slot: u32) -> bool {
-        let mask = self.buckets.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = self.home(hash);
         loop {
             let bucket = &mut self.buckets[at];
             if let Some(i) = bucket.slots.iter().position(|&s| s >= SLOT_LIMIT) {
@@ -125,7 +133,7 @@ impl Part {
                 bucket.slots[i] = slot;
                 return was_gone;
             }
-            at = (at + 1) & mask;
+            at = self.after(at);
         }
     }
 
@@ -199,9 +207,8 @@ impl Index {
         let mut sum = 0;
         for &hash in hashes {
             let part = &self.parts[Index::part(hash)];
-            let at = hash as u32 as usize & part.buckets.len().wrapping_sub(1);
-            if let Some(bucket) = part.buckets.get(at) {
-                sum ^= bucket.slots[0];
+            if !part.buckets.is_empty() {
+                sum ^= part.buckets[part.home(hash as u32)].slots[0];
             }
         }
         sum
