@@ -104,9 +104,10 @@ impl LineBuffer {
     /// over-long line is being skipped), without their `\n`: what the next
     /// calls to [`LineBuffer::next_frame`] will frame, for a look ahead.
     pub fn lines_ahead(&self) -> impl Iterator<Item = &[u8]> {
-        let data = match self.discarding {
-            true => &[][..],
-            false => &self.buf[self.start..self.end],
+        let data = if self.discarding {
+            &[][..]
+        } else {
+            &self.buf[self.start..self.end]
         };
         let mut from = 0;
         memchr::memchr_iter(b'\n', data).map(move |end| {
