@@ -197,21 +197,21 @@ impl Index {
         self.parts[Index::part(hash)].find(hash as u32, is)
     }
 
-    /// Loads the buckets that lookups of `hashes` start at, so that those
-    /// lookups, soon after, find them in cache. The loads do not depend on
-    /// each other, so the core has them all in flight at once, where the
-    /// lookups one by one (with a line's parse between two) wait for each
-    /// in turn. Returns a word made of them, for the caller to keep:
-    /// unused, the loads would be dead code.
-    pub(crate) fn prefetch(&self, hashes: &[u64]) -> u32 {
-        let mut sum = 0;
+    /// Starts loading the buckets that lookups of `hashes` start at, so
+    /// that those lookups, soon after, find them in cache. The loads do not
+    /// depend on each other, so the core has them all in flight at once,
+    /// where the lookups one by one (with a line's parse between two) wait
+    /// for each in turn. On x86_64 they are prefetch instructions, which
+    /// retire at once: the parse that follows runs while they are in
+    /// flight. A plain load (elsewhere) holds back every instruction
+    /// after it from retiring until it arrives.
+    pub(crate) fn prefetch(&self, hashes: &[u64]) {
         for &hash in hashes {
             let part = &self.parts[Index::part(hash)];
             if !part.buckets.is_empty() {
-                sum ^= part.buckets[part.home(hash as u32)].slots[0];
+                touch(&part.buckets[part.home(hash as u32)]);
             }
         }
-        sum
     }
 
     /// Adds `slot` under `hash`; the caller knows it is not indexed yet.
@@ -236,6 +236,20 @@ impl Index {
     pub(crate) fn parts_used(&self) -> usize {
         self.parts.iter().filter(|p| p.len > 0).count()
     }
+}
+
+/// Asks for the cache line holding `bucket`, without waiting for it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn touch(bucket: &Bucket) {
+    safe_arch::prefetch_t0(bucket);
+}
+
+/// Loads the cache line holding `bucket` (kept, or it would be dead code).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn touch(bucket: &Bucket) {
+    std::hint::black_box(bucket.slots[0]);
 }
 
 #[cfg(test)]
@@ -361,7 +375,7 @@ mod tests {
     fn prefetching_reads_empty_and_filled_parts_alike() {
         let mut index = Index::default();
         // Parts never used have no buckets at all.
-        assert_eq!(index.prefetch(&[0, 1 << 32, u64::MAX]), 0);
+        index.prefetch(&[0, 1 << 32, u64::MAX]);
         index.insert(in_part0(3), 9);
         index.prefetch(&[in_part0(3), u64::MAX]);
         assert_eq!(index.find(in_part0(3), |s| s == 9), Some(9));

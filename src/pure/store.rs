@@ -635,11 +635,11 @@ impl Store {
             hashes[n] = self.index.hash(client_id);
             n += 1;
             if n == hashes.len() {
-                std::hint::black_box(self.index.table.prefetch(&hashes));
+                self.index.table.prefetch(&hashes);
                 n = 0;
             }
         }
-        std::hint::black_box(self.index.table.prefetch(&hashes[..n]));
+        self.index.table.prefetch(&hashes[..n]);
     }
 
     /// The stored record of `client_id`.
