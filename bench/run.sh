@@ -10,7 +10,7 @@
 # $DURATION s after $WARMUP s of warm-up (the growth fill at most
 # $GROWTH_MAX_S s); every process started here is stopped by PID on exit.
 #
-# Usage: bench/run.sh            (about eight minutes)
+# Usage: bench/run.sh            (about ten minutes)
 #        DURATION=10 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -208,6 +208,31 @@ echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${
 # The bare server at herd's open-loop rates: whose tail is longer at the
 # same offered load.
 at_healthy_rates bare "127.0.0.1:$(p 0)" Bare
+
+# --- Throughput, interleaved: bare and herd in alternated rounds ----------
+# On this VM one closed-loop run of the same server moves by 10 to 15 %
+# from one minute to the next, and whichever of two servers runs first in
+# a pair is favoured by a few per cent: one run of each decides nothing
+# against a 0.9x target. Here the bare server and a fresh healthy herd
+# (the same three sinks, filled with the same million clients first) take
+# $TPUT_ROUNDS rounds of 64x1 and 64x16, the order swapped every round;
+# the report takes the median of the rounds' ratios.
+TPUT_ROUNDS=${TPUT_ROUNDS:-4}
+start_target "$work/healthy.json" 1 "$SERVER_CPU" tput
+RUN_WARMUP=0 run_load tput-fill --addr "127.0.0.1:$(p 10)" --connections 64 --depth 16 \
+  --requests 1000000 --server Target
+for round in $(seq "$TPUT_ROUNDS"); do
+  for depth in 1 16; do
+    order="bare:0:Bare herd:10:Target"
+    [ $((round % 2)) = 0 ] && order="herd:10:Target bare:0:Bare"
+    for who in $order; do
+      IFS=: read -r kind offset name <<<"$who"
+      run_load "tput-$kind-64x$depth-r$round" --addr "127.0.0.1:$(p "$offset")" --connections 64 \
+        --depth "$depth" --server "$name"
+    done
+  done
+done
+stop "$target"
 stop "$bare"
 
 # --- Growth: 5 M distinct clients, filled at full speed (healthy links) ---
