@@ -92,9 +92,9 @@ def main():
         for n in order:
             prefix = f"tput-herd-64x{depth}-r"
             if n.startswith(prefix):
-                h = res(n, "achieved_rate")
-                b = res(f"tput-bare-64x{depth}-r{n[len(prefix):]}", "achieved_rate")
-                saturated = res(f"tput-bare-64x{depth}-r{n[len(prefix):]}", "server_cpu_busy_pct")
+                bare = f"tput-bare-64x{depth}-r{n[len(prefix):]}"
+                h, b = res(n, "achieved_rate"), res(bare, "achieved_rate")
+                saturated = res(bare, "server_cpu_busy_pct")
                 rr = ratio(h, b)
                 if rr is not None:
                     pairs.append((rr, h, b, saturated))

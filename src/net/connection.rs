@@ -541,11 +541,11 @@ async fn handle(
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
             tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
-            if let Some(record) = router.try_record(record) {
+            if let Some(pending) = router.try_record(record) {
                 // Boxed: only a record owned by another shard, or one whose
                 // reply waits for the disk, waits here, and every idle
                 // connection's task would otherwise carry this future.
-                if let Some(done) = Box::pin(router.record_acked(record)).await {
+                if let Some(done) = Box::pin(router.record_acked(pending)).await {
                     on_disk.push(done);
                 }
             }

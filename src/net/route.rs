@@ -33,6 +33,13 @@ pub(crate) enum ToOwner {
     },
 }
 
+/// A client's record that [`Router::try_record`] could not apply at once:
+/// owned by another shard (`owner`), or to be acknowledged from the disk.
+pub(crate) struct Pending<'r> {
+    record: Record,
+    owner: Option<(&'r Senders<ToOwner>, usize)>,
+}
+
 /// Routes commands to their owner shard.
 pub(crate) struct Router {
     shard: Rc<Shard>,
@@ -57,25 +64,33 @@ impl Router {
 
     /// Applies a record right here when this shard owns it and no disk
     /// acknowledgement is awaited: the common case, done without a future.
-    /// Otherwise hands the record back, for [`Router::record_acked`].
-    pub(crate) fn try_record(&self, record: Record) -> Option<Record> {
-        if self.shard.acks_wait() || self.owner_elsewhere(record.client_id()).is_some() {
-            return Some(record);
+    /// Otherwise hands the record back with its owner, for
+    /// [`Router::record_acked`], so the ring is asked once.
+    pub(crate) fn try_record(&self, record: Record) -> Option<Pending<'_>> {
+        let owner = self.owner_elsewhere(record.client_id());
+        if owner.is_none() && !self.shard.acks_wait() {
+            self.shard.apply(record);
+            return None;
         }
-        self.shard.apply(record);
-        None
+        Some(Pending { record, owner })
     }
 
-    /// Applies a client's record on its owner shard. With `fsync: always`
-    /// it also returns what answers once the record is on disk, which the
-    /// reply must wait for; otherwise this is [`Router::record`].
-    pub(crate) async fn record_acked(&self, record: Record) -> Option<oneshot::Receiver<()>> {
+    /// Applies a record [`Router::try_record`] handed back, on its owner
+    /// shard. With `fsync: always` it also returns what answers once the
+    /// record is on disk, which the reply must wait for.
+    pub(crate) async fn record_acked(&self, pending: Pending<'_>) -> Option<oneshot::Receiver<()>> {
+        let Pending { record, owner } = pending;
         if !self.shard.acks_wait() {
-            self.record(record).await;
+            match owner {
+                Some((senders, owner)) => {
+                    send(senders, owner, ToOwner::Record(record)).await;
+                }
+                None => self.shard.apply(record),
+            }
             return None;
         }
         let (done, on_disk) = oneshot::channel();
-        match self.owner_elsewhere(record.client_id()) {
+        match owner {
             // A failed send drops `done`, which says "not on disk".
             Some((senders, owner)) => {
                 send(senders, owner, ToOwner::Durable(record, done)).await;
