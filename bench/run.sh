@@ -348,11 +348,13 @@ server_cpus=$SERVER_CPU
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 
 # --- WHATSAT: places-mock with 20 ms of upstream latency ------------------
+# Over Places API (New), the default: the mock checks the key and field mask
+# as Google does and the server translates each answer to the legacy JSON.
 start mock taskset -c "$GEN_CPU" "$PLACES_MOCK" --listen "127.0.0.1:$(p 20)" --latency-ms 20
 mock=$last
 wait_for "$work/mock.out" "listening"
 herd_config "$work/near.json" "[{\"name\": \"Near\", \"listen\": \"127.0.0.1:$(p 21)\", \"peer_listen\": \"127.0.0.1:$(p 121)\", \"admin_listen\": \"127.0.0.1:$(p 421)\", \"neighbours\": []}]" \
-  ", \"places\": {\"provider\": \"mock\", \"base_url\": \"http://127.0.0.1:$(p 20)\"}"
+  ", \"places\": {\"provider\": \"mock\", \"base_url\": \"http://127.0.0.1:$(p 20)\", \"key\": \"bench-key\"}"
 start near taskset -c "$SERVER_CPU" "$HERD" serve Near --config "$work/near.json" --shards 1 --log-dir "$work/logs"
 near=$last
 wait_for "$work/near.out" "listening"

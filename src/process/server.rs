@@ -17,7 +17,7 @@ use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
 use crate::pure::catchup::Marks;
-use crate::pure::config::{Config, PlacesSource};
+use crate::pure::config::{Config, PlacesApi, PlacesSource};
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
 use crate::shard::journal::{self, Durability, JournalPlan};
@@ -415,11 +415,20 @@ impl Running {
         let places = match &self.places {
             None => "offline sample data (not real places)".to_owned(),
             // The key is never printed.
-            Some(p) => format!(
-                "{} (key {})",
-                p.base_url,
-                if p.key.is_some() { "set" } else { "not set" }
-            ),
+            Some(p) => {
+                let billed = match (p.api, config.places.fields.mask()) {
+                    (PlacesApi::New, Ok(mask)) => {
+                        format!(", fields billed as {}", mask.sku().name())
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{} ({}{billed}, key {})",
+                    p.base_url,
+                    p.api.describe(),
+                    if p.key.is_some() { "set" } else { "not set" }
+                )
+            }
         };
         let Bound {
             client,
@@ -688,7 +697,13 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
 fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> {
     let p = &config.places;
     let source = p.resolve(std::env::var("HERD_PLACES_KEY").ok())?;
-    let PlacesSource::Http { base_url, key } = source else {
+    let PlacesSource::Http {
+        base_url,
+        key,
+        api,
+        field_mask,
+    } = source
+    else {
         return Ok(None);
     };
     let extra_ca_pem = match &p.ca_file {
@@ -700,6 +715,8 @@ fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> 
     };
     let settings = UpstreamSettings {
         base_url,
+        api,
+        field_mask,
         key,
         timeout: Duration::from_millis(config.limits.places_timeout_ms),
         pool_connections: p.pool_connections,

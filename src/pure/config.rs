@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pure::places_fields::FieldMask;
+
 /// Longest server name accepted, in bytes, so names always fit easily in a protocol line.
 pub const MAX_NAME_BYTES: usize = 64;
 /// Smallest `max_line_bytes`: below this not even a PEER greeting fits in a line.
@@ -175,11 +177,69 @@ pub enum Provider {
     Auto,
     /// Google Places over HTTPS; needs a key.
     Google,
-    /// Any server of the legacy Nearby Search API at `base_url`, such as
+    /// Any server of the API `places.api` names at `base_url`, such as
     /// `herd-places-mock`.
     Mock,
     /// Built-in deterministic sample data; no network.
     Offline,
+}
+
+/// Which Google Places API the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacesApi {
+    /// Nearby Search (New): `POST /v1/places:searchNearby`, the key and a
+    /// field mask in headers; the only one a new Google Cloud project can
+    /// enable.
+    #[default]
+    New,
+    /// The legacy Nearby Search: `GET /maps/api/place/nearbysearch/json`,
+    /// for projects that enabled it before it closed to new ones.
+    Legacy,
+}
+
+impl PlacesApi {
+    /// Google's base URL for this API.
+    pub fn google_base_url(self) -> &'static str {
+        match self {
+            PlacesApi::New => GOOGLE_NEW_BASE_URL,
+            PlacesApi::Legacy => GOOGLE_BASE_URL,
+        }
+    }
+
+    /// How operators call it, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PlacesApi::New => "Places API (New), Nearby Search (New)",
+            PlacesApi::Legacy => "Places API (Legacy), Nearby Search",
+        }
+    }
+}
+
+/// `places.fields`: a preset name or a list of Place field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PlacesFields {
+    /// `"pro"` or `"enterprise"` (anything else is reported by `validate`).
+    Preset(String),
+    /// Field names, with or without `places.`.
+    List(Vec<String>),
+}
+
+impl Default for PlacesFields {
+    fn default() -> Self {
+        PlacesFields::Preset("pro".to_owned())
+    }
+}
+
+impl PlacesFields {
+    /// The field mask these name, or every reason they cannot be one.
+    pub fn mask(&self) -> Result<FieldMask, Vec<String>> {
+        match self {
+            PlacesFields::Preset(name) => FieldMask::preset(name).map_err(|e| vec![e]),
+            PlacesFields::List(names) => FieldMask::list(names),
+        }
+    }
 }
 
 /// Settings of the Places client (one per shard).
@@ -188,7 +248,12 @@ pub enum Provider {
 pub struct PlacesConfig {
     /// The provider.
     pub provider: Provider,
-    /// Base URL (`http://` or `https://`); Google's when absent.
+    /// Which Google API the provider speaks (`google`, `auto` with a key,
+    /// and `mock`).
+    pub api: PlacesApi,
+    /// Which Place fields Nearby Search (New) is asked for; sets the SKU.
+    pub fields: PlacesFields,
+    /// Base URL (`http://` or `https://`); Google's for `api` when absent.
     pub base_url: Option<String>,
     /// API key; `HERD_PLACES_KEY` in the environment takes precedence.
     pub key: Option<String>,
@@ -216,6 +281,8 @@ impl Default for PlacesConfig {
     fn default() -> Self {
         PlacesConfig {
             provider: Provider::Auto,
+            api: PlacesApi::New,
+            fields: PlacesFields::default(),
             base_url: None,
             key: None,
             pool_connections: 8,
@@ -245,6 +312,9 @@ pub const MAX_SNAP_M: u32 = 5_000;
 /// Google's base URL for the legacy Places API.
 pub const GOOGLE_BASE_URL: &str = "https://maps.googleapis.com";
 
+/// Google's base URL for Places API (New).
+pub const GOOGLE_NEW_BASE_URL: &str = "https://places.googleapis.com";
+
 /// The provider a server will use, settled from the config and environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlacesSource {
@@ -256,6 +326,10 @@ pub enum PlacesSource {
         base_url: String,
         /// API key, if any.
         key: Option<String>,
+        /// The API it speaks.
+        api: PlacesApi,
+        /// The `X-Goog-FieldMask` of Nearby Search (New) requests.
+        field_mask: String,
     },
 }
 
@@ -265,34 +339,34 @@ impl PlacesConfig {
         let key = env_key
             .filter(|k| !k.is_empty())
             .or_else(|| self.key.clone());
-        let base = || {
-            self.base_url
-                .clone()
-                .unwrap_or_else(|| GOOGLE_BASE_URL.to_owned())
-        };
-        match self.provider {
-            Provider::Offline => Ok(PlacesSource::Offline),
-            Provider::Auto if key.is_none() => Ok(PlacesSource::Offline),
-            Provider::Auto => Ok(PlacesSource::Http {
-                base_url: base(),
-                key,
-            }),
-            Provider::Google if key.is_none() => Err(
-                "places provider google needs an API key: set HERD_PLACES_KEY or places.key"
-                    .to_owned(),
-            ),
-            Provider::Google => Ok(PlacesSource::Http {
-                base_url: base(),
-                key,
-            }),
-            Provider::Mock => match &self.base_url {
-                Some(url) => Ok(PlacesSource::Http {
-                    base_url: url.clone(),
-                    key,
-                }),
-                None => Err("places provider mock needs places.base_url".to_owned()),
-            },
-        }
+        let base_url =
+            match (self.provider, &self.base_url) {
+                (Provider::Offline, _) => return Ok(PlacesSource::Offline),
+                (Provider::Auto, _) if key.is_none() => return Ok(PlacesSource::Offline),
+                (Provider::Google, _) if key.is_none() => return Err(
+                    "places provider google needs an API key: set HERD_PLACES_KEY or places.key"
+                        .to_owned(),
+                ),
+                (Provider::Mock, None) => {
+                    return Err("places provider mock needs places.base_url".to_owned())
+                }
+                (_, Some(url)) => url.clone(),
+                (_, None) => self.api.google_base_url().to_owned(),
+            };
+        let field_mask = self
+            .fields
+            .mask()
+            .map_err(|problems| {
+                let named: Vec<String> = problems.iter().map(|r| fields_problem(r)).collect();
+                named.join("; ")
+            })?
+            .header();
+        Ok(PlacesSource::Http {
+            base_url,
+            key,
+            api: self.api,
+            field_mask,
+        })
     }
 }
 
@@ -959,6 +1033,16 @@ fn places_problems(p: &PlacesConfig, problems: &mut Vec<String>) {
     if p.key.as_deref() == Some("") {
         problems.push("places.key is empty; omit it (or use null) for no key".to_owned());
     }
+    if let Err(reasons) = p.fields.mask() {
+        problems.extend(reasons.iter().map(|r| fields_problem(r)));
+    }
+}
+
+/// A problem of `places.fields`, named with its place in a list
+/// (`places.fields[2] ...`) or as a whole (`places.fields ...`).
+fn fields_problem(reason: &str) -> String {
+    let separator = if reason.starts_with('[') { "" } else { " " };
+    format!("places.fields{separator}{reason}")
 }
 
 /// Reports what makes the `tls` section unusable: empty paths, placeholders
@@ -1389,6 +1473,14 @@ mod tests {
             => ["places.cache_bytes is 1000; at least 65536"];
         a_coarse_snapping_grid_is_reported: |v| v["places"] = json!({"snap_m": 5001})
             => ["places.snap_m is 5001; at most 5000"];
+        every_places_field_is_refused: |v| v["places"] = json!({"fields": "*"})
+            => ["places.fields \"*\" asks Google for every field", "highest SKU"];
+        an_unknown_places_field_is_reported_at_its_place:
+            |v| v["places"] = json!({"fields": ["location", "reviews"]})
+            => ["places.fields[1] \"reviews\" is not a field herd translates"];
+        a_places_field_list_without_location_is_reported:
+            |v| v["places"] = json!({"fields": ["displayName"]})
+            => ["places.fields does not list \"location\""];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
         an_empty_tls_path_is_reported:
             |v| v["tls"] = json!({"ca": "", "cert": "{name}.pem", "key": "{name}-key.pem"})
@@ -1468,6 +1560,13 @@ mod tests {
 
     #[test]
     fn places_provider_is_settled_from_config_and_environment() {
+        let pro = FieldMask::pro().header();
+        let http = |base_url: &str, key: &str, api: PlacesApi| PlacesSource::Http {
+            base_url: base_url.into(),
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            api,
+            field_mask: pro.clone(),
+        };
         let auto = PlacesConfig::default();
         assert_eq!(auto.resolve(None), Ok(PlacesSource::Offline));
         assert_eq!(
@@ -1477,10 +1576,17 @@ mod tests {
         );
         assert_eq!(
             auto.resolve(Some("k".into())),
-            Ok(PlacesSource::Http {
-                base_url: GOOGLE_BASE_URL.into(),
-                key: Some("k".into())
-            })
+            Ok(http(GOOGLE_NEW_BASE_URL, "k", PlacesApi::New)),
+            "auto with a key picks Places API (New) at Google"
+        );
+        let legacy = PlacesConfig {
+            api: PlacesApi::Legacy,
+            ..auto.clone()
+        };
+        assert_eq!(
+            legacy.resolve(Some("k".into())),
+            Ok(http(GOOGLE_BASE_URL, "k", PlacesApi::Legacy)),
+            "the legacy API keeps its own default URL"
         );
         let google = PlacesConfig {
             provider: Provider::Google,
@@ -1489,10 +1595,7 @@ mod tests {
         };
         assert_eq!(
             google.resolve(Some("env".into())),
-            Ok(PlacesSource::Http {
-                base_url: GOOGLE_BASE_URL.into(),
-                key: Some("env".into())
-            }),
+            Ok(http(GOOGLE_NEW_BASE_URL, "env", PlacesApi::New)),
             "the environment wins"
         );
         let keyless = PlacesConfig {
@@ -1510,16 +1613,43 @@ mod tests {
         };
         assert_eq!(
             mock.resolve(None),
-            Ok(PlacesSource::Http {
-                base_url: "http://127.0.0.1:9".into(),
-                key: None
-            })
+            Ok(http("http://127.0.0.1:9", "", PlacesApi::New))
         );
+        let enterprise = PlacesConfig {
+            fields: PlacesFields::Preset("enterprise".into()),
+            ..mock.clone()
+        };
+        let Ok(PlacesSource::Http { field_mask, .. }) = enterprise.resolve(None) else {
+            panic!("enterprise resolves")
+        };
+        assert!(field_mask.contains("places.rating"), "{field_mask}");
+        let star = PlacesConfig {
+            fields: PlacesFields::Preset("*".into()),
+            ..mock
+        };
+        assert!(star.resolve(None).unwrap_err().contains("highest SKU"));
         let offline = PlacesConfig {
             provider: Provider::Offline,
             ..auto
         };
         assert_eq!(offline.resolve(Some("k".into())), Ok(PlacesSource::Offline));
+    }
+
+    #[test]
+    fn places_api_and_fields_read_from_the_file() {
+        let base = json!({"servers": [{"name": "A", "listen": "127.0.0.1:1", "neighbours": []}]});
+        let mut legacy = base.clone();
+        legacy["places"] = json!({"api": "legacy", "fields": ["location", "places.displayName"]});
+        let config = Config::from_json(&legacy.to_string()).unwrap();
+        assert_eq!(config.places.api, PlacesApi::Legacy);
+        assert_eq!(
+            config.places.fields,
+            PlacesFields::List(vec!["location".into(), "places.displayName".into()])
+        );
+        let mut bad_api = base;
+        bad_api["places"] = json!({"api": "v2"});
+        let err = Config::from_json(&bad_api.to_string()).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 
     #[test]

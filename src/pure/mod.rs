@@ -10,6 +10,7 @@ pub mod framing;
 pub(crate) mod index;
 pub(crate) mod journal;
 pub mod link_session;
+pub mod places_fields;
 pub mod protocol;
 pub(crate) mod record;
 pub(crate) mod reload;

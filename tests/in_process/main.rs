@@ -20,6 +20,7 @@ mod admin;
 mod bounds;
 mod eviction;
 mod persistence;
+mod places_new;
 mod places_snap;
 mod places_upstream;
 mod protocol;

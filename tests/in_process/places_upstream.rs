@@ -1,6 +1,7 @@
 //! The upstream client against a real places mock server (the source of
 //! `herd-places-mock`, included) on 127.0.0.1, in one glommio executor per
-//! test: answers, coalescing, caching, pooling, faults, timeouts and TLS.
+//! test: answers, coalescing, caching, pooling, faults, timeouts and TLS,
+//! over the legacy API (`places_new.rs` holds the New API's own tests).
 
 use crate::mock;
 use crate::support;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use herd::net::http::{GlommioIo, LocalExec};
 use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
 use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
+use herd::pure::config::PlacesApi;
 use http_body_util::{BodyExt, Empty};
 use hyper::rt::Executor;
 use serde_json::Value;
@@ -47,6 +49,7 @@ async fn start_mock(tls: Option<(Vec<u8>, Vec<u8>)>) -> SocketAddr {
         latency: Duration::ZERO,
         tls,
         fault: Fault::None,
+        key: None,
     };
     support::start_mock_with(|ready| mock::serve(settings, ready)).await
 }
@@ -77,6 +80,8 @@ async fn mock_stats(addr: SocketAddr) -> (u64, u64) {
 fn settings(base_url: String) -> UpstreamSettings {
     UpstreamSettings {
         base_url,
+        api: PlacesApi::Legacy,
+        field_mask: String::new(),
         key: Some("test-key".to_owned()),
         timeout: Duration::from_secs(5),
         pool_connections: 4,

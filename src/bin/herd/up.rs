@@ -101,8 +101,8 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
         .places
         .resolve(std::env::var("HERD_PLACES_KEY").ok())
     {
-        Ok(herd::pure::config::PlacesSource::Http { base_url, .. }) => {
-            println!("WHATSAT answers come from {base_url}.")
+        Ok(herd::pure::config::PlacesSource::Http { base_url, api, .. }) => {
+            println!("WHATSAT answers come from {base_url} ({}).", api.describe())
         }
         _ => println!(
             "WHATSAT answers come from the offline provider: sample data, not real places \
