@@ -406,3 +406,33 @@ fn the_snapped_and_unsnapped_paths_share_the_new_translation() {
         }
     });
 }
+
+#[test]
+fn an_answer_or_error_body_over_the_size_bound_is_unknown_error() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    for code in ["200 OK", "400 Bad Request"] {
+        let answer = run(move || async move {
+            let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            glommio::spawn_local(async move {
+                let Ok(mut stream) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let size = 2 * herd::places::upstream::MAX_BODY_BYTES;
+                let head = format!("HTTP/1.1 {code}\r\ncontent-length: {size}\r\n\r\n");
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&vec![b' '; size]).await;
+            })
+            .detach();
+            upstream(format!("http://{addr}")).nearby(UCLA).await
+        });
+        assert_eq!(status(&answer), "UNKNOWN_ERROR", "{code}");
+        assert_eq!(
+            message(&answer),
+            "places upstream sent a body larger than 1048576 bytes",
+            "{code}"
+        );
+    }
+}
