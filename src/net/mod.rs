@@ -1,7 +1,10 @@
 //! The network edge of a shard: client and incoming link connections, the
-//! route from a connection to the owner shard, TLS on links, the per-IP
-//! limit, handshake nonces, and hyper on glommio for the HTTP parts.
+//! identity of clients and TLS for them, the route from a connection to the
+//! owner shard, TLS on links, the per-IP limit, handshake nonces, and hyper
+//! on glommio for the HTTP parts.
 
+pub(crate) mod client_auth;
+pub mod client_tls;
 pub(crate) mod connection;
 pub mod http;
 pub mod link_tls;

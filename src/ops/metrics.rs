@@ -79,10 +79,19 @@ pub(crate) struct Refused {
     pub link_future_record: Counter,
     /// Lines on links that are not part of the link protocol.
     pub link_invalid_line: Counter,
+    /// IAMATs and WHATSATs of a connection that has not proved who it is
+    /// (or whose token expired), with `clients.auth: "token"`.
+    pub unauthenticated: Counter,
+    /// IAMATs for, and WHATSATs of (`read: "own"`), another client than
+    /// the one the connection proved it is.
+    pub other_client: Counter,
+    /// TLS handshakes of clients that failed (plain bytes, no common
+    /// version, a client that does not trust the certificate).
+    pub client_tls_handshake: Counter,
 }
 
 /// Reasons in [`Refused`], as the `reason` label.
-const REFUSED_REASONS: [&str; 7] = [
+const REFUSED_REASONS: [&str; 10] = [
     "line_too_long",
     "future_time",
     "connection_limit",
@@ -90,10 +99,13 @@ const REFUSED_REASONS: [&str; 7] = [
     "handshake",
     "link_future_record",
     "link_invalid_line",
+    "unauthenticated",
+    "other_client",
+    "client_tls_handshake",
 ];
 
 impl Refused {
-    fn values(&self) -> [u64; 7] {
+    fn values(&self) -> [u64; 10] {
         [
             self.line_too_long.get(),
             self.future_time.get(),
@@ -102,6 +114,43 @@ impl Refused {
             self.handshake.get(),
             self.link_future_record.get(),
             self.link_invalid_line.get(),
+            self.unauthenticated.get(),
+            self.other_client.get(),
+            self.client_tls_handshake.get(),
+        ]
+    }
+}
+
+/// `AUTH` lines by what became of them.
+#[derive(Debug, Default)]
+pub(crate) struct Auths {
+    /// A good token: the connection speaks for its client until the expiry.
+    pub ok: Counter,
+    /// Not a good token for the client: malformed, forged, tampered, or
+    /// signed by a key the server does not have.
+    pub bad: Counter,
+    /// A good token past its expiry.
+    pub expired: Counter,
+    /// Refused unchecked: too many failures from the address for the client.
+    pub limited: Counter,
+    /// A good token for another client than the connection already proved.
+    pub other_client: Counter,
+    /// `AUTH` on a server whose clients do not authenticate.
+    pub off: Counter,
+}
+
+/// Results in [`Auths`], as the `result` label.
+const AUTH_RESULTS: [&str; 6] = ["ok", "bad", "expired", "limited", "other_client", "off"];
+
+impl Auths {
+    fn values(&self) -> [u64; 6] {
+        [
+            self.ok.get(),
+            self.bad.get(),
+            self.expired.get(),
+            self.limited.get(),
+            self.other_client.get(),
+            self.off.get(),
         ]
     }
 }
@@ -115,6 +164,8 @@ pub(crate) struct ShardMetrics {
     pub commands: Commands,
     /// Inputs turned away.
     pub refused: Refused,
+    /// `AUTH` lines.
+    pub auths: Auths,
     /// Records this shard stored (newer than what it held).
     pub stored: Counter,
     /// Records this shard dropped as not newer than what it held.
@@ -130,6 +181,7 @@ impl ShardMetrics {
             shard,
             commands: Commands::default(),
             refused: Refused::default(),
+            auths: Auths::default(),
             stored: Counter::default(),
             stale: Counter::default(),
             published: Mutex::new(Published::default()),
@@ -342,7 +394,9 @@ pub(crate) struct ShardFigures {
     /// IAMAT ok, IAMAT invalid, WHATSAT ok, WHATSAT invalid, other invalid.
     pub commands: [u64; 5],
     /// By `REFUSED_REASONS`.
-    pub refused: [u64; 7],
+    pub refused: [u64; 10],
+    /// By `AUTH_RESULTS`.
+    pub auths: [u64; 6],
     /// Records stored, and dropped as stale.
     pub stored: u64,
     /// Records dropped as not newer.
@@ -365,6 +419,7 @@ impl ShardFigures {
                 c.other_invalid.get(),
             ],
             refused: m.refused.values(),
+            auths: m.auths.values(),
             stored: m.stored.get(),
             stale: m.stale.get(),
             published: m.published(),
@@ -507,6 +562,19 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             out,
             "herd_refused_total{{reason=\"{reason}\"}} {}",
             sum(view, |s| s.refused[i])
+        );
+    }
+    family(
+        &mut out,
+        "herd_client_auth_total",
+        "counter",
+        "AUTH lines of clients, by result.",
+    );
+    for (i, result) in AUTH_RESULTS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "herd_client_auth_total{{result=\"{result}\"}} {}",
+            sum(view, |s| s.auths[i])
         );
     }
     family(
@@ -905,6 +973,11 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
         .enumerate()
         .map(|(i, reason)| ((*reason).to_owned(), json!(sum(view, |s| s.refused[i]))))
         .collect();
+    let auths: serde_json::Map<String, Value> = AUTH_RESULTS
+        .iter()
+        .enumerate()
+        .map(|(i, result)| ((*result).to_owned(), json!(sum(view, |s| s.auths[i]))))
+        .collect();
     let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
     json!({
         "server": view.server,
@@ -937,6 +1010,7 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
             "expired": sum(view, |s| s.published.expired),
         },
         "refused": refused,
+        "client_auth": auths,
         "places": {
             "lookups": places(|p| p.lookups),
             "cache_hits": places(|p| p.cache_hits),

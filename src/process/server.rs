@@ -8,6 +8,8 @@
 //! protocol logic: shards, routing, links and connections do the work.
 //! Signals, the log file and systemd are the `herd serve` process's.
 
+use crate::net::client_auth::{ClientRules, Clients};
+use crate::net::client_tls::ClientTls;
 use crate::net::connection::{self, Admission, Port};
 use crate::net::link_tls::LinkTls;
 use crate::net::per_ip::PerIp;
@@ -16,6 +18,7 @@ use crate::ops::admin::{self, Registry};
 use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
+use crate::pure::auth_limit::AuthFailures;
 use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesApi, PlacesSource};
 use crate::pure::link_session::Liveness;
@@ -139,6 +142,8 @@ pub struct Bound {
     pub peer: SocketAddr,
     /// The admin endpoint, unless it is off.
     pub admin: Option<SocketAddr>,
+    /// Clients over TLS, when the server takes them.
+    pub client_tls: Option<SocketAddr>,
 }
 
 /// What a starting shard tells [`start`].
@@ -194,6 +199,10 @@ struct ShardPlan {
     places: Option<UpstreamSettings>,
     /// Mutual TLS for links, when the herd has a `tls` section.
     tls: Option<LinkTls>,
+    /// TLS for clients, when the server has a `client_tls_listen`.
+    client_tls: Option<ClientTls>,
+    /// Failed `AUTH`s by address and client, shared by all shards.
+    auth_failures: Arc<Mutex<AuthFailures>>,
     /// Client connections per source address, shared by all shards (no
     /// limit: `u32::MAX`, so that a reload can set one).
     per_ip: Arc<PerIp>,
@@ -434,11 +443,17 @@ impl Running {
             client,
             peer,
             admin,
+            client_tls,
         } = self.bound;
         let admin = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        let tls = client_tls.map_or_else(String::new, |a| format!(", clients over TLS on {a}"));
+        let auth = match config.clients.auth {
+            crate::pure::clients::ClientAuth::None => "clients unauthenticated",
+            crate::pure::clients::ClientAuth::Token => "clients authenticate with tokens",
+        };
         format!(
-            "herd {} listening on {client} (links on {peer}, admin on {admin}) with {} shard(s) \
-             on CPUs {:?}; neighbours {neighbours}; places {places}",
+            "herd {} listening on {client} (links on {peer}, admin on {admin}{tls}; {auth}) with \
+             {} shard(s) on CPUs {:?}; neighbours {neighbours}; places {places}",
             self.name,
             self.cpus.len(),
             self.cpus,
@@ -554,7 +569,12 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     // the port until they time out.) A killed predecessor's listener can
     // outlive it briefly while the kernel tears its io_uring down, so only a
     // listener that keeps answering for two seconds counts.
-    for addr in [client, peer].into_iter().filter(|a| a.port() != 0) {
+    let client_tls_at = config.client_tls_addr(&name);
+    for addr in [Some(client), Some(peer), client_tls_at]
+        .into_iter()
+        .flatten()
+        .filter(|a| a.port() != 0)
+    {
         let answers =
             || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
         let mut answered = 0;
@@ -572,6 +592,21 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     let tls = match config.tls_paths(&name, &options.config_dir) {
         None => None,
         Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
+    };
+    let client_tls_addr = config.client_tls_addr(&name);
+    let client_tls = match (
+        client_tls_addr,
+        config.client_tls_paths(&name, &options.config_dir),
+    ) {
+        (Some(_), Some((cert, key))) => {
+            Some(ClientTls::load(&cert, &key).map_err(|e| bad(e.to_string()))?)
+        }
+        (Some(addr), None) => {
+            return Err(bad(format!(
+                "client_tls_listen {addr} needs a certificate: a client_tls or tls section"
+            )))
+        }
+        (None, _) => None,
     };
     // Replayed before any shard starts: every file, whatever shard count
     // wrote it, sorted to the shards that own its records now.
@@ -618,12 +653,17 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
             client,
             peer,
             admin: config.admin_addr(&name),
+            client_tls: client_tls_addr,
         },
         config: config.clone(),
         shards,
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
+        client_tls,
+        auth_failures: Arc::new(Mutex::new(AuthFailures::new(
+            config.limits.client_auth_failures_per_min,
+        ))),
         per_ip: Arc::new(PerIp::new(
             config.limits.max_connections_per_ip.unwrap_or(u32::MAX),
         )),
@@ -758,7 +798,12 @@ fn liveness(config: &Config) -> Liveness {
 
 /// Who may connect and with what limits, from a config. `live` is the
 /// shard's list of neighbours now, shared by every version of it.
-fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>) -> Admission {
+fn admission(
+    plan: &ShardPlan,
+    config: &Config,
+    live: &Rc<RefCell<Vec<Rc<str>>>>,
+    clients: &Clients,
+) -> Admission {
     let limits = &config.limits;
     Admission {
         me: plan.name.as_str().into(),
@@ -766,6 +811,8 @@ fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>
         live_neighbours: live.clone(),
         secret: config.secret.clone(),
         tls: plan.tls.clone(),
+        client_tls: plan.client_tls.clone(),
+        clients: clients.clone(),
         max_line: limits.max_line_bytes,
         link_max_line: crate::pure::record::max_at_line(limits.max_line_bytes),
         liveness: liveness(config),
@@ -788,6 +835,8 @@ struct Live {
     admission: RefCell<Rc<Admission>>,
     link_settings: Rc<RefCell<LinkSettings>>,
     neighbours: Rc<RefCell<Vec<Rc<str>>>>,
+    /// The client rules every connection of the shard reads.
+    clients: Clients,
 }
 
 impl Live {
@@ -812,7 +861,13 @@ impl Live {
             .map(|s| s.neighbours.iter().map(|n| Rc::from(n.as_str())).collect())
             .unwrap_or_default();
         *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
-        *self.admission.borrow_mut() = Rc::new(admission(&self.plan, &config, &self.neighbours));
+        *self.admission.borrow_mut() = Rc::new(admission(
+            &self.plan,
+            &config,
+            &self.neighbours,
+            &self.clients,
+        ));
+        self.follow_clients(&old, &config);
         for (name, addr) in &changes.added {
             let status = self.shard.add_link(name.as_str().into(), *addr);
             glommio::spawn_local(link::run(
@@ -829,8 +884,41 @@ impl Live {
         self.plan
             .per_ip
             .set_limit(config.limits.max_connections_per_ip.unwrap_or(u32::MAX));
+        // Shared by the shards: each sets the same value.
+        lock_failures(&self.plan.auth_failures)
+            .set_limit(config.limits.client_auth_failures_per_min);
         tracing::info!(shard = self.shard.id, changes = %changes.summary(), "shard follows the reloaded config");
     }
+
+    /// Puts the new client rules in force for every connection, and closes
+    /// the client connections whose token's key is gone.
+    fn follow_clients(&self, old: &Config, new: &Config) {
+        if old.clients == new.clients {
+            return;
+        }
+        let rules = ClientRules::of(&new.clients);
+        let kept: Vec<u32> = rules.keys.iter().map(|k| k.id()).collect();
+        *self.clients.rules.borrow_mut() = rules;
+        let closed = self
+            .shard
+            .connections
+            .revoke_clients(|key| key.is_some_and(|id| !kept.contains(&id)));
+        if closed > 0 {
+            tracing::info!(
+                shard = self.shard.id,
+                closed,
+                "client connections closed: the key of their token was removed"
+            );
+        }
+    }
+}
+
+/// The failure table of `AUTH`s; a panic elsewhere leaves counts that are
+/// still counts.
+fn lock_failures(failures: &Mutex<AuthFailures>) -> std::sync::MutexGuard<'_, AuthFailures> {
+    failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One shard: its listeners, its links, its owner service, then its
@@ -850,10 +938,21 @@ async fn run_shard(
         l.local_addr()
             .map_err(|e| format!("reading a bound address: {e}"))
     };
+    let client_tls_listener = match plan.bound.client_tls {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen for clients over TLS on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let mut bound = Bound {
         client: local(&listener)?,
         peer: local(&peer_listener)?,
         admin: None,
+        client_tls: match &client_tls_listener {
+            Some(l) => Some(local(l)?),
+            None => None,
+        },
     };
     // The admin endpoint is small: one shard serves it, the first started
     // (its number on the mesh is not known yet); the others are not given
@@ -977,8 +1076,18 @@ async fn run_shard(
         route::serve_owner(shard.clone(), receivers);
     }
     let router = Rc::new(Router::new(shard.clone(), Ring::new(plan.shards), senders));
+    let clients = Clients {
+        rules: Rc::new(RefCell::new(ClientRules::of(&config.clients))),
+        failures: plan.auth_failures.clone(),
+    };
     let live = Rc::new(Live {
-        admission: RefCell::new(Rc::new(admission(&plan, &config, &live_neighbours))),
+        admission: RefCell::new(Rc::new(admission(
+            &plan,
+            &config,
+            &live_neighbours,
+            &clients,
+        ))),
+        clients,
         plan: plan.clone(),
         shard: shard.clone(),
         config: RefCell::new(config.clone()),
@@ -1036,12 +1145,24 @@ async fn run_shard(
         live.clone(),
     ));
     // The per-IP limit is for clients: a neighbour's links are not.
-    let clients = Limit {
+    let client_limit = || Limit {
         per_ip: Some(plan.per_ip.clone()),
-        refused_per_ip,
+        refused_per_ip: refused_per_ip.clone(),
     };
-    accept(listener, Port::Client, clients, router, live).await;
+    let tls_in = client_tls_listener.map(|l| {
+        glommio::spawn_local(accept(
+            l,
+            Port::ClientTls,
+            client_limit(),
+            router.clone(),
+            live.clone(),
+        ))
+    });
+    accept(listener, Port::Client, client_limit(), router, live).await;
     links_in.await;
+    if let Some(tls_in) = tls_in {
+        tls_in.await;
+    }
     drain(&shard).await;
     Ok(())
 }
@@ -1171,7 +1292,7 @@ async fn accept(
             let _admitted = admitted;
             // Clients idle out by the shard's sweep; links are watched by
             // their sessions.
-            let idle_after = (port == Port::Client).then_some(admission.idle_timeout);
+            let idle_after = (port != Port::Peer).then_some(admission.idle_timeout);
             let registered =
                 shard
                     .connections
@@ -1331,6 +1452,7 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             peer: "127.0.0.1:2".parse().unwrap(),
             admin: None,
+            client_tls: None,
         };
         // Dropped unrun (an executor that could not be built), or unwound
         // after saying where it bound: `start` still hears a last word.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pure::clients::{self, ClientPort, ClientTlsConfig, ClientsConfig};
 use crate::pure::places_fields::FieldMask;
 
 /// Longest server name accepted, in bytes, so names always fit easily in a protocol line.
@@ -44,6 +45,17 @@ pub struct Config {
     /// loopback: anyone who reaches such a peer port can write records.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_links: bool,
+    /// Allow client addresses that are not loopback while `clients.auth` is
+    /// `"none"`: anyone who reaches them can then move or read any client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_clients: bool,
+    /// Who a client connection may speak for, and read.
+    #[serde(default, skip_serializing_if = "ClientsConfig::is_default")]
+    pub clients: ClientsConfig,
+    /// The certificate of `client_tls_listen`, when not the herd's `tls`
+    /// one (e.g. from a public CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTlsConfig>,
     /// The servers of the herd, in file order.
     // Defaulted so a missing list is reported by `validate` in plain words.
     #[serde(default)]
@@ -371,7 +383,7 @@ impl PlacesConfig {
 }
 
 /// One server of the herd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Unique name: 1 to 64 bytes of printable ASCII, no white space.
@@ -392,6 +404,10 @@ pub struct ServerConfig {
     /// `null` turns it off.
     #[serde(default, skip_serializing_if = "AdminListen::is_default")]
     pub admin_listen: AdminListen,
+    /// Where the server takes clients over TLS (`host:port`); none when
+    /// absent. The same protocol as `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls_listen: Option<String>,
 }
 
 /// A server's `admin_listen`: left out, `null`, or an address.
@@ -511,6 +527,9 @@ pub struct Limits {
     /// default) for no limit: phones behind a carrier's NAT share few
     /// addresses, and `max_connections_per_shard` already bounds the total.
     pub max_connections_per_ip: Option<u32>,
+    /// Failed `AUTH`s one source address may make for one client id in a
+    /// minute; past it, `AUTH` is refused unchecked until the minute is out.
+    pub client_auth_failures_per_min: u32,
     /// A link that wrote less than this ago lets floods gather until then
     /// before its next write, in microseconds (0: write at once); an idle
     /// link writes at once. Bounds the added delay per hop.
@@ -566,6 +585,7 @@ impl Default for Limits {
             record_ttl_ms: None,
             max_records: Some(DEFAULT_MAX_RECORDS),
             max_connections_per_ip: None,
+            client_auth_failures_per_min: 10,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
         }
@@ -600,13 +620,15 @@ impl Config {
                 name: name.to_owned(),
                 listen: format!("127.0.0.1:{port}"),
                 neighbours: neighbours.iter().map(|&n| n.to_owned()).collect(),
-                peer_listen: None,
-                admin_listen: AdminListen::Default,
+                ..ServerConfig::default()
             })
             .collect();
         Config {
             secret: None,
             insecure_links: false,
+            insecure_clients: false,
+            clients: ClientsConfig::default(),
+            client_tls: None,
             servers,
             limits: Limits::default(),
             places: PlacesConfig::default(),
@@ -743,6 +765,7 @@ impl Config {
         }
         self.peer_problems(&by_addr, &mut problems);
         self.admin_problems(&mut problems);
+        self.client_problems(&mut problems);
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 problems.push(format!(
@@ -845,6 +868,86 @@ impl Config {
                       makes one), or \"insecure_links\": true to accept the risk"
                 ));
             }
+        }
+    }
+}
+
+impl Config {
+    /// The `clients` section, TLS for clients, and client addresses open
+    /// to other hosts.
+    fn client_problems(&self, problems: &mut Vec<String>) {
+        let mut taken: HashMap<SocketAddr, String> = HashMap::new();
+        for server in &self.servers {
+            let who = shown(&server.name);
+            if let Some(addr) = resolve_listen(&server.listen) {
+                taken.insert(addr, format!("the client address of {who}"));
+            }
+            if let Some(addr) = peer_addr_of(server) {
+                taken.insert(addr, format!("the peer address of {who}"));
+            }
+            if let Some(addr) = admin_addr_of(server) {
+                taken.insert(addr, format!("the admin address of {who}"));
+            }
+        }
+        let mut ports = Vec::new();
+        let names: Vec<String> = self.servers.iter().map(|s| shown(&s.name)).collect();
+        for (server, who) in self.servers.iter().zip(&names) {
+            if let Some(addr) = resolve_listen(&server.listen) {
+                ports.push(ClientPort {
+                    who,
+                    what: "client address",
+                    addr,
+                });
+            }
+            let Some(text) = &server.client_tls_listen else {
+                continue;
+            };
+            let Some(addr) = resolve_listen(text) else {
+                problems.push(format!(
+                    "{who}: client_tls_listen {text:?} is not valid; expected host:port, \
+                     e.g. 127.0.0.1:12638"
+                ));
+                continue;
+            };
+            if addr.port() != 0 {
+                if let Some(owner) = taken.insert(addr, format!("the client TLS address of {who}"))
+                {
+                    problems.push(format!("{who}: client_tls_listen {addr} is {owner}"));
+                }
+            }
+            if self.client_tls.is_none() && self.tls.is_none() {
+                problems.push(format!(
+                    "{who}: client_tls_listen needs a certificate: add a \"client_tls\" \
+                     section ({{\"cert\": ..., \"key\": ...}}), or a \"tls\" section (herd \
+                     certs makes one)"
+                ));
+            }
+            ports.push(ClientPort {
+                who,
+                what: "client_tls_listen",
+                addr,
+            });
+        }
+        clients::problems(&self.clients, self.insecure_clients, &ports, problems);
+        if let Some(tls) = &self.client_tls {
+            clients::tls_problems(tls, problems);
+        }
+    }
+
+    /// Where server `name` takes clients over TLS, if it does.
+    pub fn client_tls_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.client_tls_listen.as_deref()?)
+    }
+
+    /// The certificate and key server `name` shows clients over TLS:
+    /// `client_tls`'s, else the herd's `tls` ones; `{name}` filled in,
+    /// relative to `config_dir`.
+    pub fn client_tls_paths(&self, name: &str, config_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        let path = |template: &str| config_dir.join(template.replace(NAME_PLACEHOLDER, name));
+        match (&self.client_tls, &self.tls) {
+            (Some(c), _) => Some((path(&c.cert), path(&c.key))),
+            (None, Some(t)) => Some((path(&t.cert), path(&t.key))),
+            (None, None) => None,
         }
     }
 }
@@ -1135,6 +1238,13 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         )),
         _ => {}
     }
+    if l.client_auth_failures_per_min == 0 {
+        problems.push(
+            "limits.client_auth_failures_per_min is 0; it must be at least 1 (a phone may \
+             mistype once)"
+                .to_owned(),
+        );
+    }
     if l.max_connections_per_ip == Some(0) {
         problems.push(
             "limits.max_connections_per_ip is 0; it must be at least 1, or null for no limit"
@@ -1285,7 +1395,7 @@ mod tests {
 
     #[test]
     fn servers_on_different_hosts_may_share_a_loopback_admin_address() {
-        let text = r#"{"secret": "s", "servers": [
+        let text = r#"{"secret": "s", "insecure_clients": true, "servers": [
             {"name": "A", "listen": "10.0.0.1:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["B"]},
             {"name": "B", "listen": "10.0.0.2:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["A"]}
         ]}"#;
@@ -1473,6 +1583,27 @@ mod tests {
             => ["places.cache_bytes is 1000; at least 65536"];
         a_coarse_snapping_grid_is_reported: |v| v["places"] = json!({"snap_m": 5001})
             => ["places.snap_m is 5001; at most 5000"];
+        an_open_client_address_without_tokens_is_reported:
+            |v| v["servers"][0]["listen"] = json!("0.0.0.0:12138")
+            => ["Goloman: client address 0.0.0.0:12138 is not loopback", "clients", "insecure_clients"];
+        tokens_without_a_key_are_reported: |v| v["clients"] = json!({"auth": "token"})
+            => ["clients.auth is \"token\" but clients.token_key is missing"];
+        a_short_token_key_is_reported: |v| v["clients"] = json!({"auth": "token", "token_key": "short"})
+            => ["clients.token_key is 5 bytes; at least 16"];
+        client_tls_without_a_certificate_is_reported:
+            |v| v["servers"][1]["client_tls_listen"] = json!("127.0.0.1:12639")
+            => ["Hands: client_tls_listen needs a certificate", "client_tls", "tls"];
+        an_open_client_tls_address_without_tokens_is_reported: |v| {
+            v["servers"][1]["client_tls_listen"] = json!("0.0.0.0:12639");
+            v["client_tls"] = json!({"cert": "c.pem", "key": "k.pem"});
+        } => ["Hands: client_tls_listen 0.0.0.0:12639 is not loopback", "insecure_clients"];
+        a_client_tls_address_on_another_port_of_the_herd_is_reported: |v| {
+            v["servers"][1]["client_tls_listen"] = json!("127.0.0.1:22138");
+            v["client_tls"] = json!({"cert": "c.pem", "key": "k.pem"});
+        } => ["Hands: client_tls_listen 127.0.0.1:22138 is the peer address of Goloman"];
+        a_zero_auth_failure_limit_is_reported:
+            |v| v["limits"]["client_auth_failures_per_min"] = json!(0)
+            => ["limits.client_auth_failures_per_min is 0"];
         every_places_field_is_refused: |v| v["places"] = json!({"fields": "*"})
             => ["places.fields \"*\" asks Google for every field", "highest SKU"];
         an_unknown_places_field_is_reported_at_its_place:
@@ -1633,6 +1764,24 @@ mod tests {
             ..auto
         };
         assert_eq!(offline.resolve(Some("k".into())), Ok(PlacesSource::Offline));
+    }
+
+    #[test]
+    fn open_client_addresses_are_valid_with_tokens_or_the_risk_accepted() {
+        let open = json!({"servers": [{"name": "A", "listen": "0.0.0.0:12138", "peer_listen": "127.0.0.1:22138"}]});
+        assert!(Config::from_json(&open.to_string()).is_err());
+        let mut accepted = open.clone();
+        accepted["insecure_clients"] = json!(true);
+        let config = Config::from_json(&accepted.to_string()).unwrap();
+        assert!(config.insecure_clients);
+        let mut tokens = open;
+        tokens["clients"] = json!({"auth": "token", "token_key": ["0123456789abcdef", "fedcba9876543210"], "read": "any"});
+        let config = Config::from_json(&tokens.to_string()).unwrap();
+        assert_eq!(config.clients.auth, crate::pure::clients::ClientAuth::Token);
+        assert_eq!(config.clients.read, crate::pure::clients::ReadRule::Any);
+        assert_eq!(config.clients.keys().len(), 2);
+        let back = Config::from_json(&config.to_json_pretty()).unwrap();
+        assert_eq!(back, config, "clients survive a round trip");
     }
 
     #[test]

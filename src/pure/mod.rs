@@ -4,7 +4,9 @@
 //!
 //! Not named `core`: that would shadow Rust's own `core` crate in paths.
 
+pub mod auth_limit;
 pub(crate) mod catchup;
+pub mod clients;
 pub mod config;
 pub mod framing;
 pub(crate) mod index;
@@ -16,3 +18,4 @@ pub(crate) mod record;
 pub(crate) mod reload;
 pub mod ring;
 pub(crate) mod store;
+pub mod token;

@@ -18,6 +18,7 @@ mod mock;
 
 mod admin;
 mod bounds;
+mod clients;
 mod eviction;
 mod persistence;
 mod places_new;

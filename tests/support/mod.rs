@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take before it fails.
@@ -103,6 +104,7 @@ pub fn herd_of(names: &[&str], pairs: &[(&str, &str)]) -> Config {
                     }
                 })
                 .collect(),
+            ..ServerConfig::default()
         })
         .collect();
     config
@@ -395,6 +397,11 @@ impl Client {
         }
     }
 
+    /// The connection itself (for reads that must see its end).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
     pub fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).expect("write");
     }
@@ -608,6 +615,7 @@ pub fn port_zero_server(name: &str, admin_listen: AdminListen) -> ServerConfig {
         peer_listen: Some("127.0.0.1:0".to_owned()),
         admin_listen,
         neighbours: Vec::new(),
+        ..ServerConfig::default()
     }
 }
 
@@ -728,4 +736,63 @@ impl InHerd {
         let (code, text) = try_http(self.admin_addr(name), "GET", "/metrics")?;
         (code == 200).then(|| metric(&text, series)).flatten()
     }
+}
+
+/// Seconds since the UNIX epoch now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// A client token for `client` under the token key `key`, good for `ttl`
+/// seconds from now.
+pub fn client_token(key: &str, client: &str, ttl: u64) -> String {
+    herd::pure::token::issue(
+        &herd::pure::token::TokenKey::new(key),
+        client,
+        unix_now() + ttl,
+    )
+}
+
+/// A TLS client trusting the PEM CA `ca`, connected to `addr` as 127.0.0.1.
+pub fn tls_client(
+    addr: SocketAddr,
+    ca: &str,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a usable CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client");
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Drives the handshake to the end, so a refusal shows here.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+pub fn read_lines(stream: &mut impl Read, count: usize) -> String {
+    let mut text = String::new();
+    let mut byte = [0u8; 1];
+    while text.matches('\n').count() < count {
+        match stream.read(&mut byte) {
+            Ok(1) => text.push(char::from(byte[0])),
+            _ => break,
+        }
+    }
+    text
 }
