@@ -113,6 +113,11 @@ pub struct LoadArgs {
     /// many milliseconds, as the generator then cannot keep its schedule.
     #[arg(long, default_value_t = 1.0)]
     pub max_send_lag_ms: f64,
+    /// The herd's clients.token_key: each connection first proves, with
+    /// AUTH, that it speaks for its one client (needs --clients equal to
+    /// --connections, as a token is for one client id).
+    #[arg(long)]
+    pub token_key: Option<String>,
 }
 
 /// How long to wait for outstanding replies once the run is over.
@@ -157,6 +162,9 @@ fn executor_main(
             // Requests are written in batches already; Nagle would only
             // delay them.
             let _ = stream.set_nodelay(true);
+            if let Some(key) = &plan.token_key {
+                authenticate(&stream, key, c, plan.base_secs)?;
+            }
             streams.push(stream);
         }
         Conns::new(streams, INBUF).map_err(|e| anyhow!("setting up io_uring: {e}"))
@@ -221,6 +229,42 @@ fn executor_main(
     Ok(driver.stats)
 }
 
+/// Proves, before the run, that connection `c` speaks for its one client
+/// (`bench-<c>-0`): one AUTH and its answer, once per connection, as a phone
+/// would.
+fn authenticate(
+    mut stream: &TcpStream,
+    key: &herd::pure::token::TokenKey,
+    c: usize,
+    now_secs: u64,
+) -> Result<()> {
+    use std::io::{Read, Write};
+    let client = format!("bench-{c}-0");
+    let token = herd::pure::token::issue(key, &client, now_secs + 24 * 3600);
+    stream
+        .write_all(format!("AUTH {client} {token}\n").as_bytes())
+        .map_err(|e| anyhow!("AUTH on connection {c}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // Bounded: the answer is one short line.
+    while answer.len() < 512 && !answer.ends_with(b"\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            Ok(_) => bail!("connection {c} closed before answering AUTH"),
+            Err(e) => bail!("connection {c}: no answer to AUTH: {e}"),
+        }
+    }
+    let _ = stream.set_read_timeout(None);
+    if !answer.starts_with(format!("AUTH {client} ").as_bytes()) {
+        bail!(
+            "connection {c}: AUTH refused ({}): is --token-key the herd's clients.token_key?",
+            String::from_utf8_lossy(&answer).trim_end()
+        );
+    }
+    Ok(())
+}
+
 /// Reads /proc/stat at the start of the measured window and again at its
 /// end, or as soon as `done` says the run ended early; on a thread of its
 /// own, so the executors never wait for it.
@@ -258,6 +302,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     }
     if args.requests == Some(0) {
         bail!("--requests must be at least 1");
+    }
+    if args.token_key.is_some() && args.clients != args.connections as u64 {
+        bail!("--token-key needs one client per connection: --clients equal to --connections");
     }
     if !(args.radius > 0.0 && args.radius <= 50.0) {
         bail!("--radius must be in (0, 50] km");
@@ -299,6 +346,10 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         },
         max_lag_ns: (args.max_send_lag_ms * 1e6) as u64,
         abort: AtomicBool::new(false),
+        token_key: args
+            .token_key
+            .as_deref()
+            .map(herd::pure::token::TokenKey::new),
     });
     let executors = args.cpus.len().min(args.connections);
     let (ready_tx, ready_rx) = mpsc::channel();

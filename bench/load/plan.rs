@@ -25,6 +25,8 @@ pub(super) struct Plan {
     pub(super) max_lag_ns: u64,
     /// Set when any executor finds the generator cannot keep up.
     pub(super) abort: AtomicBool,
+    /// Each connection AUTHs with a token of this key first.
+    pub(super) token_key: Option<herd::pure::token::TokenKey>,
 }
 
 /// `total` split evenly over `n` parts; part `i` of it (the first
@@ -78,6 +80,7 @@ mod tests {
             intervals: 0,
             max_lag_ns: 1_000_000,
             abort: AtomicBool::new(false),
+            token_key: None,
         }
     }
 
