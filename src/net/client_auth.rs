@@ -152,9 +152,8 @@ impl ClientSide {
         peer: &str,
         out: &mut Vec<u8>,
     ) {
-        let rules = clients.rules.borrow();
         let client = auth.client_id;
-        if rules.auth == ClientAuth::None {
+        if clients.rules.borrow().auth == ClientAuth::None {
             metrics.auths.off.inc();
             tracing::debug!(%peer, client, "AUTH refused: clients do not authenticate here");
             return protocol::write_auth_refusal(out, client);
@@ -168,19 +167,8 @@ impl ClientSide {
                 return protocol::write_auth_refusal(out, client);
             }
         }
-        if let Some(ip) = self.ip {
-            let admit = lock(&clients.failures).admit(ip, client, now);
-            if let Admit::Limited { warn } = admit {
-                metrics.auths.limited.inc();
-                if warn {
-                    tracing::warn!(%peer, client, "AUTH refused unchecked for the rest of the minute: too many failures from this address for this client (limits.client_auth_failures_per_min)");
-                }
-                return protocol::write_auth_refusal(out, client);
-            }
-        }
-        match token::verify(&rules.keys, client, auth.token, now) {
+        match check_token(clients, self.ip, client, auth.token, now, metrics, peer) {
             Ok(verified) => {
-                metrics.auths.ok.inc();
                 self.activity.authenticated(verified.key_id);
                 self.proven = Some(Proven {
                     client: client.into(),
@@ -189,25 +177,68 @@ impl ClientSide {
                 tracing::debug!(%peer, client, expiry = verified.expiry, "client authenticated");
                 protocol::write_auth(out, client, verified.expiry);
             }
-            Err(why) => {
-                if why == TokenError::Expired {
-                    metrics.auths.expired.inc();
-                } else {
-                    metrics.auths.bad.inc();
-                }
-                if let Some(ip) = self.ip {
-                    lock(&clients.failures).failed(ip, client, now);
-                }
-                tracing::debug!(%peer, client, %why, "AUTH refused");
-                protocol::write_auth_refusal(out, client);
+            Err(_) => protocol::write_auth_refusal(out, client),
+        }
+    }
+}
+
+/// Why a presented token was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Unchecked: too many failures from the address for the client.
+    Limited,
+    /// Checked, and not good.
+    Token(TokenError),
+}
+
+/// Checks a token presented from `ip` for `client` at `now` (UNIX seconds),
+/// within the failure bound, counting the result; `AUTH` lines and phone
+/// apps' HTTP credentials both come here. The token is never logged.
+pub(crate) fn check_token(
+    clients: &Clients,
+    ip: Option<IpAddr>,
+    client: &str,
+    presented: &str,
+    now: u64,
+    metrics: &ShardMetrics,
+    peer: &str,
+) -> Result<token::Verified, Refused> {
+    if let Some(ip) = ip {
+        let admit = lock_failures(&clients.failures).admit(ip, client, now);
+        if let Admit::Limited { warn } = admit {
+            metrics.auths.limited.inc();
+            if warn {
+                tracing::warn!(%peer, client, "token refused unchecked for the rest of the minute: too many failures from this address for this client (limits.client_auth_failures_per_min)");
             }
+            return Err(Refused::Limited);
+        }
+    }
+    let verified = token::verify(&clients.rules.borrow().keys, client, presented, now);
+    match verified {
+        Ok(verified) => {
+            metrics.auths.ok.inc();
+            Ok(verified)
+        }
+        Err(why) => {
+            if why == TokenError::Expired {
+                metrics.auths.expired.inc();
+            } else {
+                metrics.auths.bad.inc();
+            }
+            if let Some(ip) = ip {
+                lock_failures(&clients.failures).failed(ip, client, now);
+            }
+            tracing::debug!(%peer, client, %why, "token refused");
+            Err(Refused::Token(why))
         }
     }
 }
 
 /// The failure table; a panic elsewhere while it was held leaves counts
 /// that are still counts.
-fn lock(failures: &Mutex<AuthFailures>) -> std::sync::MutexGuard<'_, AuthFailures> {
+pub(crate) fn lock_failures(
+    failures: &Mutex<AuthFailures>,
+) -> std::sync::MutexGuard<'_, AuthFailures> {
     failures
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

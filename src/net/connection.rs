@@ -113,6 +113,8 @@ pub(crate) struct Admission {
     pub client_tls: Option<ClientTls>,
     /// Who client connections may speak for, and read (live).
     pub clients: Clients,
+    /// A phone app's HTTP request must be whole within this of its start.
+    pub http_request_timeout: Duration,
     /// Line-length limit of clients.
     pub max_line: usize,
     /// Line-length limit of links: any AT line a valid IAMAT can produce.

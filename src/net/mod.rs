@@ -10,4 +10,5 @@ pub mod http;
 pub mod link_tls;
 pub mod nonce;
 pub(crate) mod per_ip;
+pub mod phones;
 pub(crate) mod route;

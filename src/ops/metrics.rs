@@ -155,6 +155,75 @@ impl Auths {
     }
 }
 
+/// Which phone app an HTTP request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpApp {
+    /// OwnTracks (`/owntracks`).
+    OwnTracks,
+    /// Traccar Client, the OsmAnd protocol (`/osmand`).
+    OsmAnd,
+    /// Neither: another path, or a request closed before it was whole.
+    Unknown,
+}
+
+/// `app` label values, by [`HttpApp`].
+const HTTP_APPS: [&str; 3] = ["owntracks", "osmand", "none"];
+
+/// What became of an HTTP request of a phone app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpResult {
+    /// A position stored (200).
+    Stored,
+    /// Taken, not stored: another message type, an empty body (200).
+    Ignored,
+    /// Malformed, out of range, too far ahead (400).
+    Invalid,
+    /// No or a bad token (401).
+    Unauthorized,
+    /// Credentials for another client than the request names (403).
+    Forbidden,
+    /// A body over the bound (413).
+    TooLarge,
+    /// Another path or method (404, 405).
+    NotFound,
+    /// Not stored: the journal stopped (503).
+    Unavailable,
+    /// Closed: not whole within `http_request_timeout_ms`.
+    TimedOut,
+}
+
+/// `result` label values, by [`HttpResult`].
+const HTTP_RESULTS: [&str; 9] = [
+    "stored",
+    "ignored",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "too_large",
+    "not_found",
+    "unavailable",
+    "timed_out",
+];
+
+/// HTTP requests of phone apps, by app and result.
+#[derive(Debug, Default)]
+pub(crate) struct HttpRequests {
+    counts: [[Counter; 9]; 3],
+}
+
+impl HttpRequests {
+    /// Counts one request.
+    pub(crate) fn count(&self, app: HttpApp, result: HttpResult) {
+        self.counts[app as usize][result as usize].inc();
+    }
+
+    fn values(&self) -> [[u64; 9]; 3] {
+        self.counts
+            .each_ref()
+            .map(|row| row.each_ref().map(Counter::get))
+    }
+}
+
 /// Everything one shard counts.
 #[derive(Debug)]
 pub(crate) struct ShardMetrics {
@@ -166,6 +235,8 @@ pub(crate) struct ShardMetrics {
     pub refused: Refused,
     /// `AUTH` lines.
     pub auths: Auths,
+    /// HTTP requests of phone apps.
+    pub http: HttpRequests,
     /// Records this shard stored (newer than what it held).
     pub stored: Counter,
     /// Records this shard dropped as not newer than what it held.
@@ -182,6 +253,7 @@ impl ShardMetrics {
             commands: Commands::default(),
             refused: Refused::default(),
             auths: Auths::default(),
+            http: HttpRequests::default(),
             stored: Counter::default(),
             stale: Counter::default(),
             published: Mutex::new(Published::default()),
@@ -397,6 +469,8 @@ pub(crate) struct ShardFigures {
     pub refused: [u64; 10],
     /// By `AUTH_RESULTS`.
     pub auths: [u64; 6],
+    /// By `HTTP_APPS`, then `HTTP_RESULTS`.
+    pub http: [[u64; 9]; 3],
     /// Records stored, and dropped as stale.
     pub stored: u64,
     /// Records dropped as not newer.
@@ -420,6 +494,7 @@ impl ShardFigures {
             ],
             refused: m.refused.values(),
             auths: m.auths.values(),
+            http: m.http.values(),
             stored: m.stored.get(),
             stale: m.stale.get(),
             published: m.published(),
@@ -576,6 +651,21 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             "herd_client_auth_total{{result=\"{result}\"}} {}",
             sum(view, |s| s.auths[i])
         );
+    }
+    family(
+        &mut out,
+        "herd_http_requests_total",
+        "counter",
+        "HTTP requests of phone apps (OwnTracks, Traccar Client), by app and result.",
+    );
+    for (a, app) in HTTP_APPS.iter().enumerate() {
+        for (r, result) in HTTP_RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herd_http_requests_total{{app=\"{app}\",result=\"{result}\"}} {}",
+                sum(view, |s| s.http[a][r])
+            );
+        }
     }
     family(
         &mut out,
@@ -1011,6 +1101,18 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
         },
         "refused": refused,
         "client_auth": auths,
+        "http": HTTP_APPS
+            .iter()
+            .enumerate()
+            .map(|(a, app)| {
+                let results: serde_json::Map<String, Value> = HTTP_RESULTS
+                    .iter()
+                    .enumerate()
+                    .map(|(r, result)| ((*result).to_owned(), json!(sum(view, |s| s.http[a][r]))))
+                    .collect();
+                ((*app).to_owned(), Value::Object(results))
+            })
+            .collect::<serde_json::Map<String, Value>>(),
         "places": {
             "lookups": places(|p| p.lookups),
             "cache_hits": places(|p| p.cache_hits),

@@ -8,11 +8,12 @@
 //! protocol logic: shards, routing, links and connections do the work.
 //! Signals, the log file and systemd are the `herd serve` process's.
 
-use crate::net::client_auth::{ClientRules, Clients};
+use crate::net::client_auth::{lock_failures, ClientRules, Clients};
 use crate::net::client_tls::ClientTls;
 use crate::net::connection::{self, Admission, Port};
 use crate::net::link_tls::LinkTls;
 use crate::net::per_ip::PerIp;
+use crate::net::phones;
 use crate::net::route::{self, Router, ToOwner};
 use crate::ops::admin::{self, Registry};
 use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
@@ -144,6 +145,22 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
     /// Clients over TLS, when the server takes them.
     pub client_tls: Option<SocketAddr>,
+    /// Phone apps over HTTP, when the server takes them.
+    pub http: Option<SocketAddr>,
+    /// Phone apps over HTTPS, when the server takes them.
+    pub https: Option<SocketAddr>,
+}
+
+/// What an accept loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// Lines: the client protocol (plain or TLS), or links.
+    Lines(Port),
+    /// Phone apps over HTTP, or HTTPS.
+    Phones {
+        /// Inside TLS.
+        https: bool,
+    },
 }
 
 /// What a starting shard tells [`start`].
@@ -444,9 +461,18 @@ impl Running {
             peer,
             admin,
             client_tls,
+            http,
+            https,
         } = self.bound;
         let admin = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
-        let tls = client_tls.map_or_else(String::new, |a| format!(", clients over TLS on {a}"));
+        let tls = [
+            (client_tls, "clients over TLS"),
+            (http, "phone apps over HTTP"),
+            (https, "phone apps over HTTPS"),
+        ]
+        .iter()
+        .filter_map(|(at, what)| at.map(|a| format!(", {what} on {a}")))
+        .collect::<String>();
         let auth = match config.clients.auth {
             crate::pure::clients::ClientAuth::None => "clients unauthenticated",
             crate::pure::clients::ClientAuth::Token => "clients authenticate with tokens",
@@ -570,10 +596,17 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     // outlive it briefly while the kernel tears its io_uring down, so only a
     // listener that keeps answering for two seconds counts.
     let client_tls_at = config.client_tls_addr(&name);
-    for addr in [Some(client), Some(peer), client_tls_at]
-        .into_iter()
-        .flatten()
-        .filter(|a| a.port() != 0)
+    let phones_at = [config.http_addr(&name), config.https_addr(&name)];
+    for addr in [
+        Some(client),
+        Some(peer),
+        client_tls_at,
+        phones_at[0],
+        phones_at[1],
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|a| a.port() != 0)
     {
         let answers =
             || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
@@ -594,8 +627,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
     };
     let client_tls_addr = config.client_tls_addr(&name);
+    let tls_port = client_tls_addr.or(config.https_addr(&name));
     let client_tls = match (
-        client_tls_addr,
+        tls_port,
         config.client_tls_paths(&name, &options.config_dir),
     ) {
         (Some(_), Some((cert, key))) => {
@@ -603,7 +637,8 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         }
         (Some(addr), None) => {
             return Err(bad(format!(
-                "client_tls_listen {addr} needs a certificate: a client_tls or tls section"
+                "{addr} (client_tls_listen or https_listen) needs a certificate: a client_tls \
+                 or tls section"
             )))
         }
         (None, _) => None,
@@ -654,6 +689,8 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
             peer,
             admin: config.admin_addr(&name),
             client_tls: client_tls_addr,
+            http: config.http_addr(&name),
+            https: config.https_addr(&name),
         },
         config: config.clone(),
         shards,
@@ -813,6 +850,7 @@ fn admission(
         tls: plan.tls.clone(),
         client_tls: plan.client_tls.clone(),
         clients: clients.clone(),
+        http_request_timeout: Duration::from_millis(limits.http_request_timeout_ms),
         max_line: limits.max_line_bytes,
         link_max_line: crate::pure::record::max_at_line(limits.max_line_bytes),
         liveness: liveness(config),
@@ -913,14 +951,6 @@ impl Live {
     }
 }
 
-/// The failure table of `AUTH`s; a panic elsewhere leaves counts that are
-/// still counts.
-fn lock_failures(failures: &Mutex<AuthFailures>) -> std::sync::MutexGuard<'_, AuthFailures> {
-    failures
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// One shard: its listeners, its links, its owner service, then its
 /// accept loop.
 async fn run_shard(
@@ -945,14 +975,25 @@ async fn run_shard(
         ),
         None => None,
     };
+    let bind_phones = |addr: Option<SocketAddr>, what: &str| match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .map(Some)
+            .map_err(|e| format!("cannot listen for phone apps over {what} on {addr}: {e}")),
+        None => Ok(None),
+    };
+    let http_listener = bind_phones(plan.bound.http, "HTTP")?;
+    let https_listener = bind_phones(plan.bound.https, "HTTPS")?;
+    let bound_at = |l: &Option<TcpListener>| match l {
+        Some(l) => local(l).map(Some),
+        None => Ok(None),
+    };
     let mut bound = Bound {
         client: local(&listener)?,
         peer: local(&peer_listener)?,
         admin: None,
-        client_tls: match &client_tls_listener {
-            Some(l) => Some(local(l)?),
-            None => None,
-        },
+        client_tls: bound_at(&client_tls_listener)?,
+        http: bound_at(&http_listener)?,
+        https: bound_at(&https_listener)?,
     };
     // The admin endpoint is small: one shard serves it, the first started
     // (its number on the mesh is not known yet); the others are not given
@@ -1136,7 +1177,7 @@ async fn run_shard(
     glommio::spawn_local(close_idle_clients(shard.clone(), live.clone())).detach();
     let links_in = glommio::spawn_local(accept(
         peer_listener,
-        Port::Peer,
+        Door::Lines(Port::Peer),
         Limit {
             per_ip: None,
             refused_per_ip: refused_per_ip.clone(),
@@ -1149,19 +1190,34 @@ async fn run_shard(
         per_ip: Some(plan.per_ip.clone()),
         refused_per_ip: refused_per_ip.clone(),
     };
-    let tls_in = client_tls_listener.map(|l| {
-        glommio::spawn_local(accept(
-            l,
-            Port::ClientTls,
+    let others: Vec<_> = [
+        (client_tls_listener, Door::Lines(Port::ClientTls)),
+        (http_listener, Door::Phones { https: false }),
+        (https_listener, Door::Phones { https: true }),
+    ]
+    .into_iter()
+    .filter_map(|(listener, door)| {
+        let listener = listener?;
+        Some(glommio::spawn_local(accept(
+            listener,
+            door,
             client_limit(),
             router.clone(),
             live.clone(),
-        ))
-    });
-    accept(listener, Port::Client, client_limit(), router, live).await;
+        )))
+    })
+    .collect();
+    accept(
+        listener,
+        Door::Lines(Port::Client),
+        client_limit(),
+        router,
+        live,
+    )
+    .await;
     links_in.await;
-    if let Some(tls_in) = tls_in {
-        tls_in.await;
+    for other in others {
+        other.await;
     }
     drain(&shard).await;
     Ok(())
@@ -1216,7 +1272,7 @@ struct Limit {
 /// its own task with the admission rules in force when it came.
 async fn accept(
     listener: TcpListener,
-    port: Port,
+    door: Door,
     limit: Limit,
     router: Rc<Router>,
     live: Rc<Live>,
@@ -1242,7 +1298,7 @@ async fn accept(
                 if let Some(failed) = failures.note(std::time::Instant::now()) {
                     tracing::warn!(
                         shard = id,
-                        ?port,
+                        ?door,
                         error = %e,
                         failed,
                         "accept failed; retrying every 50 ms (out of file descriptors? see tuning.md)"
@@ -1264,7 +1320,7 @@ async fn accept(
             shard.metrics.refused.connection_limit.inc();
             tracing::warn!(
                 shard = id,
-                ?port,
+                ?door,
                 max_connections,
                 "connection refused: shard at its connection limit"
             );
@@ -1292,12 +1348,20 @@ async fn accept(
             let _admitted = admitted;
             // Clients idle out by the shard's sweep; links are watched by
             // their sessions.
-            let idle_after = (port != Port::Peer).then_some(admission.idle_timeout);
-            let registered =
-                shard
-                    .connections
-                    .register(stream.as_raw_fd(), port == Port::Peer, idle_after);
-            connection::serve(stream, port, router, admission, registered.activity()).await;
+            let peer = door == Door::Lines(Port::Peer);
+            let idle_after = (!peer).then_some(admission.idle_timeout);
+            let registered = shard
+                .connections
+                .register(stream.as_raw_fd(), peer, idle_after);
+            let activity = registered.activity();
+            match door {
+                Door::Lines(port) => {
+                    connection::serve(stream, port, router, admission, activity).await
+                }
+                Door::Phones { https } => {
+                    phones::serve(stream, https, router, admission, activity).await
+                }
+            }
         })
         .detach();
     }
@@ -1453,6 +1517,8 @@ mod tests {
             peer: "127.0.0.1:2".parse().unwrap(),
             admin: None,
             client_tls: None,
+            http: None,
+            https: None,
         };
         // Dropped unrun (an executor that could not be built), or unwound
         // after saying where it bound: `start` still hears a last word.

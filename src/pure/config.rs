@@ -408,6 +408,13 @@ pub struct ServerConfig {
     /// absent. The same protocol as `listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_tls_listen: Option<String>,
+    /// Where the server takes phone apps' HTTP posts (OwnTracks, Traccar
+    /// Client); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// The same over HTTPS, with the certificate of `client_tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_listen: Option<String>,
 }
 
 /// A server's `admin_listen`: left out, `null`, or an address.
@@ -530,6 +537,9 @@ pub struct Limits {
     /// Failed `AUTH`s one source address may make for one client id in a
     /// minute; past it, `AUTH` is refused unchecked until the minute is out.
     pub client_auth_failures_per_min: u32,
+    /// An HTTP request of a phone app must arrive whole (headers and body)
+    /// within this many milliseconds of its first byte.
+    pub http_request_timeout_ms: u64,
     /// A link that wrote less than this ago lets floods gather until then
     /// before its next write, in microseconds (0: write at once); an idle
     /// link writes at once. Bounds the added delay per hop.
@@ -586,6 +596,7 @@ impl Default for Limits {
             max_records: Some(DEFAULT_MAX_RECORDS),
             max_connections_per_ip: None,
             client_auth_failures_per_min: 10,
+            http_request_timeout_ms: 10_000,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
         }
@@ -899,39 +910,51 @@ impl Config {
                     addr,
                 });
             }
-            let Some(text) = &server.client_tls_listen else {
-                continue;
-            };
-            let Some(addr) = resolve_listen(text) else {
-                problems.push(format!(
-                    "{who}: client_tls_listen {text:?} is not valid; expected host:port, \
-                     e.g. 127.0.0.1:12638"
-                ));
-                continue;
-            };
-            if addr.port() != 0 {
-                if let Some(owner) = taken.insert(addr, format!("the client TLS address of {who}"))
-                {
-                    problems.push(format!("{who}: client_tls_listen {addr} is {owner}"));
+            let extra = [
+                ("client_tls_listen", &server.client_tls_listen, true),
+                ("http_listen", &server.http_listen, false),
+                ("https_listen", &server.https_listen, true),
+            ];
+            for (what, text, needs_cert) in extra {
+                let Some(text) = text else {
+                    continue;
+                };
+                let Some(addr) = resolve_listen(text) else {
+                    problems.push(format!(
+                        "{who}: {what} {text:?} is not valid; expected host:port, \
+                         e.g. 127.0.0.1:12638"
+                    ));
+                    continue;
+                };
+                if addr.port() != 0 {
+                    if let Some(owner) = taken.insert(addr, format!("the {what} of {who}")) {
+                        problems.push(format!("{who}: {what} {addr} is {owner}"));
+                    }
                 }
+                if needs_cert && self.client_tls.is_none() && self.tls.is_none() {
+                    problems.push(format!(
+                        "{who}: {what} needs a certificate: add a \"client_tls\" section \
+                         ({{\"cert\": ..., \"key\": ...}}), or a \"tls\" section (herd certs \
+                         makes one)"
+                    ));
+                }
+                ports.push(ClientPort { who, what, addr });
             }
-            if self.client_tls.is_none() && self.tls.is_none() {
-                problems.push(format!(
-                    "{who}: client_tls_listen needs a certificate: add a \"client_tls\" \
-                     section ({{\"cert\": ..., \"key\": ...}}), or a \"tls\" section (herd \
-                     certs makes one)"
-                ));
-            }
-            ports.push(ClientPort {
-                who,
-                what: "client_tls_listen",
-                addr,
-            });
         }
         clients::problems(&self.clients, self.insecure_clients, &ports, problems);
         if let Some(tls) = &self.client_tls {
             clients::tls_problems(tls, problems);
         }
+    }
+
+    /// Where server `name` takes phone apps over HTTP, if it does.
+    pub fn http_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.http_listen.as_deref()?)
+    }
+
+    /// Where server `name` takes phone apps over HTTPS, if it does.
+    pub fn https_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.https_listen.as_deref()?)
     }
 
     /// Where server `name` takes clients over TLS, if it does.
@@ -1221,6 +1244,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("places_timeout_ms", l.places_timeout_ms == 0),
         ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
         ("write_timeout_ms", l.write_timeout_ms == 0),
+        ("http_request_timeout_ms", l.http_request_timeout_ms == 0),
         ("link_records_per_sec", l.link_records_per_sec == 0),
         ("link_heartbeat_ms", l.link_heartbeat_ms == 0),
         ("record_ttl_ms", l.record_ttl_ms == Some(0)),
@@ -1601,6 +1625,17 @@ mod tests {
             v["servers"][1]["client_tls_listen"] = json!("127.0.0.1:22138");
             v["client_tls"] = json!({"cert": "c.pem", "key": "k.pem"});
         } => ["Hands: client_tls_listen 127.0.0.1:22138 is the peer address of Goloman"];
+        an_open_http_address_without_tokens_is_reported:
+            |v| v["servers"][2]["http_listen"] = json!("0.0.0.0:8080")
+            => ["Holiday: http_listen 0.0.0.0:8080 is not loopback", "clients.auth", "insecure_clients"];
+        https_without_a_certificate_is_reported:
+            |v| v["servers"][2]["https_listen"] = json!("127.0.0.1:8443")
+            => ["Holiday: https_listen needs a certificate"];
+        a_bad_http_address_is_reported: |v| v["servers"][0]["http_listen"] = json!("port 80")
+            => ["Goloman: http_listen \"port 80\" is not valid"];
+        a_zero_http_request_timeout_is_reported:
+            |v| v["limits"]["http_request_timeout_ms"] = json!(0)
+            => ["limits.http_request_timeout_ms is 0"];
         a_zero_auth_failure_limit_is_reported:
             |v| v["limits"]["client_auth_failures_per_min"] = json!(0)
             => ["limits.client_auth_failures_per_min is 0"];

@@ -12,6 +12,7 @@ pub mod framing;
 pub(crate) mod index;
 pub(crate) mod journal;
 pub mod link_session;
+pub mod phones;
 pub mod places_fields;
 pub mod protocol;
 pub(crate) mod record;

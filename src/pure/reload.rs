@@ -99,6 +99,12 @@ pub(crate) fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes,
     if old.client_tls_addr(name) != new.client_tls_addr(name) {
         restart.push("client_tls_listen".to_owned());
     }
+    if old.http_addr(name) != new.http_addr(name) {
+        restart.push("http_listen".to_owned());
+    }
+    if old.https_addr(name) != new.https_addr(name) {
+        restart.push("https_listen".to_owned());
+    }
     if old.tls != new.tls {
         restart.push("tls".to_owned());
     }

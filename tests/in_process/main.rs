@@ -21,6 +21,7 @@ mod bounds;
 mod clients;
 mod eviction;
 mod persistence;
+mod phones;
 mod places_new;
 mod places_snap;
 mod places_upstream;

@@ -660,12 +660,21 @@ impl InHerd {
         for server in &mut config.servers {
             // Alone, on free ports: nobody needs its peer port yet.
             let mut lone = template.clone();
-            lone.servers = vec![port_zero_server(&server.name, admin_on_port_zero())];
+            // The other listeners the template asks for come along.
+            lone.servers = vec![ServerConfig {
+                client_tls_listen: server.client_tls_listen.clone(),
+                http_listen: server.http_listen.clone(),
+                https_listen: server.https_listen.clone(),
+                ..port_zero_server(&server.name, admin_on_port_zero())
+            }];
             let started = start_in_process(lone, &server.name, shards);
             let bound = started.bound();
             server.listen = bound.client.to_string();
             server.peer_listen = Some(bound.peer.to_string());
             server.admin_listen = AdminListen::At(bound.admin.expect("admin on").to_string());
+            server.client_tls_listen = bound.client_tls.map(|a| a.to_string());
+            server.http_listen = bound.http.map(|a| a.to_string());
+            server.https_listen = bound.https.map(|a| a.to_string());
             running.push((server.name.clone(), Some(started)));
         }
         let herd = InHerd {
@@ -716,6 +725,15 @@ impl InHerd {
     }
 
     /// A server's client address.
+    /// Server `name` as it runs.
+    pub fn running(&self, name: &str) -> &herd::Running {
+        self.running
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, r)| r.as_ref())
+            .unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.config.listen_addr(name).expect("server in herd")
     }
