@@ -282,6 +282,8 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin + 'static>(stream: S, conn: Rc<
     builder
         .header_read_timeout(None)
         .keep_alive(true)
+        // Pipelined requests' answers go out in one write, not one each.
+        .pipeline_flush(true)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
     if let Err(e) = builder

@@ -32,10 +32,16 @@ pub struct Report {
 impl Report {
     /// The IAMAT line this report stands for, without a newline.
     pub fn iamat_line(&self) -> String {
-        format!(
+        use std::fmt::Write as _;
+        // Sized once: the position and time take at most 52 bytes.
+        let mut line = String::with_capacity(self.client_id.len() + 64);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            line,
             "IAMAT {} {:+.6}{:+.6} {}.{:09}",
             self.client_id, self.lat, self.lon, self.secs, self.nanos
-        )
+        );
+        line
     }
 }
 
@@ -58,33 +64,47 @@ pub enum OwnTracks {
     Other(String),
 }
 
+/// The fields of an OwnTracks message herd reads; the others are skipped
+/// unread (a typed parse, not a tree of every field: about a third of the
+/// time of a post was the tree).
+#[derive(serde::Deserialize)]
+struct Message {
+    #[serde(rename = "_type")]
+    kind: Option<Value>,
+    lat: Option<Value>,
+    lon: Option<Value>,
+    tst: Option<Value>,
+    created_at: Option<Value>,
+    tid: Option<Value>,
+}
+
 /// Parses an OwnTracks HTTP-mode body.
 pub fn owntracks(body: &[u8]) -> Result<OwnTracks, String> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(OwnTracks::Other("empty".to_owned()));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let Some(message) = value.as_object() else {
-        return Err("the body is not a JSON object".to_owned());
-    };
+    let message: Message = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "the body is not a JSON object".to_owned(),
+        _ => format!("the body is not JSON: {e}"),
+    })?;
     let kind = message
-        .get("_type")
+        .kind
+        .as_ref()
         .and_then(Value::as_str)
         .ok_or("the message has no \"_type\"")?;
     if kind != "location" {
         return Ok(OwnTracks::Other(kind.to_owned()));
     }
-    let (lat, lon) = position(message.get("lat"), message.get("lon"))?;
-    let time = message.get("tst").or_else(|| message.get("created_at"));
-    let secs = match time {
+    let (lat, lon) = position(message.lat.as_ref(), message.lon.as_ref())?;
+    let secs = match message.tst.as_ref().or(message.created_at.as_ref()) {
         None => return Err("a location needs \"tst\" (UNIX seconds)".to_owned()),
         Some(t) => t
             .as_u64()
             .ok_or("\"tst\" is not a whole number of UNIX seconds")?,
     };
     let tid = message
-        .get("tid")
+        .tid
+        .as_ref()
         .and_then(Value::as_str)
         .map(str::to_owned);
     Ok(OwnTracks::Location {
