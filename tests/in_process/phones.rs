@@ -481,9 +481,11 @@ fn a_body_over_64_kib_and_too_many_headers_are_refused() {
     (&stream)
         .write_all(owntracks(LOCATION, &many).as_bytes())
         .unwrap();
+    // Refused by closing (with pipelined answers flushed together, hyper
+    // closes without writing its 431).
     let reply = read_reply(&mut BufReader::new(stream));
     assert!(
-        reply.as_ref().map(|r| r.status) == Some(431),
+        reply.as_ref().is_none_or(|r| r.status == 431),
         "too many headers answered {reply:?}"
     );
     assert_eq!(stored_at_line(running.bound().client, "jane/phone"), None);
