@@ -297,6 +297,71 @@ fn open_loop_against_a_real_herd_counts_every_request_with_no_errors() {
     assert!((640.0..=960.0).contains(&requests), "400/s for 2 s: {v}");
 }
 
+/// The token key of the herds these tests start with `clients.auth: "token"`.
+const TOKEN_KEY: &str = "the bench's token key, 32 bytes!";
+
+/// One server, "Real", whose clients must prove who they are with a token.
+fn herd_with_tokens() -> support::Herd {
+    let mut config = support::herd_of(&["Real"], &[]);
+    config.clients = herd::pure::clients::ClientsConfig {
+        auth: herd::pure::clients::ClientAuth::Token,
+        token_key: herd::pure::clients::TokenKeys::One(TOKEN_KEY.to_owned()),
+        read: herd::pure::clients::ReadRule::Own,
+    };
+    support::Herd::start(config, 1)
+}
+
+#[test]
+fn a_token_key_needs_one_client_per_connection() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Refused before any connection is made: nothing listens there.
+    let output = Command::new(BIN)
+        .args(["load", "--addr", "127.0.0.1:9", "--connections", "4"])
+        .args(["--clients", "8", "--token-key", TOKEN_KEY])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--token-key needs one client per connection"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connections_with_tokens_are_answered_and_a_wrong_key_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let herd = herd_with_tokens();
+    let addr = herd.addr("Real").to_string();
+    let shape = [
+        "--connections",
+        "4",
+        "--clients",
+        "4",
+        "--depth",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--server",
+        "Real",
+    ];
+    let (output, v) = load(&addr, &[&shape[..], &["--token-key", TOKEN_KEY]].concat());
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    let output = Command::new(BIN)
+        .args(["load", "--addr", &addr, "--cpus", "1"])
+        .args(shape)
+        .args(["--token-key", "another key of 16 bytes or more"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("AUTH refused"), "{stderr}");
+}
+
 #[test]
 fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
