@@ -347,10 +347,18 @@ fn connections_with_tokens_are_answered_and_a_wrong_key_is_refused() {
         "--server",
         "Real",
     ];
-    let (output, v) = load(&addr, &[&shape[..], &["--token-key", TOKEN_KEY]].concat());
+    let pid = herd.pid("Real").expect("Real's pid").to_string();
+    let with_key = [&shape[..], &["--token-key", TOKEN_KEY, "--pid", &pid]].concat();
+    let (output, v) = load(&addr, &with_key);
     assert_eq!(output.status.code(), Some(0), "{v}");
     assert_eq!(v["errors"], 0, "{v}");
     assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    // The server's CPU time over the window, per request (ticks of 10 ms:
+    // possibly 0 in a short run, never missing).
+    assert!(
+        v["server_cpu_us_per_request"].as_f64().unwrap() >= 0.0,
+        "{v}"
+    );
     let output = Command::new(BIN)
         .args(["load", "--addr", &addr, "--cpus", "1"])
         .args(shape)

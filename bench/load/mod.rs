@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use crate::host::{self, CpuTimes};
-use crate::report::{self, CpuUse, Summary};
+use crate::report::{self, CpuUse, ServerCpu, Summary};
 use crate::stats::Stats;
 use crate::uring::Conns;
 use crate::workload::Workload;
@@ -89,7 +89,9 @@ pub struct LoadArgs {
     /// Write an HdrHistogram interval log (one histogram per second).
     #[arg(long)]
     pub hist_log: Option<PathBuf>,
-    /// Server process whose VmRSS/VmHWM to report at the end.
+    /// Server process whose VmRSS/VmHWM to report at the end, and whose
+    /// CPU time (user + system, /proc/PID/stat) over the measured window is
+    /// reported per request answered.
     #[arg(long)]
     pub pid: Option<i32>,
     /// Text naming this run in the report.
@@ -265,18 +267,35 @@ fn authenticate(
     Ok(())
 }
 
-/// Reads /proc/stat at the start of the measured window and again at its
-/// end, or as soon as `done` says the run ended early; on a thread of its
-/// own, so the executors never wait for it.
+/// What the CPUs had done at one instant: every CPU's ticks, and the CPU
+/// time the server process (`--pid`) had used.
+struct CpuSample {
+    cpus: CpuTimes,
+    server: Option<Duration>,
+}
+
+impl CpuSample {
+    fn read(pid: Option<i32>) -> Option<CpuSample> {
+        Some(CpuSample {
+            cpus: CpuTimes::read().ok()?,
+            server: pid.and_then(|pid| host::process_cpu_time(pid).ok()),
+        })
+    }
+}
+
+/// Reads /proc/stat (and the server's /proc/PID/stat) at the start of the
+/// measured window and again at its end, or as soon as `done` says the run
+/// ended early; on a thread of its own, so the executors never wait for it.
 fn sample_cpus(
     start: Instant,
     end: Instant,
+    pid: Option<i32>,
     done: mpsc::Receiver<()>,
-) -> Option<(CpuTimes, CpuTimes)> {
+) -> Option<(CpuSample, CpuSample)> {
     sleep_until(start);
-    let first = CpuTimes::read().ok()?;
+    let first = CpuSample::read(pid)?;
     let _ = done.recv_timeout(end.saturating_duration_since(Instant::now()));
-    let second = CpuTimes::read().ok()?;
+    let second = CpuSample::read(pid)?;
     Some((first, second))
 }
 
@@ -391,8 +410,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     let t0 = Instant::now() + START_DELAY;
     let window_start = SystemTime::now() + START_DELAY + warmup;
     let (done_tx, done_rx) = mpsc::channel();
+    let pid = args.pid;
     let sampler =
-        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, done_rx));
+        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, pid, done_rx));
     for tx in &go {
         let _ = tx.send(t0);
     }
@@ -445,10 +465,10 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         )?;
     }
     let open = args.rate.is_some();
-    let cpu = cpu_times.map(|(before, after)| {
+    let cpu = cpu_times.as_ref().map(|(before, after)| {
         let busy = |cpus: &[usize]| -> BTreeMap<usize, f64> {
             cpus.iter()
-                .filter_map(|&c| after.busy_pct_since(&before, c).map(|p| (c, p)))
+                .filter_map(|&c| after.cpus.busy_pct_since(&before.cpus, c).map(|p| (c, p)))
                 .collect()
         };
         CpuUse::new(
@@ -456,6 +476,16 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
             busy(&args.server_cpus),
             !open,
         )
+    });
+    // The server's own CPU time over the window, per request answered in
+    // it: what one request costs the server, whoever was the bottleneck.
+    let server_cpu = cpu_times.and_then(|(before, after)| {
+        let used = after.server?.checked_sub(before.server?)?;
+        Some(ServerCpu {
+            seconds: used.as_secs_f64(),
+            us_per_request: (merged.requests > 0)
+                .then(|| used.as_secs_f64() * 1e6 / merged.requests as f64),
+        })
     });
     let summary = Summary {
         label: &args.label,
@@ -470,6 +500,7 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         send_lag: open.then_some(&merged.send_lag),
         memory,
         cpu,
+        server_cpu,
         duration_s: window.as_secs_f64(),
     };
     summary.print(args.json_only);
