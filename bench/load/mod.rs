@@ -39,6 +39,7 @@ use anyhow::{anyhow, bail, Result};
 use crate::host::{self, CpuTimes};
 use crate::report::{self, CpuUse, ServerCpu, Summary};
 use crate::stats::Stats;
+use crate::tls::{self, Tls};
 use crate::uring::Conns;
 use crate::workload::Workload;
 use driver::{Driver, Line};
@@ -120,6 +121,12 @@ pub struct LoadArgs {
     /// --connections, as a token is for one client id).
     #[arg(long)]
     pub token_key: Option<String>,
+    /// Speak TLS (to a herd's client_tls_listen), trusting the CA
+    /// certificates of this PEM file (`herd certs`' ca.pem); the server's
+    /// certificate must name --addr's host. Handshakes are done before the
+    /// run; records are sealed and opened on the generator's CPUs.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How long to wait for outstanding replies once the run is over.
@@ -159,15 +166,7 @@ fn executor_main(
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut streams = Vec::with_capacity(conns.len());
         for c in conns.clone() {
-            let stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
-                .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
-            // Requests are written in batches already; Nagle would only
-            // delay them.
-            let _ = stream.set_nodelay(true);
-            if let Some(key) = &plan.token_key {
-                authenticate(&stream, key, c, plan.base_secs)?;
-            }
-            streams.push(stream);
+            streams.push(connect(&plan, c)?);
         }
         Conns::new(streams, INBUF).map_err(|e| anyhow!("setting up io_uring: {e}"))
     })();
@@ -231,22 +230,57 @@ fn executor_main(
     Ok(driver.stats)
 }
 
+/// Opens connection `c`: TCP, then the TLS handshake and the AUTH line
+/// when the run has them, all before the run and on a blocking socket
+/// whose every wait is bounded by `CONNECT_TIMEOUT`.
+fn connect(plan: &Plan, c: usize) -> Result<(TcpStream, Option<Tls>)> {
+    let mut stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
+        .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
+    // Requests are written in batches already; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    if plan.tls.is_none() && plan.token_key.is_none() {
+        return Ok((stream, None));
+    }
+    stream
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(CONNECT_TIMEOUT)))
+        .map_err(|e| anyhow!("connection {c}: {e}"))?;
+    let mut session = match &plan.tls {
+        Some(tls) => Some(
+            tls.handshake(&mut stream)
+                .map_err(|e| anyhow!("connection {c} to {}: {e:#}", plan.addr))?,
+        ),
+        None => None,
+    };
+    if let Some(key) = &plan.token_key {
+        match &mut session {
+            Some(session) => {
+                let mut tls = rustls::Stream::new(session, &mut stream);
+                authenticate(&mut tls, key, c, plan.base_secs)?;
+            }
+            None => authenticate(&mut &stream, key, c, plan.base_secs)?,
+        }
+    }
+    // From here on the ring does the waiting, bounded by the run's clock.
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    Ok((stream, session.map(|s| Tls::new(s, INBUF))))
+}
+
 /// Proves, before the run, that connection `c` speaks for its one client
 /// (`bench-<c>-0`): one AUTH and its answer, once per connection, as a phone
-/// would.
+/// would. `stream`'s reads are bounded by its socket's timeout.
 fn authenticate(
-    mut stream: &TcpStream,
+    stream: &mut (impl std::io::Read + std::io::Write),
     key: &herd::pure::token::TokenKey,
     c: usize,
     now_secs: u64,
 ) -> Result<()> {
-    use std::io::{Read, Write};
     let client = format!("bench-{c}-0");
     let token = herd::pure::token::issue(key, &client, now_secs + 24 * 3600);
     stream
         .write_all(format!("AUTH {client} {token}\n").as_bytes())
         .map_err(|e| anyhow!("AUTH on connection {c}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     // Bounded: the answer is one short line.
@@ -257,7 +291,6 @@ fn authenticate(
             Err(e) => bail!("connection {c}: no answer to AUTH: {e}"),
         }
     }
-    let _ = stream.set_read_timeout(None);
     if !answer.starts_with(format!("AUTH {client} ").as_bytes()) {
         bail!(
             "connection {c}: AUTH refused ({}): is --token-key the herd's clients.token_key?",
@@ -369,6 +402,11 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
             .token_key
             .as_deref()
             .map(herd::pure::token::TokenKey::new),
+        tls: args
+            .tls_ca
+            .as_deref()
+            .map(|ca| tls::Client::new(ca, &args.addr))
+            .transpose()?,
     });
     let executors = args.cpus.len().min(args.connections);
     let (ready_tx, ready_rx) = mpsc::channel();
