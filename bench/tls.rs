@@ -275,6 +275,12 @@ mod tests {
         let mut conn = ClientConnection::new(client.config.clone(), client.name.clone()).unwrap();
         shuttle(&mut conn, &mut server);
         assert!(!conn.is_handshaking() && !server.is_handshaking());
+        // What herd's client TLS (the same defaults) and this client agree
+        // on, as the bench's README says.
+        assert_eq!(
+            conn.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+        );
         let mut tls = Tls::new(conn, 1024);
         tls.plain_out().extend_from_slice(b"IAMAT a +1+2 3\n");
         assert!(tls.has_plain_out());
