@@ -66,12 +66,13 @@ def tokens_section(runs, order, rounds_note=""):
     out.append("## Client tokens\n")
     out.append(rounds_note)
     out.append(f"Target: **tokens on, IAMAT: within {TOKENS_WITHIN * 100:.0f} % of tokens off** (issue 28: one "
-               "HMAC per connection, not per line). Two fresh one-shard servers like the healthy one (each "
+               "HMAC per connection, not per line). Two one-shard servers like the healthy one (each "
                "flooding to three sinks), one with `\"clients\": {\"auth\": \"token\", ...}` and one without, "
-               "up at once on the server's CPU; the same workload on both: 64 connections with one client "
-               "each (`--clients 64`), and with tokens each connection sends one `AUTH` before the run "
-               f"(`--token-key`). {n} rounds, the order swapped every round; met when the median of the "
-               f"rounds' on/off ratios is at least {1 - TOKENS_WITHIN:.2f}.\n")
+               "up at once on the server's CPU and started fresh every round; the same workload on both: 64 "
+               "connections with one client each (`--clients 64`), and with tokens each connection sends one "
+               f"`AUTH` before the run (`--token-key`). {n} rounds, the order swapped every round and the two "
+               "servers' places (ports and sinks) every second round; met when the median of the rounds' "
+               f"on/off ratios is at least {1 - TOKENS_WITHIN:.2f}.\n")
     out.append("| shape | median on/off | met | rounds' on/off ratios (sorted) | median tokens on | "
                "median tokens off | median server us/request on / off |")
     out.append("|---|---|---|---|---|---|---|")
