@@ -52,17 +52,31 @@ def paired_rounds(runs, order, a, b):
     return out
 
 
+def on_off_ratios(pairs):
+    """The sorted on/off rate ratios of paired rounds."""
+    return sorted(p[1]["achieved_rate"] / p[2]["achieved_rate"] for p in pairs
+                  if p[1].get("achieved_rate") and p[2].get("achieved_rate"))
+
+
+def tokens_control(runs, order, depth):
+    """The median of the A/A control's rounds (`tokens-aa`, tokens off in
+    both servers) and their ratios, or (None, [])."""
+    ratios = on_off_ratios(paired_rounds(runs, order, f"tokens-aa-on-64x{depth}", f"tokens-aa-off-64x{depth}"))
+    return (median(ratios), ratios)
+
+
 def tokens_section(runs, order, rounds_note=""):
     """The tokens on/off comparison, or [] when it did not run."""
     out = []
     shapes = []
     for depth in (1, 16):
         pairs = paired_rounds(runs, order, f"tokens-on-64x{depth}", f"tokens-off-64x{depth}")
+        aa = paired_rounds(runs, order, f"tokens-aa-on-64x{depth}", f"tokens-aa-off-64x{depth}")
         if pairs:
-            shapes.append((depth, pairs))
+            shapes.append((depth, pairs, aa))
     if not shapes:
         return out
-    n = max(len(p) for _, p in shapes)
+    n = max(len(p) for _, p, _ in shapes)
     out.append("## Client tokens\n")
     out.append(rounds_note)
     out.append(f"Target: **tokens on, IAMAT: within {TOKENS_WITHIN * 100:.0f} % of tokens off** (issue 28: one "
@@ -72,34 +86,44 @@ def tokens_section(runs, order, rounds_note=""):
                "connections with one client each (`--clients 64`), and with tokens each connection sends one "
                f"`AUTH` before the run (`--token-key`). {n} rounds, the order swapped every round and the two "
                "servers' places (ports and sinks) every second round; met when the median of the rounds' "
-               f"on/off ratios is at least {1 - TOKENS_WITHIN:.2f}.\n")
+               f"on/off ratios is at least {1 - TOKENS_WITHIN:.2f}. The A/A control, where run "
+               "(`SCENARIOS=tokens,tokens-aa`), is the same design with tokens off in both servers: how far "
+               "from 1 a median lands here with no difference at all.\n")
     out.append("| shape | median on/off | met | rounds' on/off ratios (sorted) | median tokens on | "
                "median tokens off | median server us/request on / off |")
     out.append("|---|---|---|---|---|---|---|")
-    for depth, pairs in shapes:
-        ratios = sorted(p[1]["achieved_rate"] / p[2]["achieved_rate"] for p in pairs
-                        if p[1].get("achieved_rate") and p[2].get("achieved_rate"))
+    for depth, pairs, aa in shapes:
+        ratios = on_off_ratios(pairs)
         mid = median(ratios)
         met = "n/a" if mid is None else ("yes" if mid >= 1 - TOKENS_WITHIN else "no")
         if mid is not None and mid > 1 + TOKENS_WITHIN:
             met += " (tokens on faster: the rounds' noise, not tokens)"
-        us_on = median(p[1].get("server_cpu_us_per_request") for p in pairs)
-        us_off = median(p[2].get("server_cpu_us_per_request") for p in pairs)
-        out.append(f"| IAMAT 64x{depth} | {'n/a' if mid is None else f'{mid:.3f}'} | {met} | "
-                   f"{', '.join(f'{r:.3f}' for r in ratios)} | "
-                   f"{fmt(median(p[1].get('achieved_rate') for p in pairs), '/s')} | "
-                   f"{fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')} | "
-                   f"{fmt(us_on, '', 2)} / {fmt(us_off, '', 2)} |")
+        control, _ = tokens_control(runs, order, depth)
+        if control is not None and abs(control - 1) > TOKENS_WITHIN:
+            met += f" (the A/A control's median is {control:.3f}: this run cannot resolve {TOKENS_WITHIN * 100:.0f} %)"
+        for label, rows in ((f"IAMAT 64x{depth}", pairs), (f"A/A control 64x{depth}, tokens off in both", aa)):
+            if not rows:
+                continue
+            rs = on_off_ratios(rows)
+            m = median(rs)
+            us_on = median(p[1].get("server_cpu_us_per_request") for p in rows)
+            us_off = median(p[2].get("server_cpu_us_per_request") for p in rows)
+            out.append(f"| {label} | {'n/a' if m is None else f'{m:.3f}'} | {met if rows is pairs else '-'} | "
+                       f"{', '.join(f'{r:.3f}' for r in rs)} | "
+                       f"{fmt(median(p[1].get('achieved_rate') for p in rows), '/s')} | "
+                       f"{fmt(median(p[2].get('achieved_rate') for p in rows), '/s')} | "
+                       f"{fmt(us_on, '', 2)} / {fmt(us_off, '', 2)} |")
     out.append("\nEvery round (server CPU % and generator CPU % busy over each measured window; a server "
                f"under {SATURATED:.0f} % busy in a closed loop waited for the generator):\n")
     out.append("| round | shape | first | tokens on /s | server % | gen % | server us/req | tokens off /s | "
                "server % | gen % | server us/req | on/off |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for depth, pairs in shapes:
-        for k, on, off, first in pairs:
+    for depth, pairs, aa in shapes:
+        for k, on, off, first, control in [p + (False,) for p in pairs] + [p + (True,) for p in aa]:
             r = (on["achieved_rate"] / off["achieved_rate"]
                  if on.get("achieved_rate") and off.get("achieved_rate") else None)
-            out.append(f"| r{k} | 64x{depth} | {'on' if first.startswith('tokens-on') else 'off'} | "
+            out.append(f"| r{k} | 64x{depth}{' A/A' if control else ''} | "
+                       f"{'on' if '-on-' in first else 'off'} | "
                        f"{fmt(on.get('achieved_rate'), '', 0)} | {fmt(on.get('server_cpu_busy_pct'), '', 1)} | "
                        f"{fmt(on.get('generator_cpu_busy_pct'), '', 1)} | "
                        f"{fmt(on.get('server_cpu_us_per_request'), '', 2)} | "
@@ -399,15 +423,16 @@ def main():
 
     for depth in (1, 16):
         pairs = paired_rounds(runs, order, f"tokens-on-64x{depth}", f"tokens-off-64x{depth}")
-        ratios = sorted(p[1]["achieved_rate"] / p[2]["achieved_rate"] for p in pairs
-                        if p[1].get("achieved_rate") and p[2].get("achieved_rate"))
+        ratios = on_off_ratios(pairs)
         if ratios:
             mid = statistics.median(ratios)
+            control, control_ratios = tokens_control(runs, order, depth)
+            aa = "" if control is None else f"; A/A control median {control:.3f} ({len(control_ratios)} rounds)"
             row(f"tokens on ({len(ratios)} rounds, order swapped each round): IAMAT 64x{depth}, median of the "
                 f"rounds' ratios within {TOKENS_WITHIN * 100:.0f} % of tokens off",
                 f"median on {fmt(median(p[1].get('achieved_rate') for p in pairs), '/s')}",
                 f"median off {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
-                f"ratios {', '.join(f'{r:.3f}' for r in ratios)}",
+                f"ratios {', '.join(f'{r:.3f}' for r in ratios)}{aa}",
                 f"{mid:.3f}", yes(mid >= 1 - TOKENS_WITHIN))
     out.append("")
     out.extend(tokens_section(runs, order))
