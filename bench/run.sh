@@ -36,7 +36,7 @@ MAX_LAG_MS=${MAX_LAG_MS:-20}
 SLOW_BYTES_PER_SEC=${SLOW_BYTES_PER_SEC:-65536}
 # Alternated rounds of the tokens on/off and TLS/plain comparisons.
 TOKEN_ROUNDS=${TOKEN_ROUNDS:-4}
-TLS_ROUNDS=${TLS_ROUNDS:-3}
+TLS_ROUNDS=${TLS_ROUNDS:-4}
 # "all", or a comma-separated list of the scenarios that can run alone.
 SCENARIOS=${SCENARIOS:-all}
 ALONE="tokens tokens-aa tls"
