@@ -273,7 +273,7 @@ def main():
         when = (f"Measured alone (`bench/run.sh` with `SCENARIOS`) on "
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at herd "
                 f"{sh('git rev-parse --short HEAD')}, server on CPU {server_cpu}, generator and sinks on "
-                f"CPU {gen_cpu}; the rest of this report is from the full run it names.\n")
+                f"CPU {gen_cpu}; the rest of this report is from the full run named at its top.\n")
         out = tokens_section(runs, order, when) + tls_section(runs, order, when)
         print("\n".join(out))
         return
