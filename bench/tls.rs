@@ -149,9 +149,7 @@ impl Tls {
                     break;
                 }
             }
-            while self.conn.wants_write() {
-                self.conn.write_tls(records)?;
-            }
+            self.take_records(records)?;
             if sealed == self.plain_out.len() {
                 self.plain_out.clear();
                 return Ok(());
@@ -160,6 +158,22 @@ impl Tls {
         Err(io::Error::new(
             io::ErrorKind::WriteZero,
             "the TLS session takes no more requests",
+        ))
+    }
+
+    /// Appends the records the session has sealed to `records`.
+    fn take_records(&mut self, records: &mut Vec<u8>) -> io::Result<()> {
+        // A `Vec` takes every record at once; bounded all the same, as
+        // every loop of the generator is.
+        for _ in 0..MAX_TURNS {
+            if !self.conn.wants_write() {
+                return Ok(());
+            }
+            self.conn.write_tls(records)?;
+        }
+        Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the TLS session seals without end",
         ))
     }
 
