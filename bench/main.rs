@@ -12,6 +12,7 @@ mod probe;
 mod report;
 mod sink;
 mod stats;
+mod tls;
 mod uring;
 mod wire;
 mod workload;

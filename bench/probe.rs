@@ -452,6 +452,7 @@ pub fn run(args: &PropagationArgs) -> Result<u64> {
         send_lag: None,
         memory: None,
         cpu: None,
+        server_cpu: None,
         duration_s: (window * 1000.0).round() / 1000.0,
     };
     summary.print(args.json_only);

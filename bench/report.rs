@@ -54,6 +54,17 @@ impl CpuUse {
     }
 }
 
+/// The CPU time the server process used over the measured window, from
+/// its /proc/PID/stat (clock ticks: 10 ms each where `CLK_TCK` is 100).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerCpu {
+    /// User and system time, seconds.
+    pub seconds: f64,
+    /// The same over the requests answered in the window, µs (`None` when
+    /// none was).
+    pub us_per_request: Option<f64>,
+}
+
 /// The server's memory at the end of a run, from /proc/PID/status.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Memory {
@@ -89,6 +100,8 @@ pub struct Summary<'a> {
     pub memory: Option<Memory>,
     /// CPU busy shares, when /proc/stat could be read.
     pub cpu: Option<CpuUse>,
+    /// The server process's CPU time, when `--pid` was given and readable.
+    pub server_cpu: Option<ServerCpu>,
     /// Length of the measured window, s.
     pub duration_s: f64,
 }
@@ -129,6 +142,11 @@ impl Summary<'_> {
             "send_lag_max_us": self.send_lag.map(|h| micros(h.max())),
             "server_vmrss_mib": self.memory.map(|m| m.rss_mib),
             "server_vmhwm_mib": self.memory.map(|m| m.hwm_mib),
+            "server_cpu_s": self.server_cpu.map(|c| (c.seconds * 100.0).round() / 100.0),
+            "server_cpu_us_per_request": self
+                .server_cpu
+                .and_then(|c| c.us_per_request)
+                .map(|us| (us * 1000.0).round() / 1000.0),
         });
         for (key, _, q) in QUANTILES {
             v[key] = json!(micros(self.latency.value_at_quantile(q)));
@@ -191,6 +209,9 @@ impl Summary<'_> {
         }
         if let Some(busy) = cpu.and_then(|c| mean(&c.server)) {
             cols.push(("server cpu %".into(), format!("{busy:.1}")));
+        }
+        if let Some(us) = self.server_cpu.and_then(|c| c.us_per_request) {
+            cols.push(("server µs/req".into(), format!("{us:.2}")));
         }
         let (mut head, mut row) = (String::new(), String::new());
         for (i, (h, v)) in cols.iter().enumerate() {
@@ -312,6 +333,10 @@ mod tests {
                 hwm_mib: 13.0,
             }),
             cpu: None,
+            server_cpu: Some(ServerCpu {
+                seconds: 0.25,
+                us_per_request: Some(250.0),
+            }),
             duration_s: 2.0,
         }
     }
@@ -336,6 +361,8 @@ mod tests {
         near("p99_us", 990.0);
         near("max_us", 1000.0);
         assert_eq!(v["send_lag_p99_us"], 0.0);
+        assert_eq!(v["server_cpu_s"], 0.25);
+        assert_eq!(v["server_cpu_us_per_request"], 250.0);
         assert_eq!(v["server_vmhwm_mib"], 13.0);
         assert_eq!(v["depth"], Value::Null);
         let table = s.table();

@@ -297,6 +297,163 @@ fn open_loop_against_a_real_herd_counts_every_request_with_no_errors() {
     assert!((640.0..=960.0).contains(&requests), "400/s for 2 s: {v}");
 }
 
+/// The token key of the herds these tests start with `clients.auth: "token"`.
+const TOKEN_KEY: &str = "the bench's token key, 32 bytes!";
+
+/// One server, "Real", whose clients must prove who they are with a token.
+fn herd_with_tokens() -> support::Herd {
+    let mut config = support::herd_of(&["Real"], &[]);
+    config.clients = herd::pure::clients::ClientsConfig {
+        auth: herd::pure::clients::ClientAuth::Token,
+        token_key: herd::pure::clients::TokenKeys::One(TOKEN_KEY.to_owned()),
+        read: herd::pure::clients::ReadRule::Own,
+    };
+    support::Herd::start(config, 1)
+}
+
+#[test]
+fn a_token_key_needs_one_client_per_connection() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Refused before any connection is made: nothing listens there.
+    let output = Command::new(BIN)
+        .args(["load", "--addr", "127.0.0.1:9", "--connections", "4"])
+        .args(["--clients", "8", "--token-key", TOKEN_KEY])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--token-key needs one client per connection"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connections_with_tokens_are_answered_and_a_wrong_key_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let herd = herd_with_tokens();
+    let addr = herd.addr("Real").to_string();
+    let shape = [
+        "--connections",
+        "4",
+        "--clients",
+        "4",
+        "--depth",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--server",
+        "Real",
+    ];
+    let pid = herd.pid("Real").expect("Real's pid").to_string();
+    let with_key = [&shape[..], &["--token-key", TOKEN_KEY, "--pid", &pid]].concat();
+    let (output, v) = load(&addr, &with_key);
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    // The server's CPU time over the window, per request (ticks of 10 ms:
+    // possibly 0 in a short run, never missing).
+    assert!(
+        v["server_cpu_us_per_request"].as_f64().unwrap() >= 0.0,
+        "{v}"
+    );
+    let output = Command::new(BIN)
+        .args(["load", "--addr", &addr, "--cpus", "1"])
+        .args(shape)
+        .args(["--token-key", "another key of 16 bytes or more"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("AUTH refused"), "{stderr}");
+}
+
+#[test]
+fn a_run_over_tls_with_tokens_is_answered_with_no_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let certs = tempfile::tempdir().unwrap();
+    let pki =
+        herd::process::certs::make_pki_with_hosts(&[("Real", vec!["127.0.0.1".into()])]).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = certs.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let ca = file("ca.pem", &pki.ca_pem);
+    let mut config = support::herd_of(&["Real"], &[]);
+    config.clients = herd::pure::clients::ClientsConfig {
+        auth: herd::pure::clients::ClientAuth::Token,
+        token_key: herd::pure::clients::TokenKeys::One(TOKEN_KEY.to_owned()),
+        read: herd::pure::clients::ReadRule::Own,
+    };
+    config.client_tls = Some(herd::pure::clients::ClientTlsConfig {
+        cert: file("real.pem", &pki.servers[0].cert_pem),
+        key: file("real-key.pem", &pki.servers[0].key_pem),
+    });
+    config.servers[0].client_tls_listen = Some(format!("127.0.0.1:{}", support::free_port()));
+    let herd = support::Herd::start(config, 1);
+    let tls_addr = herd.config.client_tls_addr("Real").unwrap().to_string();
+    for depth in ["1", "8"] {
+        let (output, v) = load(
+            &tls_addr,
+            &[
+                "--tls-ca",
+                &ca,
+                "--token-key",
+                TOKEN_KEY,
+                "--connections",
+                "4",
+                "--clients",
+                "4",
+                "--depth",
+                depth,
+                "--duration",
+                "1",
+                "--warmup",
+                "0.5",
+                "--server",
+                "Real",
+            ],
+        );
+        assert_eq!(output.status.code(), Some(0), "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert!(v["requests"].as_u64().unwrap() > 0, "{v}");
+    }
+    // The plain port does not speak TLS: no handshake, exit 2.
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            "--addr",
+            &herd.addr("Real").to_string(),
+            "--tls-ca",
+            &ca,
+        ])
+        .args(["--connections", "1", "--duration", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
+}
+
+#[test]
+fn a_tls_ca_file_without_a_certificate_is_refused() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let output = Command::new(BIN)
+        .args(["load", "--addr", "127.0.0.1:9", "--tls-ca"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
+}
+
 #[test]
 fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

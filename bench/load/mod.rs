@@ -37,8 +37,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use crate::host::{self, CpuTimes};
-use crate::report::{self, CpuUse, Summary};
+use crate::report::{self, CpuUse, ServerCpu, Summary};
 use crate::stats::Stats;
+use crate::tls::{self, Tls};
 use crate::uring::Conns;
 use crate::workload::Workload;
 use driver::{Driver, Line};
@@ -89,7 +90,9 @@ pub struct LoadArgs {
     /// Write an HdrHistogram interval log (one histogram per second).
     #[arg(long)]
     pub hist_log: Option<PathBuf>,
-    /// Server process whose VmRSS/VmHWM to report at the end.
+    /// Server process whose VmRSS/VmHWM to report at the end, and whose
+    /// CPU time (user + system, /proc/PID/stat) over the measured window is
+    /// reported per request answered.
     #[arg(long)]
     pub pid: Option<i32>,
     /// Text naming this run in the report.
@@ -118,6 +121,12 @@ pub struct LoadArgs {
     /// --connections, as a token is for one client id).
     #[arg(long)]
     pub token_key: Option<String>,
+    /// Speak TLS (to a herd's client_tls_listen), trusting the CA
+    /// certificates of this PEM file (`herd certs`' ca.pem); the server's
+    /// certificate must name --addr's host. Handshakes are done before the
+    /// run; records are sealed and opened on the generator's CPUs.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// How long to wait for outstanding replies once the run is over.
@@ -157,15 +166,7 @@ fn executor_main(
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut streams = Vec::with_capacity(conns.len());
         for c in conns.clone() {
-            let stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
-                .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
-            // Requests are written in batches already; Nagle would only
-            // delay them.
-            let _ = stream.set_nodelay(true);
-            if let Some(key) = &plan.token_key {
-                authenticate(&stream, key, c, plan.base_secs)?;
-            }
-            streams.push(stream);
+            streams.push(connect(&plan, c)?);
         }
         Conns::new(streams, INBUF).map_err(|e| anyhow!("setting up io_uring: {e}"))
     })();
@@ -229,22 +230,57 @@ fn executor_main(
     Ok(driver.stats)
 }
 
+/// Opens connection `c`: TCP, then the TLS handshake and the AUTH line
+/// when the run has them, all before the run and on a blocking socket
+/// whose every wait is bounded by `CONNECT_TIMEOUT`.
+fn connect(plan: &Plan, c: usize) -> Result<(TcpStream, Option<Tls>)> {
+    let mut stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
+        .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
+    // Requests are written in batches already; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    if plan.tls.is_none() && plan.token_key.is_none() {
+        return Ok((stream, None));
+    }
+    stream
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(CONNECT_TIMEOUT)))
+        .map_err(|e| anyhow!("connection {c}: {e}"))?;
+    let mut session = match &plan.tls {
+        Some(tls) => Some(
+            tls.handshake(&mut stream)
+                .map_err(|e| anyhow!("connection {c} to {}: {e:#}", plan.addr))?,
+        ),
+        None => None,
+    };
+    if let Some(key) = &plan.token_key {
+        match &mut session {
+            Some(session) => {
+                let mut tls = rustls::Stream::new(session, &mut stream);
+                authenticate(&mut tls, key, c, plan.base_secs)?;
+            }
+            None => authenticate(&mut &stream, key, c, plan.base_secs)?,
+        }
+    }
+    // From here on the ring does the waiting, bounded by the run's clock.
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    Ok((stream, session.map(|s| Tls::new(s, INBUF))))
+}
+
 /// Proves, before the run, that connection `c` speaks for its one client
 /// (`bench-<c>-0`): one AUTH and its answer, once per connection, as a phone
-/// would.
+/// would. `stream`'s reads are bounded by its socket's timeout.
 fn authenticate(
-    mut stream: &TcpStream,
+    stream: &mut (impl std::io::Read + std::io::Write),
     key: &herd::pure::token::TokenKey,
     c: usize,
     now_secs: u64,
 ) -> Result<()> {
-    use std::io::{Read, Write};
     let client = format!("bench-{c}-0");
     let token = herd::pure::token::issue(key, &client, now_secs + 24 * 3600);
     stream
         .write_all(format!("AUTH {client} {token}\n").as_bytes())
         .map_err(|e| anyhow!("AUTH on connection {c}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     // Bounded: the answer is one short line.
@@ -255,7 +291,6 @@ fn authenticate(
             Err(e) => bail!("connection {c}: no answer to AUTH: {e}"),
         }
     }
-    let _ = stream.set_read_timeout(None);
     if !answer.starts_with(format!("AUTH {client} ").as_bytes()) {
         bail!(
             "connection {c}: AUTH refused ({}): is --token-key the herd's clients.token_key?",
@@ -265,18 +300,35 @@ fn authenticate(
     Ok(())
 }
 
-/// Reads /proc/stat at the start of the measured window and again at its
-/// end, or as soon as `done` says the run ended early; on a thread of its
-/// own, so the executors never wait for it.
+/// What the CPUs had done at one instant: every CPU's ticks, and the CPU
+/// time the server process (`--pid`) had used.
+struct CpuSample {
+    cpus: CpuTimes,
+    server: Option<Duration>,
+}
+
+impl CpuSample {
+    fn read(pid: Option<i32>) -> Option<CpuSample> {
+        Some(CpuSample {
+            cpus: CpuTimes::read().ok()?,
+            server: pid.and_then(|pid| host::process_cpu_time(pid).ok()),
+        })
+    }
+}
+
+/// Reads /proc/stat (and the server's /proc/PID/stat) at the start of the
+/// measured window and again at its end, or as soon as `done` says the run
+/// ended early; on a thread of its own, so the executors never wait for it.
 fn sample_cpus(
     start: Instant,
     end: Instant,
+    pid: Option<i32>,
     done: mpsc::Receiver<()>,
-) -> Option<(CpuTimes, CpuTimes)> {
+) -> Option<(CpuSample, CpuSample)> {
     sleep_until(start);
-    let first = CpuTimes::read().ok()?;
+    let first = CpuSample::read(pid)?;
     let _ = done.recv_timeout(end.saturating_duration_since(Instant::now()));
-    let second = CpuTimes::read().ok()?;
+    let second = CpuSample::read(pid)?;
     Some((first, second))
 }
 
@@ -350,6 +402,11 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
             .token_key
             .as_deref()
             .map(herd::pure::token::TokenKey::new),
+        tls: args
+            .tls_ca
+            .as_deref()
+            .map(|ca| tls::Client::new(ca, &args.addr))
+            .transpose()?,
     });
     let executors = args.cpus.len().min(args.connections);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -391,8 +448,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     let t0 = Instant::now() + START_DELAY;
     let window_start = SystemTime::now() + START_DELAY + warmup;
     let (done_tx, done_rx) = mpsc::channel();
+    let pid = args.pid;
     let sampler =
-        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, done_rx));
+        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, pid, done_rx));
     for tx in &go {
         let _ = tx.send(t0);
     }
@@ -445,10 +503,10 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         )?;
     }
     let open = args.rate.is_some();
-    let cpu = cpu_times.map(|(before, after)| {
+    let cpu = cpu_times.as_ref().map(|(before, after)| {
         let busy = |cpus: &[usize]| -> BTreeMap<usize, f64> {
             cpus.iter()
-                .filter_map(|&c| after.busy_pct_since(&before, c).map(|p| (c, p)))
+                .filter_map(|&c| after.cpus.busy_pct_since(&before.cpus, c).map(|p| (c, p)))
                 .collect()
         };
         CpuUse::new(
@@ -456,6 +514,16 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
             busy(&args.server_cpus),
             !open,
         )
+    });
+    // The server's own CPU time over the window, per request answered in
+    // it: what one request costs the server, whoever was the bottleneck.
+    let server_cpu = cpu_times.and_then(|(before, after)| {
+        let used = after.server?.checked_sub(before.server?)?;
+        Some(ServerCpu {
+            seconds: used.as_secs_f64(),
+            us_per_request: (merged.requests > 0)
+                .then(|| used.as_secs_f64() * 1e6 / merged.requests as f64),
+        })
     });
     let summary = Summary {
         label: &args.label,
@@ -470,6 +538,7 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         send_lag: open.then_some(&merged.send_lag),
         memory,
         cpu,
+        server_cpu,
         duration_s: window.as_secs_f64(),
     };
     summary.print(args.json_only);

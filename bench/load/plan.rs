@@ -27,6 +27,8 @@ pub(super) struct Plan {
     pub(super) abort: AtomicBool,
     /// Each connection AUTHs with a token of this key first.
     pub(super) token_key: Option<herd::pure::token::TokenKey>,
+    /// The TLS client every connection speaks through, if any.
+    pub(super) tls: Option<crate::tls::Client>,
 }
 
 /// `total` split evenly over `n` parts; part `i` of it (the first
@@ -81,6 +83,7 @@ mod tests {
             max_lag_ns: 1_000_000,
             abort: AtomicBool::new(false),
             token_key: None,
+            tls: None,
         }
     }
 
