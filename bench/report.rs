@@ -25,6 +25,9 @@ pub struct CpuUse {
     pub generator: BTreeMap<usize, f64>,
     /// The server's CPUs (empty when they were not given).
     pub server: BTreeMap<usize, f64>,
+    /// The server process's own busy share of its CPUs (`--pid`), which
+    /// other processes on those CPUs do not inflate.
+    pub server_process: Option<f64>,
     /// True when the run was closed loop and the server's CPUs were not
     /// saturated: the server waited for the generator. `None` when the
     /// server's CPUs are unknown, or in open loop (where idle is the point).
@@ -36,19 +39,22 @@ fn mean(m: &BTreeMap<usize, f64>) -> Option<f64> {
 }
 
 impl CpuUse {
-    /// The figures of one run; `closed` tells whether it was closed loop.
+    /// The figures of one run (`closed`: closed loop); `server_process` is the server process's
+    /// own busy share of its CPUs when known, which then judges saturation.
     pub fn new(
         generator: BTreeMap<usize, f64>,
         server: BTreeMap<usize, f64>,
+        server_process: Option<f64>,
         closed: bool,
     ) -> CpuUse {
-        let generator_bound = match mean(&server) {
-            Some(busy) if closed => Some(busy < SATURATED_PCT),
+        let generator_bound = match server_process.or_else(|| mean(&server)) {
+            Some(busy) if closed && !server.is_empty() => Some(busy < SATURATED_PCT),
             _ => None,
         };
         CpuUse {
             generator,
             server,
+            server_process: server_process.map(|p| (p * 10.0).round() / 10.0),
             generator_bound,
         }
     }
@@ -164,6 +170,7 @@ impl Summary<'_> {
         v["generator_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.generator)));
         v["server_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.server)));
         v["generator_bound"] = json!(cpu.and_then(|c| c.generator_bound));
+        v["server_process_busy_pct"] = json!(cpu.and_then(|c| c.server_process));
         v
     }
 
@@ -380,18 +387,24 @@ mod tests {
         let h = crate::stats::histogram().unwrap();
         let cpus = |pct: f64| BTreeMap::from([(0, pct)]);
         let mut s = summary(&h, None);
-        s.cpu = Some(CpuUse::new(cpus(100.0), cpus(60.0), true));
+        s.cpu = Some(CpuUse::new(cpus(100.0), cpus(60.0), None, true));
         assert_eq!(s.to_json()["generator_bound"], true);
         assert_eq!(s.to_json()["server_cpus_busy_pct"]["0"], 60.0);
         assert!(s.table().contains("generator-bound"));
-        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), true));
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), None, true));
+        assert_eq!(s.to_json()["generator_bound"], false);
+        // A core kept busy by another process: the server's own share decides.
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), Some(40.0), true));
+        assert_eq!(s.to_json()["generator_bound"], true);
+        assert_eq!(s.to_json()["server_process_busy_pct"], 40.0);
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), None, true));
         assert_eq!(s.to_json()["generator_bound"], false);
         assert!(!s.table().contains("generator-bound"));
         // Open loop leaves the server idle on purpose; unknown server CPUs
         // say nothing.
-        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(10.0), false));
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(10.0), None, false));
         assert_eq!(s.to_json()["generator_bound"], Value::Null);
-        s.cpu = Some(CpuUse::new(cpus(70.0), BTreeMap::new(), true));
+        s.cpu = Some(CpuUse::new(cpus(70.0), BTreeMap::new(), None, true));
         assert_eq!(s.to_json()["generator_bound"], Value::Null);
         assert_eq!(s.to_json()["generator_cpu_busy_pct"], 70.0);
     }

@@ -288,7 +288,7 @@ async fn handle(
     *state.last.borrow_mut() = seen(&req, "");
 
     let fault = chosen_fault(&state, prefix, &params).await;
-    match fault {
+    match fault.clone() {
         Fault::None | Fault::NoLocation => {
             Ok(json_response(StatusCode::OK, &nearby_answer(&params)))
         }
@@ -307,20 +307,26 @@ async fn handle(
             StatusCode::INTERNAL_SERVER_ERROR,
             "places mock fault: internal error",
         )),
-        Fault::NotJson => Ok(Response::builder()
+        Fault::NotJson | Fault::Hang => not_json_or_hang(fault).await,
+    }
+}
+
+/// The two faults both APIs answer alike: a body that is not JSON, and no
+/// answer at all (until `HANG_LIMIT`, then the connection is dropped).
+async fn not_json_or_hang(fault: Fault) -> Result<Response<Full<Bytes>>, io::Error> {
+    if fault == Fault::NotJson {
+        return Ok(Response::builder()
             .header(hyper::header::CONTENT_TYPE, "text/html")
             .body(Full::new(Bytes::from_static(
                 b"<html><body>places mock fault: not json</body></html>",
             )))
-            .unwrap_or_default()),
-        Fault::Hang => {
-            glommio::timer::sleep(HANG_LIMIT).await;
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "places mock hang is over",
-            ))
-        }
+            .unwrap_or_default());
     }
+    glommio::timer::sleep(HANG_LIMIT).await;
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        "places mock hang is over",
+    ))
 }
 
 /// The fault a request chose (query, then path prefix, then the mock's
@@ -411,7 +417,8 @@ async fn handle_new(
             ))
         }
     };
-    match chosen_fault(&state, prefix, params).await {
+    let fault = chosen_fault(&state, prefix, params).await;
+    match fault.clone() {
         Fault::None => Ok(json_response(
             StatusCode::OK,
             &new_answer(query, count, &mask, false),
@@ -428,19 +435,7 @@ async fn handle_new(
             "places mock fault: internal error",
             None,
         )),
-        Fault::NotJson => Ok(Response::builder()
-            .header(hyper::header::CONTENT_TYPE, "text/html")
-            .body(Full::new(Bytes::from_static(
-                b"<html><body>places mock fault: not json</body></html>",
-            )))
-            .unwrap_or_default()),
-        Fault::Hang => {
-            glommio::timer::sleep(HANG_LIMIT).await;
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "places mock hang is over",
-            ))
-        }
+        Fault::NotJson | Fault::Hang => not_json_or_hang(fault).await,
     }
 }
 
@@ -807,16 +802,10 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Decoded `name=value` pairs of a query string.
+/// Decoded `name=value` pairs of a query string (herd's own reading of
+/// forms and queries, the one phone apps' requests go through).
 fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    herd::pure::phones::form_pairs(query)
 }
 
 /// `/name/value` pairs of a path prefix (e.g. `/fault/500/latency_ms/20`).
@@ -825,38 +814,13 @@ fn prefix_params(prefix: &str) -> Vec<(String, String)> {
     segments
         .chunks(2)
         .filter_map(|pair| match pair {
-            [k, v] => Some((percent_decode(k), percent_decode(v))),
+            [k, v] => Some((
+                herd::pure::phones::percent_decode(k),
+                herd::pure::phones::percent_decode(v),
+            )),
             _ => None,
         })
         .collect()
-}
-
-/// Decodes %XX escapes and '+' as space; malformed escapes are kept literally.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (other, _) => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A JSON response, as Google sends it.

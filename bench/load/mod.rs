@@ -551,6 +551,21 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         )?;
     }
     let open = args.rate.is_some();
+    // The server's own CPU time over the window, per request answered in
+    // it: what one request costs the server, whoever was the bottleneck.
+    let server_cpu = cpu_times.as_ref().and_then(|(before, after)| {
+        let used = after.server?.checked_sub(before.server?)?;
+        Some(ServerCpu {
+            seconds: used.as_secs_f64(),
+            us_per_request: (merged.requests > 0)
+                .then(|| used.as_secs_f64() * 1e6 / merged.requests as f64),
+        })
+    });
+    // With --pid, the server process's own share of its CPUs judges
+    // saturation: a core kept busy by someone else is not the server busy.
+    let process_busy = server_cpu
+        .filter(|_| !args.server_cpus.is_empty())
+        .map(|c| c.seconds * 100.0 / window.as_secs_f64() / args.server_cpus.len() as f64);
     let cpu = cpu_times.as_ref().map(|(before, after)| {
         let busy = |cpus: &[usize]| -> BTreeMap<usize, f64> {
             cpus.iter()
@@ -560,18 +575,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         CpuUse::new(
             busy(&args.cpus[..executors]),
             busy(&args.server_cpus),
+            process_busy,
             !open,
         )
-    });
-    // The server's own CPU time over the window, per request answered in
-    // it: what one request costs the server, whoever was the bottleneck.
-    let server_cpu = cpu_times.and_then(|(before, after)| {
-        let used = after.server?.checked_sub(before.server?)?;
-        Some(ServerCpu {
-            seconds: used.as_secs_f64(),
-            us_per_request: (merged.requests > 0)
-                .then(|| used.as_secs_f64() * 1e6 / merged.requests as f64),
-        })
     });
     let summary = Summary {
         label: &args.label,

@@ -7,9 +7,9 @@ use std::path::Path;
 impl Config {
     /// Reads the config file at `path`, then parses and validates it like `from_json`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Config::from_json(&text)
     }
@@ -20,11 +20,11 @@ impl Config {
     pub fn load_before_certs(path: &Path) -> Result<Config, ConfigError> {
         match Config::load(path) {
             Err(ConfigError::Invalid(problems)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 })?;
-                let mut config: Config = serde_json::from_str(&text)?;
+                let mut config: Config = serde_json::from_str(&text).map_err(ConfigError::Json)?;
                 if config.tls.is_some() {
                     return Err(ConfigError::Invalid(problems));
                 }

@@ -69,6 +69,11 @@ pub struct StartOptions {
     /// when the level is not the config's to change (given on the command
     /// line, or no logger of ours).
     pub set_log_level: Option<SetLogLevel>,
+    /// A fault for tests: this shard fails after it bound its listeners
+    /// and before it joins the others, as a shard whose set-up fails there
+    /// would. `None` in every real start.
+    #[doc(hidden)]
+    pub fail_shard_before_join: Option<usize>,
 }
 
 impl StartOptions {
@@ -216,6 +221,8 @@ struct ShardPlan {
     places: Option<UpstreamSettings>,
     /// Mutual TLS for links, when the herd has a `tls` section.
     tls: Option<LinkTls>,
+    /// The test fault of [`StartOptions::fail_shard_before_join`].
+    fail_before_join: Option<usize>,
     /// TLS for clients, when the server has a `client_tls_listen`.
     client_tls: Option<ClientTls>,
     /// Failed `AUTH`s by address and client, shared by all shards.
@@ -430,7 +437,13 @@ impl Running {
         failed.map_or(Ok(()), Err)
     }
 
-    /// One line for the operator: where it listens, with what.
+    /// Warnings about the config in force for an operator: its listen
+    /// ports inside the host's ephemeral range `ephemeral`.
+    pub fn config_warnings(&self, ephemeral: (u16, u16)) -> Vec<String> {
+        self.control.current().1.ephemeral_warnings(ephemeral)
+    }
+
+    /// One line saying where the server listens, with what, for whom.
     pub fn summary(&self) -> String {
         let (_, config) = self.control.current();
         let neighbours = config
@@ -697,6 +710,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
+        fail_before_join: options.fail_shard_before_join,
         client_tls,
         auth_failures: Arc::new(Mutex::new(AuthFailures::new(
             config.limits.client_auth_failures_per_min,
@@ -960,25 +974,24 @@ async fn run_shard(
 ) -> Result<(), String> {
     // Bound before anything else, so that the first shard can tell the
     // others which port a port 0 became.
-    let listener = TcpListener::bind(plan.bound.client)
-        .map_err(|e| format!("cannot listen on {}: {e}", plan.bound.client))?;
+    let listener =
+        TcpListener::bind(plan.bound.client).map_err(|e| bind_error("", plan.bound.client, e))?;
     let peer_listener = TcpListener::bind(plan.bound.peer)
-        .map_err(|e| format!("cannot listen for links on {}: {e}", plan.bound.peer))?;
+        .map_err(|e| bind_error(" for links", plan.bound.peer, e))?;
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_err(|e| format!("reading a bound address: {e}"))
     };
     let client_tls_listener = match plan.bound.client_tls {
         Some(addr) => Some(
-            TcpListener::bind(addr)
-                .map_err(|e| format!("cannot listen for clients over TLS on {addr}: {e}"))?,
+            TcpListener::bind(addr).map_err(|e| bind_error(" for clients over TLS", addr, e))?,
         ),
         None => None,
     };
     let bind_phones = |addr: Option<SocketAddr>, what: &str| match addr {
         Some(addr) => TcpListener::bind(addr)
             .map(Some)
-            .map_err(|e| format!("cannot listen for phone apps over {what} on {addr}: {e}")),
+            .map_err(|e| bind_error(&format!(" for phone apps over {what}"), addr, e)),
         None => Ok(None),
     };
     let http_listener = bind_phones(plan.bound.http, "HTTP")?;
@@ -1000,8 +1013,8 @@ async fn run_shard(
     // an admin address.
     let admin_listener = match plan.bound.admin {
         Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .map_err(|e| format!("cannot listen for admin requests on {addr}: {e}"))?;
+            let l =
+                TcpListener::bind(addr).map_err(|e| bind_error(" for admin requests", addr, e))?;
             bound.admin = Some(local(&l)?);
             Some(l)
         }
@@ -1009,6 +1022,15 @@ async fn run_shard(
     };
     plan.registry.set_addresses(bound.client, bound.peer);
     herald.say(Started::Bound(bound));
+    if let Some(shard) = plan.fail_before_join {
+        // The first shard's number on the mesh is not known yet; the fault
+        // names shards by start order, which the herald knows.
+        if herald.shard == shard {
+            return Err(format!(
+                "shard {shard}: failed before joining the mesh (test fault)"
+            ));
+        }
+    }
     let (senders, receivers) = match mesh {
         Some(mesh) => {
             // The join waits for every shard; one that failed never comes,
@@ -1221,6 +1243,16 @@ async fn run_shard(
     }
     drain(&shard).await;
     Ok(())
+}
+
+/// The message of a listener that could not bind `addr`, with why when its
+/// port is one the host gives outgoing connections.
+fn bind_error(what: &str, addr: SocketAddr, e: glommio::GlommioError<()>) -> String {
+    let hint = match &e {
+        glommio::GlommioError::IoError(io) => crate::process::host::bind_hint(addr, io),
+        _ => String::new(),
+    };
+    format!("cannot listen{what} on {addr}: {e}{hint}")
 }
 
 /// Publishes the shard's figures for the admin endpoint four times a

@@ -607,16 +607,18 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", .path.display())]
+    // The cause is in the message, not a `source`: a chain of errors would
+    // print it twice.
+    #[error("cannot read config file {}: {cause}", .path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
         /// What the operating system said.
-        source: io::Error,
+        cause: io::Error,
     },
-    /// The text is not JSON of the config's shape (the message gives line and column).
-    #[error("config is not valid: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The text is not JSON (the message gives line and column).
+    #[error("config is not valid JSON: {0}")]
+    Json(serde_json::Error),
     /// The config parsed but describes an unusable herd; one problem per entry.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
@@ -651,7 +653,14 @@ impl Config {
 
     /// Parses a config from JSON text and validates it.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_json::from_str(text)?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
+        // Every unknown field and wrong value at once, each by its path;
+        // serde alone would stop at the first.
+        let problems = crate::pure::config_fields::problems(&value);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let config: Config = serde_json::from_value(value).map_err(ConfigError::Json)?;
         config.validate()?;
         Ok(config)
     }
@@ -695,6 +704,71 @@ impl Config {
     /// when it has none (`admin_listen: null`, or no such server).
     pub fn admin_addr(&self, name: &str) -> Option<SocketAddr> {
         admin_addr_of(self.server(name)?)
+    }
+
+    /// Every address server `name` listens on, named, as (what, address).
+    pub fn addresses_of(&self, name: &str) -> Vec<(&'static str, SocketAddr)> {
+        let server = self.server(name);
+        let mut out = Vec::new();
+        if let Some(a) = self.listen_addr(name) {
+            out.push(("client address", a));
+        }
+        if let Some(a) = self.peer_addr(name) {
+            let derived = server.is_some_and(|s| s.peer_listen.is_none());
+            out.push((
+                if derived {
+                    "peer address (client port + 10000)"
+                } else {
+                    "peer address"
+                },
+                a,
+            ));
+        }
+        if let Some(a) = self.admin_addr(name) {
+            let derived = server.is_some_and(|s| s.admin_listen == AdminListen::Default);
+            out.push((
+                if derived {
+                    "admin address (client port + 20000)"
+                } else {
+                    "admin address"
+                },
+                a,
+            ));
+        }
+        for (what, a) in [
+            ("client_tls_listen", self.client_tls_addr(name)),
+            ("http_listen", self.http_addr(name)),
+            ("https_listen", self.https_addr(name)),
+        ] {
+            if let Some(a) = a {
+                out.push((what, a));
+            }
+        }
+        out
+    }
+
+    /// Warnings for every listen port of the herd inside `ephemeral`, a
+    /// host's range of ports for outgoing connections (Linux's
+    /// `net.ipv4.ip_local_port_range`): an outgoing connection may hold such
+    /// a port when the server starts, and the start then fails.
+    pub fn ephemeral_warnings(&self, ephemeral: (u16, u16)) -> Vec<String> {
+        let (low, high) = ephemeral;
+        let mut warnings = Vec::new();
+        for server in &self.servers {
+            for (what, addr) in self.addresses_of(&server.name) {
+                let port = addr.port();
+                if port != 0 && (low..=high).contains(&port) {
+                    warnings.push(format!(
+                        "{}: {what} {addr} lies in this host's ephemeral port range {low}-{high} \
+                         (net.ipv4.ip_local_port_range), where an outgoing connection may hold \
+                         it when the server starts; choose a port below {low}, or reserve it \
+                         with net.ipv4.ip_local_reserved_ports",
+                        shown(&server.name)
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// Checks the whole herd and returns every problem found, not just the first.
@@ -1719,7 +1793,7 @@ mod tests {
         let limits = json!({"servers": [], "limits": {"max_line_byte": 100}});
         for value in [top, server, limits] {
             let err = Config::from_json(&value.to_string()).expect_err("unknown field");
-            assert!(matches!(err, ConfigError::Json(_)), "{err:?}");
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
             assert!(err.to_string().contains("unknown field"), "{err}");
         }
     }
@@ -1817,6 +1891,26 @@ mod tests {
         assert_eq!(config.clients.keys().len(), 2);
         let back = Config::from_json(&config.to_json_pretty()).unwrap();
         assert_eq!(back, config, "clients survive a round trip");
+    }
+
+    #[test]
+    fn listen_ports_in_the_ephemeral_range_are_warned_about_with_the_remedy() {
+        let text = r#"{"servers": [
+            {"name": "A", "listen": "127.0.0.1:15001", "neighbours": []},
+            {"name": "B", "listen": "127.0.0.1:12001", "peer_listen": "127.0.0.1:40000", "http_listen": "127.0.0.1:50000", "neighbours": []}
+        ]}"#;
+        let herd = Config::from_json(text).expect("valid");
+        let warnings = herd.ephemeral_warnings((32768, 60999));
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with(
+            "A: admin address (client port + 20000) 127.0.0.1:35001 lies in this host's ephemeral port range 32768-60999"
+        ));
+        assert!(warnings[0].contains("ip_local_reserved_ports"));
+        assert!(warnings[1].starts_with("B: peer address 127.0.0.1:40000"));
+        assert!(warnings[2].starts_with("B: http_listen 127.0.0.1:50000"));
+        assert!(Config::default_herd()
+            .ephemeral_warnings((32768, 60999))
+            .is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod auth_limit;
 pub(crate) mod catchup;
 pub mod clients;
 pub mod config;
+pub(crate) mod config_fields;
 pub mod framing;
 pub(crate) mod index;
 pub(crate) mod journal;

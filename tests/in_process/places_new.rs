@@ -7,19 +7,16 @@
 use crate::mock;
 use crate::support;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::mock::{Fault, MockSettings};
-use bytes::Bytes;
-use herd::net::http::{GlommioIo, LocalExec};
 use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
 use herd::places::upstream::{Upstream, UpstreamSettings};
 use herd::pure::config::PlacesApi;
 use herd::pure::places_fields::FieldMask;
-use http_body_util::{BodyExt, Empty};
-use hyper::rt::Executor;
 use serde_json::{json, Value};
 
 const KEY: &str = "AIza-test-key-0123456789";
@@ -33,14 +30,10 @@ const UCLA: NearbyQuery = NearbyQuery {
 fn run<F, Fut, T>(f: F) -> T
 where
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
+    Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread ends cleanly")
+    support::run_glommio(f)
 }
 
 /// A mock that takes only `KEY` on the New endpoint.
@@ -57,20 +50,7 @@ async fn start_mock() -> SocketAddr {
 
 /// The mock's `/stats`.
 async fn mock_stats(addr: SocketAddr) -> Value {
-    let stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(GlommioIo::new(stream))
-        .await
-        .unwrap();
-    LocalExec.execute(async move {
-        let _ = conn.await;
-    });
-    let req = hyper::Request::get("/stats")
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+    support::mock_stats_json(addr).await
 }
 
 async fn requests(addr: SocketAddr) -> u64 {

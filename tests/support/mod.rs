@@ -486,6 +486,47 @@ where
     panic!("mock did not start");
 }
 
+/// Runs `f` to completion on a fresh glommio executor thread.
+pub fn run_glommio<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor thread ends cleanly")
+}
+
+/// A places mock's `/stats`, asked on a connection of its own (which the
+/// mock counts too), from inside a glommio executor.
+pub async fn mock_stats_json(addr: SocketAddr) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    use hyper::rt::Executor;
+    let stream = glommio::net::TcpStream::connect(addr).await.expect("mock");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(herd::net::http::GlommioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+    herd::net::http::LocalExec.execute(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get("/stats")
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a request");
+    let res = send.send_request(req).await.expect("stats answered");
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("stats body")
+        .to_bytes();
+    serde_json::from_slice(&body).expect("stats JSON")
+}
+
 /// A fresh handshake nonce, as a test dialler sends it.
 pub fn test_nonce() -> String {
     herd::net::nonce::fresh().expect("random source")
@@ -813,4 +854,99 @@ pub fn read_lines(stream: &mut impl Read, count: usize) -> String {
         }
     }
     text
+}
+
+/// What a test that needs privileges (mounts, network namespaces) does
+/// here: `true` to run its scenario in this process now; `false` when it
+/// ran in a child already (and passed), or was skipped with a line saying
+/// so.
+///
+/// With the capabilities (root, as in CI) it runs here. Without them, it is
+/// run again as `test` (its path in this test binary, for `--exact`) inside
+/// an unprivileged user and mount namespace (`unshare -Urm`, and a network
+/// namespace of its own with `net`), where the kernel allows that. Where it
+/// does not, the test is skipped, unless `HERD_REQUIRE_ROOT_TESTS=1` (set by
+/// CI), which makes it a failure, so that a green CI always ran it.
+pub fn privileged(test: &str, net: bool) -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    if std::env::var_os("HERD_IN_USERNS").is_some() {
+        return true;
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("CapEff:"))?
+                .to_owned();
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) && (!net || has(CAP_NET_ADMIN)) {
+        return true;
+    }
+    let flags = if net { "-Urmn" } else { "-Urm" };
+    let probe = Command::new("unshare")
+        .args([flags, "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        let why = format!(
+            "{test} needs root, or unprivileged user namespaces (`unshare {flags}`), for its \
+             mounts and namespaces; neither is here"
+        );
+        if std::env::var("HERD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+            panic!("{why} (HERD_REQUIRE_ROOT_TESTS=1 makes that a failure)");
+        }
+        eprintln!(
+            "SKIPPED {why}: run `cargo test` as root to run it (HERD_REQUIRE_ROOT_TESTS=1 \
+             fails instead of skipping)"
+        );
+        return false;
+    }
+    // Inside: loopback up, and a /run of its own for `ip netns`.
+    let setup = if net {
+        "mount -t tmpfs herd-run /run && ip link set lo up && exec \"$0\" \"$@\""
+    } else {
+        "exec \"$0\" \"$@\""
+    };
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = Command::new("unshare")
+        .args([flags, "sh", "-c", setup])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("HERD_IN_USERNS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare runs");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{test} in a user namespace did not end within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    assert!(
+        status.success() && out.contains("1 passed"),
+        "{test} in a user namespace ({flags}) failed: {status}\n{out}\n{err}"
+    );
+    eprintln!("{test}: ran in a user namespace ({flags}), passed");
+    false
 }

@@ -202,6 +202,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => token(&config, &client, ttl),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            // Not errors (another host's range may differ): said, not refused.
+            if let Some(range) = herd::process::host::ephemeral_range() {
+                for warning in config.ephemeral_warnings(range) {
+                    eprintln!("warning: {warning}");
+                }
+            }
             println!(
                 "{}: ok, {} servers: {}",
                 file.display(),
