@@ -235,7 +235,7 @@ mod tests {
     /// certificate it signed for 127.0.0.1.
     fn pair(dir: &Path) -> (Client, ServerConnection) {
         let pki =
-            herd::process::certs::make_pki_with_hosts(&[("S", vec!["127.0.0.1".into()])]).unwrap();
+            herd::net::certs::make_pki_with_hosts(&[("S", vec!["127.0.0.1".into()])]).unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, &pki.ca_pem).unwrap();
         let client = Client::new(&ca, "127.0.0.1:1").unwrap();
@@ -353,7 +353,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(said.contains("holds no PEM certificate"), "{said}");
-        let pki = herd::process::certs::make_pki(&["S"]).unwrap();
+        let pki = herd::net::certs::make_pki(&["S"]).unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, &pki.ca_pem).unwrap();
         assert!(Client::new(&ca, "bad host!:1").is_err());

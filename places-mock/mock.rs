@@ -42,10 +42,12 @@ use rustls::ServerConfig;
 use serde_json::{json, Map, Value};
 use tracing::{debug, warn};
 
-use herd::net::http::GlommioIo;
-use herd::places::answer::{error_answer, NearbyQuery, OfflinePlaces};
+use herd::places::answer::OfflinePlaces;
+use herd::places::geo::NearbyQuery;
+use herd::places::rendered::error_answer;
 use herd::places::upstream::new_api::SEARCH_NEARBY_PATH;
 use herd::places::upstream::NEARBY_PATH;
+use herd::rt::http::GlommioIo;
 
 /// Longest a "hang" lasts before the mock drops the connection unanswered; clients
 /// time out long before, this only keeps every task bounded.

@@ -25,11 +25,13 @@
 // compiler finds what nothing uses.
 #![warn(unreachable_pub)]
 
+pub mod admin;
 pub mod net;
 pub mod ops;
 pub mod places;
 pub mod process;
 pub mod pure;
+pub mod rt;
 pub(crate) mod shard;
 
 pub use process::server::{start, Bound, Running, StartError, StartOptions};

@@ -380,8 +380,7 @@ fn connections_with_tokens_are_answered_and_a_wrong_key_is_refused() {
 fn a_run_over_tls_with_tokens_is_answered_with_no_errors() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let certs = tempfile::tempdir().unwrap();
-    let pki =
-        herd::process::certs::make_pki_with_hosts(&[("Real", vec!["127.0.0.1".into()])]).unwrap();
+    let pki = herd::net::certs::make_pki_with_hosts(&[("Real", vec!["127.0.0.1".into()])]).unwrap();
     let file = |name: &str, text: &str| {
         let path = certs.path().join(name);
         std::fs::write(&path, text).unwrap();

@@ -236,7 +236,7 @@ fn with_tls(mut config: herd::pure::config::Config, certs: &str) -> herd::pure::
 fn a_herd_with_tls_links_floods_two_hops() {
     let config = herd_of(&["A", "B", "C"], &[("A", "B"), ("B", "C")]);
     let mut herd = Herd::start(herd_of(&[], &[]), 1);
-    herd::process::certs::write_herd_certs(&["A", "B", "C"], &herd.dir.path().join("certs"), false)
+    herd::net::certs::write_herd_certs(&["A", "B", "C"], &herd.dir.path().join("certs"), false)
         .unwrap();
     herd.config = with_tls(config, "certs");
     std::fs::write(&herd.config_path, herd.config.to_json_pretty()).unwrap();
@@ -261,14 +261,12 @@ fn a_herd_with_tls_links_floods_two_hops() {
 fn a_server_whose_certificate_comes_from_another_ca_is_refused_both_ways() {
     let config = herd_of(&["A", "B"], &[("A", "B")]);
     let mut a = Herd::start(herd_of(&[], &[]), 1);
-    herd::process::certs::write_herd_certs(&["A", "B"], &a.dir.path().join("certs"), false)
-        .unwrap();
+    herd::net::certs::write_herd_certs(&["A", "B"], &a.dir.path().join("certs"), false).unwrap();
     a.config = with_tls(config.clone(), "certs");
     std::fs::write(&a.config_path, a.config.to_json_pretty()).unwrap();
     // B has a CA of its own, and a certificate from it.
     let mut b = Herd::start(herd_of(&[], &[]), 1);
-    herd::process::certs::write_herd_certs(&["A", "B"], &b.dir.path().join("certs"), false)
-        .unwrap();
+    herd::net::certs::write_herd_certs(&["A", "B"], &b.dir.path().join("certs"), false).unwrap();
     b.config = with_tls(config, "certs");
     std::fs::write(&b.config_path, b.config.to_json_pretty()).unwrap();
     a.start_server("A");

@@ -115,7 +115,7 @@ fn whatsat_returns_the_upstream_answer_cut_to_max_results_and_within_the_radius(
     assert_eq!(results.len(), 4);
     for r in results {
         let loc = &r["geometry"]["location"];
-        let d = herd::places::answer::distance_m(
+        let d = herd::places::geo::distance_m(
             34.068930,
             -118.445127,
             loc["lat"].as_f64().unwrap(),
@@ -365,7 +365,7 @@ fn auto_with_a_key_asks_places_api_new_and_replies_in_the_legacy_json() {
     assert_eq!(results.len(), 4);
     for r in results {
         let loc = &r["geometry"]["location"];
-        let d = herd::places::answer::distance_m(
+        let d = herd::places::geo::distance_m(
             34.068930,
             -118.445127,
             loc["lat"].as_f64().unwrap(),

@@ -9,13 +9,13 @@
 //! later `PEER <name>` line to them). It must not know about the link
 //! protocol, deadlines or the store: callers bound a handshake with their
 //! own timeout. Nor does it make certificates: that is `herd certs`'s job,
-//! in [`crate::process::certs`], which serving never calls.
+//! in [`crate::net::certs`], which serving never calls.
 //!
 //! Names in certificates: a herd name may hold characters that a DNS name may
 //! not (any printable ASCII), and DNS names compare without case while herd
 //! names do not, so a certificate carries the name as one DNS subject alt
 //! name, `<hex of the name's bytes>.herd.invalid` (lowercase hex, in labels of
-//! at most 32 digits; see [`dns_name_for`]). The encoding is one-to-one and
+//! at most 32 digits; see [`crate::pure::cert_names`]). The encoding is one-to-one and
 //! has no letters whose case matters, so webpki's own name check (used by the
 //! dialler) is exact; `.invalid` (RFC 6761) can never be a real host, so a
 //! herd certificate is never mistaken for a web one. The readable name is in
@@ -34,42 +34,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::pure::cert_names::{dns_name_for, herd_name_of};
 use crate::pure::config::TlsPaths;
 
-/// The parent domain of every name in a herd certificate.
-pub const DNS_SUFFIX: &str = "herd.invalid";
-/// Hex digits per DNS label (a label may have at most 63 bytes).
-const HEX_PER_LABEL: usize = 32;
 /// The ALPN protocol both ends of a link name, so that a herd certificate
 /// cannot be used to talk some other protocol over a link, or the reverse.
 pub const ALPN: &[u8] = b"herd-link/1";
-
-/// The DNS name that stands for herd name `name` in certificates:
-/// `476f6c6f6d616e.herd.invalid` for `Goloman`.
-pub fn dns_name_for(name: &str) -> String {
-    let hex = hex::encode(name.as_bytes());
-    let mut dns =
-        String::with_capacity(hex.len() + hex.len() / HEX_PER_LABEL + 1 + DNS_SUFFIX.len());
-    for label in hex.as_bytes().chunks(HEX_PER_LABEL) {
-        // Hex digits are ASCII, so every chunk is a string.
-        dns.push_str(&String::from_utf8_lossy(label));
-        dns.push('.');
-    }
-    dns.push_str(DNS_SUFFIX);
-    dns
-}
-
-/// The herd name a certificate DNS name stands for, if it is one made by
-/// [`dns_name_for`] (compared without case, as webpki compares names) for a
-/// valid herd name.
-pub fn herd_name_of(dns: &str) -> Option<String> {
-    let dns = dns.to_ascii_lowercase();
-    let labels = dns.strip_suffix(DNS_SUFFIX)?.strip_suffix('.')?;
-    let bytes = hex::decode(labels.replace('.', "")).ok()?;
-    let name = String::from_utf8(bytes).ok()?;
-    // Only the canonical form counts, so each name has exactly one spelling.
-    (crate::pure::config::name_ok(&name) && dns_name_for(&name) == dns).then_some(name)
-}
 
 /// Why the TLS files could not be used; the message names the file and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -346,7 +316,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::process::certs::{make_pki, HerdPki, ServerPki};
+    use crate::net::certs::{make_pki, HerdPki, ServerPki};
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use glommio::net::{TcpListener, TcpStream};
 

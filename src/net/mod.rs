@@ -3,10 +3,10 @@
 //! owner shard, TLS on links, the per-IP limit, handshake nonces, and hyper
 //! on glommio for the HTTP parts.
 
+pub mod certs;
 pub(crate) mod client_auth;
 pub mod client_tls;
 pub(crate) mod connection;
-pub mod http;
 pub mod link_tls;
 pub mod nonce;
 pub(crate) mod per_ip;

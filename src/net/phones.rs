@@ -29,13 +29,13 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::net::client_auth::{self, Refused};
 use crate::net::connection::{now, Admission};
-use crate::net::http::GlommioIo;
 use crate::net::route::Router;
 use crate::ops::metrics::{HttpApp as App, HttpResult};
 use crate::pure::clients::ClientAuth;
 use crate::pure::phones::{self, OwnTracks, Report};
 use crate::pure::protocol::{self, Command, Parsed};
 use crate::pure::record::Record;
+use crate::rt::http::GlommioIo;
 use crate::shard::Activity;
 
 /// Largest request body taken: an OwnTracks message is a few hundred bytes.

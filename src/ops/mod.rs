@@ -2,7 +2,4 @@
 //! admin HTTP endpoint that serves them (`admin`), and `herd status`
 //! ([`status`] fetches, [`status_view`] renders).
 
-pub(crate) mod admin;
 pub(crate) mod metrics;
-pub mod status;
-pub mod status_view;

@@ -11,37 +11,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-#[cfg(test)]
-use serde_json::Map;
 use serde_json::{json, Value};
 
 use crate::places::cache::LruTtl;
+use crate::places::geo::{distance_m, wrap_lon, Disc, NearbyQuery, EARTH_RADIUS_M};
 use crate::places::key::{Grid, QueryKey};
-use crate::places::rendered::{Disc, RenderedAnswer};
-
-/// Mean earth radius in metres, shared by `distance_m`, the offline placement and the grid.
-pub(crate) const EARTH_RADIUS_M: f64 = 6_371_008.8;
-
-/// Default byte bound of one shard's answer cache (`places.cache_bytes`): room for about
-/// 1,600 offline answers of 20 results, or fewer, larger Google ones.
-pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+use crate::places::rendered::{error_answer, PlacesAnswer, RenderedAnswer};
+use crate::pure::config::DEFAULT_CACHE_BYTES;
 
 /// How many results the offline provider returns (Google's legacy page size).
 const OFFLINE_RESULT_COUNT: usize = 20;
-
-/// A nearby search request: centre and radius in metres.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NearbyQuery {
-    /// Latitude of the centre, degrees.
-    pub lat: f64,
-    /// Longitude of the centre, degrees.
-    pub lon: f64,
-    /// Search radius, metres.
-    pub radius_m: f64,
-}
-
-/// A Google-shaped Nearby Search answer (legacy JSON), success or failure.
-pub type PlacesAnswer = serde_json::Value;
 
 /// The future returned by `Places::nearby`; not `Send`, as servers run thread-per-core.
 pub type NearbyFuture = Pin<Box<dyn Future<Output = PlacesAnswer>>>;
@@ -309,100 +288,10 @@ fn destination(lat: f64, lon: f64, dist_m: f64, bearing_deg: f64) -> (f64, f64) 
     )
 }
 
-/// Wraps a longitude into [-180, 180]; in-range values are returned bit-for-bit unchanged.
-pub(crate) fn wrap_lon(lon: f64) -> f64 {
-    if (-180.0..=180.0).contains(&lon) {
-        lon
-    } else {
-        (lon + 180.0).rem_euclid(360.0) - 180.0
-    }
-}
-
-/// Great-circle (haversine) distance in metres between two points given in degrees.
-pub fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
-    let d_phi = phi2 - phi1;
-    let d_lambda = (lon2 - lon1).to_radians();
-    let a = (d_phi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (d_lambda / 2.0).sin().powi(2);
-    // Rounding can push `a` a hair outside [0, 1]; clamp so sqrt never sees a negative.
-    let a = a.clamp(0.0, 1.0);
-    2.0 * EARTH_RADIUS_M * a.sqrt().atan2((1.0 - a).sqrt())
-}
-
-/// Builds the Google-shaped error answer: empty results, the status, an error_message.
-pub fn error_answer(status: &str, message: &str) -> PlacesAnswer {
-    json!({
-        "error_message": message,
-        "html_attributions": [],
-        "results": [],
-        "status": status,
-    })
-}
-
-/// The original WHATSAT rendering, kept as the test oracle of `rendered`.
-/// Appends a whole WHATSAT reply to `out`: the AT line, '\n', the answer with results cut to
-/// `max_results`, pretty-printed, newline runs collapsed, trailing newlines removed, then "\n\n".
-#[cfg(test)]
-pub(crate) fn write_nearby_reply(
-    out: &mut Vec<u8>,
-    at_line: &str,
-    answer: &PlacesAnswer,
-    max_results: usize,
-) {
-    // A stray line end on the stored AT line would put an empty line inside the reply.
-    out.extend_from_slice(at_line.trim_end_matches(['\r', '\n']).as_bytes());
-    out.push(b'\n');
-    let pretty = match cut_results(answer, max_results) {
-        Some(cut) => pretty_json(&cut),
-        None => pretty_json(answer),
-    };
-    out.extend_from_slice(collapse_newlines(&pretty).as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
-
-/// A shallow copy of `answer` with only the first `max` results, or `None` if no cut is needed.
-/// Only the kept results are cloned, so the cached answer stays cheap to reuse and untouched.
-#[cfg(test)]
-fn cut_results(answer: &PlacesAnswer, max: usize) -> Option<Value> {
-    let fields = answer.as_object()?;
-    let results = fields.get("results")?.as_array()?;
-    if results.len() <= max {
-        return None;
-    }
-    let cut: Map<String, Value> = fields
-        .iter()
-        .map(|(key, value)| match key.as_str() {
-            "results" => (key.clone(), Value::Array(results[..max].to_vec())),
-            _ => (key.clone(), value.clone()),
-        })
-        .collect();
-    Some(Value::Object(cut))
-}
-
-/// Pretty JSON with serde_json's printer (2-space indent).
-#[cfg(test)]
-fn pretty_json(value: &Value) -> String {
-    // Serializing a `Value` cannot fail (keys are strings); fall back to compact just in case.
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-}
-
-/// Collapses every run of two or more '\n' into one and removes trailing newlines.
-#[cfg(test)]
-pub(crate) fn collapse_newlines(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if !(c == '\n' && out.ends_with('\n')) {
-            out.push(c);
-        }
-    }
-    let kept = out.trim_end_matches('\n').len();
-    out.truncate(kept);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::places::rendered::{collapse_newlines, write_nearby_reply};
     use proptest::prelude::*;
 
     const AT: &str = "AT kiwi +0.5 alpha +34.06-118.44 1.0";
@@ -646,13 +535,6 @@ mod tests {
     }
 
     #[test]
-    fn distance_is_zero_to_itself_and_about_111_km_per_degree() {
-        assert_eq!(distance_m(12.0, 34.0, 12.0, 34.0), 0.0);
-        assert!((distance_m(0.0, 0.0, 1.0, 0.0) - 111_195.08).abs() < 1.0);
-        assert!(distance_m(0.0, 179.9, 0.0, -179.9) < 23_000.0);
-    }
-
-    #[test]
     fn collapse_newlines_merges_runs_and_drops_trailing_ones() {
         assert_eq!(collapse_newlines("a\n\n\nb\nc\n\n"), "a\nb\nc");
         assert_eq!(collapse_newlines("\n\nx"), "\nx");
@@ -693,6 +575,113 @@ mod tests {
         #[test]
         fn reply_never_has_an_empty_line_before_the_end(max in 0usize..30, lat in lat_strategy()) {
             assert_reply_shape(&reply(&OfflinePlaces.answer(query(lat, 0.0, 1234.0)), max));
+        }
+    }
+
+    /// The rendered replies against the oracle, on offline answers.
+    mod rendered_against_the_oracle {
+        use super::super::*;
+        use crate::places::rendered::{write_nearby_reply, write_reply};
+        use proptest::prelude::*;
+
+        const AT: &str = "AT Goloman +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+
+        fn oracle(answer: &Value, max: usize) -> Vec<u8> {
+            let mut out = Vec::new();
+            write_nearby_reply(&mut out, AT, answer, max);
+            out
+        }
+
+        fn rendered(answer: &RenderedAnswer, max: usize, within: Option<&Disc>) -> Vec<u8> {
+            let mut out = Vec::new();
+            write_reply(&mut out, AT, answer, max, within);
+            out
+        }
+
+        fn ucla(radius_m: f64) -> Value {
+            OfflinePlaces.answer(NearbyQuery {
+                lat: 34.068930,
+                lon: -118.445127,
+                radius_m,
+            })
+        }
+
+        #[test]
+        fn rendered_reply_is_the_old_reply_for_every_max_results() {
+            let answer = ucla(10_000.0);
+            let once = RenderedAnswer::render(&answer);
+            assert_eq!(once.result_count(), 20);
+            for max in 0..=25 {
+                let (got, want) = (rendered(&once, max, None), oracle(&answer, max));
+                assert_eq!(String::from_utf8(got), String::from_utf8(want), "max {max}");
+            }
+            assert_eq!(
+                rendered(&once, usize::MAX, None),
+                oracle(&answer, usize::MAX)
+            );
+        }
+
+        #[test]
+        fn results_outside_the_disc_are_left_out_in_upstream_order() {
+            // The offline results lie at growing fractions of the radius: in a disc of
+            // half the radius around the same centre, only the first ones are.
+            let answer = ucla(10_000.0);
+            let disc = Disc {
+                lat: 34.068930,
+                lon: -118.445127,
+                radius_m: 5_000.0,
+            };
+            let all = answer["results"].as_array().unwrap();
+            let inside: Vec<Value> = all
+                .iter()
+                .filter(|r| {
+                    let loc = &r["geometry"]["location"];
+                    disc.contains(loc["lat"].as_f64().unwrap(), loc["lng"].as_f64().unwrap())
+                })
+                .cloned()
+                .collect();
+            assert!(!inside.is_empty() && inside.len() < all.len());
+            let once = RenderedAnswer::render(&answer);
+            for max in [0, 1, 3, 20] {
+                let mut expected = answer.clone();
+                let kept: Vec<Value> = inside.iter().take(max).cloned().collect();
+                expected["results"] = Value::Array(kept);
+                assert_eq!(
+                    String::from_utf8(rendered(&once, max, Some(&disc))).unwrap(),
+                    String::from_utf8(oracle(&expected, usize::MAX)).unwrap(),
+                    "max {max}"
+                );
+            }
+            // Nothing inside: the empty array, printed as "[]".
+            let far = Disc { lat: 0.0, ..disc };
+            let mut empty = answer.clone();
+            empty["results"] = json!([]);
+            assert_eq!(rendered(&once, 20, Some(&far)), oracle(&empty, 20));
+            // Results without coordinates cannot be shown inside: left out.
+            let odd = json!({"results": [{"name": "nowhere"}], "status": "OK"});
+            let once = RenderedAnswer::render(&odd);
+            assert_eq!(once.to_value(20, Some(&disc))["results"], json!([]));
+            assert_eq!(once.to_value(20, None), odd);
+        }
+
+        #[test]
+        fn weight_counts_the_bytes_kept() {
+            let once = RenderedAnswer::render(&ucla(10_000.0));
+            assert!(once.weight() > oracle(&ucla(10_000.0), 20).len() - AT.len());
+        }
+
+        proptest! {
+            #[test]
+            fn rendered_offline_reply_is_byte_identical_to_the_oracle(
+                lat in -90.0..=90.0f64,
+                lon in -180.0..=180.0f64,
+                radius in prop_oneof![Just(0.0), 1e-6..=50_000.0f64],
+                max in 0usize..=21,
+            ) {
+                let answer = OfflinePlaces.answer(NearbyQuery { lat, lon, radius_m: radius });
+                let once = RenderedAnswer::render(&answer);
+                prop_assert_eq!(rendered(&once, max, None), oracle(&answer, max));
+            }
         }
     }
 }

@@ -4,8 +4,7 @@
 //! It owns the rounding and snapping rules; the cache and the requests use its keys.
 //! It must stay pure: no I/O, no clock, no runtime types.
 
-use crate::places::answer::{wrap_lon, NearbyQuery, EARTH_RADIUS_M};
-use crate::places::rendered::Disc;
+use crate::places::geo::{wrap_lon, Disc, NearbyQuery, EARTH_RADIUS_M};
 
 /// Google's largest Nearby Search radius, metres; a snapped radius never asks for more.
 pub const MAX_RADIUS_M: f64 = 50_000.0;
@@ -99,7 +98,7 @@ impl Grid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::places::answer::distance_m;
+    use crate::places::geo::distance_m;
     use proptest::prelude::*;
 
     fn query(lat: f64, lon: f64, radius_m: f64) -> NearbyQuery {

@@ -2,7 +2,7 @@
 //! rendered reply bytes and the per-shard cache) and a runtime half (the
 //! HTTP(S) client of the upstream, per shard).
 //!
-//! Pure, and held to it by CI's source scan: [`answer`], [`key`],
+//! Pure, and held to it by CI's source scan: [`answer`], [`geo`], [`key`],
 //! `cache`, `rendered`, and the upstream's answer classification
 //! (`upstream/classify.rs`). Runtime: the rest of [`upstream`]. The local
 //! mock upstream is not here: it is the `herd-places-mock` binary
@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub(crate) mod cache;
+pub mod geo;
 pub mod key;
-pub(crate) mod rendered;
+pub mod rendered;
 pub mod upstream;

@@ -4,9 +4,9 @@
 //! It owns the reply format (see PROTOCOL.md, WHATSAT); `places` owns the answers.
 //! It must stay pure: no I/O, no clock, no runtime types.
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use crate::places::answer::distance_m;
+use crate::places::geo::Disc;
 
 /// How the results array opens in serde_json's pretty print of an answer object:
 /// a key at depth 1 is the only line that starts with exactly two spaces and a quote.
@@ -18,23 +18,17 @@ const RESULT_INDENT: &[u8] = b"\n    ";
 /// Closes a non-empty results array; its last byte alone closes an empty one.
 const CLOSE_RESULTS: &[u8] = b"\n  ]";
 
-/// A disc on the earth: the client's own search area, used to keep only the results
-/// inside it when the upstream was asked about a larger, snapped area.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Disc {
-    /// Latitude of the centre, degrees.
-    pub lat: f64,
-    /// Longitude of the centre, degrees.
-    pub lon: f64,
-    /// Radius, metres.
-    pub radius_m: f64,
-}
+/// A Google-shaped Nearby Search answer (legacy JSON), success or failure.
+pub type PlacesAnswer = serde_json::Value;
 
-impl Disc {
-    /// Whether the point (degrees) lies in the disc, edge included.
-    pub fn contains(&self, lat: f64, lon: f64) -> bool {
-        distance_m(self.lat, self.lon, lat, lon) <= self.radius_m
-    }
+/// Builds the Google-shaped error answer: empty results, the status, an error_message.
+pub fn error_answer(status: &str, message: &str) -> PlacesAnswer {
+    json!({
+        "error_message": message,
+        "html_attributions": [],
+        "results": [],
+        "status": status,
+    })
 }
 
 /// An answer printed as a WHATSAT reply prints it, ready to be cut.
@@ -157,7 +151,7 @@ impl RenderedAnswer {
         let mut json = Vec::with_capacity(self.bytes.len());
         self.write_json(&mut json, max_results, within);
         serde_json::from_slice(&json).unwrap_or_else(|e| {
-            crate::places::answer::error_answer(
+            error_answer(
                 "UNKNOWN_ERROR",
                 &format!("rendered places answer is not JSON: {e}"),
             )
@@ -262,10 +256,70 @@ fn place(result: &Value) -> Option<(f64, f64)> {
     ))
 }
 
+/// The original WHATSAT rendering, kept as the test oracle of the rendered replies.
+/// Appends a whole WHATSAT reply to `out`: the AT line, '\n', the answer with results cut to
+/// `max_results`, pretty-printed, newline runs collapsed, trailing newlines removed, then "\n\n".
+#[cfg(test)]
+pub(crate) fn write_nearby_reply(
+    out: &mut Vec<u8>,
+    at_line: &str,
+    answer: &PlacesAnswer,
+    max_results: usize,
+) {
+    // A stray line end on the stored AT line would put an empty line inside the reply.
+    out.extend_from_slice(at_line.trim_end_matches(['\r', '\n']).as_bytes());
+    out.push(b'\n');
+    let pretty = match cut_results(answer, max_results) {
+        Some(cut) => pretty_json(&cut),
+        None => pretty_json(answer),
+    };
+    out.extend_from_slice(collapse_newlines(&pretty).as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A shallow copy of `answer` with only the first `max` results, or `None` if no cut is needed.
+/// Only the kept results are cloned, so the cached answer stays cheap to reuse and untouched.
+#[cfg(test)]
+fn cut_results(answer: &PlacesAnswer, max: usize) -> Option<Value> {
+    let fields = answer.as_object()?;
+    let results = fields.get("results")?.as_array()?;
+    if results.len() <= max {
+        return None;
+    }
+    let cut: Map<String, Value> = fields
+        .iter()
+        .map(|(key, value)| match key.as_str() {
+            "results" => (key.clone(), Value::Array(results[..max].to_vec())),
+            _ => (key.clone(), value.clone()),
+        })
+        .collect();
+    Some(Value::Object(cut))
+}
+
+/// Pretty JSON with serde_json's printer (2-space indent).
+#[cfg(test)]
+fn pretty_json(value: &Value) -> String {
+    // Serializing a `Value` cannot fail (keys are strings); fall back to compact just in case.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// Collapses every run of two or more '\n' into one and removes trailing newlines.
+#[cfg(test)]
+pub(crate) fn collapse_newlines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !(c == '\n' && out.ends_with('\n')) {
+            out.push(c);
+        }
+    }
+    let kept = out.trim_end_matches('\n').len();
+    out.truncate(kept);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::places::answer::{error_answer, write_nearby_reply, NearbyQuery, OfflinePlaces};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -281,29 +335,6 @@ mod tests {
         let mut out = Vec::new();
         write_reply(&mut out, AT, answer, max, within);
         out
-    }
-
-    fn ucla(radius_m: f64) -> Value {
-        OfflinePlaces.answer(NearbyQuery {
-            lat: 34.068930,
-            lon: -118.445127,
-            radius_m,
-        })
-    }
-
-    #[test]
-    fn rendered_reply_is_the_old_reply_for_every_max_results() {
-        let answer = ucla(10_000.0);
-        let once = RenderedAnswer::render(&answer);
-        assert_eq!(once.result_count(), 20);
-        for max in 0..=25 {
-            let (got, want) = (rendered(&once, max, None), oracle(&answer, max));
-            assert_eq!(String::from_utf8(got), String::from_utf8(want), "max {max}");
-        }
-        assert_eq!(
-            rendered(&once, usize::MAX, None),
-            oracle(&answer, usize::MAX)
-        );
     }
 
     #[test]
@@ -329,55 +360,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn results_outside_the_disc_are_left_out_in_upstream_order() {
-        // The offline results lie at growing fractions of the radius: in a disc of
-        // half the radius around the same centre, only the first ones are.
-        let answer = ucla(10_000.0);
-        let disc = Disc {
-            lat: 34.068930,
-            lon: -118.445127,
-            radius_m: 5_000.0,
-        };
-        let all = answer["results"].as_array().unwrap();
-        let inside: Vec<Value> = all
-            .iter()
-            .filter(|r| {
-                let loc = &r["geometry"]["location"];
-                disc.contains(loc["lat"].as_f64().unwrap(), loc["lng"].as_f64().unwrap())
-            })
-            .cloned()
-            .collect();
-        assert!(!inside.is_empty() && inside.len() < all.len());
-        let once = RenderedAnswer::render(&answer);
-        for max in [0, 1, 3, 20] {
-            let mut expected = answer.clone();
-            let kept: Vec<Value> = inside.iter().take(max).cloned().collect();
-            expected["results"] = Value::Array(kept);
-            assert_eq!(
-                String::from_utf8(rendered(&once, max, Some(&disc))).unwrap(),
-                String::from_utf8(oracle(&expected, usize::MAX)).unwrap(),
-                "max {max}"
-            );
-        }
-        // Nothing inside: the empty array, printed as "[]".
-        let far = Disc { lat: 0.0, ..disc };
-        let mut empty = answer.clone();
-        empty["results"] = json!([]);
-        assert_eq!(rendered(&once, 20, Some(&far)), oracle(&empty, 20));
-        // Results without coordinates cannot be shown inside: left out.
-        let odd = json!({"results": [{"name": "nowhere"}], "status": "OK"});
-        let once = RenderedAnswer::render(&odd);
-        assert_eq!(once.to_value(20, Some(&disc))["results"], json!([]));
-        assert_eq!(once.to_value(20, None), odd);
-    }
-
-    #[test]
-    fn weight_counts_the_bytes_kept() {
-        let once = RenderedAnswer::render(&ucla(10_000.0));
-        assert!(once.weight() > oracle(&ucla(10_000.0), 20).len() - AT.len());
     }
 
     /// Any JSON value, with strings that hold newlines, quotes and the marker text.
@@ -424,16 +406,5 @@ mod tests {
             prop_assert_eq!(reply, oracle(&answer, max));
         }
 
-        #[test]
-        fn rendered_offline_reply_is_byte_identical_to_the_oracle(
-            lat in -90.0..=90.0f64,
-            lon in -180.0..=180.0f64,
-            radius in prop_oneof![Just(0.0), 1e-6..=50_000.0f64],
-            max in 0usize..=21,
-        ) {
-            let answer = OfflinePlaces.answer(NearbyQuery { lat, lon, radius_m: radius });
-            let once = RenderedAnswer::render(&answer);
-            prop_assert_eq!(rendered(&once, max, None), oracle(&answer, max));
-        }
     }
 }

@@ -5,7 +5,6 @@
 //! The command line, signals, logging and `herd up` are the `herd`
 //! binary's (`src/bin/herd/`).
 
-pub mod certs;
 pub(crate) mod config_file;
 pub mod host;
 pub mod server;

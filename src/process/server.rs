@@ -8,6 +8,7 @@
 //! protocol logic: shards, routing, links and connections do the work.
 //! Signals, the log file and systemd are the `herd serve` process's.
 
+use crate::admin::endpoint::{self, Registry};
 use crate::net::client_auth::{lock_failures, ClientRules, Clients};
 use crate::net::client_tls::ClientTls;
 use crate::net::connection::{self, Admission, Port};
@@ -15,7 +16,6 @@ use crate::net::link_tls::LinkTls;
 use crate::net::per_ip::PerIp;
 use crate::net::phones;
 use crate::net::route::{self, Router, ToOwner};
-use crate::ops::admin::{self, Registry};
 use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
@@ -253,7 +253,7 @@ pub struct Control {
     changed: Event,
 }
 
-impl crate::ops::admin::ConfigInForce for Control {
+impl crate::admin::endpoint::ConfigInForce for Control {
     fn neighbours(&self) -> Vec<String> {
         let (_, config) = self.current();
         config
@@ -1161,7 +1161,7 @@ async fn run_shard(
     if let Some(admin_listener) = admin_listener {
         let (registry, shard) = (plan.registry.clone(), shard.clone());
         glommio::spawn_local(async move {
-            admin::serve(admin_listener, registry, shard.stop.wait()).await;
+            endpoint::serve(admin_listener, registry, shard.stop.wait()).await;
         })
         .detach();
     }

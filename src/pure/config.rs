@@ -289,6 +289,10 @@ pub struct PlacesConfig {
     pub ca_file: Option<PathBuf>,
 }
 
+/// Default byte bound of one shard's answer cache (`places.cache_bytes`): room for about
+/// 1,600 offline answers of 20 results, or fewer, larger Google ones.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 impl Default for PlacesConfig {
     fn default() -> Self {
         PlacesConfig {
@@ -300,7 +304,7 @@ impl Default for PlacesConfig {
             pool_connections: 8,
             max_in_flight: 64,
             cache_entries: 4096,
-            cache_bytes: crate::places::answer::DEFAULT_CACHE_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             snap_m: 0,
             cache_ttl_ms: 60_000,
             retries: 1,
@@ -649,20 +653,6 @@ impl Config {
             logging: LoggingConfig::default(),
             persistence: None,
         }
-    }
-
-    /// Parses a config from JSON text and validates it.
-    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
-        // Every unknown field and wrong value at once, each by its path;
-        // serde alone would stop at the first.
-        let problems = crate::pure::config_fields::problems(&value);
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
-        let config: Config = serde_json::from_value(value).map_err(ConfigError::Json)?;
-        config.validate()?;
-        Ok(config)
     }
 
     /// Pretty JSON of this config, which `from_json` reads back to an equal

@@ -5,7 +5,9 @@
 //!
 //! serde stops at the first problem; this walks the sections itself. The
 //! names each section takes are serde's own (read from its refusal of an
-//! unknown field), so they cannot drift from the types. Pure: values in,
+//! unknown field), so they cannot drift from the types. It also holds
+//! `Config::from_json`, which runs this walk before serde, so that the
+//! schema (`config.rs`) does not name its checker. Pure: values in,
 //! messages out.
 
 use serde::de::DeserializeOwned;
@@ -13,7 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::pure::clients::{ClientTlsConfig, ClientsConfig};
 use crate::pure::config::{
-    Config, Limits, LoggingConfig, PersistenceConfig, PlacesConfig, ServerConfig, TlsConfig,
+    Config, ConfigError, Limits, LoggingConfig, PersistenceConfig, PlacesConfig, ServerConfig,
+    TlsConfig,
 };
 
 /// Every unknown field and wrongly typed value of a config's JSON.
@@ -213,6 +216,22 @@ fn kind_of(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+impl Config {
+    /// Parses a config from JSON text and validates it.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
+        // Every unknown field and wrong value at once, each by its path;
+        // serde alone would stop at the first.
+        let problems = problems(&value);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let config: Config = serde_json::from_value(value).map_err(ConfigError::Json)?;
+        config.validate()?;
+        Ok(config)
     }
 }
 

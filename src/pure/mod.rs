@@ -6,6 +6,7 @@
 
 pub mod auth_limit;
 pub(crate) mod catchup;
+pub mod cert_names;
 pub mod clients;
 pub mod config;
 pub(crate) mod config_fields;

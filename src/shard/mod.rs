@@ -13,8 +13,10 @@ pub(crate) mod journal;
 pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
-use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
+use crate::places::answer::{Places, Rendered};
+use crate::places::geo::NearbyQuery;
 use crate::places::rendered;
+use crate::places::rendered::error_answer;
 use crate::pure::protocol::parse_location;
 use crate::pure::record::Record;
 use crate::pure::store::{Batch, CursorId, Store};
@@ -454,7 +456,7 @@ impl Shard {
         let timeout = self.places_timeout;
         let found = futures_lite::future::or(self.places.nearby_rendered(query), async move {
             glommio::timer::sleep(timeout).await;
-            Rendered::once(&places::error_answer(
+            Rendered::once(&error_answer(
                 "UNKNOWN_ERROR",
                 &format!(
                     "places upstream did not answer within {} ms",

@@ -370,7 +370,7 @@ fn a_reload_that_turns_tokens_on_applies_to_connections_already_open() {
 /// the directory (kept alive by the caller) and the CA's PEM.
 fn certs(name: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    herd::process::certs::write_herd_certs_with_hosts(
+    herd::net::certs::write_herd_certs_with_hosts(
         &[(name, vec!["127.0.0.1".to_owned()])],
         dir.path(),
         false,

@@ -555,7 +555,7 @@ fn a_phone_report_floods_to_the_rest_of_the_herd() {
 #[test]
 fn phones_post_over_https_with_the_servers_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    herd::process::certs::write_herd_certs_with_hosts(
+    herd::net::certs::write_herd_certs_with_hosts(
         &[("Tower", vec!["127.0.0.1".to_owned()])],
         dir.path(),
         false,

@@ -13,7 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::mock::{Fault, MockSettings};
-use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
+use herd::places::answer::Places;
+use herd::places::geo::{distance_m, NearbyQuery};
+use herd::places::rendered::PlacesAnswer;
 use herd::places::upstream::{Upstream, UpstreamSettings};
 use herd::pure::config::PlacesApi;
 use herd::pure::places_fields::FieldMask;

@@ -11,7 +11,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::mock::{Fault, MockSettings};
-use herd::places::answer::{distance_m, AnswerSettings, NearbyQuery, Places};
+use herd::places::answer::{AnswerSettings, Places};
+use herd::places::geo::{distance_m, NearbyQuery};
 use herd::places::key::Grid;
 use herd::places::upstream::{Upstream, UpstreamSettings};
 

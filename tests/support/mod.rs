@@ -287,8 +287,8 @@ impl Drop for Herd {
 /// and the body. `None` when nothing answers there or the answer is not
 /// HTTP.
 pub fn try_http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    let raw = herd::ops::status::request(addr, method, path, PATIENCE).ok()?;
-    let response = herd::ops::status::parse_response(&raw).ok()?;
+    let raw = herd::admin::status::request(addr, method, path, PATIENCE).ok()?;
+    let response = herd::admin::status::parse_response(&raw).ok()?;
     Some((
         response.status,
         String::from_utf8_lossy(&response.body).into_owned(),
@@ -507,10 +507,10 @@ pub async fn mock_stats_json(addr: SocketAddr) -> serde_json::Value {
     use hyper::rt::Executor;
     let stream = glommio::net::TcpStream::connect(addr).await.expect("mock");
     let (mut send, conn) =
-        hyper::client::conn::http1::handshake(herd::net::http::GlommioIo::new(stream))
+        hyper::client::conn::http1::handshake(herd::rt::http::GlommioIo::new(stream))
             .await
             .expect("HTTP handshake");
-    herd::net::http::LocalExec.execute(async move {
+    herd::rt::http::LocalExec.execute(async move {
         let _ = conn.await;
     });
     let req = hyper::Request::get("/stats")

@@ -3,7 +3,7 @@
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
 //! `serve` (around [`herd::start`]), [`crate::up`],
-//! [`herd::ops::status`] or [`herd::process::certs`]. No protocol code
+//! [`herd::admin::status`] or [`herd::net::certs`]. No protocol code
 //! here, and no runtime of its own. (The local Places mock is a binary of
 //! its own, `herd-places-mock`.)
 
@@ -11,8 +11,8 @@ use crate::serve::{self, ServeOptions};
 use crate::up::{self, UpOptions};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herd::ops::status;
-use herd::process::certs;
+use herd::admin::status;
+use herd::net::certs;
 use herd::pure::config::Config;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -233,9 +233,9 @@ fn reload(config: &Config, name: &str) -> anyhow::Result<()> {
         .admin_addr(name)
         .with_context(|| format!("{name} has no admin endpoint (admin_listen is null)"))?;
     let raw =
-        herd::ops::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
+        herd::admin::status::request(addr, "POST", "/reload", std::time::Duration::from_secs(10))
             .with_context(|| format!("asking {name} at {addr} to reload"))?;
-    let response = herd::ops::status::parse_response(&raw)
+    let response = herd::admin::status::parse_response(&raw)
         .with_context(|| format!("the answer of {name} at {addr}"))?;
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
     let message = body["message"].as_str().map_or_else(
@@ -268,7 +268,7 @@ fn status(config: &Config, label: &str, once_only: bool) -> anyhow::Result<()> {
     let mut sampler = status::Sampler::default();
     loop {
         let started = std::time::Instant::now();
-        let table = herd::ops::status_view::render(&sampler.round(config, status::FETCH_TIMEOUT));
+        let table = herd::admin::status_view::render(&sampler.round(config, status::FETCH_TIMEOUT));
         let frame = format!("{CLEAR}herd status: {label} (every second; Ctrl-C to quit)\n{table}");
         stdout
             .write_all(frame.as_bytes())

@@ -195,11 +195,12 @@ fn answers(addr: std::net::SocketAddr) -> bool {
 
 /// Whether the admin endpoint at `admin` is served by process `pid`.
 fn answers_as(admin: std::net::SocketAddr, pid: u32) -> bool {
-    let Ok(raw) = herd::ops::status::request(admin, "GET", "/healthz", Duration::from_millis(200))
+    let Ok(raw) =
+        herd::admin::status::request(admin, "GET", "/healthz", Duration::from_millis(200))
     else {
         return false;
     };
-    let Ok(response) = herd::ops::status::parse_response(&raw) else {
+    let Ok(response) = herd::admin::status::parse_response(&raw) else {
         return false;
     };
     let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();

@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::header::HeaderValue;
 use tracing::debug;
 
-use super::classify::{error_chain, CallError};
+use super::classify::{error_chain, CallError, MAX_BODY_BYTES};
 use super::new_api;
-use super::{Shared, MAX_BODY_BYTES};
+use super::Shared;
 use crate::places::key::QueryKey;
 use crate::pure::config::PlacesApi;
 

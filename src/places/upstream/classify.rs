@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::MAX_BODY_BYTES;
+/// Largest answer body accepted; Google's 20-result pages are far below this.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Why one upstream call failed.
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use tracing::debug;
 
 use super::classify::{error_chain, CallError};
 use super::settings::{Target, UpstreamError};
-use crate::net::http::{GlommioIo, LocalExec};
+use crate::rt::http::{GlommioIo, LocalExec};
 
 /// How many resolved addresses one connect tries before giving up (bounds the loop).
 const MAX_CONNECT_ADDRS: usize = 4;

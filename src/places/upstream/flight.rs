@@ -15,8 +15,8 @@ use std::rc::Rc;
 
 use event_listener::Event;
 
-use crate::places::answer::error_answer;
 use crate::places::key::QueryKey;
+use crate::places::rendered::error_answer;
 use crate::places::rendered::RenderedAnswer;
 
 /// Lookups in flight, by cache key.

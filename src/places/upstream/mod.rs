@@ -30,11 +30,11 @@ use glommio::sync::Semaphore;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::places::answer::{
-    error_answer, AnswerSettings, NearbyFuture, NearbyQuery, Places, Rendered, RenderedFuture,
-};
+use crate::places::answer::{AnswerSettings, NearbyFuture, Places, Rendered, RenderedFuture};
 use crate::places::cache::LruTtl;
+use crate::places::geo::NearbyQuery;
 use crate::places::key::{Grid, QueryKey};
+use crate::places::rendered::error_answer;
 use crate::places::rendered::RenderedAnswer;
 
 mod call;
@@ -46,18 +46,13 @@ mod pool;
 mod settings;
 
 use crate::pure::config::PlacesApi;
+pub use classify::MAX_BODY_BYTES;
 use classify::{classify_legacy, CallError, Verdict};
 use connect::Connector;
 use flight::Flights;
 use pool::Pool;
 use settings::Target;
-pub use settings::{UpstreamError, UpstreamSettings};
-
-/// Largest answer body accepted; Google's 20-result pages are far below this.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Path of the legacy Nearby Search endpoint, after the base URL's own path prefix.
-pub const NEARBY_PATH: &str = "/maps/api/place/nearbysearch/json";
+pub use settings::{UpstreamError, UpstreamSettings, NEARBY_PATH};
 
 /// Counters of one `Upstream`, since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,8 +14,8 @@
 use serde_json::{json, Map, Value};
 
 use super::classify::Verdict;
-use crate::places::answer::error_answer;
 use crate::places::key::QueryKey;
+use crate::places::rendered::error_answer;
 
 /// Path of Nearby Search (New), after the base URL's own path prefix.
 pub const SEARCH_NEARBY_PATH: &str = "/v1/places:searchNearby";
@@ -256,7 +256,7 @@ fn scrub(message: String, api_key: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::places::answer::NearbyQuery;
+    use crate::places::geo::NearbyQuery;
 
     fn full_place() -> Value {
         json!({

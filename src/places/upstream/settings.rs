@@ -10,10 +10,12 @@ use std::fmt;
 use std::time::Duration;
 
 use super::new_api::SEARCH_NEARBY_PATH;
-use super::NEARBY_PATH;
 use crate::places::key::QueryKey;
 use crate::pure::config::PlacesApi;
 use crate::pure::places_fields::FieldMask;
+
+/// Path of the legacy Nearby Search endpoint, after the base URL's own path prefix.
+pub const NEARBY_PATH: &str = "/maps/api/place/nearbysearch/json";
 
 /// Settings for one `Upstream` (one per shard).
 #[derive(Clone)]
@@ -236,7 +238,7 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::places::answer::NearbyQuery;
+    use crate::places::geo::NearbyQuery;
 
     fn key(lat: f64, lon: f64, radius_m: f64) -> QueryKey {
         QueryKey::from_query(NearbyQuery { lat, lon, radius_m }).unwrap()

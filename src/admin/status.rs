@@ -1,5 +1,5 @@
 //! `herd status`: fetches `GET /status` from every server's admin endpoint
-//! once a second and shows the herd as a table ([`crate::ops::status_view`]).
+//! once a second and shows the herd as a table ([`crate::admin::status_view`]).
 //!
 //! Holds the small blocking HTTP/1.1 client it needs (one request per
 //! connection, `Connection: close`, every step under one deadline) and the
@@ -7,7 +7,7 @@
 //! server that is down, slow or answers nonsense becomes a `down` row with
 //! a reason, never an error of the command.
 
-use crate::ops::status_view::{render, Fetched, Sample, ServerView, Status};
+use crate::admin::status_view::{render, Fetched, Sample, ServerView, Status};
 use crate::pure::config::Config;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -324,7 +324,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use crate::ops::status_view::EXAMPLE_STATUS as EXAMPLE;
+    use crate::admin::status_view::EXAMPLE_STATUS as EXAMPLE;
 
     fn ok_response(body: &str) -> String {
         format!(

@@ -7,8 +7,8 @@
 //! pure `metrics` module). Small and bounded: a few connections at a time,
 //! each with read and write deadlines, request bodies ignored.
 
-use crate::net::http::GlommioIo;
 use crate::ops::metrics::{self, Inbound, ServerView, ShardFigures, ShardMetrics};
+use crate::rt::http::GlommioIo;
 use bytes::Bytes;
 use glommio::net::{TcpListener, TcpStream};
 use http_body_util::Full;

@@ -4,7 +4,7 @@
 //!
 //! Pure: no I/O and no clock reads (each sample carries the instant it was
 //! taken), so the same samples always give the same text. Fetching and the
-//! refresh loop live in [`crate::ops::status`].
+//! refresh loop live in [`crate::admin::status`].
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};

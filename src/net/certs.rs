@@ -5,13 +5,13 @@
 //! Separate from [`crate::net::link_tls`], which only loads the files and
 //! speaks TLS on links: generating certificates is an operator's one-off
 //! step, not part of serving, so the runtime's TLS code does not carry it.
-//! The name each certificate carries is [`crate::net::link_tls::dns_name_for`]'s, the
+//! The name each certificate carries is [`crate::pure::cert_names::dns_name_for`]'s, the
 //! one the link handshake checks.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::net::link_tls::dns_name_for;
+use crate::pure::cert_names::dns_name_for;
 
 /// Why a herd's certificates could not be made or written; the message
 /// names the file and the fix.

@@ -1,0 +1,5 @@
+//! Glue between the runtime (glommio) and the libraries that expect another
+//! (hyper): low, so that the Places client, the phones' endpoint and the
+//! admin endpoint all build on it without naming one another.
+
+pub mod http;
