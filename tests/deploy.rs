@@ -1,7 +1,7 @@
 //! What `deploy/` ships matches the server it is for: the alert rules
 //! (`deploy/prometheus/`) and the Grafana dashboard (`deploy/grafana/`)
 //! name only metrics, and match only label values, that the `/metrics` of a
-//! live server has.
+//! live server has; the packaged config and unit agree with each other.
 //!
 //! The live server runs as a real process with a neighbour (so the link
 //! families exist) and a journal (so the `herd_journal_` families do).
@@ -14,7 +14,7 @@
 
 mod support;
 
-use herd::pure::config::PersistenceConfig;
+use herd::pure::config::{Config, PersistenceConfig};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -414,4 +414,56 @@ fn the_dashboard_is_importable_and_its_queries_parse() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_packaged_config_is_valid_and_journals_where_the_unit_may_write() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/herd.json");
+    let out = Command::new(herd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.persistence.as_ref().map(|p| p.dir.as_str()),
+        Some("/var/lib/herd")
+    );
+    // Loopback only: safe to start as it is, before the operator edits it.
+    for server in &config.servers {
+        assert!(config.listen_addr(&server.name).unwrap().ip().is_loopback());
+    }
+    let unit = repo_file("deploy/herd@.service");
+    let line = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the unit"))
+            .to_owned()
+    };
+    assert_eq!(line("StateDirectory="), "herd");
+    assert_eq!(line("LogsDirectory="), "herd");
+    assert!(
+        line("ExecStart=").starts_with(
+            "/usr/bin/herd serve %i --config /etc/herd/herd.json --log-dir /var/log/herd"
+        ),
+        "the unit runs the packaged binary on the packaged config"
+    );
+    // The package puts the binary and the config where the unit looks.
+    let manifest = repo_file("Cargo.toml");
+    for asset in [
+        "[\"target/release/herd\", \"usr/bin/\", \"755\"]",
+        "[\"deploy/herd.json\", \"etc/herd/herd.json\", \"640\"]",
+        "[\"deploy/herd@.service\", \"usr/lib/systemd/system/\", \"644\"]",
+    ] {
+        assert!(
+            manifest.contains(asset),
+            "Cargo.toml lacks the asset {asset}"
+        );
+    }
 }
