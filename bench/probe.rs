@@ -438,6 +438,7 @@ pub fn run(args: &PropagationArgs) -> Result<u64> {
     let summary = Summary {
         label: &args.label,
         mode: "propagation",
+        protocol: "line",
         connections: 1,
         depth: None,
         target_rate: Some(args.rate),

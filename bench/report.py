@@ -23,6 +23,9 @@ import time
 SATURATED = 95.0
 # Tokens on may cost IAMAT throughput at most this share of tokens off.
 TOKENS_WITHIN = 0.03
+# OwnTracks posts over HTTP: at least this share of the IAMAT line rate
+# per core (issue 29).
+POSTS_AT_LEAST = 0.25
 
 
 def fmt(v, unit="", digits=0):
@@ -208,6 +211,86 @@ def tls_section(runs, order, rounds_note=""):
     return out
 
 
+def phones_rounds(runs, order, depth):
+    """(round, posts run, IAMAT run, which ran first) of the phones
+    scenario's rounds at `depth`."""
+    return paired_rounds(runs, order, f"phones-post-64x{depth}", f"phones-iamat-64x{depth}")
+
+
+def phones_section(runs, order, rounds_note=""):
+    """OwnTracks posts against IAMAT lines on one server, or [] when it did
+    not run."""
+    out = []
+    shapes = [(depth, phones_rounds(runs, order, depth)) for depth in (1, 16)]
+    shapes = [(depth, pairs) for depth, pairs in shapes if pairs]
+    if not shapes:
+        return out
+    n = max(len(p) for _, p in shapes)
+
+    def bound(r):
+        busy = r.get("server_cpu_busy_pct")
+        return busy is not None and busy < SATURATED
+
+    out.append("## Phones over HTTP\n")
+    out.append(rounds_note)
+    out.append(f"Target: **OwnTracks posts >= {POSTS_AT_LEAST}x the IAMAT line rate per core** (issue 29). One "
+               "one-shard server like the healthy one (flooding to three sinks) with an `http_listen`, loaded "
+               "over its line port (IAMAT, 64 connections with one client each, `--clients 64`) and over its "
+               "HTTP port (`herd-bench load --post owntracks`: `POST /owntracks` with `X-Limit-U`/`X-Limit-D` "
+               "and a JSON location as the app sends it, 64 keep-alive connections with one device each) in "
+               "turn: closed loop (64x1) and pipelined (64x16, HTTP/1.1 pipelining: requests back to back, "
+               f"responses in order), {n} rounds, the order swapped every round. Every post and every IAMAT is "
+               "newer than its client's last (stored and flooded); every response is checked (200, `[]`, "
+               "framed by its Content-Length). One shard on one core, so the rate is the rate per core; met "
+               "when the median of the rounds' posts/IAMAT ratios is at least "
+               f"{POSTS_AT_LEAST}. The server's CPU time per request (user + system over the measured "
+               "window, `--pid`) says what a post costs against an IAMAT whichever side was the limit. "
+               "Medians of the rounds:\n")
+    out.append("| shape | IAMAT /s | posts /s | median posts / IAMAT | met | rounds' ratios (sorted) | "
+               "server us/request IAMAT | server us/request post | server CPU % IAMAT / post | "
+               "generator CPU % IAMAT / post |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        posts = [p[1] for p in pairs]
+        lines = [p[2] for p in pairs]
+        ratios = on_off_ratios(pairs)
+        mid = median(ratios)
+        met = "n/a" if mid is None else ("yes" if mid >= POSTS_AT_LEAST else "no")
+        nb = sum(1 for r in posts if bound(r))
+        flag = f" ({nb} of {len(posts)} generator-bound)" if nb else ""
+        shape = "closed loop 64x1" if depth == 1 else "pipelined 64x16"
+        out.append(f"| {shape} | {fmt(median(r.get('achieved_rate') for r in lines), '/s')} | "
+                   f"{fmt(median(r.get('achieved_rate') for r in posts), '/s')}{flag} | "
+                   f"{'n/a' if mid is None else f'{mid:.3f}'} | {met} | {', '.join(f'{r:.3f}' for r in ratios)} | "
+                   f"{fmt(median(r.get('server_cpu_us_per_request') for r in lines), '', 2)} | "
+                   f"{fmt(median(r.get('server_cpu_us_per_request') for r in posts), '', 2)} | "
+                   f"{fmt(median(r.get('server_cpu_busy_pct') for r in lines), '', 1)} / "
+                   f"{fmt(median(r.get('server_cpu_busy_pct') for r in posts), '', 1)} | "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in lines), '', 1)} / "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in posts), '', 1)} |")
+    out.append(f"\nEvery round (a server under {SATURATED:.0f} % busy in a closed loop waited for the "
+               "generator):\n")
+    out.append("| round | shape | first | IAMAT /s | server % | gen % | server us/req | posts /s | server % | "
+               "gen % | server us/req | posts / IAMAT | errors IAMAT / posts |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        for k, post, line, first in pairs:
+            r = (post["achieved_rate"] / line["achieved_rate"]
+                 if post.get("achieved_rate") and line.get("achieved_rate") else None)
+            out.append(f"| r{k} | 64x{depth} | {'posts' if '-post-' in first else 'IAMAT'} | "
+                       f"{fmt(line.get('achieved_rate'), '', 0)} | {fmt(line.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(line.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(line.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{fmt(post.get('achieved_rate'), '', 0)}{' **generator-bound**' if bound(post) else ''} | "
+                       f"{fmt(post.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(post.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(post.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{'n/a' if r is None else f'{r:.3f}'} | "
+                       f"{fmt(line.get('errors'))} / {fmt(post.get('errors'))} |")
+    out.append("")
+    return out
+
+
 def sections_of(blob):
     """The "## " sections of a markdown text: [(title line, text)]."""
     out = []
@@ -274,7 +357,8 @@ def main():
                 f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at herd "
                 f"{sh('git rev-parse --short HEAD')}, server on CPU {server_cpu}, generator and sinks on "
                 f"CPU {gen_cpu}; the rest of this report is from the full run named at its top.\n")
-        out = tokens_section(runs, order, when) + tls_section(runs, order, when)
+        out = (tokens_section(runs, order, when) + tls_section(runs, order, when)
+               + phones_section(runs, order, when))
         print("\n".join(out))
         return
 
@@ -434,9 +518,21 @@ def main():
                 f"median off {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
                 f"ratios {', '.join(f'{r:.3f}' for r in ratios)}{aa}",
                 f"{mid:.3f}", yes(mid >= 1 - TOKENS_WITHIN))
+    for depth in (1, 16):
+        pairs = phones_rounds(runs, order, depth)
+        ratios = on_off_ratios(pairs)
+        if ratios:
+            mid = statistics.median(ratios)
+            row(f"OwnTracks posts over HTTP ({len(ratios)} rounds, order swapped each round), 64x{depth}: median "
+                f"of the rounds' posts/IAMAT ratios >= {POSTS_AT_LEAST}x the IAMAT line rate per core",
+                f"median posts {fmt(median(p[1].get('achieved_rate') for p in pairs), '/s')}",
+                f"median IAMAT {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
+                f"ratios {', '.join(f'{r:.3f}' for r in ratios)}",
+                f"{mid:.3f}", yes(mid >= POSTS_AT_LEAST))
     out.append("")
     out.extend(tokens_section(runs, order))
     out.extend(tls_section(runs, order))
+    out.extend(phones_section(runs, order))
     out.append("\n## Every run\n")
     out.append("A baseline (`bare-*`) closed-loop row whose server CPU was under "
                f"{SATURATED:.0f} % busy is marked **generator-bound**: it measured the generator.\n")

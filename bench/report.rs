@@ -86,6 +86,9 @@ pub struct Summary<'a> {
     pub label: &'a str,
     /// `closed`, `open` or `propagation`.
     pub mode: &'a str,
+    /// What the requests were: `line` (IAMAT and WHATSAT) or `owntracks`
+    /// (locations posted over HTTP).
+    pub protocol: &'a str,
     /// Connections that carried requests.
     pub connections: usize,
     /// Requests in flight per connection (closed loop only).
@@ -132,6 +135,7 @@ impl Summary<'_> {
         let mut v = json!({
             "label": self.label,
             "mode": self.mode,
+            "protocol": self.protocol,
             "connections": self.connections,
             "depth": self.depth,
             "target_rate": self.target_rate,
@@ -327,6 +331,7 @@ mod tests {
         Summary {
             label: "t",
             mode: "open",
+            protocol: "line",
             connections: 4,
             depth: None,
             target_rate: Some(500.0),

@@ -12,7 +12,7 @@
 #
 # Usage: bench/run.sh            (about ten minutes)
 #        DURATION=10 bench/run.sh
-#        SCENARIOS=tokens,tls bench/run.sh
+#        SCENARIOS=tokens,tls,phones bench/run.sh
 #                   (only those scenarios, which start servers of their own;
 #                   their sections replace the same sections of $OUT and of
 #                   the copy in bench/README.md, the rest is left as it was)
@@ -34,12 +34,14 @@ GROWTH_MAX_S=${GROWTH_MAX_S:-120}
 MAX_LAG_MS=${MAX_LAG_MS:-20}
 # The slow neighbour reads this many bytes a second.
 SLOW_BYTES_PER_SEC=${SLOW_BYTES_PER_SEC:-65536}
-# Alternated rounds of the tokens on/off and TLS/plain comparisons.
+# Alternated rounds of the tokens on/off, TLS/plain and posts/IAMAT
+# comparisons.
 TOKEN_ROUNDS=${TOKEN_ROUNDS:-4}
 TLS_ROUNDS=${TLS_ROUNDS:-4}
+PHONES_ROUNDS=${PHONES_ROUNDS:-4}
 # "all", or a comma-separated list of the scenarios that can run alone.
 SCENARIOS=${SCENARIOS:-all}
-ALONE="tokens tokens-aa tls"
+ALONE="tokens tokens-aa tls phones"
 if [ "$SCENARIOS" != all ]; then
   for s in ${SCENARIOS//,/ }; do
     [[ " $ALONE " == *" $s "* ]] || {
@@ -305,6 +307,40 @@ scenario_tls() {
   for pid in "$target" "${sinks[@]}"; do stop "$pid"; done
 }
 
+# --- Phones over HTTP: OwnTracks posts against IAMAT lines ----------------
+# A one-shard server like the healthy one (three sinks) with an
+# http_listen, loaded over its line port (IAMAT, 64 connections with one
+# client each) and over its HTTP port (OwnTracks locations, herd-bench load
+# --post owntracks: 64 connections, one device each, keep-alive, pipelined
+# at depth 16) in turn: $PHONES_ROUNDS rounds of 64x1 and 64x16, the order
+# swapped every round. Every post is a new location (stored and flooded),
+# as every IAMAT is. The report gives the median of the rounds'
+# posts/IAMAT ratios per depth against issue 29's ">= 0.25x the line rate
+# per core" (one shard on one core here), and the server's CPU time per
+# request of each (--pid).
+scenario_phones() {
+  local round depth kind order
+  target_config "$work/phones.json" 140 "" ", \"http_listen\": \"127.0.0.1:$(p 145)\""
+  start_sinks 140
+  start_target "$work/phones.json" 1 "$SERVER_CPU" phones
+  for round in $(seq "$PHONES_ROUNDS"); do
+    for depth in 1 16; do
+      order="iamat post"
+      [ $((round % 2)) = 0 ] && order="post iamat"
+      for kind in $order; do
+        if [ "$kind" = post ]; then
+          run_load "phones-post-64x$depth-r$round" --addr "127.0.0.1:$(p 145)" --post owntracks \
+            --connections 64 --clients 64 --depth "$depth" --pid "$target"
+        else
+          run_load "phones-iamat-64x$depth-r$round" --addr "127.0.0.1:$(p 140)" --connections 64 --clients 64 \
+            --depth "$depth" --server Target --pid "$target"
+        fi
+      done
+    done
+  done
+  for pid in "$target" "${sinks[@]}"; do stop "$pid"; done
+}
+
 if [ "$SCENARIOS" != all ]; then
   for s in ${SCENARIOS//,/ }; do
     "scenario_${s//-/_}"
@@ -372,9 +408,10 @@ done
 stop "$target"
 stop "$bare"
 
-# --- Client tokens, and clients over TLS (see their functions above) ------
+# --- Client tokens, clients over TLS, phones over HTTP (functions above) --
 scenario_tokens
 scenario_tls
+scenario_phones
 
 # --- Growth: 5 M distinct clients, filled at full speed (healthy links) ---
 start_target "$work/healthy.json" 1 "$SERVER_CPU" growth

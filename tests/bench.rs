@@ -460,6 +460,177 @@ fn a_tls_ca_file_without_a_certificate_is_refused() {
     assert!(stderr.contains("holds no PEM certificate"), "{stderr}");
 }
 
+/// One server, "Real", that takes phone apps over HTTP too; with
+/// `tokens`, its clients must prove who they are.
+fn herd_with_http(tokens: bool) -> (support::Herd, String) {
+    let mut config = support::herd_of(&["Real"], &[]);
+    if tokens {
+        config.clients = herd::pure::clients::ClientsConfig {
+            auth: herd::pure::clients::ClientAuth::Token,
+            token_key: herd::pure::clients::TokenKeys::One(TOKEN_KEY.to_owned()),
+            read: herd::pure::clients::ReadRule::Own,
+        };
+    }
+    config.servers[0].http_listen = Some(format!("127.0.0.1:{}", support::free_port()));
+    let herd = support::Herd::start(config, 1);
+    let http = herd.config.http_addr("Real").expect("Real's http_listen");
+    support::wait_listening(http);
+    (herd, http.to_string())
+}
+
+/// How many OwnTracks posts server "Real" counted with `result`.
+fn owntracks_counted(herd: &support::Herd, result: &str) -> f64 {
+    let (_, text) = support::http(herd.admin_addr("Real"), "GET", "/metrics");
+    let series = format!("herd_http_requests_total{{app=\"owntracks\",result=\"{result}\"}}");
+    support::metric(&text, &series).unwrap_or(0.0)
+}
+
+#[test]
+fn owntracks_posts_to_a_real_herd_are_stored_and_answered_with_no_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (herd, http) = herd_with_http(false);
+    let pid = herd.pid("Real").expect("Real's pid").to_string();
+    let mut answered = 0;
+    // Closed loop, then pipelined: two devices a connection.
+    for depth in ["1", "8"] {
+        let (output, v) = load(
+            &http,
+            &[
+                "--post",
+                "owntracks",
+                "--connections",
+                "4",
+                "--clients",
+                "8",
+                "--depth",
+                depth,
+                "--duration",
+                "1",
+                "--warmup",
+                "0.5",
+                "--pid",
+                &pid,
+            ],
+        );
+        assert_eq!(output.status.code(), Some(0), "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert_eq!(v["protocol"], "owntracks", "{v}");
+        let requests = v["requests"].as_u64().unwrap();
+        assert!(requests > 0, "{v}");
+        answered += requests;
+    }
+    // Every post was a location newer than its client's last: stored, not
+    // merely answered (the warm-ups' posts are counted too).
+    support::eventually("the posts counted as stored", || {
+        (owntracks_counted(&herd, "stored") >= answered as f64).then_some(())
+    });
+    assert_eq!(owntracks_counted(&herd, "invalid"), 0.0);
+}
+
+#[test]
+fn owntracks_posts_with_tokens_are_stored_and_a_wrong_key_is_counted_as_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (herd, http) = herd_with_http(true);
+    let shape = [
+        "--post",
+        "owntracks",
+        "--connections",
+        "4",
+        "--clients",
+        "4",
+        "--depth",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+    ];
+    let (output, v) = load(&http, &[&shape[..], &["--token-key", TOKEN_KEY]].concat());
+    assert_eq!(output.status.code(), Some(0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let answered = v["requests"].as_f64().unwrap();
+    support::eventually("the posts counted as stored", || {
+        (owntracks_counted(&herd, "stored") >= answered).then_some(())
+    });
+    // Each post carries its token: a wrong one is a 401 per post, each an
+    // error, and the run exits 1.
+    let wrong = [
+        &shape[..],
+        &["--token-key", "another key of 16 bytes or more"],
+    ]
+    .concat();
+    let (output, v) = load(&http, &wrong);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{v}");
+    assert!(v["errors_invalid"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["requests"], 0, "{v}");
+    assert!(stderr.contains("status 401"), "{stderr}");
+    support::eventually("the refused posts counted", || {
+        (owntracks_counted(&herd, "unauthorized") > 0.0).then_some(())
+    });
+}
+
+#[test]
+fn posts_to_a_port_that_does_not_answer_http_end_their_connections_as_errors() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The line port answers each line of a post with a `?` line.
+    let herd = support::Herd::start(support::herd_of(&["Real"], &[]), 1);
+    let (output, v) = load(
+        &herd.addr("Real").to_string(),
+        &[
+            "--post",
+            "owntracks",
+            "--connections",
+            "2",
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{v}");
+    assert_eq!(v["requests"], 0, "{v}");
+    assert!(v["errors_connection"].as_u64().unwrap() > 0, "{v}");
+    assert!(stderr.contains("cannot be framed"), "{stderr}");
+}
+
+#[test]
+fn post_options_that_do_not_apply_are_refused_before_connecting() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Nothing listens there: each is refused before any connection.
+    for (extra, said) in [
+        (
+            &["--post", "owntracks", "--whatsat-pct", "10"][..],
+            "no --whatsat-pct",
+        ),
+        (&["--post", "owntracks", "--server", "Real"], "no --server"),
+        (
+            &[
+                "--post",
+                "owntracks",
+                "--token-key",
+                TOKEN_KEY,
+                "--clients",
+                "8",
+            ],
+            "one client per connection",
+        ),
+        (&["--post", "osmand"], "invalid value 'osmand'"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["load", "--addr", "127.0.0.1:9", "--connections", "4"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(said), "{extra:?}: {stderr}");
+    }
+}
+
 #[test]
 fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

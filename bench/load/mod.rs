@@ -1,8 +1,9 @@
-//! `herd-bench load`: drives a server with IAMAT/WHATSAT requests in a
-//! closed loop (fixed requests in flight) or an open loop (fixed schedule,
-//! latency measured from the scheduled time, so a stalled server cannot hide
-//! its stall: coordinated omission is corrected), validates every reply and
-//! reports latency quantiles.
+//! `herd-bench load`: drives a server with IAMAT/WHATSAT requests, or with
+//! OwnTracks locations posted over HTTP (`--post owntracks`, to a herd's
+//! `http_listen`), in a closed loop (fixed requests in flight) or an open
+//! loop (fixed schedule, latency measured from the scheduled time, so a
+//! stalled server cannot hide its stall: coordinated omission is
+//! corrected), validates every reply and reports latency quantiles.
 //!
 //! One pinned thread per `--cpus` entry, each driving its connections
 //! through its own io_uring (`uring.rs`): per loop turn, one system call
@@ -37,12 +38,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use crate::host::{self, CpuTimes};
+use crate::posts::{self, Posts};
 use crate::report::{self, CpuUse, ServerCpu, Summary};
 use crate::stats::Stats;
 use crate::tls::{self, Tls};
 use crate::uring::Conns;
 use crate::workload::Workload;
-use driver::{Driver, Line};
+use driver::{Driver, Line, Work};
 use plan::{Clock, Plan};
 
 /// Options of `herd-bench load`.
@@ -118,7 +120,8 @@ pub struct LoadArgs {
     pub max_send_lag_ms: f64,
     /// The herd's clients.token_key: each connection first proves, with
     /// AUTH, that it speaks for its one client (needs --clients equal to
-    /// --connections, as a token is for one client id).
+    /// --connections, as a token is for one client id); with --post, every
+    /// post carries the token as its Basic password instead.
     #[arg(long)]
     pub token_key: Option<String>,
     /// Speak TLS (to a herd's client_tls_listen), trusting the CA
@@ -127,6 +130,20 @@ pub struct LoadArgs {
     /// run; records are sealed and opened on the generator's CPUs.
     #[arg(long)]
     pub tls_ca: Option<PathBuf>,
+    /// Post each update over HTTP/1.1 as this phone app does, instead of
+    /// sending IAMAT lines (to a herd's http_listen): keep-alive, and with
+    /// --depth above 1 pipelined. Every response must be 200 with the body
+    /// `[]`. Connection c posts as user bench-<c> for --clients devices;
+    /// with --token-key, the Basic password is its one client's token.
+    #[arg(long, value_enum)]
+    pub post: Option<PostApp>,
+}
+
+/// The phone apps whose posts `--post` sends.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostApp {
+    /// OwnTracks in HTTP mode: `POST /owntracks` with a JSON location.
+    Owntracks,
 }
 
 /// How long to wait for outstanding replies once the run is over.
@@ -188,14 +205,7 @@ fn executor_main(
     let lines = conns
         .clone()
         .map(|c| Line {
-            work: Workload::new(
-                c,
-                plan.clients_of(c),
-                plan.base_secs,
-                plan.whatsat_pct,
-                plan.radius.clone(),
-                plan.max_results,
-            ),
+            work: work_of(&plan, c),
             pending: VecDeque::with_capacity(plan.depth),
             echoes: Vec::with_capacity(plan.depth * 64),
             echo_start: 0,
@@ -230,15 +240,45 @@ fn executor_main(
     Ok(driver.stats)
 }
 
+/// What connection `c` sends: IAMAT lines, or posts, whose client ids
+/// and token are those of the run (see `posts.rs`).
+fn work_of(plan: &Plan, c: usize) -> Work {
+    let clients = plan.clients_of(c);
+    if plan.post.is_none() {
+        return Work::Lines(Workload::new(
+            c,
+            clients,
+            plan.base_secs,
+            plan.whatsat_pct,
+            plan.radius.clone(),
+            plan.max_results,
+        ));
+    }
+    // One client per connection with a token (checked with the options).
+    let password = plan.token_key.as_ref().map(|key| {
+        let client = posts::client_id(c, plan.base_secs, 0);
+        herd::pure::token::issue(key, &client, plan.base_secs + 24 * 3600)
+    });
+    Work::Posts(Posts::new(
+        c,
+        clients,
+        plan.base_secs,
+        &plan.host,
+        password.as_deref(),
+    ))
+}
+
 /// Opens connection `c`: TCP, then the TLS handshake and the AUTH line
-/// when the run has them, all before the run and on a blocking socket
-/// whose every wait is bounded by `CONNECT_TIMEOUT`.
+/// when the run has them (posts carry their token in each request
+/// instead), all before the run and on a blocking socket whose every wait
+/// is bounded by `CONNECT_TIMEOUT`.
 fn connect(plan: &Plan, c: usize) -> Result<(TcpStream, Option<Tls>)> {
     let mut stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
         .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
     // Requests are written in batches already; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
-    if plan.tls.is_none() && plan.token_key.is_none() {
+    let auth_line = plan.token_key.as_ref().filter(|_| plan.post.is_none());
+    if plan.tls.is_none() && auth_line.is_none() {
         return Ok((stream, None));
     }
     stream
@@ -252,7 +292,7 @@ fn connect(plan: &Plan, c: usize) -> Result<(TcpStream, Option<Tls>)> {
         ),
         None => None,
     };
-    if let Some(key) = &plan.token_key {
+    if let Some(key) = auth_line {
         match &mut session {
             Some(session) => {
                 let mut tls = rustls::Stream::new(session, &mut stream);
@@ -358,6 +398,12 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     if args.token_key.is_some() && args.clients != args.connections as u64 {
         bail!("--token-key needs one client per connection: --clients equal to --connections");
     }
+    if args.post.is_some() && args.whatsat_pct > 0 {
+        bail!("--post sends locations only: no --whatsat-pct");
+    }
+    if args.post.is_some() && args.server.is_some() {
+        bail!("--post: herd answers a post with [], which names no server: no --server");
+    }
     if !(args.radius > 0.0 && args.radius <= 50.0) {
         bail!("--radius must be in (0, 50] km");
     }
@@ -375,6 +421,8 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     host::raise_fd_limit();
     let plan = Arc::new(Plan {
         addr,
+        host: args.addr.clone(),
+        post: args.post,
         server: args.server.clone(),
         connections: args.connections,
         depth: args.depth,
@@ -534,6 +582,10 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     let summary = Summary {
         label: &args.label,
         mode: if open { "open" } else { "closed" },
+        protocol: match args.post {
+            Some(PostApp::Owntracks) => "owntracks",
+            None => "line",
+        },
         connections: args.connections,
         depth: (!open).then_some(args.depth),
         target_rate: args.rate,

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 /// What every executor needs to know; shared read-only across threads.
 pub(super) struct Plan {
     pub(super) addr: SocketAddr,
+    /// `--addr` as given: the `Host` of posts.
+    pub(super) host: String,
+    /// Posts of this app instead of IAMAT lines.
+    pub(super) post: Option<super::PostApp>,
     pub(super) server: Option<String>,
     pub(super) connections: usize,
     pub(super) depth: usize,
@@ -67,6 +71,8 @@ mod tests {
     fn plan(clients: u64, connections: usize) -> Plan {
         Plan {
             addr: "127.0.0.1:1".parse().unwrap(),
+            host: "127.0.0.1:1".into(),
+            post: None,
             server: None,
             connections,
             depth: 1,
