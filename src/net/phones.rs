@@ -24,7 +24,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::net::client_auth::{self, Refused};
@@ -53,30 +53,32 @@ struct Answer {
     app: App,
     result: HttpResult,
     status: StatusCode,
-    body: String,
+    body: Bytes,
     /// One more header (`WWW-Authenticate`, `Allow`).
     header: Option<(hyper::header::HeaderName, &'static str)>,
 }
 
 impl Answer {
-    fn new(app: App, result: HttpResult, status: StatusCode, body: &str) -> Answer {
+    /// `body` is a literal (taken as it is, no copy: most answers are
+    /// `[]`) or a `String` made for this answer.
+    fn new(app: App, result: HttpResult, status: StatusCode, body: impl Into<Bytes>) -> Answer {
         Answer {
             app,
             result,
             status,
-            body: body.to_owned(),
+            body: body.into(),
             header: None,
         }
     }
 
     /// The HTTP response.
     fn response(self) -> Response<Full<Bytes>> {
-        let content_type = if self.body.starts_with('[') || self.body.starts_with('{') {
+        let content_type = if self.body.starts_with(b"[") || self.body.starts_with(b"{") {
             "application/json"
         } else {
             "text/plain; charset=utf-8"
         };
-        let mut response = Response::new(Full::new(Bytes::from(self.body)));
+        let mut response = Response::new(Full::new(self.body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
@@ -95,7 +97,7 @@ impl Answer {
             app,
             HttpResult::Invalid,
             StatusCode::BAD_REQUEST,
-            &format!("{why}\n"),
+            format!("{why}\n"),
         )
     }
 
@@ -105,7 +107,7 @@ impl Answer {
             app,
             HttpResult::Unauthorized,
             StatusCode::UNAUTHORIZED,
-            &format!("{why}\n"),
+            format!("{why}\n"),
         );
         let challenge = match scheme {
             "Bearer" => "Bearer realm=\"herd\"",
@@ -334,7 +336,7 @@ async fn answer(conn: &Conn, req: Request<Incoming>) -> Answer {
                 app,
                 HttpResult::TooLarge,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is over {MAX_BODY_BYTES} bytes\n"),
+                format!("the body is over {MAX_BODY_BYTES} bytes\n"),
             )
         }
         Err(e) => return Answer::invalid(app, &format!("the body could not be read: {e}")),
@@ -348,14 +350,17 @@ async fn answer(conn: &Conn, req: Request<Incoming>) -> Answer {
 /// `POST /owntracks`: a location is stored; other messages are taken.
 async fn owntracks(conn: &Conn, headers: &HeaderMap, body: &[u8]) -> Answer {
     const APP: App = App::OwnTracks;
-    let text = |name: &str| -> Result<Option<&str>, Answer> {
+    // Named once: a name given as text is parsed again at every lookup.
+    static LIMIT_U: HeaderName = HeaderName::from_static("x-limit-u");
+    static LIMIT_D: HeaderName = HeaderName::from_static("x-limit-d");
+    let text = |name: &HeaderName| -> Result<Option<&str>, Answer> {
         match headers.get(name).map(HeaderValue::to_str) {
             None => Ok(None),
             Some(Ok(value)) => Ok(Some(value.trim())),
             Some(Err(_)) => Err(Answer::invalid(APP, &format!("{name} is not text"))),
         }
     };
-    let (limit_u, limit_d) = match (text("x-limit-u"), text("x-limit-d")) {
+    let (limit_u, limit_d) = match (text(&LIMIT_U), text(&LIMIT_D)) {
         (Ok(u), Ok(d)) => (u, d),
         (Err(answer), _) | (_, Err(answer)) => return answer,
     };

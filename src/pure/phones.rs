@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::pure::protocol::{is_field_space, MAX_CLIENT_ID};
+use crate::pure::protocol::{is_field_space, push_digits, MAX_CLIENT_ID};
 
 /// A phone's position at a time: what one IAMAT says.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,17 +32,43 @@ pub struct Report {
 impl Report {
     /// The IAMAT line this report stands for, without a newline.
     pub fn iamat_line(&self) -> String {
-        use std::fmt::Write as _;
         // Sized once: the position and time take at most 52 bytes.
         let mut line = String::with_capacity(self.client_id.len() + 64);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            line,
-            "IAMAT {} {:+.6}{:+.6} {}.{:09}",
-            self.client_id, self.lat, self.lon, self.secs, self.nanos
-        );
+        line.push_str("IAMAT ");
+        line.push_str(&self.client_id);
+        line.push(' ');
+        push_degrees(&mut line, self.lat);
+        push_degrees(&mut line, self.lon);
+        line.push(' ');
+        push_digits(&mut line, self.secs, 1);
+        line.push('.');
+        push_digits(&mut line, u64::from(self.nanos), 9);
         line
     }
+}
+
+/// Appends `degrees` as `{:+.6}` does. By integers: the formatter's exact
+/// float path was a tenth of a whole OwnTracks post. The product with 1e6
+/// is off the exact value by at most half a unit in its last place (about
+/// 1.5e-8 at 180e6), so it rounds to the same micro-degree unless it lies
+/// within a thousandth of a tie; those few go to the formatter, which
+/// decides them exactly.
+fn push_degrees(out: &mut String, degrees: f64) {
+    use std::fmt::Write as _;
+    let scaled = degrees * 1e6;
+    let near_tie = ((scaled - scaled.trunc()).abs() - 0.5).abs() < 1e-3;
+    if near_tie || !scaled.is_finite() || scaled.abs() >= 1e15 {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{degrees:+.6}");
+        return;
+    }
+    // `{:+}` gives the sign of the value, so -0.0000001 is "-0.000000".
+    out.push(if degrees.is_sign_negative() { '-' } else { '+' });
+    // In range and rounded: the cast is exact.
+    let micro = scaled.abs().round() as u64;
+    push_digits(out, micro / 1_000_000, 1);
+    out.push('.');
+    push_digits(out, micro % 1_000_000, 6);
 }
 
 /// What an OwnTracks post holds.
@@ -573,6 +599,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn degrees_at_the_edges_are_written_as_the_formatter_writes_them() {
+        for x in [
+            0.0,
+            -0.0,
+            1e-7,
+            -1e-7,
+            5e-7,
+            -5e-7,
+            90.0,
+            -90.0,
+            180.0,
+            -180.0,
+            34.068930,
+            -118.445127,
+            0.0000015,
+            2.5e-6,
+        ] {
+            let mut ours = String::new();
+            push_degrees(&mut ours, x);
+            assert_eq!(ours, format!("{x:+.6}"), "{x:e}");
+        }
+    }
+
     proptest! {
         #[test]
         fn every_report_is_a_valid_iamat_with_its_fields(
@@ -590,6 +640,21 @@ mod tests {
             prop_assert_eq!(iamat.client_id, id.as_str());
             prop_assert_eq!(iamat.time.secs, secs);
             prop_assert_eq!(iamat.time.nanos, nanos);
+        }
+
+        #[test]
+        fn degrees_are_written_as_the_formatter_writes_them(
+            degrees in -180.0f64..=180.0,
+            micro in -180_000_000i64..=180_000_000,
+        ) {
+            // Any value, and the ties and near-ties of every micro-degree,
+            // where a product's rounding could pick the other neighbour.
+            let tie = (micro as f64 + 0.5) / 1e6;
+            for x in [degrees, tie, f64::from_bits(tie.to_bits() + 1), f64::from_bits(tie.to_bits() - 1), micro as f64 / 1e6] {
+                let mut ours = String::new();
+                push_degrees(&mut ours, x);
+                prop_assert_eq!(ours, format!("{x:+.6}"));
+            }
         }
 
         #[test]

@@ -479,7 +479,7 @@ pub fn write_skew(out: &mut String, now: PosixTime, client: PosixTime) {
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits; by hand,
 /// as this runs for every IAMAT and the formatting machinery costs more.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
+pub(crate) fn push_digits(out: &mut String, mut n: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
     while n > 0 {
