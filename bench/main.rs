@@ -5,6 +5,7 @@
 
 mod bare;
 mod check;
+mod floor;
 mod host;
 mod load;
 mod plot;
@@ -38,6 +39,9 @@ enum Command {
     Load(load::LoadArgs),
     /// Run the baseline: a bare glommio line server with canned AT replies.
     Bare(bare::BareArgs),
+    /// Run the floor: the bare server that also copies every reply to one
+    /// sink per neighbour (the I/O any flooding server must do).
+    Floor(floor::FloorArgs),
     /// Measure update-to-visibility time across a herd, posing as a
     /// neighbour server.
     Propagation(probe::PropagationArgs),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Load(args) => load::run(args),
         Command::Bare(args) => bare::run(args).map(|()| 0),
+        Command::Floor(args) => floor::run(args).map(|()| 0),
         Command::Propagation(args) => probe::run(args),
         Command::Sink(args) => sink::run(args).map(|()| 0),
         Command::Plot(args) => plot::run(args).map(|()| 0),

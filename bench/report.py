@@ -26,6 +26,8 @@ TOKENS_WITHIN = 0.03
 # OwnTracks posts over HTTP: at least this share of the IAMAT line rate
 # per core (issue 29).
 POSTS_AT_LEAST = 0.25
+# herd against the floor (issue 33): per shape, the least median herd/floor.
+FLOOR_AT_LEAST = {1: 0.95, 16: 0.85, 32: 0.85}
 
 
 def fmt(v, unit="", digits=0):
@@ -291,6 +293,134 @@ def phones_section(runs, order, rounds_note=""):
     return out
 
 
+def floor_shapes(runs, order):
+    """[(depth, [(round, herd run, floor run, bare run or None, order of
+    the three)])] of the floor scenario, for the depths that ran."""
+    out = []
+    for depth in (1, 16, 32):
+        rounds = []
+        for k, herd, floor, _ in paired_rounds(runs, order, f"floor-herd-64x{depth}", f"floor-floor-64x{depth}"):
+            bare = runs.get(f"floor-bare-64x{depth}-r{k}", {}).get("result")
+            names = [f"floor-{w}-64x{depth}-r{k}" for w in ("herd", "floor", "bare")]
+            first = " ".join(n.split("-")[1] for n in sorted((n for n in names if n in order), key=order.index))
+            rounds.append((k, herd, floor, bare, first))
+        if rounds:
+            out.append((depth, rounds))
+    return out
+
+
+def floor_ratios(rounds, which):
+    """The sorted herd/floor (which=2) or herd/bare (which=3) ratios."""
+    return sorted(r[1]["achieved_rate"] / r[which]["achieved_rate"] for r in rounds
+                  if r[which] and r[1].get("achieved_rate") and r[which].get("achieved_rate"))
+
+
+def floor_bound(r):
+    busy = r.get("server_cpu_busy_pct") if r else None
+    return busy is not None and busy < SATURATED
+
+
+def floor_target_rows(runs, order):
+    """The Targets rows of herd against the floor: [(name, measured,
+    baseline, ratio, met)]."""
+    rows = []
+    for depth, rounds in floor_shapes(runs, order):
+        ratios = floor_ratios(rounds, 2)
+        if not ratios:
+            continue
+        mid = statistics.median(ratios)
+        want = FLOOR_AT_LEAST[depth]
+        name = {1: "IAMAT 64 x 1 stored and flooded >= 0.95x floor",
+                16: "Pipelined 64 x 16 >= 0.85x floor",
+                32: "Pipelined 64 x 32 >= 0.85x floor (the deeper pipeline: the generator did not saturate "
+                    "the floor at 64 x 16)"}[depth]
+        bound = sum(1 for r in rounds if floor_bound(r[2]))
+        flag = f" **generator-bound in {bound} of {len(rounds)} rounds**" if bound else ""
+        herd_busy = median(r[1].get("server_cpu_busy_pct") for r in rounds)
+        floor_busy = median(r[2].get("server_cpu_busy_pct") for r in rounds)
+        rows.append((f"{name} ({len(ratios)} rounds, order swapped each round)",
+                     f"median herd {fmt(median(r[1].get('achieved_rate') for r in rounds), '/s')} "
+                     f"(server {fmt(herd_busy, ' %', 1)} busy)",
+                     f"median floor {fmt(median(r[2].get('achieved_rate') for r in rounds), '/s')} "
+                     f"(server {fmt(floor_busy, ' %', 1)} busy){flag}; ratios "
+                     f"{', '.join(f'{x:.2f}' for x in ratios)}",
+                     f"{mid:.2f}", ("yes" if mid >= want else "no") + (" (unsaturated floor)" if bound else "")))
+    return rows
+
+
+def floor_section(runs, order, rounds_note=""):
+    """herd against the floor and bare, or [] when it did not run."""
+    out = []
+    shapes = floor_shapes(runs, order)
+    if not shapes:
+        return out
+    n = max(len(r) for _, r in shapes)
+    out.append("## Against the floor\n")
+    out.append(rounds_note)
+    out.append("The floor (`herd-bench floor`) is the bare line server that also appends every reply it sends "
+               "to one outgoing connection per neighbour (three discard sinks, `herd-bench sink`), written in "
+               "batches by one task per sink: it parses nothing and stores nothing, the cheapest server that "
+               "answers and floods. herd / floor is what herd's own work costs (parse, validate, store, "
+               "order); herd / bare also counts the flood's I/O, which any flooding server pays. Three servers "
+               "up at once on the server's CPU: a one-shard herd like the healthy one (three `herd-bench sink` "
+               "neighbours), the floor and bare; the six sinks and the generator on the other CPU. 64 "
+               f"connections, closed loop (64x1) and pipelined (64x16), {n} rounds, the order swapped every "
+               "round; medians of the rounds' ratios. Busy % is each server process's own CPU share over the "
+               f"measured window (`--pid`); a floor under {SATURATED:.0f} % busy waited for the generator "
+               "(**generator-bound**), and then 64x32 runs too.\n")
+    out.append("| target | measured | baseline (same run) | ratio | met |")
+    out.append("|---|---|---|---|---|")
+    for row in floor_target_rows(runs, order):
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    out.append("| shape | herd /s | floor /s | bare /s | herd / floor (range) | herd / bare (range) | "
+               "server busy % herd / floor / bare | generator busy % herd / floor / bare | "
+               "server us/request herd / floor / bare |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+
+    def med(rounds, i, key, digits=0, unit=""):
+        return fmt(median(r[i].get(key) for r in rounds if r[i]), unit, digits)
+
+    def rng(rs):
+        return "n/a" if not rs else f"**{statistics.median(rs):.2f}** ({rs[0]:.2f}-{rs[-1]:.2f})"
+
+    for depth, rounds in shapes:
+        bound = sum(1 for r in rounds if floor_bound(r[2]))
+        flag = f" (**generator-bound** in {bound} of {len(rounds)})" if bound else ""
+        out.append(f"| 64x{depth} | {med(rounds, 1, 'achieved_rate', 0, '/s')} | "
+                   f"{med(rounds, 2, 'achieved_rate', 0, '/s')}{flag} | {med(rounds, 3, 'achieved_rate', 0, '/s')} | "
+                   f"{rng(floor_ratios(rounds, 2))} | {rng(floor_ratios(rounds, 3))} | "
+                   f"{med(rounds, 1, 'server_cpu_busy_pct', 1)} / {med(rounds, 2, 'server_cpu_busy_pct', 1)} / "
+                   f"{med(rounds, 3, 'server_cpu_busy_pct', 1)} | "
+                   f"{med(rounds, 1, 'generator_cpu_busy_pct', 1)} / {med(rounds, 2, 'generator_cpu_busy_pct', 1)} / "
+                   f"{med(rounds, 3, 'generator_cpu_busy_pct', 1)} | "
+                   f"{med(rounds, 1, 'server_cpu_us_per_request', 2)} / "
+                   f"{med(rounds, 2, 'server_cpu_us_per_request', 2)} / "
+                   f"{med(rounds, 3, 'server_cpu_us_per_request', 2)} |")
+    out.append("\nEvery round (rate /s, then server % / generator % busy):\n")
+    out.append("| round | shape | order | herd /s | herd server % / gen % | floor /s | floor server % / gen % | "
+               "bare /s | bare server % / gen % | herd / floor | herd / bare |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for depth, rounds in shapes:
+        for k, herd, floor, bare, first in rounds:
+            def cell(r):
+                if not r:
+                    return "n/a | n/a"
+                return (f"{fmt(r.get('achieved_rate'), '', 0)} | {fmt(r.get('server_cpu_busy_pct'), '', 1)} / "
+                        f"{fmt(r.get('generator_cpu_busy_pct'), '', 1)}")
+
+            def rr(r):
+                return ("n/a" if not r or not r.get("achieved_rate") or not herd.get("achieved_rate")
+                        else f"{herd['achieved_rate'] / r['achieved_rate']:.2f}")
+            fl = cell(floor)
+            if floor_bound(floor):
+                fl = fl.replace(" | ", " **generator-bound** | ", 1)
+            out.append(f"| r{k} | 64x{depth} | {first} | {cell(herd)} | {fl} | {cell(bare)} | {rr(floor)} | "
+                       f"{rr(bare)} |")
+    out.append("")
+    return out
+
+
 def sections_of(blob):
     """The "## " sections of a markdown text: [(title line, text)]."""
     out = []
@@ -320,7 +450,36 @@ def splice(sections_path, path):
             at = body.find("\n## Every run")
             at = len(body) if at < 0 else at + 1
             body = body[:at] + section + "\n" + body[at:]
+    body = splice_target_rows(open(sections_path).read(), body)
     open(path, "w").write(head + body + tail)
+
+
+# Targets rows that a scenario run alone also puts in the Targets table.
+SPLICED_TARGETS = ("IAMAT 64 x 1 stored and flooded >= 0.95x floor", "Pipelined 64 x 16 >= 0.85x floor",
+                   "Pipelined 64 x 32 >= 0.85x floor")
+
+
+def splice_target_rows(sections, body):
+    """Puts each row of `sections` whose target is one of SPLICED_TARGETS
+    in place of the row of the same target in the "## Targets" table of
+    `body`, or at that table's end."""
+    start = body.find("\n## Targets\n")
+    if start < 0:
+        return body
+    end = body.find("\n## ", start + 1)
+    end = len(body) if end < 0 else end
+    lines = body[start:end].split("\n")
+    for new in sections.split("\n"):
+        key = next((t for t in SPLICED_TARGETS if new.startswith(f"| {t}")), None)
+        if key is None:
+            continue
+        at = next((i for i, l in enumerate(lines) if l.startswith(f"| {key}")), None)
+        if at is not None:
+            lines[at] = new
+        else:
+            last = max(i for i, l in enumerate(lines) if l.startswith("|"))
+            lines.insert(last + 1, new)
+    return body[:start] + "\n".join(lines) + body[end:]
 
 
 def sh(cmd):
@@ -358,7 +517,7 @@ def main():
                 f"{sh('git rev-parse --short HEAD')}, server on CPU {server_cpu}, generator and sinks on "
                 f"CPU {gen_cpu}; the rest of this report is from the full run named at its top.\n")
         out = (tokens_section(runs, order, when) + tls_section(runs, order, when)
-               + phones_section(runs, order, when))
+               + phones_section(runs, order, when) + floor_section(runs, order, when))
         print("\n".join(out))
         return
 
@@ -529,10 +688,13 @@ def main():
                 f"median IAMAT {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
                 f"ratios {', '.join(f'{r:.3f}' for r in ratios)}",
                 f"{mid:.3f}", yes(mid >= POSTS_AT_LEAST))
+    for r in floor_target_rows(runs, order):
+        row(*r)
     out.append("")
     out.extend(tokens_section(runs, order))
     out.extend(tls_section(runs, order))
     out.extend(phones_section(runs, order))
+    out.extend(floor_section(runs, order))
     out.append("\n## Every run\n")
     out.append("A baseline (`bare-*`) closed-loop row whose server CPU was under "
                f"{SATURATED:.0f} % busy is marked **generator-bound**: it measured the generator.\n")

@@ -12,7 +12,7 @@
 #
 # Usage: bench/run.sh            (about ten minutes)
 #        DURATION=10 bench/run.sh
-#        SCENARIOS=tokens,tls,phones bench/run.sh
+#        SCENARIOS=tokens,tls,phones,floor bench/run.sh
 #                   (only those scenarios, which start servers of their own;
 #                   their sections replace the same sections of $OUT and of
 #                   the copy in bench/README.md, the rest is left as it was)
@@ -39,9 +39,14 @@ SLOW_BYTES_PER_SEC=${SLOW_BYTES_PER_SEC:-65536}
 TOKEN_ROUNDS=${TOKEN_ROUNDS:-4}
 TLS_ROUNDS=${TLS_ROUNDS:-4}
 PHONES_ROUNDS=${PHONES_ROUNDS:-4}
+# Alternated rounds of herd against the floor and the bare server; whether
+# to add 64x32 rows: "auto" (when the floor's core was under 95 % busy at
+# 64x16 in round 1), "yes" or "no".
+FLOOR_ROUNDS=${FLOOR_ROUNDS:-4}
+FLOOR_DEEP=${FLOOR_DEEP:-auto}
 # "all", or a comma-separated list of the scenarios that can run alone.
 SCENARIOS=${SCENARIOS:-all}
-ALONE="tokens tokens-aa tls phones"
+ALONE="tokens tokens-aa tls phones floor"
 if [ "$SCENARIOS" != all ]; then
   for s in ${SCENARIOS//,/ }; do
     [[ " $ALONE " == *" $s "* ]] || {
@@ -341,6 +346,71 @@ scenario_phones() {
   for pid in "$target" "${sinks[@]}"; do stop "$pid"; done
 }
 
+# --- Against the floor: herd, the floor and bare in alternated rounds -----
+# The floor (herd-bench floor) is the bare server that also copies every
+# reply to three sinks, one write per batch per sink: the I/O any server
+# that answers and floods must do, with no parsing and no store. herd /
+# floor is the cost of herd's own work; herd / bare adds the flood's I/O.
+# Three servers up at once on the server's CPU: a one-shard herd like the
+# healthy one (three herd-bench sink neighbours), the floor (three
+# herd-bench sink discard sinks) and bare; all six sinks on the
+# generator's CPU. $FLOOR_ROUNDS rounds of 64x1 and 64x16, the order
+# swapped every round, each run with the server's own CPU share (--pid).
+# When the floor's core is under 95 % busy at 64x16 in round 1 the
+# generator, not the floor, was the limit there: every round then also
+# runs 64x32 (FLOOR_DEEP=auto; yes or no force it).
+scenario_floor() {
+  local round depth kind order deep=$FLOOR_DEEP busy herd_sinks floor_sinks floor bare
+  target_config "$work/floor.json" 210
+  start_sinks 210
+  herd_sinks=("${sinks[@]}")
+  start_sinks 215
+  floor_sinks=("${sinks[@]}")
+  start_target "$work/floor.json" 1 "$SERVER_CPU" floor
+  start floor-server taskset -c "$SERVER_CPU" "$BENCH" floor --listen "127.0.0.1:$(p 219)" --cpu "$SERVER_CPU" \
+    --sink "127.0.0.1:$(p 216)" --sink "127.0.0.1:$(p 217)" --sink "127.0.0.1:$(p 218)"
+  floor=$last
+  wait_for "$work/floor-server.out" "listening"
+  start floor-bare taskset -c "$SERVER_CPU" "$BENCH" bare --listen "127.0.0.1:$(p 220)" --cpu "$SERVER_CPU"
+  bare=$last
+  wait_for "$work/floor-bare.out" "listening"
+  sleep 1 # the floor dials its sinks
+  for round in $(seq "$FLOOR_ROUNDS"); do
+    order="herd floor bare"
+    [ $((round % 2)) = 0 ] && order="bare floor herd"
+    for depth in 1 16 32; do
+      if [ "$depth" = 32 ] && [ "$deep" != yes ]; then
+        continue
+      fi
+      for kind in $order; do
+        case $kind in
+          herd) run_load "floor-herd-64x$depth-r$round" --addr "127.0.0.1:$(p 210)" --connections 64 \
+            --depth "$depth" --server Target --pid "$target" ;;
+          floor) run_load "floor-floor-64x$depth-r$round" --addr "127.0.0.1:$(p 219)" --connections 64 \
+            --depth "$depth" --server Bare --pid "$floor" ;;
+          bare) run_load "floor-bare-64x$depth-r$round" --addr "127.0.0.1:$(p 220)" --connections 64 \
+            --depth "$depth" --server Bare --pid "$bare" ;;
+        esac
+      done
+      if [ "$depth" = 16 ] && [ "$deep" = auto ]; then
+        busy=$(python3 -c "
+import json
+for l in open('$results'):
+    r = json.loads(l)
+    if r['scenario'] == 'floor-floor-64x16-r$round': print(r['result'].get('server_cpu_busy_pct') or 0)
+")
+        deep=no
+        if python3 -c "import sys; sys.exit(0 if float('${busy:-0}') < 95 else 1)"; then
+          deep=yes
+          note "floor: the floor's core was ${busy:-?} % busy at 64x16 in round $round (under 95 %: the generator was the limit), so every round also runs 64x32"
+        fi
+      fi
+    done
+  done
+  grep -h "floor sink" "$work/floor-server.out" | tail -n 3 | while read -r l; do note "floor at the end: $l"; done
+  for pid in "$target" "$floor" "$bare" "${herd_sinks[@]}" "${floor_sinks[@]}"; do stop "$pid"; done
+}
+
 if [ "$SCENARIOS" != all ]; then
   for s in ${SCENARIOS//,/ }; do
     "scenario_${s//-/_}"
@@ -412,6 +482,7 @@ stop "$bare"
 scenario_tokens
 scenario_tls
 scenario_phones
+scenario_floor
 
 # --- Growth: 5 M distinct clients, filled at full speed (healthy links) ---
 start_target "$work/healthy.json" 1 "$SERVER_CPU" growth

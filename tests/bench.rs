@@ -670,3 +670,219 @@ fn propagation_across_a_real_herd_sees_every_update_two_hops_away() {
     assert_eq!(v["errors"], 0, "{v}");
     assert_eq!(v["requests"], 300, "{v}");
 }
+
+/// A sink for `herd-bench floor`: a loopback listener whose first
+/// connection's bytes are collected (the floor dials each sink once unless
+/// the connection fails).
+struct TestSink {
+    addr: String,
+    bytes: std::sync::Arc<Mutex<Vec<u8>>>,
+}
+
+impl TestSink {
+    /// `reads`: false for a sink that accepts and never reads (stalled).
+    fn start(reads: bool) -> TestSink {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test sink");
+        let addr = listener.local_addr().expect("sink address").to_string();
+        let bytes = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let into = bytes.clone();
+        // Ends at the floor's end (EOF) or with the test process.
+        thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            if !reads {
+                // Held open and never read until the floor is gone.
+                thread::sleep(std::time::Duration::from_secs(120));
+                drop(stream);
+                return;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => into
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        TestSink { addr, bytes }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The lines received, sorted: batches from different connections
+    /// interleave, each batch whole.
+    fn sorted_lines(&self) -> Vec<Vec<u8>> {
+        let bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines: Vec<Vec<u8>> = bytes
+            .split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// Starts `herd-bench floor` with `sinks` and `extra` arguments; returns
+/// it, its address, and its stderr lines as they come.
+fn start_floor(
+    sinks: &[&str],
+    extra: &[&str],
+) -> (Killed, String, std::sync::Arc<Mutex<Vec<String>>>) {
+    let mut command = Command::new(BIN);
+    command.args(["floor", "--listen", "127.0.0.1:0", "--cpu", "0"]);
+    for sink in sinks {
+        command.args(["--sink", sink]);
+    }
+    let mut child = command
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herd-bench floor");
+    let stdout = child.stdout.take().expect("floor stdout");
+    let stderr = child.stderr.take().expect("floor stderr");
+    let guard = Killed(child);
+    let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let into = lines.clone();
+    // Ends when the floor does (EOF).
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            into.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read floor's address");
+    let addr = line
+        .trim()
+        .strip_prefix("floor listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from floor: {line:?}"))
+        .to_owned();
+    (guard, addr, lines)
+}
+
+/// The bare server's reply to `line` (which ends in a newline).
+fn canned_reply(line: &str) -> String {
+    let rest = line.split_once(' ').map_or("\n", |(_, r)| r);
+    format!("AT Bare +0.000000000 {rest}")
+}
+
+/// The last (sent, dropped) the floor reported for `sink`.
+fn sink_counts(stderr: &Mutex<Vec<String>>, sink: &str) -> Option<(u64, u64)> {
+    let prefix = format!("floor sink {sink}: sent ");
+    let lines = stderr.lock().unwrap_or_else(|e| e.into_inner());
+    let last = lines.iter().rev().find_map(|l| l.strip_prefix(&prefix))?;
+    let (sent, rest) = last.split_once(" bytes, dropped ")?;
+    let dropped = rest.strip_suffix(" bytes")?;
+    Some((sent.parse().ok()?, dropped.parse().ok()?))
+}
+
+#[test]
+fn the_floor_answers_every_line_and_every_reply_reaches_every_sink() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let sinks: Vec<TestSink> = (0..3).map(|_| TestSink::start(true)).collect();
+    let addrs: Vec<&str> = sinks.iter().map(|s| s.addr.as_str()).collect();
+    let (_floor, addr, _stderr) = start_floor(&addrs, &[]);
+    let mut expected_lines: Vec<Vec<u8>> = Vec::new();
+    // Many connections at once, each sending its lines in pieces that cut
+    // lines in two, so the floor's reads end mid-line.
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let addr = addr.clone();
+            let lines: Vec<String> = (0..200)
+                .map(|i| format!("IAMAT client-{c}-{i} +34.068930-118.445127 1700000000.{i:09}\n"))
+                .collect();
+            let expected: String = lines.iter().map(|l| canned_reply(l)).collect();
+            let handle = thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(&addr).expect("connect to the floor");
+                s.set_nodelay(true).expect("nodelay");
+                s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                    .expect("timeout");
+                let input: String = lines.concat();
+                for piece in input.as_bytes().chunks(37) {
+                    s.write_all(piece).expect("write to the floor");
+                    thread::sleep(std::time::Duration::from_micros(200));
+                }
+                s.shutdown(std::net::Shutdown::Write).expect("half-close");
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut s, &mut out).expect("read the replies");
+                out
+            });
+            (expected, handle)
+        })
+        .collect();
+    let mut total = 0;
+    for (expected, handle) in clients {
+        let got = handle.join().expect("client thread");
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+        total += expected.len();
+        expected_lines.extend(
+            expected
+                .as_bytes()
+                .split_inclusive(|&b| b == b'\n')
+                .map(<[u8]>::to_vec),
+        );
+    }
+    expected_lines.sort();
+    for sink in &sinks {
+        support::eventually("every reply at every sink", || {
+            (sink.len() >= total).then_some(())
+        });
+        assert_eq!(sink.len(), total);
+        assert!(
+            sink.sorted_lines() == expected_lines,
+            "a sink's lines differ from the replies"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_or_dead_sink_never_stops_the_floor_answering() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let live = TestSink::start(true);
+    let stalled = TestSink::start(false);
+    // Nothing listens here: bound, then closed.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let (_floor, addr, stderr) = start_floor(
+        &[&live.addr, &stalled.addr, &dead],
+        &["--sink-buffer", "65536"],
+    );
+    let mut client = support::Client::new(addr.parse().expect("floor address"));
+    // Far more than the stalled sink's socket buffers and the floor's
+    // bound take: its buffer fills and the floor must drop, not wait.
+    // Sent a chunk at a time, each chunk's replies read before the next.
+    let line = |i: usize| format!("IAMAT client-{i:08} +34.068930-118.445127 1700000000.{i:09}\n");
+    let mut total = 0usize;
+    for chunk in 0..200 {
+        let lines: Vec<String> = (chunk * 500..(chunk + 1) * 500).map(line).collect();
+        client.send(&lines.concat());
+        for l in &lines {
+            let reply = client.line();
+            assert_eq!(reply, canned_reply(l));
+            total += canned_reply(l).len();
+        }
+    }
+    let total = total as u64;
+    // Every reply is either at the live sink or counted as dropped for it;
+    // all of the dead sink's are dropped; some of the stalled sink's are.
+    support::eventually("the floor's counts", || {
+        let (sent, dropped) = sink_counts(&stderr, &live.addr)?;
+        (sent + dropped == total && live.len() as u64 == sent).then_some(())
+    });
+    support::eventually("the dead sink's drops", || {
+        (sink_counts(&stderr, &dead)? == (0, total)).then_some(())
+    });
+    support::eventually("the stalled sink's drops", || {
+        (sink_counts(&stderr, &stalled.addr)?.1 > 0).then_some(())
+    });
+}
