@@ -15,7 +15,8 @@ use crate::pure::catchup::Marks;
 use crate::pure::framing::{Frame, LineBuffer};
 use crate::pure::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
 use crate::pure::protocol::{self, Command, Parsed, PosixTime};
-use crate::pure::record::Record;
+use crate::pure::record::{Record, Tags};
+use crate::pure::server_ids::ServerIds;
 use crate::shard::{Activity, NeighbourId};
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -63,6 +64,8 @@ struct Proving {
 #[derive(Debug)]
 struct Incoming {
     from: NeighbourId,
+    /// The neighbour's server id: the source tag of its records.
+    source: u8,
     session: Receiver,
     /// Records dropped for a client time too far ahead.
     future_records: u64,
@@ -123,6 +126,11 @@ pub(crate) struct Admission {
     pub marks: Arc<Marks>,
     /// The server's open incoming links (shared by all shards).
     pub inbound: Arc<Inbound>,
+    /// Numbers for server names: records' tags.
+    pub ids: Arc<ServerIds>,
+    /// This server's run, said to neighbours (`TREE`); `None` to speak
+    /// only the earlier link rules.
+    pub run: Option<u64>,
 }
 
 /// The receive time, read once per read.
@@ -491,7 +499,8 @@ async fn handle(
                 admission.inbound.caught_up(link.place);
             }
             if let Some(record) = record {
-                router.record(record).await;
+                let run = link.session.sender_run().unwrap_or(0);
+                router.record(record, run).await;
             }
             return true;
         }
@@ -536,7 +545,8 @@ async fn handle(
         }
         Parsed::Command(Command::IAmAt(iamat)) => {
             commands.iamat_ok.inc();
-            let record = Record::from_iamat(&admission.me, now, &iamat);
+            let record =
+                Record::from_iamat(&admission.me, now, &iamat, admission.ids.id(&admission.me));
             let start = out.len();
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
@@ -620,7 +630,8 @@ fn handshake(
             tracing::info!(%peer, %neighbour, "incoming link accepted");
             *role = Role::Link(Box::new(Incoming {
                 from,
-                session: Receiver::new(Instant::now(), admission.liveness),
+                source: admission.ids.id(neighbour),
+                session: Receiver::new(Instant::now(), admission.liveness, admission.run),
                 future_records: 0,
                 place: admission.inbound.opened(neighbour),
                 caught_up: false,
@@ -658,7 +669,10 @@ fn on_link(
         tracing::info!(%peer, %neighbour, shard, since, "link stream resumes");
         since
     };
-    match link.session.on_line(parsed, Instant::now(), since, out) {
+    match link
+        .session
+        .on_line(parsed, line, Instant::now(), since, out)
+    {
         ReceiverEvent::Record(at) if at.time.is_ahead_of(now(), admission.max_future_skew) => {
             // A neighbour with a clock far ahead, or a record made before
             // the bound existed: storing it would pin its client.
@@ -669,7 +683,11 @@ fn on_link(
         }
         ReceiverEvent::Record(at) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
-            Some(Record::from_at(&at))
+            let tags = Tags {
+                source: link.source,
+                origin: admission.ids.id(at.server),
+            };
+            Some(Record::from_at(&at, tags))
         }
         ReceiverEvent::None => None,
         ReceiverEvent::Invalid => {

@@ -20,6 +20,7 @@ use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesSource};
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
+use crate::pure::server_ids::ServerIds;
 use crate::shard::journal::{self, Durability, JournalPlan};
 use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
@@ -203,6 +204,22 @@ struct ShardPlan {
     control: Arc<Control>,
     /// The journal, when the herd has a `persistence` section.
     journal: Option<Arc<JournalPlan>>,
+    /// Numbers for server names, shared by the shards; a reload only adds.
+    ids: Arc<Mutex<ServerIds>>,
+    /// This server's run: drawn at start, said to neighbours.
+    run: u64,
+}
+
+impl ShardPlan {
+    /// The server ids with every server of `config` numbered: the same
+    /// numbers in every shard, whichever config each saw first.
+    fn ids_for(&self, config: &Config) -> Arc<ServerIds> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let extended =
+            std::mem::take(&mut *ids).with(config.servers.iter().map(|s| s.name.as_str()));
+        *ids = extended;
+        Arc::new(ids.clone())
+    }
 }
 
 /// The config in force, reloads of it, and the stop: written by a reload
@@ -564,6 +581,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         None => None,
         Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
     };
+    let ids = ServerIds::new(config.servers.iter().map(|s| s.name.as_str()));
+    let run = crate::net::nonce::fresh_run()
+        .map_err(|e| bad(format!("no randomness for the server's run: {e}")))?;
     // Replayed before any shard starts: every file, whatever shard count
     // wrote it, sorted to the shards that own its records now.
     let journal = match (
@@ -571,10 +591,11 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         config.journal_dir(&name, &options.config_dir),
     ) {
         (Some(p), Some(dir)) => {
-            let replayed = journal::replay(&dir, shards).map_err(|why| StartError::Journal {
-                server: name.clone(),
-                why,
-            })?;
+            let replayed =
+                journal::replay(&dir, shards, &ids).map_err(|why| StartError::Journal {
+                    server: name.clone(),
+                    why,
+                })?;
             tracing::info!(
                 dir = %dir.display(),
                 files = replayed.old_files.len(),
@@ -621,6 +642,8 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         registry: Arc::new(registry),
         control: control.clone(),
         journal,
+        ids: Arc::new(Mutex::new(ids)),
+        run,
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
     // Every shard speaks on one channel; each one's `Herald` guarantees a
@@ -729,6 +752,7 @@ fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
         linger: Duration::from_micros(limits.flood_linger_us),
         liveness,
         write_timeout: liveness.dead_after,
+        run: Some(plan.run),
     }
 }
 
@@ -758,6 +782,8 @@ fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>
         max_connections: limits.max_connections_per_shard,
         marks: plan.marks.clone(),
         inbound: plan.registry.inbound.clone(),
+        ids: plan.ids_for(config),
+        run: Some(plan.run),
     }
 }
 
@@ -796,8 +822,11 @@ impl Live {
             .unwrap_or_default();
         *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
         *self.admission.borrow_mut() = Rc::new(admission(&self.plan, &config, &self.neighbours));
+        let ids = self.plan.ids_for(&config);
         for (name, addr) in &changes.added {
-            let status = self.shard.add_link(name.as_str().into(), *addr);
+            let status = self
+                .shard
+                .add_link(name.as_str().into(), ids.id(name), *addr);
             glommio::spawn_local(link::run(
                 status,
                 self.link_settings.clone(),
@@ -874,12 +903,13 @@ async fn run_shard(
     // The config in force now: a reload may have come before this shard.
     let (generation, config) = plan.control.current();
     let limits = &config.limits;
-    let neighbours: Vec<(Rc<str>, SocketAddr)> = config
+    let ids = plan.ids_for(&config);
+    let neighbours: Vec<(Rc<str>, u8, SocketAddr)> = config
         .server(&plan.name)
         .map(|s| {
             s.neighbours
                 .iter()
-                .filter_map(|n| Some((Rc::from(n.as_str()), config.peer_addr(n)?)))
+                .filter_map(|n| Some((Rc::from(n.as_str()), ids.id(n), config.peer_addr(n)?)))
                 .collect()
         })
         .unwrap_or_default();
@@ -930,7 +960,7 @@ async fn run_shard(
             .unwrap_or_default();
         let read = records.len();
         for record in records {
-            shard.apply(record);
+            shard.apply(record, 0);
             // A large journal: let the executor breathe between records.
             glommio::yield_if_needed().await;
         }

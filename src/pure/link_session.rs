@@ -28,6 +28,12 @@
 //! - A receiver that refused a record line stops moving its mark: the
 //!   position never moves past a record it does not hold, so a reopened
 //!   link sends that record again.
+//! - Servers of this version say `TREE <run>` (the receiver before
+//!   `SINCE`, the sender once it heard the receiver's): the run is a number
+//!   drawn at start, so each end knows which life of the other it talks
+//!   to, and a sender can leave out the records the receiver itself sent
+//!   in its present run. Earlier servers ignore the line, and are never
+//!   sent one they would refuse.
 
 use crate::pure::protocol::{self, At, Command, Parsed};
 use hmac::{Hmac, Mac};
@@ -292,6 +298,14 @@ pub struct Sender {
     acked: u64,
     /// What the handshake needs until `CHALLENGE` is answered.
     opening: Option<Box<Opening>>,
+    /// This server's run, said once the neighbour said its own; `None`
+    /// when this server speaks only the earlier link rules.
+    run: Option<u64>,
+    /// The neighbour's run, once it said it (`TREE`).
+    neighbour_run: Option<u64>,
+    /// The last `SEQ` written (or the receiver's `SINCE`), and when it
+    /// was written.
+    marked: (u64, Option<Instant>),
 }
 
 /// A link being opened: who is who, this end's nonce, what to stream.
@@ -312,6 +326,9 @@ pub struct Opening {
     /// The stream's last sequence number now, so the receiver knows when it
     /// has caught up.
     pub head: u64,
+    /// This server's run (`TREE`), or `None` to speak only the earlier
+    /// link rules.
+    pub run: Option<u64>,
 }
 
 impl Sender {
@@ -327,8 +344,33 @@ impl Sender {
             last_heard: now,
             last_written: now,
             acked: 0,
+            run: opening.run,
             opening: Some(Box::new(opening)),
+            neighbour_run: None,
+            marked: (0, None),
         }
+    }
+
+    /// The neighbour's run, once it said it; `None` from a neighbour that
+    /// speaks only the earlier link rules (or to one, when this server does).
+    pub fn neighbour_run(&self) -> Option<u64> {
+        self.neighbour_run
+    }
+
+    /// The neighbour's `TREE`: remember its run, and answer with ours
+    /// (once).
+    fn on_tree(&mut self, text: &str) -> SenderEvent {
+        let (Some(run), Some(theirs)) = (self.run, parse_tree(text)) else {
+            return SenderEvent::None;
+        };
+        let first = self.neighbour_run.is_none();
+        self.neighbour_run = Some(theirs.run);
+        if !first {
+            return SenderEvent::None;
+        }
+        let mut out = Vec::new();
+        write_tree(&mut out, run);
+        SenderEvent::Write(out)
     }
 
     /// The neighbour's `CHALLENGE <nonce> <proof>`: if its proof holds,
@@ -389,10 +431,14 @@ impl Sender {
             }
             return SenderEvent::None;
         }
+        if text.starts_with("TREE ") {
+            return self.on_tree(text);
+        }
         if let SenderPhase::Opening { .. } = self.phase {
             if let Some(n) = protocol::parse_since(line) {
                 self.phase = SenderPhase::Streaming { basic: false };
                 self.acked = n;
+                self.marked.0 = n;
                 return SenderEvent::SendAfter(n);
             }
             if text.starts_with("? STREAM") {
@@ -448,6 +494,24 @@ impl Sender {
         self.last_written = now;
         if !self.basic() {
             write_count_line(out, "SEQ", last);
+            self.marked = (last, Some(now));
+        }
+    }
+
+    /// Appends `SEQ <sent>` when the stream moved past the last `SEQ` and
+    /// that one is a tick old (a herd link only): the receiver's mark and
+    /// its catch-up follow within a tick, at a few lines a second however
+    /// many batches go out.
+    pub fn note_sent(&mut self, sent: u64, now: Instant, out: &mut Vec<u8>) {
+        if self.basic() || sent <= self.marked.0 {
+            return;
+        }
+        let due = match self.marked.1 {
+            Some(at) => now.saturating_duration_since(at) >= self.liveness.tick(),
+            None => true,
+        };
+        if due {
+            self.end_batch(sent, now, out);
         }
     }
 
@@ -494,11 +558,17 @@ pub struct Receiver {
     refused: bool,
     last_heard: Instant,
     last_written: Instant,
+    /// This server's run, said before `SINCE`; `None` to speak only the
+    /// earlier link rules.
+    run: Option<u64>,
+    /// The sender's run, once it said it.
+    sender_run: Option<u64>,
 }
 
 impl Receiver {
-    /// A link whose `PEER` line was just accepted.
-    pub fn new(now: Instant, liveness: Liveness) -> Receiver {
+    /// A link whose `PEER` line was just accepted; `run` is this server's
+    /// run, or `None` to speak only the earlier link rules.
+    pub fn new(now: Instant, liveness: Liveness, run: Option<u64>) -> Receiver {
         Receiver {
             liveness,
             stream: None,
@@ -509,7 +579,15 @@ impl Receiver {
             refused: false,
             last_heard: now,
             last_written: now,
+            run,
+            sender_run: None,
         }
+    }
+
+    /// The sender's run, once it said it: the life of the neighbour whose
+    /// records this link brings.
+    pub fn sender_run(&self) -> Option<u64> {
+        self.sender_run
     }
 
     /// The stream and how far it was received, once known: what to
@@ -530,17 +608,26 @@ impl Receiver {
         }
     }
 
-    /// One line from the neighbour, already parsed. `since` says how far
-    /// a stream was received on earlier links (0 when unknown). Replies go
-    /// to `out`.
+    /// One line from the neighbour (`line`, and `parsed` from it). `since`
+    /// says how far a stream was received on earlier links (0 when
+    /// unknown). Replies go to `out`.
     pub fn on_line<'a>(
         &mut self,
         parsed: Parsed<'a>,
+        line: &[u8],
         now: Instant,
         since: impl FnOnce(u32, u64) -> u64,
         out: &mut Vec<u8>,
     ) -> ReceiverEvent<'a> {
         self.last_heard = now;
+        if parsed == Parsed::Invalid && self.stream.is_some() && self.run.is_some() {
+            // The link's own lines, unknown to the client protocol.
+            let text = String::from_utf8_lossy(line);
+            if let Some(tree) = parse_tree(text.trim_end()) {
+                self.sender_run = Some(tree.run);
+                return ReceiverEvent::None;
+            }
+        }
         match parsed {
             Parsed::Command(Command::At(at)) => {
                 self.basic |= self.stream.is_none();
@@ -551,6 +638,10 @@ impl Receiver {
                 self.stream = Some((shard, epoch));
                 self.head = head;
                 self.received = n;
+                if let Some(run) = self.run {
+                    // Before SINCE: an earlier sender ignores it there.
+                    write_tree(out, run);
+                }
                 write_count_line(out, "SINCE", n);
                 self.last_written = now;
                 ReceiverEvent::None
@@ -593,6 +684,33 @@ impl Receiver {
         }
         Ok(())
     }
+}
+
+/// What a neighbour says of itself in its `TREE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tree {
+    /// Its run: drawn at its start, so a new life has a new one.
+    run: u64,
+}
+
+/// A `TREE <run>` line.
+fn parse_tree(text: &str) -> Option<Tree> {
+    let mut fields = text.split_ascii_whitespace();
+    if fields.next() != Some("TREE") {
+        return None;
+    }
+    let run = fields.next()?;
+    if run.is_empty() || !run.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Tree {
+        run: run.parse().ok()?,
+    })
+}
+
+/// Appends `TREE <run>\n`.
+fn write_tree(out: &mut Vec<u8>, run: u64) {
+    write_count_line(out, "TREE", run);
 }
 
 /// Appends `<word> <n>\n`.
@@ -638,6 +756,7 @@ mod tests {
             shard,
             epoch,
             head: 20,
+            run: None,
         }
     }
 
@@ -857,8 +976,14 @@ mod tests {
         let live = liveness();
         let mut s = opened(t0, live, 0, 1, &mut Vec::new());
         s.on_line(b"SINCE 0", t0);
-        let mut r = Receiver::new(t0, live);
-        r.on_line(parse_line(b"STREAM 0 1"), t0, |_, _| 0, &mut Vec::new());
+        let mut r = Receiver::new(t0, live, None);
+        r.on_line(
+            parse_line(b"STREAM 0 1"),
+            b"STREAM 0 1",
+            t0,
+            |_, _| 0,
+            &mut Vec::new(),
+        );
         // Ticks every quarter heartbeat: the first tick at or past
         // dead_after closes, and that is before three heartbeats.
         let mut closed_at = None;
@@ -887,12 +1012,13 @@ mod tests {
         let live = liveness();
         let mut to_receiver = Vec::new();
         let mut s = opened(t0, live, 3, 77, &mut to_receiver);
-        let mut r = Receiver::new(t0, live);
+        let mut r = Receiver::new(t0, live, None);
         let mut to_sender = Vec::new();
         let mut records = 0;
         let mut feed = |r: &mut Receiver, bytes: &mut Vec<u8>, back: &mut Vec<u8>| {
             for line in lines(bytes) {
-                if let ReceiverEvent::Record(_) = r.on_line(parse_line(&line), t0, |_, _| 12, back)
+                if let ReceiverEvent::Record(_) =
+                    r.on_line(parse_line(&line), &line, t0, |_, _| 12, back)
                 {
                     records += 1;
                 }
@@ -927,61 +1053,110 @@ mod tests {
     fn a_receiver_is_caught_up_when_it_holds_what_the_sender_held_at_the_opening() {
         let t0 = Instant::now();
         let mut out = Vec::new();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         assert!(!r.caught_up(), "nothing heard yet");
-        r.on_line(parse_line(b"STREAM 0 5 0"), t0, |_, _| 0, &mut out);
+        r.on_line(
+            parse_line(b"STREAM 0 5 0"),
+            b"STREAM 0 5 0",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         assert!(r.caught_up(), "an empty stream is caught up at once");
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 30, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 30,
+            &mut out,
+        );
         assert!(r.caught_up(), "it already held all of it");
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 10, &mut out);
-        r.on_line(parse_line(b"SEQ 29"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 10,
+            &mut out,
+        );
+        r.on_line(parse_line(b"SEQ 29"), b"SEQ 29", t0, |_, _| 0, &mut out);
         assert!(!r.caught_up());
-        r.on_line(parse_line(b"SEQ 31"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 31"), b"SEQ 31", t0, |_, _| 0, &mut out);
         assert!(r.caught_up());
         // A sender that does not give its head: caught up at its first SEQ.
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         assert!(!r.caught_up());
-        r.on_line(parse_line(b"SEQ 3"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 3"), b"SEQ 3", t0, |_, _| 0, &mut out);
         assert!(r.caught_up());
         // A refused record keeps it from ever counting as caught up.
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         r.refuse();
-        r.on_line(parse_line(b"SEQ 40"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 40"), b"SEQ 40", t0, |_, _| 0, &mut out);
         assert!(!r.caught_up());
     }
 
     #[test]
     fn the_mark_never_moves_past_a_refused_record() {
         let t0 = Instant::now();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         let mut out = Vec::new();
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
-        r.on_line(parse_line(b"SEQ 10"), t0, |_, _| 0, &mut out);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
+        r.on_line(parse_line(b"SEQ 10"), b"SEQ 10", t0, |_, _| 0, &mut out);
         assert_eq!(
-            r.on_line(parse_line(b"AT broken"), t0, |_, _| 0, &mut out),
+            r.on_line(
+                parse_line(b"AT broken"),
+                b"AT broken",
+                t0,
+                |_, _| 0,
+                &mut out
+            ),
             ReceiverEvent::Invalid
         );
-        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 20"), b"SEQ 20", t0, |_, _| 0, &mut out);
         assert_eq!(r.mark(), Some((0, 5, 10)));
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         r.refuse();
-        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 20"), b"SEQ 20", t0, |_, _| 0, &mut out);
         assert_eq!(r.mark(), Some((0, 5, 0)));
     }
 
     #[test]
     fn a_basic_sender_gets_no_keepalives_and_is_never_closed_for_silence() {
         let t0 = Instant::now();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         let mut out = Vec::new();
         assert!(matches!(
             r.on_line(
                 parse_line(b"AT B +0.000000001 c +1+2 3"),
+                b"AT B +0.000000001 c +1+2 3",
                 t0,
                 |_, _| 0,
                 &mut out
@@ -999,6 +1174,68 @@ mod tests {
             .windows(word.len())
             .position(|w| w == word.as_bytes())
             .expect("word present")
+    }
+
+    /// A sender with `sender_run` past the handshake and a receiver with
+    /// `receiver_run` after STREAM: what the receiver answered, what the
+    /// sender did with it, and the runs each then knows of the other.
+    fn trees(
+        sender_run: Option<u64>,
+        receiver_run: Option<u64>,
+    ) -> (String, Vec<SenderEvent>, Option<u64>, Option<u64>) {
+        let t0 = Instant::now();
+        let mut o = opening(None, 0, 1);
+        o.run = sender_run;
+        let mut s = Sender::open(t0, liveness(), o, &mut Vec::new());
+        s.on_line(format!("CHALLENGE {N2} -").as_bytes(), t0);
+        let mut r = Receiver::new(t0, liveness(), receiver_run);
+        let mut answer = Vec::new();
+        r.on_line(
+            parse_line(b"STREAM 0 1 0"),
+            b"STREAM 0 1 0",
+            t0,
+            |_, _| 0,
+            &mut answer,
+        );
+        let events: Vec<SenderEvent> = lines(&answer).iter().map(|l| s.on_line(l, t0)).collect();
+        for event in &events {
+            if let SenderEvent::Write(bytes) = event {
+                for line in lines(bytes) {
+                    let event = r.on_line(parse_line(&line), &line, t0, |_, _| 0, &mut Vec::new());
+                    assert_eq!(event, ReceiverEvent::None, "TREE is no record and no error");
+                }
+            }
+        }
+        let answer = String::from_utf8(answer).unwrap();
+        (answer, events, s.neighbour_run(), r.sender_run())
+    }
+
+    #[test]
+    fn both_ends_say_their_runs_when_both_speak_tree() {
+        let (answer, events, theirs, senders) = trees(Some(5), Some(9));
+        assert_eq!(answer, "TREE 9\nSINCE 0\n");
+        assert_eq!(
+            events,
+            [
+                SenderEvent::Write(b"TREE 5\n".to_vec()),
+                SenderEvent::SendAfter(0)
+            ]
+        );
+        assert_eq!((theirs, senders), (Some(9), Some(5)));
+    }
+
+    #[test]
+    fn an_end_that_speaks_only_the_earlier_rules_hears_and_says_no_tree() {
+        // An earlier receiver: no TREE, and the sender says none either.
+        let (answer, events, theirs, senders) = trees(Some(5), None);
+        assert_eq!(answer, "SINCE 0\n");
+        assert_eq!(events, [SenderEvent::SendAfter(0)]);
+        assert_eq!((theirs, senders), (None, None));
+        // An earlier sender ignores the receiver's TREE and says none.
+        let (answer, events, theirs, senders) = trees(None, Some(9));
+        assert_eq!(answer, "TREE 9\nSINCE 0\n");
+        assert_eq!(events, [SenderEvent::None, SenderEvent::SendAfter(0)]);
+        assert_eq!((theirs, senders), (None, None));
     }
 
     #[test]

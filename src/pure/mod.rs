@@ -14,4 +14,5 @@ pub mod protocol;
 pub(crate) mod record;
 pub(crate) mod reload;
 pub mod ring;
+pub(crate) mod server_ids;
 pub(crate) mod store;

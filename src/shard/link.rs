@@ -14,6 +14,7 @@
 use crate::net::link_tls::{self, LinkTls};
 use crate::pure::framing::{Frame, LineBuffer};
 use crate::pure::link_session::{Liveness, Opening, Sender, SenderEvent};
+use crate::pure::store::Receiver;
 use crate::shard::{LinkStatus, Shard};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -55,6 +56,9 @@ pub(crate) struct LinkSettings {
     pub liveness: Liveness,
     /// A write that takes longer than this ends the link.
     pub write_timeout: Duration,
+    /// This server's run, said to neighbours (`TREE`); `None` to speak
+    /// only the earlier link rules.
+    pub run: Option<u64>,
 }
 
 /// Keeps the link of `status` connected for as long as the shard runs and
@@ -197,6 +201,7 @@ where
         shard: shard.id as u32,
         epoch,
         head: shard.seq(),
+        run: settings.run,
     };
     let session = Rc::new(RefCell::new(Sender::open(
         Instant::now(),
@@ -264,8 +269,23 @@ where
         out.clear();
         let streaming = session.borrow().streaming();
         if streaming {
-            if let Some(batch) = shard.next_batch(status.cursor, BATCH, BATCH_BYTES, &mut out) {
-                session.borrow_mut().end_batch(batch.last, now, &mut out);
+            // Records the neighbour itself sent in its present run are
+            // passed over: it holds them, or newer ones.
+            let receiver = session.borrow().neighbour_run().map(|run| Receiver {
+                id: status.neighbour_id,
+                run,
+            });
+            let batch =
+                shard.next_link_batch(status.cursor, BATCH, BATCH_BYTES, &mut out, receiver);
+            if let Some(batch) = batch {
+                session
+                    .borrow_mut()
+                    .note_sent(shard.sent_seq(status.cursor), now, &mut out);
+                if out.is_empty() {
+                    // All passed over: nothing to write, more may follow.
+                    glommio::yield_if_needed().await;
+                    continue;
+                }
                 if let Err(e) = writer.write_all(&out).await {
                     break e.to_string();
                 }
@@ -283,9 +303,12 @@ where
             // Nothing left to send: caught up, and not behind since now.
             status.caught_up.set(true);
             status.idle_since.set(now);
-            session
-                .borrow_mut()
-                .keepalive(shard.sent_seq(status.cursor), now, &mut out);
+            let sent_seq = shard.sent_seq(status.cursor);
+            {
+                let mut session = session.borrow_mut();
+                session.note_sent(sent_seq, now, &mut out);
+                session.keepalive(sent_seq, now, &mut out);
+            }
             if !out.is_empty() {
                 if let Err(e) = writer.write_all(&out).await {
                     break e.to_string();

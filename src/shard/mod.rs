@@ -17,7 +17,7 @@ use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
 use crate::places::rendered;
 use crate::pure::protocol::parse_location;
 use crate::pure::record::Record;
-use crate::pure::store::{Batch, CursorId, Store};
+use crate::pure::store::{Batch, CursorId, Receiver, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,6 +35,8 @@ pub(crate) type NeighbourId = usize;
 pub(crate) struct LinkStatus {
     /// The neighbour's name.
     pub neighbour: Rc<str>,
+    /// The neighbour's server id: the source tag of its records.
+    pub neighbour_id: u8,
     /// Where the link dials.
     pub addr: SocketAddr,
     /// What was sent: everything in the store up to this cursor.
@@ -52,10 +54,17 @@ pub(crate) struct LinkStatus {
 }
 
 impl LinkStatus {
-    /// A link to `neighbour` at `addr` reading the store through `cursor`.
-    pub(crate) fn new(neighbour: Rc<str>, addr: SocketAddr, cursor: CursorId) -> LinkStatus {
+    /// A link to `neighbour` (server id `neighbour_id`) at `addr` reading
+    /// the store through `cursor`.
+    pub(crate) fn new(
+        neighbour: Rc<str>,
+        neighbour_id: u8,
+        addr: SocketAddr,
+        cursor: CursorId,
+    ) -> LinkStatus {
         LinkStatus {
             neighbour,
+            neighbour_id,
             addr,
             cursor,
             connected: Cell::new(false),
@@ -311,10 +320,11 @@ impl Stop {
 
 impl Shard {
     /// A shard with an empty store of at most `max_records` records and a
-    /// link cursor per neighbour (`neighbours`: name and address).
+    /// link cursor per neighbour (`neighbours`: name, server id and
+    /// address).
     pub(crate) fn new(
         id: usize,
-        neighbours: Vec<(Rc<str>, SocketAddr)>,
+        neighbours: Vec<(Rc<str>, u8, SocketAddr)>,
         places: Rc<dyn Places>,
         places_timeout: Duration,
         max_records: usize,
@@ -323,7 +333,14 @@ impl Shard {
         let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
             .into_iter()
-            .map(|(neighbour, addr)| Rc::new(LinkStatus::new(neighbour, addr, store.open_cursor())))
+            .map(|(neighbour, neighbour_id, addr)| {
+                Rc::new(LinkStatus::new(
+                    neighbour,
+                    neighbour_id,
+                    addr,
+                    store.open_cursor(),
+                ))
+            })
             .collect();
         Shard {
             id,
@@ -357,7 +374,7 @@ impl Shard {
     /// the journal holds it on disk, or a newer one of its client (a stale
     /// record waits for all the store holds now, which includes it).
     pub(crate) fn apply_durable(&self, record: Record, done: futures_channel::oneshot::Sender<()>) {
-        self.apply(record);
+        self.apply(record, 0);
         let Some(durability) = &self.durability else {
             let _ = done.send(());
             return;
@@ -376,11 +393,13 @@ impl Shard {
     }
 
     /// Applies a record this shard owns. When it is newer than the stored
-    /// one it is stored once, and every link sends it from the store (the
-    /// neighbour it came from too: it drops the echo as not newer, and one
-    /// log for all links keeps a down neighbour free).
-    pub(crate) fn apply(&self, record: Record) {
-        if self.store.borrow_mut().apply(record).is_none() {
+    /// one it is stored once, and the links send it from the store (one log
+    /// for all links keeps a down neighbour free); the link to the
+    /// neighbour it came from (its source tag), in that neighbour's run
+    /// `run`, passes it over. Run 0: an IAMAT, a journal's record, or a
+    /// neighbour that says no run.
+    pub(crate) fn apply(&self, record: Record, run: u64) {
+        if self.store.borrow_mut().apply_from(record, run).is_none() {
             self.metrics.stale.inc();
             tracing::trace!(shard = self.id, "stale record dropped");
             return;
@@ -502,8 +521,9 @@ impl Shard {
         self.store.borrow_mut().seek(cursor, after, max_steps)
     }
 
-    /// Appends the next records past a link's cursor to `out`; what was
-    /// appended, `None` when nothing is unsent. See [`Store::next_batch`].
+    /// Appends the next records past a cursor to `out` (the journal's:
+    /// every one); what was appended, `None` when nothing is unsent. See
+    /// [`Store::next_batch`].
     pub(crate) fn next_batch(
         &self,
         cursor: CursorId,
@@ -513,7 +533,23 @@ impl Shard {
     ) -> Option<Batch> {
         self.store
             .borrow_mut()
-            .next_batch(cursor, max_records, max_bytes, out)
+            .next_batch(cursor, max_records, max_bytes, out, None, |_| true)
+    }
+
+    /// Appends the next records past a link's cursor to `out`, passing over
+    /// those that came from `receiver` in its present run; what was passed,
+    /// `None` when nothing is unsent. See [`Store::next_batch`].
+    pub(crate) fn next_link_batch(
+        &self,
+        cursor: CursorId,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+        receiver: Option<Receiver>,
+    ) -> Option<Batch> {
+        self.store
+            .borrow_mut()
+            .next_batch(cursor, max_records, max_bytes, out, receiver, |_| true)
     }
 
     /// Whether a link has records to send.
@@ -540,9 +576,14 @@ impl Shard {
 
     /// Opens a link to a new neighbour (a reload added it): a cursor at the
     /// start of the store, so the neighbour is sent everything.
-    pub(crate) fn add_link(&self, neighbour: Rc<str>, addr: SocketAddr) -> Rc<LinkStatus> {
+    pub(crate) fn add_link(
+        &self,
+        neighbour: Rc<str>,
+        neighbour_id: u8,
+        addr: SocketAddr,
+    ) -> Rc<LinkStatus> {
         let cursor = self.store.borrow_mut().open_cursor();
-        let link = Rc::new(LinkStatus::new(neighbour, addr, cursor));
+        let link = Rc::new(LinkStatus::new(neighbour, neighbour_id, addr, cursor));
         self.links.borrow_mut().push(link.clone());
         link
     }
