@@ -6,6 +6,10 @@
 
 pub(crate) mod catchup;
 pub mod config;
+pub(crate) mod digest;
+pub(crate) mod flood_lines;
+mod flood_sim;
+pub(crate) mod flood_tree;
 pub mod framing;
 pub(crate) mod index;
 pub(crate) mod journal;
@@ -13,6 +17,8 @@ pub mod link_session;
 pub mod protocol;
 pub(crate) mod record;
 pub(crate) mod reload;
+pub(crate) mod repair;
 pub mod ring;
 pub(crate) mod server_ids;
 pub(crate) mod store;
+pub(crate) mod tree_out;

@@ -43,7 +43,6 @@ impl ServerIds {
     }
 
     /// The name numbered `id`.
-    #[cfg(test)]
     pub(crate) fn name(&self, id: u8) -> Option<&str> {
         let i = usize::from(id).checked_sub(1)?;
         self.names.get(i).map(String::as_str)

@@ -16,6 +16,7 @@
 //! eviction order is kept only while the store is full (see `Oldest`),
 //! so a store below its cap pays nothing for it.
 
+use crate::pure::digest::{Change, Key, ShardDigests};
 use crate::pure::index::{self, SLOT_LIMIT};
 use crate::pure::protocol::PosixTime;
 use crate::pure::record::{Record, MAX_TAG};
@@ -376,6 +377,15 @@ pub(crate) struct Store {
     refused: u64,
     // By source tag: which run of that neighbour its records came from.
     runs: Vec<SourceRun>,
+    // The digests of the records behind their cursor, once started.
+    digests: Option<Digests>,
+}
+
+/// The store's digests (see `digest.rs`): one more cursor into the log,
+/// with the records behind it folded in.
+struct Digests {
+    table: ShardDigests,
+    cursor: CursorId,
 }
 
 impl Default for Store {
@@ -409,6 +419,7 @@ impl Store {
             evicted: 0,
             refused: 0,
             runs: vec![SourceRun::default(); usize::from(MAX_TAG) + 1],
+            digests: None,
         }
     }
 
@@ -484,6 +495,9 @@ impl Store {
         // Sources are known by number: none of the new numbers is trusted.
         for source in &mut self.runs {
             source.trusted_after = seq;
+        }
+        if let Some(d) = &mut self.digests {
+            d.table.renumbered();
         }
         // Entries name records by number: the order is rebuilt with the new
         // ones (once per 4 billion updates, like the renumbering itself).
@@ -573,11 +587,15 @@ impl Store {
                 if !record.is_newer_than(self.slots.record(slot)?) {
                     return None;
                 }
+                let folded = self.folded(self.slots.seq(slot));
                 self.unlink(slot);
                 record.set_seq(self.next_seq());
                 self.line_bytes += record.line().len();
                 let old = self.slots.get_mut(slot).record.replace(record);
-                self.line_bytes -= old.map_or(0, |r| r.line().len());
+                self.line_bytes -= old.as_ref().map_or(0, |r| r.line().len());
+                if let (true, Some(d), Some(old)) = (folded, &mut self.digests, &old) {
+                    d.table.remove(old);
+                }
                 slot
             }
             None => {
@@ -676,10 +694,14 @@ impl Store {
         let hash = self.index.hash(record.client_id());
         self.line_bytes -= record.line().len();
         self.index.remove(hash, slot);
+        let folded = self.folded(record.seq());
         self.unlink(slot);
         let free = self.free;
         let s = self.slots.get_mut(slot);
-        s.record = None;
+        let gone = s.record.take();
+        if let (true, Some(d), Some(gone)) = (folded, &mut self.digests, &gone) {
+            d.table.remove(gone);
+        }
         s.prev = NONE;
         s.next = free;
         self.free = slot;
@@ -772,6 +794,88 @@ impl Store {
             self.oldest = None;
         }
         removed
+    }
+
+    /// Whether the record numbered `seq` is folded into the digests (it
+    /// lies behind their cursor).
+    fn folded(&self, seq: u64) -> bool {
+        self.digests
+            .as_ref()
+            .is_some_and(|d| seq <= self.sent_seq(d.cursor))
+    }
+
+    /// Starts keeping digests (see `digest.rs`): a cursor before the head,
+    /// which [`Store::fold_digests`] moves over the records.
+    pub(crate) fn start_digests(&mut self) {
+        if self.digests.is_none() {
+            let cursor = self.open_cursor();
+            self.digests = Some(Digests {
+                table: ShardDigests::default(),
+                cursor,
+            });
+        }
+    }
+
+    /// Folds up to `max` records past the digests' cursor into them; true
+    /// when none is left (or no digests are kept).
+    pub(crate) fn fold_digests(&mut self, max: usize) -> bool {
+        let Some(cursor) = self.digests.as_ref().map(|d| d.cursor) else {
+            return true;
+        };
+        let Some(mut at) = self.cursor(cursor).map(|c| c.at) else {
+            return true;
+        };
+        let mut done = false;
+        let Store {
+            slots,
+            digests,
+            head,
+            ..
+        } = self;
+        for _ in 0..max {
+            let next = match at {
+                NONE => *head,
+                at => slots.get(at).next,
+            };
+            let Some(record) = at_or_stop(next).and_then(|slot| slots.record(slot)) else {
+                done = true;
+                break;
+            };
+            if let Some(d) = digests.as_mut() {
+                // Sequence numbers stay below 2^32 (see `Record::seq`).
+                d.table.add(record, record.seq() as u32);
+            }
+            at = next;
+        }
+        if let Some(Some(c)) = self.cursors.get_mut(cursor.0) {
+            c.at = at;
+        }
+        done || !self.has_unsent(cursor)
+    }
+
+    /// The digests' changes since the last call (see
+    /// [`ShardDigests::take`]).
+    pub(crate) fn take_digest_changes(&mut self) -> Vec<Change> {
+        self.digests
+            .as_mut()
+            .map(|d| d.table.take())
+            .unwrap_or_default()
+    }
+
+    /// Where a link must go back to so that it passes every record this
+    /// store holds of digest entry `key` again: the sequence number to
+    /// send after (see [`Store::seek`]). Records not folded yet lie past
+    /// the digests' cursor; 0 when no digests are kept.
+    pub(crate) fn before_entry(&self, key: Key) -> u64 {
+        let Some(d) = &self.digests else {
+            return 0;
+        };
+        let unfolded = self.sent_seq(d.cursor) + 1;
+        let first = d
+            .table
+            .lo(key)
+            .map_or(unfolded, |lo| u64::from(lo).min(unfolded));
+        first.saturating_sub(1)
     }
 
     /// A new cursor for a link, before the head: every stored record is
@@ -2277,6 +2381,67 @@ mod tests {
             for (id, r) in &model {
                 prop_assert_eq!(store.get(id), Some(r));
             }
+        }
+    }
+
+    proptest! {
+        /// Digests against a recount, over random applies (records of three
+        /// origins over two seconds each, some stale), expiry, evictions of
+        /// a capped store and renumbering, with the digests started and
+        /// folded at random points: once folded to the end, the board built
+        /// from the changes equals the records' own entries, and every
+        /// record of an entry lies after [`Store::before_entry`].
+        #[test]
+        fn digests_follow_every_record_in_and_out(
+            ops in proptest::collection::vec((0u8..8, 0u64..4, 0u8..3, 0u8..5), 1..120),
+            start_at in 0usize..120,
+            limit in 8u32..40,
+            cap in proptest::option::of(1usize..8),
+        ) {
+            use crate::pure::digest::{fingerprint, origin_second, Board, Digest};
+            let mut store = Store::with_seq_limit(limit).with_max_records(cap.unwrap_or(usize::MAX));
+            let mut board = Board::default();
+            let t = std::time::Instant::now();
+            let mut expiry = 0;
+            for (i, (client, time, origin, what)) in ops.into_iter().enumerate() {
+                if i == start_at {
+                    store.start_digests();
+                }
+                match what {
+                    0 => {
+                        let cutoff = PosixTime { secs: 2, nanos: 0 };
+                        store.expire(&mut expiry, cutoff, usize::MAX);
+                    }
+                    1 => {
+                        store.fold_digests(usize::from(client));
+                        board.apply(&store.take_digest_changes(), t);
+                    }
+                    _ => {
+                        let made = record(["A", "B", "C"][usize::from(origin)], &format!("IAMAT c{client} +1-2 {time}"));
+                        let Parsed::Command(Command::At(at)) = parse_line(made.line().as_bytes()) else {
+                            panic!("AT did not parse")
+                        };
+                        store.apply(Record::from_at(&at, Tags { source: 0, origin: origin + 1 }));
+                    }
+                }
+                store.check();
+            }
+            store.start_digests();
+            while !store.fold_digests(3) {}
+            board.apply(&store.take_digest_changes(), t);
+            let mut want: std::collections::HashMap<Key, Digest> = Default::default();
+            for r in store.records() {
+                let key = Key { origin: r.tags().origin, second: origin_second(r) };
+                let d = want.entry(key).or_default();
+                d.xor ^= fingerprint(r.line().as_bytes());
+                d.count += 1;
+                prop_assert!(r.seq() > store.before_entry(key), "{} before its entry's start", r.line());
+            }
+            for (key, d) in &want {
+                prop_assert_eq!(board.get(*key).0, *d);
+            }
+            let empty = board.changed_after(0, usize::MAX).iter().filter(|(_, d, _)| *d == Digest::default()).count();
+            prop_assert_eq!(board.len(), want.len() + empty, "no entry but the records' and emptied ones");
         }
     }
 }
