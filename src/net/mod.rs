@@ -1,6 +1,7 @@
 //! The network edge of a shard: client and incoming link connections, the
 //! route from a connection to the owner shard, TLS on links, the per-IP
-//! limit, handshake nonces, and hyper on glommio for the HTTP parts.
+//! limit, handshake nonces, an incoming link's flood-tree lines, and hyper
+//! on glommio for the HTTP parts.
 
 pub(crate) mod connection;
 pub mod http;
@@ -8,3 +9,4 @@ pub mod link_tls;
 pub mod nonce;
 pub(crate) mod per_ip;
 pub(crate) mod route;
+pub(crate) mod tree_in;

@@ -18,9 +18,11 @@ use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
 use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesSource};
+use crate::pure::flood_tree::Trees;
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
 use crate::pure::server_ids::ServerIds;
+use crate::shard::flood::{self, Flood};
 use crate::shard::journal::{self, Durability, JournalPlan};
 use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
@@ -208,6 +210,8 @@ struct ShardPlan {
     ids: Arc<Mutex<ServerIds>>,
     /// This server's run: drawn at start, said to neighbours.
     run: u64,
+    /// The flood-tree state the shards share.
+    flood: Arc<Flood>,
 }
 
 impl ShardPlan {
@@ -219,6 +223,20 @@ impl ShardPlan {
             std::mem::take(&mut *ids).with(config.servers.iter().map(|s| s.name.as_str()));
         *ids = extended;
         Arc::new(ids.clone())
+    }
+
+    /// The herd's flood trees, as `config` has them.
+    fn trees_for(&self, config: &Config) -> Arc<Trees> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| (s.name.as_str(), s.neighbours.as_slice()));
+        Arc::new(Trees::new(servers, &self.name, &self.ids_for(config)))
+    }
+
+    /// This server's run, when it speaks trees (`limits.link_tree`).
+    fn run_for(&self, config: &Config) -> Option<u64> {
+        config.limits.link_tree.then_some(self.run)
     }
 }
 
@@ -644,6 +662,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         journal,
         ids: Arc::new(Mutex::new(ids)),
         run,
+        flood: Arc::new(Flood::default()),
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
     // Every shard speaks on one channel; each one's `Herald` guarantees a
@@ -741,6 +760,7 @@ fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> 
 fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
     let limits = &config.limits;
     let liveness = liveness(config);
+    let trees = plan.trees_for(config);
     LinkSettings {
         me: plan.name.as_str().into(),
         secret: config.secret.as_deref().map(Rc::from),
@@ -752,7 +772,11 @@ fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
         linger: Duration::from_micros(limits.flood_linger_us),
         liveness,
         write_timeout: liveness.dead_after,
-        run: Some(plan.run),
+        run: plan.run_for(config),
+        topology: plan.run_for(config).map(|_| trees.topology()),
+        trees,
+        ids: plan.ids_for(config),
+        announce: Duration::from_millis(limits.link_announce_ms),
     }
 }
 
@@ -783,7 +807,12 @@ fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>
         marks: plan.marks.clone(),
         inbound: plan.registry.inbound.clone(),
         ids: plan.ids_for(config),
-        run: Some(plan.run),
+        run: plan.run_for(config),
+        topology: plan
+            .run_for(config)
+            .map(|_| plan.trees_for(config).topology()),
+        flood: plan.flood.clone(),
+        announce: Duration::from_millis(limits.link_announce_ms),
     }
 }
 
@@ -820,6 +849,7 @@ impl Live {
         *self.neighbours.borrow_mut() = me
             .map(|s| s.neighbours.iter().map(|n| Rc::from(n.as_str())).collect())
             .unwrap_or_default();
+        self.shard.set_trees(self.plan.trees_for(&config));
         *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
         *self.admission.borrow_mut() = Rc::new(admission(&self.plan, &config, &self.neighbours));
         let ids = self.plan.ids_for(&config);
@@ -943,7 +973,9 @@ async fn run_shard(
         plan.journal
             .as_ref()
             .map(|j| Rc::new(Durability::new(j.fsync))),
+        plan.flood.clone(),
     ));
+    shard.set_trees(plan.trees_for(&config));
     plan.registry.add_shard(shard.metrics.clone());
     // The journal's records go in before the links open: the links' cursors
     // are at the start of the store, so neighbours are sent them too, and
@@ -1026,6 +1058,11 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(publish(shard.clone())).detach();
+    glommio::spawn_local(flood::run(
+        shard.clone(),
+        Duration::from_millis(limits.link_announce_ms),
+    ))
+    .detach();
     if let Some(ttl) = limits.record_ttl_ms {
         glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
     }

@@ -28,13 +28,16 @@
 //! - A receiver that refused a record line stops moving its mark: the
 //!   position never moves past a record it does not hold, so a reopened
 //!   link sends that record again.
-//! - Servers of this version say `TREE <run>` (the receiver before
-//!   `SINCE`, the sender once it heard the receiver's): the run is a number
-//!   drawn at start, so each end knows which life of the other it talks
-//!   to, and a sender can leave out the records the receiver itself sent
-//!   in its present run. Earlier servers ignore the line, and are never
-//!   sent one they would refuse.
+//! - Servers of this version say `TREE` (the receiver before `SINCE`, the
+//!   sender once it heard the receiver's): their run, a number drawn at
+//!   start, so each end knows which life of the other it talks to, and the
+//!   fingerprint of their graph, so both know whether they agree on the
+//!   flood trees (PROTOCOL.md, "Flood trees"; the lines are
+//!   `flood_lines.rs`'). Earlier servers ignore the line, and are never
+//!   sent one they would refuse. A sender reads the receiver's `GRAFT` and
+//!   `PRUNE`; the shell reads `IHAVE` (it is no concern of the stream).
 
+use crate::pure::flood_lines::{self, FloodLine, Hello};
 use crate::pure::protocol::{self, At, Command, Parsed};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -273,6 +276,20 @@ pub enum SenderEvent {
     SendAfter(u64),
     /// Write these bytes (the handshake's `PROOF` and `STREAM`).
     Write(Vec<u8>),
+    /// The receiver asks for the records of `origin` (a server name) from
+    /// before `second`, and from now on (`GRAFT`).
+    Graft {
+        /// The origin's server name.
+        origin: String,
+        /// The second whose digest entry differs.
+        second: u64,
+    },
+    /// The receiver no longer needs the records of `origin` off its tree
+    /// (`PRUNE`).
+    Prune {
+        /// The origin's server name.
+        origin: String,
+    },
     /// End the link.
     Close(Closed),
 }
@@ -298,11 +315,11 @@ pub struct Sender {
     acked: u64,
     /// What the handshake needs until `CHALLENGE` is answered.
     opening: Option<Box<Opening>>,
-    /// This server's run, said once the neighbour said its own; `None`
-    /// when this server speaks only the earlier link rules.
-    run: Option<u64>,
-    /// The neighbour's run, once it said it (`TREE`).
-    neighbour_run: Option<u64>,
+    /// This server's run and graph, said once the neighbour said its own;
+    /// `None` when this server speaks only the earlier link rules.
+    mine: Option<Hello>,
+    /// What the neighbour said of itself (`TREE`).
+    neighbour: Option<Hello>,
     /// The last `SEQ` written (or the receiver's `SINCE`), and when it
     /// was written.
     marked: (u64, Option<Instant>),
@@ -329,6 +346,9 @@ pub struct Opening {
     /// This server's run (`TREE`), or `None` to speak only the earlier
     /// link rules.
     pub run: Option<u64>,
+    /// The fingerprint of this server's graph (`TREE`), or `None` when it
+    /// does not send along trees.
+    pub topology: Option<u64>,
 }
 
 impl Sender {
@@ -344,9 +364,13 @@ impl Sender {
             last_heard: now,
             last_written: now,
             acked: 0,
-            run: opening.run,
+            mine: opening.run.map(|run| Hello {
+                run,
+                topology: opening.topology,
+                heard: None,
+            }),
             opening: Some(Box::new(opening)),
-            neighbour_run: None,
+            neighbour: None,
             marked: (0, None),
         }
     }
@@ -354,22 +378,40 @@ impl Sender {
     /// The neighbour's run, once it said it; `None` from a neighbour that
     /// speaks only the earlier link rules (or to one, when this server does).
     pub fn neighbour_run(&self) -> Option<u64> {
-        self.neighbour_run
+        self.neighbour.map(|h| h.run)
     }
 
-    /// The neighbour's `TREE`: remember its run, and answer with ours
+    /// Whether this is a tree link: both ends send along trees, of the same
+    /// graph.
+    pub fn tree_link(&self) -> bool {
+        let mine = self.mine.and_then(|h| h.topology);
+        mine.is_some() && self.neighbour.and_then(|h| h.topology) == mine
+    }
+
+    /// The version of this server's announcements to start after, when the
+    /// neighbour takes them (it said `TREE`): the one it last heard from
+    /// this run, else 0.
+    pub fn announce_after(&self) -> Option<u64> {
+        let (mine, theirs) = (self.mine?, self.neighbour?);
+        Some(match theirs.heard {
+            Some((run, version)) if run == mine.run => version,
+            _ => 0,
+        })
+    }
+
+    /// The neighbour's `TREE`: remember what it says, and answer with ours
     /// (once).
     fn on_tree(&mut self, text: &str) -> SenderEvent {
-        let (Some(run), Some(theirs)) = (self.run, parse_tree(text)) else {
+        let (Some(mine), Some(theirs)) = (self.mine, flood_lines::parse_tree(text)) else {
             return SenderEvent::None;
         };
-        let first = self.neighbour_run.is_none();
-        self.neighbour_run = Some(theirs.run);
+        let first = self.neighbour.is_none();
+        self.neighbour = Some(theirs);
         if !first {
             return SenderEvent::None;
         }
         let mut out = Vec::new();
-        write_tree(&mut out, run);
+        flood_lines::write_tree(&mut out, &mine);
         SenderEvent::Write(out)
     }
 
@@ -452,6 +494,22 @@ impl Sender {
         }
         if let Some(n) = parse_count_line(text, "ACK") {
             self.acked = self.acked.max(n);
+        }
+        if self.neighbour.is_some() {
+            match flood_lines::parse(text) {
+                Some(FloodLine::Graft { origin, second }) => {
+                    return SenderEvent::Graft {
+                        origin: origin.to_owned(),
+                        second,
+                    };
+                }
+                Some(FloodLine::Prune { origin }) => {
+                    return SenderEvent::Prune {
+                        origin: origin.to_owned(),
+                    };
+                }
+                _ => {}
+            }
         }
         // Anything else (a basic server's `? SEQ ...`) only shows it lives.
         SenderEvent::None
@@ -558,11 +616,11 @@ pub struct Receiver {
     refused: bool,
     last_heard: Instant,
     last_written: Instant,
-    /// This server's run, said before `SINCE`; `None` to speak only the
-    /// earlier link rules.
-    run: Option<u64>,
-    /// The sender's run, once it said it.
-    sender_run: Option<u64>,
+    /// What this server says of itself before `SINCE`; `None` to speak
+    /// only the earlier link rules.
+    mine: Option<Hello>,
+    /// What the sender said of itself.
+    sender: Option<Hello>,
 }
 
 impl Receiver {
@@ -579,15 +637,37 @@ impl Receiver {
             refused: false,
             last_heard: now,
             last_written: now,
-            run,
-            sender_run: None,
+            mine: run.map(|run| Hello {
+                run,
+                topology: None,
+                heard: Some((0, 0)),
+            }),
+            sender: None,
         }
+    }
+
+    /// The same receiver, saying the fingerprint of its graph (`None`: it
+    /// does not send along trees) and what it last heard from the sender
+    /// (its run and the version of its last announcement).
+    pub(crate) fn with_tree(mut self, topology: Option<u64>, heard: (u64, u64)) -> Receiver {
+        if let Some(mine) = &mut self.mine {
+            mine.topology = topology;
+            mine.heard = Some(heard);
+        }
+        self
     }
 
     /// The sender's run, once it said it: the life of the neighbour whose
     /// records this link brings.
     pub fn sender_run(&self) -> Option<u64> {
-        self.sender_run
+        self.sender.map(|h| h.run)
+    }
+
+    /// Whether this is a tree link: both ends send along trees, of the same
+    /// graph.
+    pub fn tree_link(&self) -> bool {
+        let mine = self.mine.and_then(|h| h.topology);
+        mine.is_some() && self.sender.and_then(|h| h.topology) == mine
     }
 
     /// The stream and how far it was received, once known: what to
@@ -620,11 +700,11 @@ impl Receiver {
         out: &mut Vec<u8>,
     ) -> ReceiverEvent<'a> {
         self.last_heard = now;
-        if parsed == Parsed::Invalid && self.stream.is_some() && self.run.is_some() {
-            // The link's own lines, unknown to the client protocol.
+        if parsed == Parsed::Invalid && self.stream.is_some() && self.mine.is_some() {
+            // The link's own line, unknown to the client protocol.
             let text = String::from_utf8_lossy(line);
-            if let Some(tree) = parse_tree(text.trim_end()) {
-                self.sender_run = Some(tree.run);
+            if let Some(hello) = flood_lines::parse_tree(text.trim_end()) {
+                self.sender = Some(hello);
                 return ReceiverEvent::None;
             }
         }
@@ -638,9 +718,9 @@ impl Receiver {
                 self.stream = Some((shard, epoch));
                 self.head = head;
                 self.received = n;
-                if let Some(run) = self.run {
+                if let Some(mine) = &self.mine {
                     // Before SINCE: an earlier sender ignores it there.
-                    write_tree(out, run);
+                    flood_lines::write_tree(out, mine);
                 }
                 write_count_line(out, "SINCE", n);
                 self.last_written = now;
@@ -684,33 +764,6 @@ impl Receiver {
         }
         Ok(())
     }
-}
-
-/// What a neighbour says of itself in its `TREE` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tree {
-    /// Its run: drawn at its start, so a new life has a new one.
-    run: u64,
-}
-
-/// A `TREE <run>` line.
-fn parse_tree(text: &str) -> Option<Tree> {
-    let mut fields = text.split_ascii_whitespace();
-    if fields.next() != Some("TREE") {
-        return None;
-    }
-    let run = fields.next()?;
-    if run.is_empty() || !run.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(Tree {
-        run: run.parse().ok()?,
-    })
-}
-
-/// Appends `TREE <run>\n`.
-fn write_tree(out: &mut Vec<u8>, run: u64) {
-    write_count_line(out, "TREE", run);
 }
 
 /// Appends `<word> <n>\n`.
@@ -757,6 +810,7 @@ mod tests {
             epoch,
             head: 20,
             run: None,
+            topology: None,
         }
     }
 
@@ -1183,20 +1237,30 @@ mod tests {
         sender_run: Option<u64>,
         receiver_run: Option<u64>,
     ) -> (String, Vec<SenderEvent>, Option<u64>, Option<u64>) {
+        let (answer, events, s, r) = exchange(sender_run, None, receiver_run, None, (0, 0));
+        (answer, events, s.neighbour_run(), r.sender_run())
+    }
+
+    /// The TREE exchange of a sender and a receiver, each with its run and
+    /// graph, the receiver with what it heard of the sender: the
+    /// receiver's answer to STREAM, the sender's events, and both sessions.
+    fn exchange(
+        sender_run: Option<u64>,
+        sender_topology: Option<u64>,
+        receiver_run: Option<u64>,
+        receiver_topology: Option<u64>,
+        heard: (u64, u64),
+    ) -> (String, Vec<SenderEvent>, Sender, Receiver) {
         let t0 = Instant::now();
         let mut o = opening(None, 0, 1);
         o.run = sender_run;
+        o.topology = sender_topology;
         let mut s = Sender::open(t0, liveness(), o, &mut Vec::new());
         s.on_line(format!("CHALLENGE {N2} -").as_bytes(), t0);
-        let mut r = Receiver::new(t0, liveness(), receiver_run);
+        let mut r = Receiver::new(t0, liveness(), receiver_run).with_tree(receiver_topology, heard);
         let mut answer = Vec::new();
-        r.on_line(
-            parse_line(b"STREAM 0 1 0"),
-            b"STREAM 0 1 0",
-            t0,
-            |_, _| 0,
-            &mut answer,
-        );
+        let stream = b"STREAM 0 1 0";
+        r.on_line(parse_line(stream), stream, t0, |_, _| 0, &mut answer);
         let events: Vec<SenderEvent> = lines(&answer).iter().map(|l| s.on_line(l, t0)).collect();
         for event in &events {
             if let SenderEvent::Write(bytes) = event {
@@ -1206,18 +1270,17 @@ mod tests {
                 }
             }
         }
-        let answer = String::from_utf8(answer).unwrap();
-        (answer, events, s.neighbour_run(), r.sender_run())
+        (String::from_utf8(answer).unwrap(), events, s, r)
     }
 
     #[test]
     fn both_ends_say_their_runs_when_both_speak_tree() {
         let (answer, events, theirs, senders) = trees(Some(5), Some(9));
-        assert_eq!(answer, "TREE 9\nSINCE 0\n");
+        assert_eq!(answer, "TREE 9 - 0 0\nSINCE 0\n");
         assert_eq!(
             events,
             [
-                SenderEvent::Write(b"TREE 5\n".to_vec()),
+                SenderEvent::Write(b"TREE 5 -\n".to_vec()),
                 SenderEvent::SendAfter(0)
             ]
         );
@@ -1233,9 +1296,49 @@ mod tests {
         assert_eq!((theirs, senders), (None, None));
         // An earlier sender ignores the receiver's TREE and says none.
         let (answer, events, theirs, senders) = trees(None, Some(9));
-        assert_eq!(answer, "TREE 9\nSINCE 0\n");
+        assert_eq!(answer, "TREE 9 - 0 0\nSINCE 0\n");
         assert_eq!(events, [SenderEvent::None, SenderEvent::SendAfter(0)]);
         assert_eq!((theirs, senders), (None, None));
+    }
+
+    #[test]
+    fn a_link_is_a_tree_link_when_both_ends_say_the_same_graph() {
+        let (answer, _, s, r) = exchange(Some(5), Some(0xab), Some(9), Some(0xab), (5, 70));
+        assert_eq!(answer, "TREE 9 00000000000000ab 5 70\nSINCE 0\n");
+        assert!(s.tree_link() && r.tree_link());
+        assert_eq!(s.announce_after(), Some(70), "it heard this run up to 70");
+        let (_, _, s, r) = exchange(Some(5), Some(0xab), Some(9), Some(0xab), (4, 70));
+        assert_eq!(s.announce_after(), Some(0), "it heard another run");
+        assert!(s.tree_link() && r.tree_link());
+        for (a, b) in [(Some(0xab), Some(0xcd)), (Some(0xab), None), (None, None)] {
+            let (_, _, s, r) = exchange(Some(5), a, Some(9), b, (0, 0));
+            assert!(!s.tree_link() && !r.tree_link(), "{a:?} {b:?}");
+            assert_eq!(s.announce_after(), Some(0), "announced to all who say TREE");
+        }
+        let (_, _, s, _) = exchange(Some(5), Some(0xab), None, None, (0, 0));
+        assert_eq!(s.announce_after(), None, "nothing to an earlier receiver");
+    }
+
+    #[test]
+    fn a_sender_hears_graft_and_prune_only_from_a_receiver_that_said_tree() {
+        let (_, _, mut s, _) = exchange(Some(5), Some(1), Some(9), Some(1), (0, 0));
+        let t0 = Instant::now();
+        assert_eq!(
+            s.on_line(b"GRAFT Hands 1700000000", t0),
+            SenderEvent::Graft {
+                origin: "Hands".into(),
+                second: 1_700_000_000
+            }
+        );
+        assert_eq!(
+            s.on_line(b"PRUNE Hands", t0),
+            SenderEvent::Prune {
+                origin: "Hands".into()
+            }
+        );
+        assert_eq!(s.on_line(b"GRAFT Hands x", t0), SenderEvent::None);
+        let (_, _, mut s, _) = exchange(Some(5), Some(1), None, None, (0, 0));
+        assert_eq!(s.on_line(b"GRAFT Hands 1", t0), SenderEvent::None);
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
+pub(crate) mod flood;
 pub(crate) mod journal;
 pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
 use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
 use crate::places::rendered;
+use crate::pure::digest::{origin_second, Change, Key};
+use crate::pure::flood_tree::Trees;
 use crate::pure::protocol::parse_location;
 use crate::pure::record::Record;
 use crate::pure::store::{Batch, CursorId, Receiver, Store};
@@ -49,6 +52,17 @@ pub(crate) struct LinkStatus {
     pub idle_since: Cell<Instant>,
     /// Records sent since the server started.
     pub sent: Cell<u64>,
+    /// Bytes written since the server started, every line counted.
+    pub bytes_sent: Cell<u64>,
+    /// Whether the link is a tree link now (PROTOCOL.md, "Flood trees").
+    pub tree: Cell<bool>,
+    /// The origins whose records the link sends now: all on a link that
+    /// floods.
+    pub eager: Cell<u128>,
+    /// `GRAFT`s and `PRUNE`s the neighbour sent, since the server started.
+    pub grafts: Cell<u64>,
+    /// See `grafts`.
+    pub prunes: Cell<u64>,
     /// Set when a reload removed this neighbour: the link closes.
     pub retired: Cell<bool>,
 }
@@ -71,6 +85,11 @@ impl LinkStatus {
             caught_up: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             sent: Cell::new(0),
+            bytes_sent: Cell::new(0),
+            tree: Cell::new(false),
+            eager: Cell::new(u128::MAX),
+            grafts: Cell::new(0),
+            prunes: Cell::new(0),
             retired: Cell::new(false),
         }
     }
@@ -100,6 +119,13 @@ pub(crate) struct Shard {
     expired: Cell<u64>,
     /// The journal's progress, when the server keeps one.
     durability: Option<Rc<journal::Durability>>,
+    /// The server's flood-tree state, shared by its shards.
+    pub flood: Arc<flood::Flood>,
+    /// The herd's flood trees as this server's config has them.
+    trees: RefCell<Arc<Trees>>,
+    /// By origin: the latest second of a record the origin's tree parent
+    /// brought, since the last fold (noted while grafts are in force).
+    from_parent: RefCell<HashMap<u8, u64>>,
 }
 
 /// A number that differs between starts (and between shards).
@@ -329,6 +355,7 @@ impl Shard {
         places_timeout: Duration,
         max_records: usize,
         durability: Option<Rc<journal::Durability>>,
+        flood: Arc<flood::Flood>,
     ) -> Shard {
         let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
@@ -356,7 +383,39 @@ impl Shard {
             latency: RefCell::new(metrics::latency_histogram()),
             expired: Cell::new(0),
             durability,
+            flood,
+            trees: RefCell::new(Arc::new(Trees::default())),
+            from_parent: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The herd's flood trees, as this server's config has them now.
+    pub(crate) fn trees(&self) -> Arc<Trees> {
+        self.trees.borrow().clone()
+    }
+
+    /// A reload changed the config: these are the trees now.
+    pub(crate) fn set_trees(&self, trees: Arc<Trees>) {
+        *self.trees.borrow_mut() = trees;
+    }
+
+    /// Folds up to `max` new records into the store's digests (starting
+    /// them the first time), and hands over what changed and the origins'
+    /// latest seconds their tree parents brought since the last call.
+    pub(crate) fn fold_digests(&self, max: usize) -> (Vec<Change>, Vec<(u8, u64)>) {
+        let mut store = self.store.borrow_mut();
+        store.start_digests();
+        store.fold_digests(max);
+        let changes = store.take_digest_changes();
+        let from_parent = self.from_parent.borrow_mut().drain().collect();
+        (changes, from_parent)
+    }
+
+    /// The sequence number a link must send after so that it sends every
+    /// record of digest entry `key` this shard holds (see
+    /// [`Store::before_entry`]).
+    pub(crate) fn before_entry(&self, key: Key) -> u64 {
+        self.store.borrow().before_entry(key)
     }
 
     /// The journal's progress, when the server keeps one.
@@ -399,6 +458,16 @@ impl Shard {
     /// `run`, passes it over. Run 0: an IAMAT, a journal's record, or a
     /// neighbour that says no run.
     pub(crate) fn apply(&self, record: Record, run: u64) {
+        if self.flood.grafting() {
+            // A graft ends once the tree brings its origin's records again.
+            let tags = record.tags();
+            if tags.source != 0 && self.trees.borrow().parent(tags.origin) == Some(tags.source) {
+                let second = origin_second(&record);
+                let mut latest = self.from_parent.borrow_mut();
+                let at = latest.entry(tags.origin).or_insert(second);
+                *at = (*at).max(second);
+            }
+        }
         if self.store.borrow_mut().apply_from(record, run).is_none() {
             self.metrics.stale.inc();
             tracing::trace!(shard = self.id, "stale record dropped");
@@ -537,8 +606,9 @@ impl Shard {
     }
 
     /// Appends the next records past a link's cursor to `out`, passing over
-    /// those that came from `receiver` in its present run; what was passed,
-    /// `None` when nothing is unsent. See [`Store::next_batch`].
+    /// those that came from `receiver` in its present run and those `wants`
+    /// says no to; what was passed, `None` when nothing is unsent. See
+    /// [`Store::next_batch`].
     pub(crate) fn next_link_batch(
         &self,
         cursor: CursorId,
@@ -546,10 +616,11 @@ impl Shard {
         max_bytes: usize,
         out: &mut Vec<u8>,
         receiver: Option<Receiver>,
+        wants: impl Fn(&Record) -> bool,
     ) -> Option<Batch> {
         self.store
             .borrow_mut()
-            .next_batch(cursor, max_records, max_bytes, out, receiver, |_| true)
+            .next_batch(cursor, max_records, max_bytes, out, receiver, wants)
     }
 
     /// Whether a link has records to send.
