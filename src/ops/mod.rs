@@ -6,3 +6,4 @@ pub(crate) mod admin;
 pub(crate) mod metrics;
 pub mod status;
 pub mod status_view;
+pub(crate) mod tree_metrics;

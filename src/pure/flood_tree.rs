@@ -108,6 +108,11 @@ impl Trees {
         self.children.get(&neighbour).copied().unwrap_or(0)
     }
 
+    /// The origins whose records follow trees: the herd's servers.
+    pub(crate) fn known(&self) -> Origins {
+        self.known
+    }
+
     /// Whether records of `origin` follow a tree (else they go everywhere).
     pub(crate) fn knows(&self, origin: u8) -> bool {
         origin != 0 && self.known & bit(origin) != 0

@@ -14,12 +14,13 @@ pub(crate) mod journal;
 pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
+use crate::ops::tree_metrics::LinkTree;
 use crate::places::answer::{self as places, NearbyQuery, Places, Rendered};
 use crate::places::rendered;
 use crate::pure::digest::{origin_second, Change, Key};
 use crate::pure::flood_tree::Trees;
 use crate::pure::protocol::parse_location;
-use crate::pure::record::Record;
+use crate::pure::record::{Record, MAX_TAG};
 use crate::pure::store::{Batch, CursorId, Receiver, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
@@ -126,6 +127,9 @@ pub(crate) struct Shard {
     /// By origin: the latest second of a record the origin's tree parent
     /// brought, since the last fold (noted while grafts are in force).
     from_parent: RefCell<HashMap<u8, u64>>,
+    /// By source tag: records from that neighbour this shard already held
+    /// (or held newer).
+    stale_from: RefCell<Vec<u64>>,
 }
 
 /// A number that differs between starts (and between shards).
@@ -386,6 +390,7 @@ impl Shard {
             flood,
             trees: RefCell::new(Arc::new(Trees::default())),
             from_parent: RefCell::new(HashMap::new()),
+            stale_from: RefCell::new(vec![0; usize::from(MAX_TAG) + 1]),
         }
     }
 
@@ -468,8 +473,12 @@ impl Shard {
                 *at = (*at).max(second);
             }
         }
+        let source = usize::from(record.tags().source);
         if self.store.borrow_mut().apply_from(record, run).is_none() {
             self.metrics.stale.inc();
+            if let Some(n) = self.stale_from.borrow_mut().get_mut(source) {
+                *n += 1;
+            }
             tracing::trace!(shard = self.id, "stale record dropped");
             return;
         }
@@ -685,6 +694,7 @@ impl Shard {
     pub(crate) fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
         let places = self.places.figures();
         let now = Instant::now();
+        let known = self.trees().known();
         let links = self
             .links()
             .iter()
@@ -704,9 +714,27 @@ impl Shard {
                         0.0
                     },
                     sent: l.sent.get(),
+                    tree: LinkTree {
+                        tree: l.tree.get(),
+                        eager: (l.eager.get() & known).count_ones(),
+                        origins: known.count_ones(),
+                        bytes_sent: l.bytes_sent.get(),
+                        grafts: l.grafts.get(),
+                        prunes: l.prunes.get(),
+                    },
                 }
             })
             .collect();
+        let duplicates = {
+            let stale = self.stale_from.borrow();
+            self.links()
+                .iter()
+                .map(|l| {
+                    let n = stale.get(usize::from(l.neighbour_id)).copied();
+                    (l.neighbour.to_string(), n.unwrap_or(0))
+                })
+                .collect()
+        };
         let (evicted, refused_older) = self.evictions();
         let mut latency = self.latency.borrow_mut();
         let _ = recent.add(&*latency);
@@ -723,6 +751,7 @@ impl Shard {
         p.refused_older = refused_older;
         p.expired = self.expired.get();
         p.links = links;
+        p.duplicates = duplicates;
         p.places = places;
         p.journal = self
             .durability
