@@ -107,7 +107,7 @@ impl TreeIn {
         now: Instant,
         out: &mut Vec<u8>,
     ) {
-        if now < self.next_check {
+        if now < self.next_check || !settings.flood.complete() {
             return;
         }
         self.next_check = now + settings.announce;

@@ -662,7 +662,7 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         journal,
         ids: Arc::new(Mutex::new(ids)),
         run,
-        flood: Arc::new(Flood::default()),
+        flood: Arc::new(Flood::new(shards)),
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
     // Every shard speaks on one channel; each one's `Herald` guarantees a

@@ -13,7 +13,7 @@ use crate::pure::repair::Heard;
 use crate::shard::Shard;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,14 @@ pub(crate) struct FloodState {
 }
 
 /// The server's flood-tree state, one for all its shards.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Flood {
     state: Mutex<FloodState>,
+    /// Shards whose digests have held all their records at least once,
+    /// and how many shards there are: until all have, the board lacks
+    /// records the server holds, and nothing is compared with it.
+    folded: AtomicUsize,
+    shards: usize,
     /// Set once a neighbour speaks trees: from then on every shard keeps
     /// digests of its records.
     digesting: AtomicBool,
@@ -43,6 +48,23 @@ pub(crate) struct Flood {
 }
 
 impl Flood {
+    /// The state of a server of `shards` shards, before any digest.
+    pub(crate) fn new(shards: usize) -> Flood {
+        Flood {
+            state: Mutex::default(),
+            folded: AtomicUsize::new(0),
+            shards,
+            digesting: AtomicBool::new(false),
+            grafting: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the board holds every record of every shard (they may have
+    /// changed since, as records do): announcements can be compared with it.
+    pub(crate) fn complete(&self) -> bool {
+        self.folded.load(Ordering::Relaxed) >= self.shards
+    }
+
     /// The state, locked.
     pub(crate) fn lock(&self) -> MutexGuard<'_, FloodState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -74,13 +96,18 @@ impl Flood {
 /// the changes to the board, for as long as the shard runs.
 pub(crate) async fn run(shard: Rc<Shard>, every: Duration) {
     let mut last_sweep = Instant::now();
+    let mut folded = false;
     while !shard.stop.is_requested() {
         glommio::timer::sleep(every).await;
         if !shard.flood.digesting() {
             continue;
         }
         let now = Instant::now();
-        let (changes, from_parent) = shard.fold_digests(FOLD_PER_TICK);
+        let (changes, from_parent, done) = shard.fold_digests(FOLD_PER_TICK);
+        if done && !folded {
+            folded = true;
+            shard.flood.folded.fetch_add(1, Ordering::Relaxed);
+        }
         if changes.is_empty() && from_parent.is_empty() && shard.id != 0 {
             continue;
         }

@@ -405,15 +405,16 @@ impl Shard {
     }
 
     /// Folds up to `max` new records into the store's digests (starting
-    /// them the first time), and hands over what changed and the origins'
-    /// latest seconds their tree parents brought since the last call.
-    pub(crate) fn fold_digests(&self, max: usize) -> (Vec<Change>, Vec<(u8, u64)>) {
+    /// them the first time), and hands over what changed, the origins'
+    /// latest seconds their tree parents brought since the last call, and
+    /// whether every record is folded in.
+    pub(crate) fn fold_digests(&self, max: usize) -> (Vec<Change>, Vec<(u8, u64)>, bool) {
         let mut store = self.store.borrow_mut();
         store.start_digests();
-        store.fold_digests(max);
+        let done = store.fold_digests(max);
         let changes = store.take_digest_changes();
         let from_parent = self.from_parent.borrow_mut().drain().collect();
-        (changes, from_parent)
+        (changes, from_parent, done)
     }
 
     /// The sequence number a link must send after so that it sends every
