@@ -110,6 +110,33 @@ impl CpuTimes {
     }
 }
 
+/// CPU time process `pid` has used so far, user and system, all its
+/// threads: `utime + stime` of /proc/PID/stat, in clock ticks (10 ms
+/// where `CLK_TCK` is 100) turned into a duration.
+pub fn process_cpu_time(pid: i32) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let ticks = parse_process_ticks(&text).ok_or_else(|| anyhow!("{path}: no utime/stime"))?;
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .ok_or_else(|| anyhow!("the clock tick (sysconf CLK_TCK) is unknown"))?;
+    Ok(Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+}
+
+/// `utime + stime` (fields 14 and 15) of a /proc/PID/stat line. The
+/// process name (field 2, in parentheses) may hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+fn parse_process_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // Field 3 (the state) is the first after the name.
+    let mut fields = after_name.split_ascii_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// `secs` as a duration; `what` names the option in the error.
 pub fn seconds(what: &str, secs: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(secs)
@@ -144,6 +171,18 @@ mod tests {
         assert_eq!(after.busy_pct_since(&before, 1), Some(10.0));
         assert_eq!(after.busy_pct_since(&before, 2), None);
         assert_eq!(before.busy_pct_since(&before, 0), None);
+    }
+
+    #[test]
+    fn process_time_is_user_plus_system_counted_past_the_name() {
+        let stat = "4242 (herd (shard) 0) S 1 4242 4242 0 -1 4194560 900 0 0 0 \
+                    1500 250 0 0 20 0 3 0 12345 1000000 500 18446744073709551615";
+        assert_eq!(parse_process_ticks(stat), Some(1750));
+        assert_eq!(parse_process_ticks("4242 (herd) S 1 2"), None);
+        assert_eq!(
+            process_cpu_time(std::process::id() as i32).map(|_| ()).ok(),
+            Some(())
+        );
     }
 
     #[test]

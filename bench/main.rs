@@ -8,10 +8,12 @@ mod check;
 mod host;
 mod load;
 mod plot;
+mod posts;
 mod probe;
 mod report;
 mod sink;
 mod stats;
+mod tls;
 mod uring;
 mod wire;
 mod workload;
@@ -30,8 +32,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Drive a server with IAMAT/WHATSAT requests (closed loop, or open loop
-    /// with --rate), validate every reply, report latency.
+    /// Drive a server with IAMAT/WHATSAT requests, or OwnTracks posts over
+    /// HTTP (--post owntracks), in a closed loop or an open loop (--rate);
+    /// validate every reply, report latency.
     Load(load::LoadArgs),
     /// Run the baseline: a bare glommio line server with canned AT replies.
     Bare(bare::BareArgs),

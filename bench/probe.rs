@@ -438,6 +438,7 @@ pub fn run(args: &PropagationArgs) -> Result<u64> {
     let summary = Summary {
         label: &args.label,
         mode: "propagation",
+        protocol: "line",
         connections: 1,
         depth: None,
         target_rate: Some(args.rate),
@@ -452,6 +453,7 @@ pub fn run(args: &PropagationArgs) -> Result<u64> {
         send_lag: None,
         memory: None,
         cpu: None,
+        server_cpu: None,
         duration_s: (window * 1000.0).round() / 1000.0,
     };
     summary.print(args.json_only);

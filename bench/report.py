@@ -2,6 +2,13 @@
 """Writes bench/REPORT.md from the JSON lines bench/run.sh collected.
 
 Usage: report.py RESULTS NOTES SERVER_CPU GEN_CPU
+       report.py --sections RESULTS NOTES SERVER_CPU GEN_CPU
+                 (only the sections of the scenarios that run alone, for
+                 a run of some of them: bench/run.sh with SCENARIOS)
+       report.py --splice SECTIONS FILE
+                 (puts each "## " section of SECTIONS in place of the
+                 section of the same title in FILE, between its report
+                 markers if it has them, else before "## Every run")
 Every target is stated as a ratio to a baseline of the same run; a baseline
 row whose server CPU was under 95 % busy is flagged "generator-bound".
 """
@@ -14,6 +21,306 @@ import sys
 import time
 
 SATURATED = 95.0
+# Tokens on may cost IAMAT throughput at most this share of tokens off.
+TOKENS_WITHIN = 0.03
+# OwnTracks posts over HTTP: at least this share of the IAMAT line rate
+# per core (issue 29).
+POSTS_AT_LEAST = 0.25
+
+
+def fmt(v, unit="", digits=0):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) or digits:
+        return f"{v:,.{digits}f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def paired_rounds(runs, order, a, b):
+    """(round, run a, run b, which ran first) of every round in which both
+    scenario `a`-rN and `b`-rN ran, in the order they ran."""
+    out = []
+    for n in order:
+        if n.startswith(f"{a}-r"):
+            k = n[len(a) + 2:]
+            other = f"{b}-r{k}"
+            if other in runs:
+                first = a if order.index(n) < order.index(other) else b
+                out.append((k, runs[n]["result"], runs[other]["result"], first))
+    return out
+
+
+def on_off_ratios(pairs):
+    """The sorted on/off rate ratios of paired rounds."""
+    return sorted(p[1]["achieved_rate"] / p[2]["achieved_rate"] for p in pairs
+                  if p[1].get("achieved_rate") and p[2].get("achieved_rate"))
+
+
+def tokens_control(runs, order, depth):
+    """The median of the A/A control's rounds (`tokens-aa`, tokens off in
+    both servers) and their ratios, or (None, [])."""
+    ratios = on_off_ratios(paired_rounds(runs, order, f"tokens-aa-on-64x{depth}", f"tokens-aa-off-64x{depth}"))
+    return (median(ratios), ratios)
+
+
+def tokens_section(runs, order, rounds_note=""):
+    """The tokens on/off comparison, or [] when it did not run."""
+    out = []
+    shapes = []
+    for depth in (1, 16):
+        pairs = paired_rounds(runs, order, f"tokens-on-64x{depth}", f"tokens-off-64x{depth}")
+        aa = paired_rounds(runs, order, f"tokens-aa-on-64x{depth}", f"tokens-aa-off-64x{depth}")
+        if pairs:
+            shapes.append((depth, pairs, aa))
+    if not shapes:
+        return out
+    n = max(len(p) for _, p, _ in shapes)
+    out.append("## Client tokens\n")
+    out.append(rounds_note)
+    out.append(f"Target: **tokens on, IAMAT: within {TOKENS_WITHIN * 100:.0f} % of tokens off** (issue 28: one "
+               "HMAC per connection, not per line). Two one-shard servers like the healthy one (each "
+               "flooding to three sinks), one with `\"clients\": {\"auth\": \"token\", ...}` and one without, "
+               "up at once on the server's CPU and started fresh every round; the same workload on both: 64 "
+               "connections with one client each (`--clients 64`), and with tokens each connection sends one "
+               f"`AUTH` before the run (`--token-key`). {n} rounds, the order swapped every round and the two "
+               "servers' places (ports and sinks) every second round; met when the median of the rounds' "
+               f"on/off ratios is at least {1 - TOKENS_WITHIN:.2f}. The A/A control, where run "
+               "(`SCENARIOS=tokens,tokens-aa`), is the same design with tokens off in both servers: how far "
+               "from 1 a median lands here with no difference at all.\n")
+    out.append("| shape | median on/off | met | rounds' on/off ratios (sorted) | median tokens on | "
+               "median tokens off | median server us/request on / off |")
+    out.append("|---|---|---|---|---|---|---|")
+    for depth, pairs, aa in shapes:
+        ratios = on_off_ratios(pairs)
+        mid = median(ratios)
+        met = "n/a" if mid is None else ("yes" if mid >= 1 - TOKENS_WITHIN else "no")
+        if mid is not None and mid > 1 + TOKENS_WITHIN:
+            met += " (tokens on faster: the rounds' noise, not tokens)"
+        control, _ = tokens_control(runs, order, depth)
+        if control is not None and abs(control - 1) > TOKENS_WITHIN:
+            met += f" (the A/A control's median is {control:.3f}: this run cannot resolve {TOKENS_WITHIN * 100:.0f} %)"
+        for label, rows in ((f"IAMAT 64x{depth}", pairs), (f"A/A control 64x{depth}, tokens off in both", aa)):
+            if not rows:
+                continue
+            rs = on_off_ratios(rows)
+            m = median(rs)
+            us_on = median(p[1].get("server_cpu_us_per_request") for p in rows)
+            us_off = median(p[2].get("server_cpu_us_per_request") for p in rows)
+            out.append(f"| {label} | {'n/a' if m is None else f'{m:.3f}'} | {met if rows is pairs else '-'} | "
+                       f"{', '.join(f'{r:.3f}' for r in rs)} | "
+                       f"{fmt(median(p[1].get('achieved_rate') for p in rows), '/s')} | "
+                       f"{fmt(median(p[2].get('achieved_rate') for p in rows), '/s')} | "
+                       f"{fmt(us_on, '', 2)} / {fmt(us_off, '', 2)} |")
+    out.append("\nEvery round (server CPU % and generator CPU % busy over each measured window; a server "
+               f"under {SATURATED:.0f} % busy in a closed loop waited for the generator):\n")
+    out.append("| round | shape | first | tokens on /s | server % | gen % | server us/req | tokens off /s | "
+               "server % | gen % | server us/req | on/off |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs, aa in shapes:
+        for k, on, off, first, control in [p + (False,) for p in pairs] + [p + (True,) for p in aa]:
+            r = (on["achieved_rate"] / off["achieved_rate"]
+                 if on.get("achieved_rate") and off.get("achieved_rate") else None)
+            out.append(f"| r{k} | 64x{depth}{' A/A' if control else ''} | "
+                       f"{'on' if '-on-' in first else 'off'} | "
+                       f"{fmt(on.get('achieved_rate'), '', 0)} | {fmt(on.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(on.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(on.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{fmt(off.get('achieved_rate'), '', 0)} | {fmt(off.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(off.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(off.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{'n/a' if r is None else f'{r:.3f}'} |")
+    out.append("")
+    return out
+
+
+def tls_section(runs, order, rounds_note=""):
+    """Plain against TLS on one server, or [] when it did not run."""
+    out = []
+    shapes = []
+    for depth in (1, 16):
+        pairs = paired_rounds(runs, order, f"tls-tls-64x{depth}", f"tls-plain-64x{depth}")
+        if pairs:
+            shapes.append((depth, pairs))
+    if not shapes:
+        return out
+    n = max(len(p) for _, p in shapes)
+
+    def bound(r):
+        busy = r.get("server_cpu_busy_pct")
+        return busy is not None and busy < SATURATED
+
+    out.append("## Clients over TLS\n")
+    out.append(rounds_note)
+    out.append("One one-shard server like the healthy one (flooding to three sinks) with a `client_tls_listen` "
+               "(its certificate from `herd certs`, in a `client_tls` section), loaded over its plain client "
+               "port and over its TLS port in turn: 64 connections, closed loop (64x1) and pipelined (64x16), "
+               f"{n} rounds, the order swapped every round. TLS 1.3 with AES-256-GCM (rustls and ring on both "
+               "sides); handshakes before the measured window. `herd-bench load --tls-ca` seals and opens "
+               "every record on the generator's CPU, so the generator may be what limits the TLS rate (a "
+               f"server under {SATURATED:.0f} % busy says so); the server's own CPU time per request (user + "
+               "system of its process over the measured window, from /proc/PID/stat, over the requests "
+               "answered in it) says what TLS costs the server either way. Medians of the rounds:\n")
+    out.append("| shape | plain /s | TLS /s | TLS / plain | server us/request plain | server us/request TLS | "
+               "TLS costs the server | server CPU % plain / TLS | generator CPU % plain / TLS |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        tls = [p[1] for p in pairs]
+        plain = [p[2] for p in pairs]
+        rt, rp = median(r.get("achieved_rate") for r in tls), median(r.get("achieved_rate") for r in plain)
+        ut = median(r.get("server_cpu_us_per_request") for r in tls)
+        up = median(r.get("server_cpu_us_per_request") for r in plain)
+        # The cost as the median of each round's difference, measured
+        # minutes apart at most.
+        diffs = [t.get("server_cpu_us_per_request") - p.get("server_cpu_us_per_request") for _, t, p, _ in pairs
+                 if t.get("server_cpu_us_per_request") is not None
+                 and p.get("server_cpu_us_per_request") is not None]
+        d = median(diffs)
+        cost = "n/a" if d is None or not up else f"{d:+.2f} us/request ({d / up * 100:+.0f} %)"
+        nb = sum(1 for r in tls if bound(r))
+        flag = f" ({nb} of {len(tls)} generator-bound)" if nb else ""
+        shape = "closed loop 64x1" if depth == 1 else "pipelined 64x16"
+        out.append(f"| {shape} | {fmt(rp, '/s')} | {fmt(rt, '/s')}{flag} | "
+                   f"{'n/a' if not rt or not rp else f'{rt / rp:.2f}'} | {fmt(up, '', 2)} | {fmt(ut, '', 2)} | "
+                   f"{cost} | {fmt(median(r.get('server_cpu_busy_pct') for r in plain), '', 1)} / "
+                   f"{fmt(median(r.get('server_cpu_busy_pct') for r in tls), '', 1)} | "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in plain), '', 1)} / "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in tls), '', 1)} |")
+    out.append("\nEvery round:\n")
+    out.append("| round | shape | first | plain /s | server % | gen % | server us/req | TLS /s | server % | "
+               "gen % | server us/req | TLS / plain | TLS costs (us/req) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        for k, t, p, first in pairs:
+            r = (t["achieved_rate"] / p["achieved_rate"]
+                 if t.get("achieved_rate") and p.get("achieved_rate") else None)
+            ut, up = t.get("server_cpu_us_per_request"), p.get("server_cpu_us_per_request")
+            out.append(f"| r{k} | 64x{depth} | {'TLS' if first.startswith('tls-tls') else 'plain'} | "
+                       f"{fmt(p.get('achieved_rate'), '', 0)} | {fmt(p.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(p.get('generator_cpu_busy_pct'), '', 1)} | {fmt(up, '', 2)} | "
+                       f"{fmt(t.get('achieved_rate'), '', 0)}{' **generator-bound**' if bound(t) else ''} | "
+                       f"{fmt(t.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(t.get('generator_cpu_busy_pct'), '', 1)} | {fmt(ut, '', 2)} | "
+                       f"{'n/a' if r is None else f'{r:.2f}'} | "
+                       f"{'n/a' if ut is None or up is None else f'{ut - up:+.2f}'} |")
+    out.append("")
+    return out
+
+
+def phones_rounds(runs, order, depth):
+    """(round, posts run, IAMAT run, which ran first) of the phones
+    scenario's rounds at `depth`."""
+    return paired_rounds(runs, order, f"phones-post-64x{depth}", f"phones-iamat-64x{depth}")
+
+
+def phones_section(runs, order, rounds_note=""):
+    """OwnTracks posts against IAMAT lines on one server, or [] when it did
+    not run."""
+    out = []
+    shapes = [(depth, phones_rounds(runs, order, depth)) for depth in (1, 16)]
+    shapes = [(depth, pairs) for depth, pairs in shapes if pairs]
+    if not shapes:
+        return out
+    n = max(len(p) for _, p in shapes)
+
+    def bound(r):
+        busy = r.get("server_cpu_busy_pct")
+        return busy is not None and busy < SATURATED
+
+    out.append("## Phones over HTTP\n")
+    out.append(rounds_note)
+    out.append(f"Target: **OwnTracks posts >= {POSTS_AT_LEAST}x the IAMAT line rate per core** (issue 29). One "
+               "one-shard server like the healthy one (flooding to three sinks) with an `http_listen`, loaded "
+               "over its line port (IAMAT, 64 connections with one client each, `--clients 64`) and over its "
+               "HTTP port (`herd-bench load --post owntracks`: `POST /owntracks` with `X-Limit-U`/`X-Limit-D` "
+               "and a JSON location as the app sends it, 64 keep-alive connections with one device each) in "
+               "turn: closed loop (64x1) and pipelined (64x16, HTTP/1.1 pipelining: requests back to back, "
+               f"responses in order), {n} rounds, the order swapped every round. Every post and every IAMAT is "
+               "newer than its client's last (stored and flooded); every response is checked (200, `[]`, "
+               "framed by its Content-Length). One shard on one core, so the rate is the rate per core; met "
+               "when the median of the rounds' posts/IAMAT ratios is at least "
+               f"{POSTS_AT_LEAST}. The server's CPU time per request (user + system over the measured "
+               "window, `--pid`) says what a post costs against an IAMAT whichever side was the limit. "
+               "Medians of the rounds:\n")
+    out.append("| shape | IAMAT /s | posts /s | median posts / IAMAT | met | rounds' ratios (sorted) | "
+               "server us/request IAMAT | server us/request post | server CPU % IAMAT / post | "
+               "generator CPU % IAMAT / post |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        posts = [p[1] for p in pairs]
+        lines = [p[2] for p in pairs]
+        ratios = on_off_ratios(pairs)
+        mid = median(ratios)
+        met = "n/a" if mid is None else ("yes" if mid >= POSTS_AT_LEAST else "no")
+        nb = sum(1 for r in posts if bound(r))
+        flag = f" ({nb} of {len(posts)} generator-bound)" if nb else ""
+        shape = "closed loop 64x1" if depth == 1 else "pipelined 64x16"
+        out.append(f"| {shape} | {fmt(median(r.get('achieved_rate') for r in lines), '/s')} | "
+                   f"{fmt(median(r.get('achieved_rate') for r in posts), '/s')}{flag} | "
+                   f"{'n/a' if mid is None else f'{mid:.3f}'} | {met} | {', '.join(f'{r:.3f}' for r in ratios)} | "
+                   f"{fmt(median(r.get('server_cpu_us_per_request') for r in lines), '', 2)} | "
+                   f"{fmt(median(r.get('server_cpu_us_per_request') for r in posts), '', 2)} | "
+                   f"{fmt(median(r.get('server_cpu_busy_pct') for r in lines), '', 1)} / "
+                   f"{fmt(median(r.get('server_cpu_busy_pct') for r in posts), '', 1)} | "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in lines), '', 1)} / "
+                   f"{fmt(median(r.get('generator_cpu_busy_pct') for r in posts), '', 1)} |")
+    out.append(f"\nEvery round (a server under {SATURATED:.0f} % busy in a closed loop waited for the "
+               "generator):\n")
+    out.append("| round | shape | first | IAMAT /s | server % | gen % | server us/req | posts /s | server % | "
+               "gen % | server us/req | posts / IAMAT | errors IAMAT / posts |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for depth, pairs in shapes:
+        for k, post, line, first in pairs:
+            r = (post["achieved_rate"] / line["achieved_rate"]
+                 if post.get("achieved_rate") and line.get("achieved_rate") else None)
+            out.append(f"| r{k} | 64x{depth} | {'posts' if '-post-' in first else 'IAMAT'} | "
+                       f"{fmt(line.get('achieved_rate'), '', 0)} | {fmt(line.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(line.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(line.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{fmt(post.get('achieved_rate'), '', 0)}{' **generator-bound**' if bound(post) else ''} | "
+                       f"{fmt(post.get('server_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(post.get('generator_cpu_busy_pct'), '', 1)} | "
+                       f"{fmt(post.get('server_cpu_us_per_request'), '', 2)} | "
+                       f"{'n/a' if r is None else f'{r:.3f}'} | "
+                       f"{fmt(line.get('errors'))} / {fmt(post.get('errors'))} |")
+    out.append("")
+    return out
+
+
+def sections_of(blob):
+    """The "## " sections of a markdown text: [(title line, text)]."""
+    out = []
+    for part in ("\n" + blob).split("\n## ")[1:]:
+        title = "## " + part.split("\n", 1)[0]
+        out.append((title, ("## " + part).rstrip("\n") + "\n"))
+    return out
+
+
+def splice(sections_path, path):
+    """Puts every section of `sections_path` in place of the one of the
+    same title in `path` (only between its report markers, if it has them),
+    or before its "## Every run" when it has none."""
+    text = open(path).read()
+    head, body, tail = "", text, ""
+    if "<!-- report -->" in text:
+        head, rest = text.split("<!-- report -->", 1)
+        body, tail = rest.split("<!-- /report -->", 1)
+        head, tail = head + "<!-- report -->", "<!-- /report -->" + tail
+    for title, section in sections_of(open(sections_path).read()):
+        start = body.find(f"\n{title}\n")
+        if start >= 0:
+            end = body.find("\n## ", start + 1)
+            end = len(body) if end < 0 else end + 1
+            body = body[:start + 1] + section + ("\n" if end < len(body) else "") + body[end:]
+        else:
+            at = body.find("\n## Every run")
+            at = len(body) if at < 0 else at + 1
+            body = body[:at] + section + "\n" + body[at:]
+    open(path, "w").write(head + body + tail)
 
 
 def sh(cmd):
@@ -24,8 +331,15 @@ def sh(cmd):
 
 
 def main():
-    results_path, notes_path = sys.argv[1], sys.argv[2]
-    server_cpu, gen_cpu = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("0", "1")
+    args = sys.argv[1:]
+    if args[:1] == ["--splice"]:
+        splice(args[1], args[2])
+        return
+    only_sections = args[:1] == ["--sections"]
+    if only_sections:
+        args = args[1:]
+    results_path, notes_path = args[0], args[1]
+    server_cpu, gen_cpu = (args[2], args[3]) if len(args) > 3 else ("0", "1")
     runs = {}
     order = []
     for line in open(results_path):
@@ -38,12 +352,15 @@ def main():
         r = runs.get(name)
         return None if r is None else r["result"].get(key)
 
-    def fmt(v, unit="", digits=0):
-        if v is None:
-            return "n/a"
-        if isinstance(v, float) or digits:
-            return f"{v:,.{digits}f}{unit}"
-        return f"{v:,}{unit}"
+    if only_sections:
+        when = (f"Measured alone (`bench/run.sh` with `SCENARIOS`) on "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at herd "
+                f"{sh('git rev-parse --short HEAD')}, server on CPU {server_cpu}, generator and sinks on "
+                f"CPU {gen_cpu}; the rest of this report is from the full run named at its top.\n")
+        out = (tokens_section(runs, order, when) + tls_section(runs, order, when)
+               + phones_section(runs, order, when))
+        print("\n".join(out))
+        return
 
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
@@ -188,6 +505,34 @@ def main():
     row("2 shards vs 1, 64x16 (cores allowing)", fmt(s2, "/s"), f"1 shard {fmt(s1, '/s')}", fr(ratio(s2, s1)),
         f"see note: the 2nd shard shares CPU {gen_cpu} with the generator")
 
+    for depth in (1, 16):
+        pairs = paired_rounds(runs, order, f"tokens-on-64x{depth}", f"tokens-off-64x{depth}")
+        ratios = on_off_ratios(pairs)
+        if ratios:
+            mid = statistics.median(ratios)
+            control, control_ratios = tokens_control(runs, order, depth)
+            aa = "" if control is None else f"; A/A control median {control:.3f} ({len(control_ratios)} rounds)"
+            row(f"tokens on ({len(ratios)} rounds, order swapped each round): IAMAT 64x{depth}, median of the "
+                f"rounds' ratios within {TOKENS_WITHIN * 100:.0f} % of tokens off",
+                f"median on {fmt(median(p[1].get('achieved_rate') for p in pairs), '/s')}",
+                f"median off {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
+                f"ratios {', '.join(f'{r:.3f}' for r in ratios)}{aa}",
+                f"{mid:.3f}", yes(mid >= 1 - TOKENS_WITHIN))
+    for depth in (1, 16):
+        pairs = phones_rounds(runs, order, depth)
+        ratios = on_off_ratios(pairs)
+        if ratios:
+            mid = statistics.median(ratios)
+            row(f"OwnTracks posts over HTTP ({len(ratios)} rounds, order swapped each round), 64x{depth}: median "
+                f"of the rounds' posts/IAMAT ratios >= {POSTS_AT_LEAST}x the IAMAT line rate per core",
+                f"median posts {fmt(median(p[1].get('achieved_rate') for p in pairs), '/s')}",
+                f"median IAMAT {fmt(median(p[2].get('achieved_rate') for p in pairs), '/s')}; "
+                f"ratios {', '.join(f'{r:.3f}' for r in ratios)}",
+                f"{mid:.3f}", yes(mid >= POSTS_AT_LEAST))
+    out.append("")
+    out.extend(tokens_section(runs, order))
+    out.extend(tls_section(runs, order))
+    out.extend(phones_section(runs, order))
     out.append("\n## Every run\n")
     out.append("A baseline (`bare-*`) closed-loop row whose server CPU was under "
                f"{SATURATED:.0f} % busy is marked **generator-bound**: it measured the generator.\n")

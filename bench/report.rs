@@ -25,6 +25,9 @@ pub struct CpuUse {
     pub generator: BTreeMap<usize, f64>,
     /// The server's CPUs (empty when they were not given).
     pub server: BTreeMap<usize, f64>,
+    /// The server process's own busy share of its CPUs (`--pid`), which
+    /// other processes on those CPUs do not inflate.
+    pub server_process: Option<f64>,
     /// True when the run was closed loop and the server's CPUs were not
     /// saturated: the server waited for the generator. `None` when the
     /// server's CPUs are unknown, or in open loop (where idle is the point).
@@ -36,22 +39,36 @@ fn mean(m: &BTreeMap<usize, f64>) -> Option<f64> {
 }
 
 impl CpuUse {
-    /// The figures of one run; `closed` tells whether it was closed loop.
+    /// The figures of one run (`closed`: closed loop); `server_process` is the server process's
+    /// own busy share of its CPUs when known, which then judges saturation.
     pub fn new(
         generator: BTreeMap<usize, f64>,
         server: BTreeMap<usize, f64>,
+        server_process: Option<f64>,
         closed: bool,
     ) -> CpuUse {
-        let generator_bound = match mean(&server) {
-            Some(busy) if closed => Some(busy < SATURATED_PCT),
+        let generator_bound = match server_process.or_else(|| mean(&server)) {
+            Some(busy) if closed && !server.is_empty() => Some(busy < SATURATED_PCT),
             _ => None,
         };
         CpuUse {
             generator,
             server,
+            server_process: server_process.map(|p| (p * 10.0).round() / 10.0),
             generator_bound,
         }
     }
+}
+
+/// The CPU time the server process used over the measured window, from
+/// its /proc/PID/stat (clock ticks: 10 ms each where `CLK_TCK` is 100).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerCpu {
+    /// User and system time, seconds.
+    pub seconds: f64,
+    /// The same over the requests answered in the window, µs (`None` when
+    /// none was).
+    pub us_per_request: Option<f64>,
 }
 
 /// The server's memory at the end of a run, from /proc/PID/status.
@@ -69,6 +86,9 @@ pub struct Summary<'a> {
     pub label: &'a str,
     /// `closed`, `open` or `propagation`.
     pub mode: &'a str,
+    /// What the requests were: `line` (IAMAT and WHATSAT) or `owntracks`
+    /// (locations posted over HTTP).
+    pub protocol: &'a str,
     /// Connections that carried requests.
     pub connections: usize,
     /// Requests in flight per connection (closed loop only).
@@ -89,6 +109,8 @@ pub struct Summary<'a> {
     pub memory: Option<Memory>,
     /// CPU busy shares, when /proc/stat could be read.
     pub cpu: Option<CpuUse>,
+    /// The server process's CPU time, when `--pid` was given and readable.
+    pub server_cpu: Option<ServerCpu>,
     /// Length of the measured window, s.
     pub duration_s: f64,
 }
@@ -113,6 +135,7 @@ impl Summary<'_> {
         let mut v = json!({
             "label": self.label,
             "mode": self.mode,
+            "protocol": self.protocol,
             "connections": self.connections,
             "depth": self.depth,
             "target_rate": self.target_rate,
@@ -129,6 +152,11 @@ impl Summary<'_> {
             "send_lag_max_us": self.send_lag.map(|h| micros(h.max())),
             "server_vmrss_mib": self.memory.map(|m| m.rss_mib),
             "server_vmhwm_mib": self.memory.map(|m| m.hwm_mib),
+            "server_cpu_s": self.server_cpu.map(|c| (c.seconds * 100.0).round() / 100.0),
+            "server_cpu_us_per_request": self
+                .server_cpu
+                .and_then(|c| c.us_per_request)
+                .map(|us| (us * 1000.0).round() / 1000.0),
         });
         for (key, _, q) in QUANTILES {
             v[key] = json!(micros(self.latency.value_at_quantile(q)));
@@ -142,6 +170,7 @@ impl Summary<'_> {
         v["generator_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.generator)));
         v["server_cpu_busy_pct"] = json!(cpu.and_then(|c| mean(&c.server)));
         v["generator_bound"] = json!(cpu.and_then(|c| c.generator_bound));
+        v["server_process_busy_pct"] = json!(cpu.and_then(|c| c.server_process));
         v
     }
 
@@ -191,6 +220,9 @@ impl Summary<'_> {
         }
         if let Some(busy) = cpu.and_then(|c| mean(&c.server)) {
             cols.push(("server cpu %".into(), format!("{busy:.1}")));
+        }
+        if let Some(us) = self.server_cpu.and_then(|c| c.us_per_request) {
+            cols.push(("server µs/req".into(), format!("{us:.2}")));
         }
         let (mut head, mut row) = (String::new(), String::new());
         for (i, (h, v)) in cols.iter().enumerate() {
@@ -299,6 +331,7 @@ mod tests {
         Summary {
             label: "t",
             mode: "open",
+            protocol: "line",
             connections: 4,
             depth: None,
             target_rate: Some(500.0),
@@ -312,6 +345,10 @@ mod tests {
                 hwm_mib: 13.0,
             }),
             cpu: None,
+            server_cpu: Some(ServerCpu {
+                seconds: 0.25,
+                us_per_request: Some(250.0),
+            }),
             duration_s: 2.0,
         }
     }
@@ -336,6 +373,8 @@ mod tests {
         near("p99_us", 990.0);
         near("max_us", 1000.0);
         assert_eq!(v["send_lag_p99_us"], 0.0);
+        assert_eq!(v["server_cpu_s"], 0.25);
+        assert_eq!(v["server_cpu_us_per_request"], 250.0);
         assert_eq!(v["server_vmhwm_mib"], 13.0);
         assert_eq!(v["depth"], Value::Null);
         let table = s.table();
@@ -348,18 +387,24 @@ mod tests {
         let h = crate::stats::histogram().unwrap();
         let cpus = |pct: f64| BTreeMap::from([(0, pct)]);
         let mut s = summary(&h, None);
-        s.cpu = Some(CpuUse::new(cpus(100.0), cpus(60.0), true));
+        s.cpu = Some(CpuUse::new(cpus(100.0), cpus(60.0), None, true));
         assert_eq!(s.to_json()["generator_bound"], true);
         assert_eq!(s.to_json()["server_cpus_busy_pct"]["0"], 60.0);
         assert!(s.table().contains("generator-bound"));
-        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), true));
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), None, true));
+        assert_eq!(s.to_json()["generator_bound"], false);
+        // A core kept busy by another process: the server's own share decides.
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), Some(40.0), true));
+        assert_eq!(s.to_json()["generator_bound"], true);
+        assert_eq!(s.to_json()["server_process_busy_pct"], 40.0);
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(99.5), None, true));
         assert_eq!(s.to_json()["generator_bound"], false);
         assert!(!s.table().contains("generator-bound"));
         // Open loop leaves the server idle on purpose; unknown server CPUs
         // say nothing.
-        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(10.0), false));
+        s.cpu = Some(CpuUse::new(cpus(70.0), cpus(10.0), None, false));
         assert_eq!(s.to_json()["generator_bound"], Value::Null);
-        s.cpu = Some(CpuUse::new(cpus(70.0), BTreeMap::new(), true));
+        s.cpu = Some(CpuUse::new(cpus(70.0), BTreeMap::new(), None, true));
         assert_eq!(s.to_json()["generator_bound"], Value::Null);
         assert_eq!(s.to_json()["generator_cpu_busy_pct"], 70.0);
     }

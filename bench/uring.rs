@@ -15,6 +15,11 @@
 //! is dropped with operations still in flight it shuts the sockets down,
 //! waits for their completions (bounded), and leaks the buffers of any that
 //! never came rather than free memory the kernel may still write.
+//!
+//! A connection may carry a TLS session (`tls.rs`): the ring then moves its
+//! records, requests queued are sealed into records before they are sent,
+//! and records received are opened before their replies are lent, so the
+//! load loops see plaintext either way.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -24,6 +29,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, types, IoUring};
 
+use crate::tls::{Opened, Tls};
 use crate::wire::InBuf;
 
 /// Submission queue size; the completion queue is four times larger.
@@ -63,6 +69,9 @@ struct Conn {
     queued: Vec<u8>,
     sending: bool,
     receiving: bool,
+    /// The TLS session, if the connection has one: `inbuf`, `out` and
+    /// `queued` then hold records, and the session the plaintext.
+    tls: Option<Box<Tls>>,
 }
 
 /// Connections driven by one io_uring; index `c` names connection `c`.
@@ -87,8 +96,9 @@ fn user_data(c: usize, send: bool) -> u64 {
 }
 
 impl Conns {
-    /// Takes over `streams`; each gets a receive buffer of `inbuf` bytes.
-    pub fn new(streams: Vec<TcpStream>, inbuf: usize) -> io::Result<Conns> {
+    /// Takes over `streams`, each with its TLS session where it has one;
+    /// each gets a receive buffer of `inbuf` bytes.
+    pub fn new(streams: Vec<(TcpStream, Option<Tls>)>, inbuf: usize) -> io::Result<Conns> {
         // Deferred task work: completions are processed only when this
         // thread asks for them, in one batch, instead of interrupting it.
         // Older kernels refuse the flags; plain io_uring then.
@@ -105,13 +115,13 @@ impl Conns {
         let poll_first = if modern.is_ok() { RECV_POLL_FIRST } else { 0 };
         let ring =
             modern.or_else(|_| IoUring::builder().setup_cqsize(ENTRIES * 4).build(ENTRIES))?;
-        let fds: Vec<i32> = streams.iter().map(AsRawFd::as_raw_fd).collect();
+        let fds: Vec<i32> = streams.iter().map(|(s, _)| s.as_raw_fd()).collect();
         // Refused on kernels before 5.1 or past the descriptor limit: the
         // descriptors are then named directly, as before.
         let registered = ring.submitter().register_files(&fds).is_ok();
         let conns = streams
             .into_iter()
-            .map(|stream| Conn {
+            .map(|(stream, tls)| Conn {
                 stream,
                 inbuf: InBuf::new(inbuf),
                 out: Vec::with_capacity(4096),
@@ -119,6 +129,7 @@ impl Conns {
                 queued: Vec::with_capacity(4096),
                 sending: false,
                 receiving: false,
+                tls: tls.map(Box::new),
             })
             .collect();
         Ok(Conns {
@@ -132,27 +143,45 @@ impl Conns {
         })
     }
 
-    /// The bytes to write next on connection `c`; `flush` sends them.
+    /// The bytes to write next on connection `c` (plaintext with TLS);
+    /// `flush` sends them.
     pub fn queue(&mut self, c: usize) -> &mut Vec<u8> {
-        &mut self.conns[c].queued
+        let conn = &mut self.conns[c];
+        match &mut conn.tls {
+            Some(tls) => tls.plain_out(),
+            None => &mut conn.queued,
+        }
     }
 
-    /// Received bytes of connection `c`, unless a receive is in flight.
+    /// Received bytes of connection `c` (replies opened, with TLS), unless
+    /// a receive is in flight.
     pub fn received(&mut self, c: usize) -> Option<&mut InBuf> {
         let conn = &mut self.conns[c];
-        (!conn.receiving).then_some(&mut conn.inbuf)
+        if conn.receiving {
+            return None;
+        }
+        Some(match &mut conn.tls {
+            Some(tls) => tls.plain_in(),
+            None => &mut conn.inbuf,
+        })
     }
 
     /// True while connection `c` has bytes queued or being written.
     pub fn writing(&self, c: usize) -> bool {
         let conn = &self.conns[c];
-        conn.sending || !conn.queued.is_empty()
+        conn.sending
+            || !conn.queued.is_empty()
+            || conn.tls.as_ref().is_some_and(|tls| tls.has_plain_out())
     }
 
     /// Starts writing what is queued on `c`, unless a send is in flight
-    /// (its completion starts the next one).
+    /// (its completion starts the next one). With TLS, what is queued is
+    /// sealed into records first, even while a send is in flight.
     pub fn flush(&mut self, c: usize) -> io::Result<()> {
         let conn = &mut self.conns[c];
+        if let Some(tls) = &mut conn.tls {
+            tls.seal(&mut conn.queued)?;
+        }
         if conn.sending || conn.queued.is_empty() {
             return Ok(());
         }
@@ -285,7 +314,12 @@ impl Conns {
                     n if n < 0 => Event::Failed(-n),
                     n => {
                         conn.inbuf.filled(n as usize);
-                        Event::Received(n as usize)
+                        match conn.tls.as_mut().map(|tls| tls.open(&mut conn.inbuf)) {
+                            None | Some(Ok(Opened::Open)) => Event::Received(n as usize),
+                            Some(Ok(Opened::Closed)) => Event::Closed,
+                            // Records that do not open: the session is over.
+                            Some(Err(_)) => Event::Failed(libc::EPROTO),
+                        }
                     }
                 };
                 self.ready.push((c, event));
@@ -374,7 +408,7 @@ mod tests {
     #[test]
     fn bytes_queued_are_sent_and_bytes_received_are_lent_back() {
         let (client, mut server) = pair();
-        let mut conns = Conns::new(vec![client], 1024).unwrap();
+        let mut conns = Conns::new(vec![(client, None)], 1024).unwrap();
         conns.queue(0).extend_from_slice(b"hello\n");
         conns.flush(0).unwrap();
         conns.arm(0).unwrap();
@@ -396,7 +430,7 @@ mod tests {
     #[test]
     fn dropping_with_a_receive_in_flight_completes_it_first() {
         let (client, _server) = pair();
-        let mut conns = Conns::new(vec![client], 1024).unwrap();
+        let mut conns = Conns::new(vec![(client, None)], 1024).unwrap();
         conns.arm(0).unwrap();
         conns.wait(1, Duration::ZERO, &mut Vec::new()).unwrap();
         assert_eq!(conns.in_flight, 1);

@@ -276,7 +276,7 @@ fn last_seq(iamats: u64, clients: u32, client: u32) -> u64 {
 /// Latitude and longitude, in millionths of a degree, that vary with
 /// `(conn, seq)` (`conn_mix` is `splitmix(conn)`): latitude in [-90, 90],
 /// longitude in [-180, 180].
-fn micro_degrees(conn_mix: u64, seq: u64) -> [i64; 2] {
+pub fn micro_degrees(conn_mix: u64, seq: u64) -> [i64; 2] {
     let h = splitmix(conn_mix ^ seq);
     let lat = (h % 180_000_001) as i64 - 90_000_000;
     let lon = ((h >> 32) % 360_000_001) as i64 - 180_000_000;
@@ -338,7 +338,7 @@ pub fn write_location(out: &mut String, conn: usize, seq: u64) {
 }
 
 /// SplitMix64: a cheap, well-mixed deterministic step.
-fn splitmix(x: u64) -> u64 {
+pub fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

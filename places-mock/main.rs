@@ -40,10 +40,15 @@ struct Cli {
     /// Where --tls writes the CA certificate clients must trust.
     #[arg(long, default_value = "places-mock-ca.pem")]
     tls_ca_out: PathBuf,
-    /// Fault for every request: none, 500, hang, notjson, or a Google
-    /// status such as OVER_QUERY_LIMIT.
+    /// Fault for every request: none, 500, hang, notjson, empty,
+    /// nolocation, or a Google status such as OVER_QUERY_LIMIT (legacy or
+    /// New names; API_KEY_INVALID too).
     #[arg(long, default_value = "none")]
     fault: String,
+    /// The only API key Nearby Search (New) takes (others get Google's
+    /// API_KEY_INVALID); without it any non-empty key is taken.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         latency: Duration::from_millis(cli.latency_ms),
         tls,
         fault: Fault::parse(&cli.fault),
+        key: cli.key,
     };
     let ca_note = tls_ca_out.map(|p| format!("; trust the CA in {}", p.display()));
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)

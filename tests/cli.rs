@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,17 +65,62 @@ fn check_config_names_a_missing_file() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/herd.json"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/herd.json"), "{stderr}");
+    // Each cause once, not again as the source of the one before.
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 #[test]
-fn serve_refuses_a_name_that_is_not_in_the_herd() {
+fn check_config_names_every_unknown_field_and_bad_value_with_its_path_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{
+  "secert": "s",
+  "servers": [
+    {"name": "A", "listen": "127.0.0.1:12138", "neighbours": ["B"]},
+    {"name": "B", "listen": "127.0.0.1:12139", "neighbors": ["A"]}
+  ],
+  "limits": {"max_records": "many"}
+}"#;
+    let path = write_file(dir.path(), "herd.json", text);
     let out = Command::new(herd_bin())
-        .args(["serve", "Nobody"])
+        .arg("check-config")
+        .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Nobody is not a server of this herd"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for said in [
+        "secert: unknown field; did you mean `secret`?",
+        "servers[1].neighbors: unknown field; did you mean `neighbours`?",
+        "limits.max_records: invalid type: string \"many\"",
+    ] {
+        assert_eq!(stderr.matches(said).count(), 1, "{said:?} once in {stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_name_that_is_not_in_the_herd_names_the_servers_and_writes_no_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(herd_bin())
+        .args(["serve", "Nobody", "--log-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Nobody is not a server of this herd; its servers are Goloman, Hands, Holiday, Wilkes, Welsh"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("Nobody.log").exists(),
+        "a log for no server"
+    );
 }
 
 #[test]
@@ -134,6 +179,51 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
         stored_at_line(config.listen_addr("Welsh").unwrap(), "upped")
     });
     assert_eq!(got + "\n", at);
+
+    // A second `herd up` of the same herd is refused, and says why: it must
+    // not take the first herd's answers for its own servers'.
+    let mut second = Command::new(herd_bin())
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs2"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second herd up kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    let mut why = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut why)
+        .unwrap();
+    assert!(!status.success(), "a second herd up exited 0: {said}");
+    assert!(!said.contains("herd is up"), "{said}");
+    assert!(why.contains("a herd already runs here"), "{why}");
+    // The first herd is untouched.
+    assert!(stored_at_line(config.listen_addr("Welsh").unwrap(), "upped").is_some());
 
     // Ctrl-C at a terminal: SIGINT to the whole foreground group.
     let group = nix::unistd::Pid::from_raw(-(up.id() as i32));
@@ -263,4 +353,57 @@ fn certs_makes_files_that_every_server_loads_and_refuses_to_overwrite() {
     let forced = certs(true);
     assert!(forced.status.success(), "{forced:?}");
     assert_ne!(std::fs::read(dir.path().join("certs/ca.pem")).unwrap(), ca);
+}
+
+#[test]
+fn the_readme_config_listing_is_the_default_herd_with_every_default_limit() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split_once("This is the default herd plus the default")
+        .expect("the listing's heading")
+        .1;
+    let json = after
+        .split_once("```json\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a json block")
+        .0;
+    let listed: serde_json::Value = serde_json::from_str(json).unwrap();
+    let default = serde_json::to_value(herd::pure::config::Config::default_herd()).unwrap();
+    // Every limit and Places setting, with its default value: no more, no fewer.
+    for section in ["limits", "places"] {
+        assert_eq!(listed[section], default[section], "README's {section}");
+    }
+    assert_eq!(listed["servers"], default["servers"], "README's servers");
+}
+
+#[test]
+fn check_config_warns_of_derived_ports_in_the_hosts_ephemeral_range() {
+    let Some((low, high)) = herd::process::host::ephemeral_range() else {
+        return;
+    };
+    // A client port whose admin port (client + 20000) lands in the range.
+    let client = low.saturating_sub(20_000).max(1024);
+    if !(low..=high).contains(&(client + 20_000)) {
+        return;
+    }
+    let mut config = herd_of(&["Derived"], &[]);
+    config.servers[0].listen = format!("127.0.0.1:{client}");
+    config.servers[0].admin_listen = herd::pure::config::AdminListen::Default;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let out = Command::new(herd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: Derived: admin address (client port + 20000) 127.0.0.1:{}",
+            client + 20_000
+        )) && stderr.contains("ephemeral port range"),
+        "{stderr}"
+    );
 }

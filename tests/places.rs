@@ -1,13 +1,16 @@
 //! WHATSAT through a real `herd-places-mock` process over HTTP(S): answers
 //! cut and formatted, coalescing, caching, upstream failures and timeouts,
-//! IAMATs unaffected by a hanging upstream, and TLS with a test CA.
+//! IAMATs unaffected by a hanging upstream, and TLS with a test CA, over the
+//! legacy API; and over Places API (New), the default: the same replies in
+//! the legacy JSON, Google's errors as legacy statuses, and the key in no
+//! file, log line, `/status` or `/metrics`.
 
 // A test that cannot go on should stop loudly.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use herd::pure::config::{Config, Provider};
+use herd::pure::config::{Config, PlacesApi, Provider};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -68,11 +71,24 @@ impl Drop for Mock {
     }
 }
 
-/// One server whose WHATSATs go to `base_url`.
+/// One server whose WHATSATs go to `base_url`, over the legacy API.
 fn herd_with_upstream(base_url: String, edit: impl FnOnce(&mut Config)) -> Herd {
+    herd_with_api(PlacesApi::Legacy, base_url, edit)
+}
+
+/// The key the mock takes on its New endpoint in these tests.
+const NEW_KEY: &str = "AIza-herd-test-key-4f1c";
+
+/// One server whose WHATSATs go to `base_url` over `api`; the New API gets
+/// the key the mock takes.
+fn herd_with_api(api: PlacesApi, base_url: String, edit: impl FnOnce(&mut Config)) -> Herd {
     let mut config = herd_of(&["Near"], &[]);
     config.places.provider = Provider::Mock;
+    config.places.api = api;
     config.places.base_url = Some(base_url);
+    if api == PlacesApi::New {
+        config.places.key = Some(NEW_KEY.to_owned());
+    }
     edit(&mut config);
     Herd::start(config, 1)
 }
@@ -161,14 +177,53 @@ fn a_cached_answer_serves_any_max_results_and_expires() {
 
 #[test]
 fn upstream_failures_give_google_shaped_errors() {
-    let mock = Mock::start(&[]);
-    for (fault, status, says) in [
-        ("500", "UNKNOWN_ERROR", "HTTP 500"),
-        ("notjson", "UNKNOWN_ERROR", "not JSON"),
-        ("OVER_QUERY_LIMIT", "OVER_QUERY_LIMIT", ""),
-        ("hang", "UNKNOWN_ERROR", "timed out"),
+    let mock = Mock::start(&["--key", NEW_KEY]);
+    for (api, fault, status, says) in [
+        (PlacesApi::Legacy, "500", "UNKNOWN_ERROR", "HTTP 500"),
+        (PlacesApi::Legacy, "notjson", "UNKNOWN_ERROR", "not JSON"),
+        (
+            PlacesApi::Legacy,
+            "OVER_QUERY_LIMIT",
+            "OVER_QUERY_LIMIT",
+            "",
+        ),
+        (PlacesApi::Legacy, "hang", "UNKNOWN_ERROR", "timed out"),
+        (PlacesApi::New, "500", "UNKNOWN_ERROR", "internal error"),
+        (PlacesApi::New, "notjson", "UNKNOWN_ERROR", "not JSON"),
+        (
+            PlacesApi::New,
+            "OVER_QUERY_LIMIT",
+            "OVER_QUERY_LIMIT",
+            "OVER_QUERY_LIMIT",
+        ),
+        (
+            PlacesApi::New,
+            "REQUEST_DENIED",
+            "REQUEST_DENIED",
+            "REQUEST_DENIED",
+        ),
+        (
+            PlacesApi::New,
+            "API_KEY_INVALID",
+            "REQUEST_DENIED",
+            "API_KEY_INVALID",
+        ),
+        (
+            PlacesApi::New,
+            "INVALID_ARGUMENT",
+            "INVALID_REQUEST",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            PlacesApi::New,
+            "UNAVAILABLE",
+            "UNKNOWN_ERROR",
+            "UNAVAILABLE",
+        ),
+        (PlacesApi::New, "hang", "UNKNOWN_ERROR", "timed out"),
     ] {
-        let herd = herd_with_upstream(format!("http://{}/fault/{fault}", mock.addr), |c| {
+        let url = format!("http://{}/fault/{fault}", mock.addr);
+        let herd = herd_with_api(api, url, |c| {
             c.limits.places_timeout_ms = 500;
         });
         let addr = herd.addr("Near");
@@ -259,6 +314,7 @@ fn the_api_key_is_sent_upstream_but_never_logged() {
     let mock = Mock::start(&[]);
     let mut config = herd_of(&["Secretive"], &[]);
     config.places.provider = Provider::Mock;
+    config.places.api = PlacesApi::Legacy;
     // A failing upstream makes the client log the request it made.
     config.places.base_url = Some(format!("http://{}/fault/500", mock.addr));
     let dir = tempfile::tempdir().unwrap();
@@ -288,4 +344,137 @@ fn the_api_key_is_sent_upstream_but_never_logged() {
     assert!(log.contains("REDACTED"), "{log}");
     assert!(!log.contains(key), "the key leaked into the log");
     assert!(!banner.contains(key));
+}
+
+#[test]
+fn auto_with_a_key_asks_places_api_new_and_replies_in_the_legacy_json() {
+    let mock = Mock::start(&["--key", NEW_KEY]);
+    let mut config = herd_of(&["Near"], &[]);
+    // As a new user sets it up: the default provider and API, a key.
+    config.places.key = Some(NEW_KEY.to_owned());
+    config.places.base_url = Some(format!("http://{}", mock.addr));
+    let herd = Herd::start(config, 1);
+    let addr = herd.addr("Near");
+    let at = exchange_text(addr, KIWI);
+    let (first, json, reply) = whatsat(addr, "WHATSAT kiwi 5 4\n");
+    assert_eq!(format!("{first}\n"), at);
+    assert!(reply.ends_with("}\n\n") && !reply[..reply.len() - 2].contains("\n\n"));
+    assert_eq!(json["status"], "OK", "{reply}");
+    assert_eq!(json["html_attributions"], serde_json::json!([]));
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        let loc = &r["geometry"]["location"];
+        let d = herd::places::answer::distance_m(
+            34.068930,
+            -118.445127,
+            loc["lat"].as_f64().unwrap(),
+            loc["lng"].as_f64().unwrap(),
+        );
+        assert!(d <= 5_000.0, "{d} m");
+        assert!(
+            r["name"].as_str().unwrap().starts_with("Sample Place"),
+            "{r}"
+        );
+        assert!(
+            r["place_id"].is_string() && r["vicinity"].is_string(),
+            "{r}"
+        );
+        assert!(
+            r.get("rating").is_none(),
+            "an Enterprise field under pro: {r}"
+        );
+    }
+    let stats = mock.stats();
+    assert_eq!(stats["new_requests"], 1, "{stats}");
+    assert_eq!(stats["requests"], 1, "{stats}");
+    let seen = &stats["last_request"];
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["path"], "/v1/places:searchNearby");
+    assert_eq!(seen["headers"]["x-goog-api-key"], NEW_KEY);
+}
+
+#[test]
+fn the_places_key_is_in_no_file_log_status_or_metrics_even_at_debug() {
+    // The mock takes another key: every lookup is refused, the path that
+    // logs most about a request.
+    let mock = Mock::start(&["--key", "AIza-the-right-one"]);
+    let mut config = herd_of(&["Secretive"], &[]);
+    config.places.provider = Provider::Google;
+    config.places.base_url = Some(format!("http://{}", mock.addr));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let key = "AIza-k3y-that-must-not-leak";
+    let mut child = KillOnDrop(
+        serve_command("Secretive", &path, dir.path())
+            .args(["--shards", "1", "--log-level", "debug"])
+            .env("HERD_PLACES_KEY", key)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut banner = String::new();
+    stderr.read_line(&mut banner).unwrap();
+    assert!(
+        banner.contains("Places API (New)") && banner.contains("billed as Nearby Search Pro"),
+        "{banner}"
+    );
+    let addr = config.listen_addr("Secretive").unwrap();
+    wait_listening(addr);
+    exchange_text(addr, KIWI);
+    let (_, json, _) = whatsat(addr, "WHATSAT kiwi 10 3\n");
+    assert_eq!(json["status"], "REQUEST_DENIED", "{json}");
+    assert_eq!(
+        json["error_message"],
+        "API key not valid. Please pass a valid API key."
+    );
+    assert_eq!(
+        mock.stats()["last_request"]["headers"]["x-goog-api-key"],
+        key
+    );
+    let log_path = dir.path().join("Secretive.log");
+    eventually("the refusal logged", || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("REQUEST_DENIED").then_some(())
+    });
+    let admin = config.admin_addr("Secretive").unwrap();
+    let (_, status) = http(admin, "GET", "/status");
+    let (_, metrics) = http(admin, "GET", "/metrics");
+    drop(child);
+    assert!(!banner.contains(key), "stderr: {banner}");
+    assert!(!status.contains(key), "/status: {status}");
+    assert!(!metrics.contains(key), "/metrics");
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        files += 1;
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(key),
+            "the key is in {}",
+            path.display()
+        );
+    }
+    assert!(files >= 2, "the config and the log were read");
+}
+
+#[test]
+fn check_config_refuses_every_field_and_names_the_choice() {
+    let mut config = herd_of(&["Near"], &[]);
+    config.places.fields = herd::pure::config::PlacesFields::Preset("*".to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let out = Command::new(herd_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("places.fields \"*\" asks Google for every field"),
+        "{text}"
+    );
 }

@@ -45,6 +45,7 @@ fn a_new_server_joins_by_reloading_its_neighbours() {
         peer_listen: Some(format!("127.0.0.1:{}", free_port())),
         admin_listen: AdminListen::At(format!("127.0.0.1:{}", free_port())),
         neighbours: vec!["Goloman".to_owned(), "Welsh".to_owned()],
+        ..ServerConfig::default()
     });
     for server in &mut config.servers {
         if server.name == "Goloman" || server.name == "Welsh" {

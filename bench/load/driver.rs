@@ -1,6 +1,6 @@
 //! One executor's connections and what both loops share: issuing
-//! requests, and the reply reader that frames, validates and times every
-//! reply.
+//! requests (IAMAT and WHATSAT lines, or OwnTracks posts), and the reply
+//! reader that frames, validates and times every reply.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use anyhow::{anyhow, Result};
 use super::plan::{Clock, Plan};
 use super::DRAIN;
 use crate::check::{check_iamat, check_whatsat_against, reply_len, Expected, ReplyKind};
+use crate::posts::{self, Framed, Posts};
 use crate::stats::Stats;
 use crate::uring::{Conns, Event};
 use crate::workload::{Request, Workload};
@@ -23,19 +24,38 @@ pub(super) const TICK: Duration = Duration::from_millis(10);
 /// 4 gave 1.0 M/s, 16 no more, 32 less.
 pub(super) const BATCH: usize = 4;
 
+/// What a request awaits: how its reply is framed and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Awaits {
+    /// An AT line echoing the IAMAT.
+    Iamat,
+    /// An AT line, then the places JSON.
+    Whatsat,
+    /// An HTTP response: 200 and `[]`.
+    Post,
+}
+
 /// A request that awaits its reply; `at` is when it was sent (closed loop)
 /// or scheduled (open loop): latency is measured from it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Pending {
-    pub(super) whatsat: bool,
+    pub(super) awaits: Awaits,
     /// Length of its echo in the connection's `echoes`.
     pub(super) echo_len: u32,
     pub(super) at: Instant,
 }
 
+/// What a connection sends.
+pub(super) enum Work {
+    /// IAMAT (and WHATSAT) lines.
+    Lines(Workload),
+    /// OwnTracks locations, posted over HTTP.
+    Posts(Posts),
+}
+
 /// One connection's requests: what it sends next and what it awaits.
 pub(super) struct Line {
-    pub(super) work: Workload,
+    pub(super) work: Work,
     pub(super) pending: VecDeque<Pending>,
     /// What the replies of `pending` must echo, back to back, from
     /// `echo_start`.
@@ -73,6 +93,14 @@ fn record_replies(stats: &mut Stats, warm_end: Instant, at: Instant, now: Instan
         h.saturating_record_n(ns, n);
     }
     stats.last_reply = stats.last_reply.max(Some(now));
+}
+
+/// Why a reply is wrong.
+enum Fault {
+    /// A reply line (AT, WHATSAT or `?`).
+    Line(crate::check::Invalid),
+    /// An HTTP response.
+    Post(posts::BadResponse),
 }
 
 /// Bytes of echoes taken before the rest is moved to the front.
@@ -122,9 +150,18 @@ impl Driver {
         }
         for _ in 0..n {
             let before = line.echoes.len();
-            let request = line.work.next_request(out, &mut line.echoes);
+            let awaits = match &mut line.work {
+                Work::Lines(work) => match work.next_request(out, &mut line.echoes) {
+                    Request::Iamat { .. } => Awaits::Iamat,
+                    Request::Whatsat { .. } => Awaits::Whatsat,
+                },
+                Work::Posts(posts) => {
+                    posts.next_post(out);
+                    Awaits::Post
+                }
+            };
             line.pending.push_back(Pending {
-                whatsat: matches!(request, Request::Whatsat { .. }),
+                awaits,
                 echo_len: (line.echoes.len() - before) as u32,
                 at,
             });
@@ -136,7 +173,8 @@ impl Driver {
     }
 
     /// Frames, validates and records every complete reply received on `c`;
-    /// returns how many there were.
+    /// returns how many there were. Bytes that cannot be framed as an HTTP
+    /// response end the connection (what follows them cannot be told apart).
     pub(super) fn on_received(&mut self, c: usize, now: Instant) -> usize {
         let Driver {
             plan,
@@ -158,31 +196,45 @@ impl Driver {
         // clock arithmetic and histogram updates were 3 % of the
         // generator's CPU at 64 x 16, per reply).
         let mut run: Option<(Instant, u64)> = None;
+        let mut unframable = None;
         while let Some(&p) = line.pending.front() {
-            let kind = if p.whatsat {
-                ReplyKind::Whatsat
+            let (len, verdict) = if p.awaits == Awaits::Post {
+                match posts::frame(inbuf.bytes()) {
+                    Ok(Framed::Whole { len, verdict }) => (len, verdict.map_err(Fault::Post)),
+                    Ok(Framed::Partial) => break,
+                    Err(why) => {
+                        unframable = Some(why);
+                        break;
+                    }
+                }
             } else {
-                ReplyKind::Iamat
-            };
-            let Some(len) = reply_len(inbuf.bytes(), kind) else {
-                break;
+                let kind = if p.awaits == Awaits::Whatsat {
+                    ReplyKind::Whatsat
+                } else {
+                    ReplyKind::Iamat
+                };
+                let Some(len) = reply_len(inbuf.bytes(), kind) else {
+                    break;
+                };
+                let reply = &inbuf.bytes()[..len];
+                let echo = &line.echoes[line.echo_start..line.echo_start + p.echo_len as usize];
+                let expected = Expected {
+                    server: plan.server.as_deref().map(str::as_bytes),
+                    echo,
+                };
+                let verdict = if kind == ReplyKind::Whatsat {
+                    check_whatsat_against(
+                        reply,
+                        &expected,
+                        plan.max_results as usize,
+                        &mut line.last_body,
+                    )
+                } else {
+                    check_iamat(reply, &expected)
+                };
+                (len, verdict.map_err(Fault::Line))
             };
             let reply = &inbuf.bytes()[..len];
-            let echo = &line.echoes[line.echo_start..line.echo_start + p.echo_len as usize];
-            let expected = Expected {
-                server: plan.server.as_deref().map(str::as_bytes),
-                echo,
-            };
-            let verdict = if p.whatsat {
-                check_whatsat_against(
-                    reply,
-                    &expected,
-                    plan.max_results as usize,
-                    &mut line.last_body,
-                )
-            } else {
-                check_iamat(reply, &expected)
-            };
             match verdict {
                 Ok(()) => {
                     stats.validated += 1;
@@ -197,9 +249,13 @@ impl Driver {
                         }
                     }
                 }
-                Err(why) => {
+                Err(Fault::Line(why)) => {
                     stats.errors.invalid += 1;
                     stats.sample(|| format!("connection {c}: {why}: {}", shown(reply)));
+                }
+                Err(Fault::Post(why)) => {
+                    stats.errors.invalid += 1;
+                    stats.sample(|| format!("connection {c}: {why}: {}", posts::shown(reply)));
                 }
             }
             inbuf.consume(len);
@@ -220,6 +276,10 @@ impl Driver {
             stats.sample(|| format!("connection {c}: bytes after the last reply: {extra}"));
             let all = inbuf.bytes().len();
             inbuf.consume(all);
+        }
+        if let Some(why) = unframable {
+            let bytes = shown(inbuf.bytes());
+            self.fail(c, &format!("{why}: {bytes}"));
         }
         answered
     }

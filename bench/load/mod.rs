@@ -1,8 +1,9 @@
-//! `herd-bench load`: drives a server with IAMAT/WHATSAT requests in a
-//! closed loop (fixed requests in flight) or an open loop (fixed schedule,
-//! latency measured from the scheduled time, so a stalled server cannot hide
-//! its stall: coordinated omission is corrected), validates every reply and
-//! reports latency quantiles.
+//! `herd-bench load`: drives a server with IAMAT/WHATSAT requests, or with
+//! OwnTracks locations posted over HTTP (`--post owntracks`, to a herd's
+//! `http_listen`), in a closed loop (fixed requests in flight) or an open
+//! loop (fixed schedule, latency measured from the scheduled time, so a
+//! stalled server cannot hide its stall: coordinated omission is
+//! corrected), validates every reply and reports latency quantiles.
 //!
 //! One pinned thread per `--cpus` entry, each driving its connections
 //! through its own io_uring (`uring.rs`): per loop turn, one system call
@@ -37,11 +38,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use crate::host::{self, CpuTimes};
-use crate::report::{self, CpuUse, Summary};
+use crate::posts::{self, Posts};
+use crate::report::{self, CpuUse, ServerCpu, Summary};
 use crate::stats::Stats;
+use crate::tls::{self, Tls};
 use crate::uring::Conns;
 use crate::workload::Workload;
-use driver::{Driver, Line};
+use driver::{Driver, Line, Work};
 use plan::{Clock, Plan};
 
 /// Options of `herd-bench load`.
@@ -89,7 +92,9 @@ pub struct LoadArgs {
     /// Write an HdrHistogram interval log (one histogram per second).
     #[arg(long)]
     pub hist_log: Option<PathBuf>,
-    /// Server process whose VmRSS/VmHWM to report at the end.
+    /// Server process whose VmRSS/VmHWM to report at the end, and whose
+    /// CPU time (user + system, /proc/PID/stat) over the measured window is
+    /// reported per request answered.
     #[arg(long)]
     pub pid: Option<i32>,
     /// Text naming this run in the report.
@@ -113,6 +118,32 @@ pub struct LoadArgs {
     /// many milliseconds, as the generator then cannot keep its schedule.
     #[arg(long, default_value_t = 1.0)]
     pub max_send_lag_ms: f64,
+    /// The herd's clients.token_key: each connection first proves, with
+    /// AUTH, that it speaks for its one client (needs --clients equal to
+    /// --connections, as a token is for one client id); with --post, every
+    /// post carries the token as its Basic password instead.
+    #[arg(long)]
+    pub token_key: Option<String>,
+    /// Speak TLS (to a herd's client_tls_listen), trusting the CA
+    /// certificates of this PEM file (`herd certs`' ca.pem); the server's
+    /// certificate must name --addr's host. Handshakes are done before the
+    /// run; records are sealed and opened on the generator's CPUs.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Post each update over HTTP/1.1 as this phone app does, instead of
+    /// sending IAMAT lines (to a herd's http_listen): keep-alive, and with
+    /// --depth above 1 pipelined. Every response must be 200 with the body
+    /// `[]`. Connection c posts as user bench-<c> for --clients devices;
+    /// with --token-key, the Basic password is its one client's token.
+    #[arg(long, value_enum)]
+    pub post: Option<PostApp>,
+}
+
+/// The phone apps whose posts `--post` sends.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostApp {
+    /// OwnTracks in HTTP mode: `POST /owntracks` with a JSON location.
+    Owntracks,
 }
 
 /// How long to wait for outstanding replies once the run is over.
@@ -152,12 +183,7 @@ fn executor_main(
         let _ = nix::sys::prctl::set_timerslack(1);
         let mut streams = Vec::with_capacity(conns.len());
         for c in conns.clone() {
-            let stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
-                .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
-            // Requests are written in batches already; Nagle would only
-            // delay them.
-            let _ = stream.set_nodelay(true);
-            streams.push(stream);
+            streams.push(connect(&plan, c)?);
         }
         Conns::new(streams, INBUF).map_err(|e| anyhow!("setting up io_uring: {e}"))
     })();
@@ -179,14 +205,7 @@ fn executor_main(
     let lines = conns
         .clone()
         .map(|c| Line {
-            work: Workload::new(
-                c,
-                plan.clients_of(c),
-                plan.base_secs,
-                plan.whatsat_pct,
-                plan.radius.clone(),
-                plan.max_results,
-            ),
+            work: work_of(&plan, c),
             pending: VecDeque::with_capacity(plan.depth),
             echoes: Vec::with_capacity(plan.depth * 64),
             echo_start: 0,
@@ -221,18 +240,135 @@ fn executor_main(
     Ok(driver.stats)
 }
 
-/// Reads /proc/stat at the start of the measured window and again at its
-/// end, or as soon as `done` says the run ended early; on a thread of its
-/// own, so the executors never wait for it.
+/// What connection `c` sends: IAMAT lines, or posts, whose client ids
+/// and token are those of the run (see `posts.rs`).
+fn work_of(plan: &Plan, c: usize) -> Work {
+    let clients = plan.clients_of(c);
+    if plan.post.is_none() {
+        return Work::Lines(Workload::new(
+            c,
+            clients,
+            plan.base_secs,
+            plan.whatsat_pct,
+            plan.radius.clone(),
+            plan.max_results,
+        ));
+    }
+    // One client per connection with a token (checked with the options).
+    let password = plan.token_key.as_ref().map(|key| {
+        let client = posts::client_id(c, plan.base_secs, 0);
+        herd::pure::token::issue(key, &client, plan.base_secs + 24 * 3600)
+    });
+    Work::Posts(Posts::new(
+        c,
+        clients,
+        plan.base_secs,
+        &plan.host,
+        password.as_deref(),
+    ))
+}
+
+/// Opens connection `c`: TCP, then the TLS handshake and the AUTH line
+/// when the run has them (posts carry their token in each request
+/// instead), all before the run and on a blocking socket whose every wait
+/// is bounded by `CONNECT_TIMEOUT`.
+fn connect(plan: &Plan, c: usize) -> Result<(TcpStream, Option<Tls>)> {
+    let mut stream = TcpStream::connect_timeout(&plan.addr, CONNECT_TIMEOUT)
+        .map_err(|e| anyhow!("cannot connect to {} (connection {c}): {e}", plan.addr))?;
+    // Requests are written in batches already; Nagle would only delay them.
+    let _ = stream.set_nodelay(true);
+    let auth_line = plan.token_key.as_ref().filter(|_| plan.post.is_none());
+    if plan.tls.is_none() && auth_line.is_none() {
+        return Ok((stream, None));
+    }
+    stream
+        .set_read_timeout(Some(CONNECT_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(CONNECT_TIMEOUT)))
+        .map_err(|e| anyhow!("connection {c}: {e}"))?;
+    let mut session = match &plan.tls {
+        Some(tls) => Some(
+            tls.handshake(&mut stream)
+                .map_err(|e| anyhow!("connection {c} to {}: {e:#}", plan.addr))?,
+        ),
+        None => None,
+    };
+    if let Some(key) = auth_line {
+        match &mut session {
+            Some(session) => {
+                let mut tls = rustls::Stream::new(session, &mut stream);
+                authenticate(&mut tls, key, c, plan.base_secs)?;
+            }
+            None => authenticate(&mut &stream, key, c, plan.base_secs)?,
+        }
+    }
+    // From here on the ring does the waiting, bounded by the run's clock.
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    Ok((stream, session.map(|s| Tls::new(s, INBUF))))
+}
+
+/// Proves, before the run, that connection `c` speaks for its one client
+/// (`bench-<c>-0`): one AUTH and its answer, once per connection, as a phone
+/// would. `stream`'s reads are bounded by its socket's timeout.
+fn authenticate(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    key: &herd::pure::token::TokenKey,
+    c: usize,
+    now_secs: u64,
+) -> Result<()> {
+    let client = format!("bench-{c}-0");
+    let token = herd::pure::token::issue(key, &client, now_secs + 24 * 3600);
+    stream
+        .write_all(format!("AUTH {client} {token}\n").as_bytes())
+        .map_err(|e| anyhow!("AUTH on connection {c}: {e}"))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // Bounded: the answer is one short line.
+    while answer.len() < 512 && !answer.ends_with(b"\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            Ok(_) => bail!("connection {c} closed before answering AUTH"),
+            Err(e) => bail!("connection {c}: no answer to AUTH: {e}"),
+        }
+    }
+    if !answer.starts_with(format!("AUTH {client} ").as_bytes()) {
+        bail!(
+            "connection {c}: AUTH refused ({}): is --token-key the herd's clients.token_key?",
+            String::from_utf8_lossy(&answer).trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// What the CPUs had done at one instant: every CPU's ticks, and the CPU
+/// time the server process (`--pid`) had used.
+struct CpuSample {
+    cpus: CpuTimes,
+    server: Option<Duration>,
+}
+
+impl CpuSample {
+    fn read(pid: Option<i32>) -> Option<CpuSample> {
+        Some(CpuSample {
+            cpus: CpuTimes::read().ok()?,
+            server: pid.and_then(|pid| host::process_cpu_time(pid).ok()),
+        })
+    }
+}
+
+/// Reads /proc/stat (and the server's /proc/PID/stat) at the start of the
+/// measured window and again at its end, or as soon as `done` says the run
+/// ended early; on a thread of its own, so the executors never wait for it.
 fn sample_cpus(
     start: Instant,
     end: Instant,
+    pid: Option<i32>,
     done: mpsc::Receiver<()>,
-) -> Option<(CpuTimes, CpuTimes)> {
+) -> Option<(CpuSample, CpuSample)> {
     sleep_until(start);
-    let first = CpuTimes::read().ok()?;
+    let first = CpuSample::read(pid)?;
     let _ = done.recv_timeout(end.saturating_duration_since(Instant::now()));
-    let second = CpuTimes::read().ok()?;
+    let second = CpuSample::read(pid)?;
     Some((first, second))
 }
 
@@ -259,6 +395,15 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     if args.requests == Some(0) {
         bail!("--requests must be at least 1");
     }
+    if args.token_key.is_some() && args.clients != args.connections as u64 {
+        bail!("--token-key needs one client per connection: --clients equal to --connections");
+    }
+    if args.post.is_some() && args.whatsat_pct > 0 {
+        bail!("--post sends locations only: no --whatsat-pct");
+    }
+    if args.post.is_some() && args.server.is_some() {
+        bail!("--post: herd answers a post with [], which names no server: no --server");
+    }
     if !(args.radius > 0.0 && args.radius <= 50.0) {
         bail!("--radius must be in (0, 50] km");
     }
@@ -276,6 +421,8 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     host::raise_fd_limit();
     let plan = Arc::new(Plan {
         addr,
+        host: args.addr.clone(),
+        post: args.post,
         server: args.server.clone(),
         connections: args.connections,
         depth: args.depth,
@@ -299,6 +446,15 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         },
         max_lag_ns: (args.max_send_lag_ms * 1e6) as u64,
         abort: AtomicBool::new(false),
+        token_key: args
+            .token_key
+            .as_deref()
+            .map(herd::pure::token::TokenKey::new),
+        tls: args
+            .tls_ca
+            .as_deref()
+            .map(|ca| tls::Client::new(ca, &args.addr))
+            .transpose()?,
     });
     let executors = args.cpus.len().min(args.connections);
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -340,8 +496,9 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
     let t0 = Instant::now() + START_DELAY;
     let window_start = SystemTime::now() + START_DELAY + warmup;
     let (done_tx, done_rx) = mpsc::channel();
+    let pid = args.pid;
     let sampler =
-        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, done_rx));
+        std::thread::spawn(move || sample_cpus(t0 + warmup, t0 + warmup + duration, pid, done_rx));
     for tx in &go {
         let _ = tx.send(t0);
     }
@@ -394,21 +551,41 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         )?;
     }
     let open = args.rate.is_some();
-    let cpu = cpu_times.map(|(before, after)| {
+    // The server's own CPU time over the window, per request answered in
+    // it: what one request costs the server, whoever was the bottleneck.
+    let server_cpu = cpu_times.as_ref().and_then(|(before, after)| {
+        let used = after.server?.checked_sub(before.server?)?;
+        Some(ServerCpu {
+            seconds: used.as_secs_f64(),
+            us_per_request: (merged.requests > 0)
+                .then(|| used.as_secs_f64() * 1e6 / merged.requests as f64),
+        })
+    });
+    // With --pid, the server process's own share of its CPUs judges
+    // saturation: a core kept busy by someone else is not the server busy.
+    let process_busy = server_cpu
+        .filter(|_| !args.server_cpus.is_empty())
+        .map(|c| c.seconds * 100.0 / window.as_secs_f64() / args.server_cpus.len() as f64);
+    let cpu = cpu_times.as_ref().map(|(before, after)| {
         let busy = |cpus: &[usize]| -> BTreeMap<usize, f64> {
             cpus.iter()
-                .filter_map(|&c| after.busy_pct_since(&before, c).map(|p| (c, p)))
+                .filter_map(|&c| after.cpus.busy_pct_since(&before.cpus, c).map(|p| (c, p)))
                 .collect()
         };
         CpuUse::new(
             busy(&args.cpus[..executors]),
             busy(&args.server_cpus),
+            process_busy,
             !open,
         )
     });
     let summary = Summary {
         label: &args.label,
         mode: if open { "open" } else { "closed" },
+        protocol: match args.post {
+            Some(PostApp::Owntracks) => "owntracks",
+            None => "line",
+        },
         connections: args.connections,
         depth: (!open).then_some(args.depth),
         target_rate: args.rate,
@@ -419,6 +596,7 @@ pub fn run(args: &LoadArgs) -> Result<u64> {
         send_lag: open.then_some(&merged.send_lag),
         memory,
         cpu,
+        server_cpu,
         duration_s: window.as_secs_f64(),
     };
     summary.print(args.json_only);

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 /// What every executor needs to know; shared read-only across threads.
 pub(super) struct Plan {
     pub(super) addr: SocketAddr,
+    /// `--addr` as given: the `Host` of posts.
+    pub(super) host: String,
+    /// Posts of this app instead of IAMAT lines.
+    pub(super) post: Option<super::PostApp>,
     pub(super) server: Option<String>,
     pub(super) connections: usize,
     pub(super) depth: usize,
@@ -25,6 +29,10 @@ pub(super) struct Plan {
     pub(super) max_lag_ns: u64,
     /// Set when any executor finds the generator cannot keep up.
     pub(super) abort: AtomicBool,
+    /// Each connection AUTHs with a token of this key first.
+    pub(super) token_key: Option<herd::pure::token::TokenKey>,
+    /// The TLS client every connection speaks through, if any.
+    pub(super) tls: Option<crate::tls::Client>,
 }
 
 /// `total` split evenly over `n` parts; part `i` of it (the first
@@ -63,6 +71,8 @@ mod tests {
     fn plan(clients: u64, connections: usize) -> Plan {
         Plan {
             addr: "127.0.0.1:1".parse().unwrap(),
+            host: "127.0.0.1:1".into(),
+            post: None,
             server: None,
             connections,
             depth: 1,
@@ -78,6 +88,8 @@ mod tests {
             intervals: 0,
             max_lag_ns: 1_000_000,
             abort: AtomicBool::new(false),
+            token_key: None,
+            tls: None,
         }
     }
 

@@ -8,6 +8,8 @@
 //! decides what their lines mean, their AT lines are records. On the client
 //! port every link line is an invalid command.
 
+use crate::net::client_auth::{ClientSide, Clients};
+use crate::net::client_tls::ClientTls;
 use crate::net::link_tls::{self, LinkTls};
 use crate::net::route::Router;
 use crate::net::tree_in::{TreeIn, TreeSettings};
@@ -37,6 +39,8 @@ const FLUSH_AT: usize = 64 * 1024;
 pub(crate) enum Port {
     /// The client port: IAMAT and WHATSAT.
     Client,
+    /// The client TLS port: the client protocol inside TLS.
+    ClientTls,
     /// The peer port: links from neighbours only.
     Peer,
 }
@@ -144,6 +148,12 @@ pub(crate) struct Admission {
     pub secret: Option<String>,
     /// Mutual TLS on the peer port, when the herd has it.
     pub tls: Option<LinkTls>,
+    /// TLS on the client TLS port, when the server has one.
+    pub client_tls: Option<ClientTls>,
+    /// Who client connections may speak for, and read (live).
+    pub clients: Clients,
+    /// A phone app's HTTP request must be whole within this of its start.
+    pub http_request_timeout: Duration,
     /// Line-length limit of clients.
     pub max_line: usize,
     /// Line-length limit of links: any AT line a valid IAMAT can produce.
@@ -195,10 +205,9 @@ pub(crate) async fn serve(
     admission: Rc<Admission>,
     activity: Rc<Activity>,
 ) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let address = stream.peer_addr().ok();
+    let peer = address.map(|a| a.to_string()).unwrap_or_default();
+    let ip = address.map(|a| a.ip());
     // Replies are whole lines; waiting to fill packets only adds latency.
     let _ = stream.set_nodelay(true);
     // Bounded waits: a silent client is closed, one that does not read its
@@ -209,10 +218,35 @@ pub(crate) async fn serve(
     // socket timeout: that would cost a timer on every read that waits.
     let _ = stream.set_read_timeout(match port {
         Port::Client => None,
-        Port::Peer => Some(admission.liveness.dead_after),
+        // Until the handshake is done; the idle sweep takes over then.
+        Port::Peer | Port::ClientTls => Some(admission.liveness.dead_after),
     });
     let _ = stream.set_write_timeout(Some(admission.write_timeout));
+    let client = ClientSide::new(ip, activity.clone());
     match (&admission.tls, port) {
+        (_, Port::ClientTls) => {
+            let Some(tls) = admission.client_tls.clone() else {
+                return;
+            };
+            // Boxed, as for links: only TLS connections carry a session.
+            Box::pin(async move {
+                match tls.accept(stream).await {
+                    Ok(stream) => {
+                        let _ = stream.get_ref().0.set_read_timeout(None);
+                        let client = Some(client);
+                        converse(
+                            stream, port, None, client, peer, router, admission, activity,
+                        )
+                        .await;
+                    }
+                    Err(e) => {
+                        router.shard().metrics.refused.client_tls_handshake.inc();
+                        tracing::debug!(%peer, error = %e, "client TLS handshake failed; closed")
+                    }
+                }
+            })
+            .await
+        }
         (Some(tls), Port::Peer) => {
             // Boxed: a TLS session is kilobytes, and every client
             // connection's task would otherwise reserve room for one.
@@ -222,7 +256,10 @@ pub(crate) async fn serve(
                 match link_tls::accept(&tls, stream).await {
                     Ok((stream, names)) => {
                         let certified = Some(names);
-                        converse(stream, port, certified, peer, router, admission, activity).await;
+                        converse(
+                            stream, port, certified, None, peer, router, admission, activity,
+                        )
+                        .await;
                     }
                     Err(e) => {
                         router.shard().metrics.refused.handshake.inc();
@@ -232,7 +269,13 @@ pub(crate) async fn serve(
             })
             .await
         }
-        _ => converse(stream, port, None, peer, router, admission, activity).await,
+        _ => {
+            let client = (port == Port::Client).then_some(client);
+            converse(
+                stream, port, None, client, peer, router, admission, activity,
+            )
+            .await
+        }
     }
 }
 
@@ -256,11 +299,14 @@ impl Socket for futures_rustls::server::TlsStream<TcpStream> {
 }
 
 /// Reads, handles and answers lines until the connection ends.
+#[allow(clippy::too_many_arguments)]
 async fn converse<S: Socket>(
     mut stream: S,
     port: Port,
     // On a TLS link: the herd names in the dialler's certificate.
     certified: Option<Vec<String>>,
+    // On a client port: the connection's identity.
+    mut client: Option<ClientSide>,
     peer: String,
     router: Rc<Router>,
     admission: Rc<Admission>,
@@ -270,7 +316,7 @@ async fn converse<S: Socket>(
     // Grows with the replies it holds; an idle connection costs nothing here.
     let mut out: Vec<u8> = Vec::new();
     let mut role = match port {
-        Port::Client => Role::Client,
+        Port::Client | Port::ClientTls => Role::Client,
         Port::Peer => Role::Opening(certified),
     };
     // With `fsync: always`, what answers once the records of the replies
@@ -327,6 +373,7 @@ async fn converse<S: Socket>(
                     at: received,
                 },
                 &mut role,
+                client.as_mut(),
                 &router,
                 &admission,
                 &peer,
@@ -382,6 +429,7 @@ async fn converse<S: Socket>(
             handle(
                 Arrived { frame, at: now() },
                 &mut role,
+                client.as_mut(),
                 &router,
                 &admission,
                 &peer,
@@ -396,6 +444,9 @@ async fn converse<S: Socket>(
     }
     if end == End::WriteDeadline {
         tracing::warn!(%peer, "client dropped: it did not take its replies in time");
+    }
+    if activity.revoked() {
+        tracing::info!(%peer, "client closed: a reload removed the key of its token");
     }
     match role {
         Role::Link(link) => {
@@ -496,9 +547,11 @@ struct Arrived<'a> {
 
 /// Handles one framed line, appending its reply to `out`. Returns false when
 /// the connection must close (a refused handshake).
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     arrived: Arrived<'_>,
     role: &mut Role,
+    client: Option<&mut ClientSide>,
     router: &Router,
     admission: &Admission,
     peer: &str,
@@ -556,10 +609,42 @@ async fn handle(
         }
         Role::Client => {}
     }
-    let commands = &router.shard().metrics.commands;
+    let Some(client) = client else {
+        // A client role always has its side; nothing to answer otherwise.
+        return false;
+    };
+    let metrics = &router.shard().metrics;
+    let commands = &metrics.commands;
     tracing::debug!(%peer, line = %shown(line), "in");
     match parsed {
         Parsed::Empty => {}
+        Parsed::Command(Command::Auth(auth)) => {
+            let start = out.len();
+            client.on_auth(&admission.clients, auth, now.secs, metrics, peer, out);
+            tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
+        }
+        // A malformed AUTH may still hold a token: it is neither echoed
+        // nor logged.
+        Parsed::Invalid if protocol::is_auth_line(line) => {
+            commands.other_invalid.inc();
+            let start = out.len();
+            protocol::write_auth_refused(out, line);
+            tracing::debug!(%peer, reply = %String::from_utf8_lossy(&out[start..out.len() - 1]), "out");
+        }
+        Parsed::Command(Command::IAmAt(iamat))
+            if !client.may_write(&admission.clients, iamat.client_id, now.secs, metrics) =>
+        {
+            tracing::debug!(%peer, client = iamat.client_id, "IAMAT refused: not the client this connection proved it is");
+            commands.iamat_invalid.inc();
+            reply_invalid(out, line, peer)
+        }
+        Parsed::Command(Command::WhatsAt(w))
+            if !client.may_read(&admission.clients, w.client_id, now.secs, metrics) =>
+        {
+            tracing::debug!(%peer, client = w.client_id, "WHATSAT refused: this connection may not read that client");
+            commands.whatsat_invalid.inc();
+            reply_invalid(out, line, peer)
+        }
         Parsed::Invalid
         | Parsed::Command(
             Command::At(_)
@@ -693,8 +778,16 @@ fn handshake(
     }
 }
 
-/// A line as logged: handshake lines lose their nonces and proofs.
+/// A line as logged: handshake lines lose their nonces and proofs, and
+/// `AUTH` lines their tokens.
 fn shown(line: &[u8]) -> String {
+    if protocol::is_auth_line(line) {
+        let mut refused = Vec::new();
+        protocol::write_auth_refused(&mut refused, line);
+        // `? AUTH <client>`: the line without its token.
+        let kept = String::from_utf8_lossy(&refused[2..refused.len() - 1]).into_owned();
+        return format!("{kept} <token not shown>");
+    }
     link_session::redacted(line).unwrap_or_else(|| String::from_utf8_lossy(line).into_owned())
 }
 

@@ -186,7 +186,10 @@ fn answer(registry: &Registry, req: &Request<Incoming>) -> Response<Full<Bytes>>
         (&Method::GET, "/healthz") => reply(
             StatusCode::OK,
             "application/json",
-            serde_json::json!({"alive": true, "server": registry.server}).to_string(),
+            // The pid lets a starter (`herd up`) tell its own child from a
+            // server that already held the address.
+            serde_json::json!({"alive": true, "server": registry.server, "pid": std::process::id()})
+                .to_string(),
         ),
         (&Method::GET, "/readyz") => {
             let why = metrics::not_ready(&registry.view());

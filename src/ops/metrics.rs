@@ -80,10 +80,19 @@ pub(crate) struct Refused {
     pub link_future_record: Counter,
     /// Lines on links that are not part of the link protocol.
     pub link_invalid_line: Counter,
+    /// IAMATs and WHATSATs of a connection that has not proved who it is
+    /// (or whose token expired), with `clients.auth: "token"`.
+    pub unauthenticated: Counter,
+    /// IAMATs for, and WHATSATs of (`read: "own"`), another client than
+    /// the one the connection proved it is.
+    pub other_client: Counter,
+    /// TLS handshakes of clients that failed (plain bytes, no common
+    /// version, a client that does not trust the certificate).
+    pub client_tls_handshake: Counter,
 }
 
 /// Reasons in [`Refused`], as the `reason` label.
-const REFUSED_REASONS: [&str; 7] = [
+const REFUSED_REASONS: [&str; 10] = [
     "line_too_long",
     "future_time",
     "connection_limit",
@@ -91,10 +100,13 @@ const REFUSED_REASONS: [&str; 7] = [
     "handshake",
     "link_future_record",
     "link_invalid_line",
+    "unauthenticated",
+    "other_client",
+    "client_tls_handshake",
 ];
 
 impl Refused {
-    fn values(&self) -> [u64; 7] {
+    fn values(&self) -> [u64; 10] {
         [
             self.line_too_long.get(),
             self.future_time.get(),
@@ -103,7 +115,113 @@ impl Refused {
             self.handshake.get(),
             self.link_future_record.get(),
             self.link_invalid_line.get(),
+            self.unauthenticated.get(),
+            self.other_client.get(),
+            self.client_tls_handshake.get(),
         ]
+    }
+}
+
+/// `AUTH` lines by what became of them.
+#[derive(Debug, Default)]
+pub(crate) struct Auths {
+    /// A good token: the connection speaks for its client until the expiry.
+    pub ok: Counter,
+    /// Not a good token for the client: malformed, forged, tampered, or
+    /// signed by a key the server does not have.
+    pub bad: Counter,
+    /// A good token past its expiry.
+    pub expired: Counter,
+    /// Refused unchecked: too many failures from the address for the client.
+    pub limited: Counter,
+    /// A good token for another client than the connection already proved.
+    pub other_client: Counter,
+    /// `AUTH` on a server whose clients do not authenticate.
+    pub off: Counter,
+}
+
+/// Results in [`Auths`], as the `result` label.
+const AUTH_RESULTS: [&str; 6] = ["ok", "bad", "expired", "limited", "other_client", "off"];
+
+impl Auths {
+    fn values(&self) -> [u64; 6] {
+        [
+            self.ok.get(),
+            self.bad.get(),
+            self.expired.get(),
+            self.limited.get(),
+            self.other_client.get(),
+            self.off.get(),
+        ]
+    }
+}
+
+/// Which phone app an HTTP request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpApp {
+    /// OwnTracks (`/owntracks`).
+    OwnTracks,
+    /// Traccar Client, the OsmAnd protocol (`/osmand`).
+    OsmAnd,
+    /// Neither: another path, or a request closed before it was whole.
+    Unknown,
+}
+
+/// `app` label values, by [`HttpApp`].
+const HTTP_APPS: [&str; 3] = ["owntracks", "osmand", "none"];
+
+/// What became of an HTTP request of a phone app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpResult {
+    /// A position stored (200).
+    Stored,
+    /// Taken, not stored: another message type, an empty body (200).
+    Ignored,
+    /// Malformed, out of range, too far ahead (400).
+    Invalid,
+    /// No or a bad token (401).
+    Unauthorized,
+    /// Credentials for another client than the request names (403).
+    Forbidden,
+    /// A body over the bound (413).
+    TooLarge,
+    /// Another path or method (404, 405).
+    NotFound,
+    /// Not stored: the journal stopped (503).
+    Unavailable,
+    /// Closed: not whole within `http_request_timeout_ms`.
+    TimedOut,
+}
+
+/// `result` label values, by [`HttpResult`].
+const HTTP_RESULTS: [&str; 9] = [
+    "stored",
+    "ignored",
+    "invalid",
+    "unauthorized",
+    "forbidden",
+    "too_large",
+    "not_found",
+    "unavailable",
+    "timed_out",
+];
+
+/// HTTP requests of phone apps, by app and result.
+#[derive(Debug, Default)]
+pub(crate) struct HttpRequests {
+    counts: [[Counter; 9]; 3],
+}
+
+impl HttpRequests {
+    /// Counts one request.
+    pub(crate) fn count(&self, app: HttpApp, result: HttpResult) {
+        self.counts[app as usize][result as usize].inc();
+    }
+
+    fn values(&self) -> [[u64; 9]; 3] {
+        self.counts
+            .each_ref()
+            .map(|row| row.each_ref().map(Counter::get))
     }
 }
 
@@ -116,6 +234,10 @@ pub(crate) struct ShardMetrics {
     pub commands: Commands,
     /// Inputs turned away.
     pub refused: Refused,
+    /// `AUTH` lines.
+    pub auths: Auths,
+    /// HTTP requests of phone apps.
+    pub http: HttpRequests,
     /// Records this shard stored (newer than what it held).
     pub stored: Counter,
     /// Records this shard dropped as not newer than what it held.
@@ -131,6 +253,8 @@ impl ShardMetrics {
             shard,
             commands: Commands::default(),
             refused: Refused::default(),
+            auths: Auths::default(),
+            http: HttpRequests::default(),
             stored: Counter::default(),
             stale: Counter::default(),
             published: Mutex::new(Published::default()),
@@ -349,7 +473,11 @@ pub(crate) struct ShardFigures {
     /// IAMAT ok, IAMAT invalid, WHATSAT ok, WHATSAT invalid, other invalid.
     pub commands: [u64; 5],
     /// By `REFUSED_REASONS`.
-    pub refused: [u64; 7],
+    pub refused: [u64; 10],
+    /// By `AUTH_RESULTS`.
+    pub auths: [u64; 6],
+    /// By `HTTP_APPS`, then `HTTP_RESULTS`.
+    pub http: [[u64; 9]; 3],
     /// Records stored, and dropped as stale.
     pub stored: u64,
     /// Records dropped as not newer.
@@ -372,6 +500,8 @@ impl ShardFigures {
                 c.other_invalid.get(),
             ],
             refused: m.refused.values(),
+            auths: m.auths.values(),
+            http: m.http.values(),
             stored: m.stored.get(),
             stale: m.stale.get(),
             published: m.published(),
@@ -525,6 +655,34 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             "herd_refused_total{{reason=\"{reason}\"}} {}",
             sum(view, |s| s.refused[i])
         );
+    }
+    family(
+        &mut out,
+        "herd_client_auth_total",
+        "counter",
+        "AUTH lines of clients, by result.",
+    );
+    for (i, result) in AUTH_RESULTS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "herd_client_auth_total{{result=\"{result}\"}} {}",
+            sum(view, |s| s.auths[i])
+        );
+    }
+    family(
+        &mut out,
+        "herd_http_requests_total",
+        "counter",
+        "HTTP requests of phone apps (OwnTracks, Traccar Client), by app and result.",
+    );
+    for (a, app) in HTTP_APPS.iter().enumerate() {
+        for (r, result) in HTTP_RESULTS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herd_http_requests_total{{app=\"{app}\",result=\"{result}\"}} {}",
+                sum(view, |s| s.http[a][r])
+            );
+        }
     }
     family(
         &mut out,
@@ -930,6 +1088,11 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
         .enumerate()
         .map(|(i, reason)| ((*reason).to_owned(), json!(sum(view, |s| s.refused[i]))))
         .collect();
+    let auths: serde_json::Map<String, Value> = AUTH_RESULTS
+        .iter()
+        .enumerate()
+        .map(|(i, result)| ((*result).to_owned(), json!(sum(view, |s| s.auths[i]))))
+        .collect();
     let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
     json!({
         "server": view.server,
@@ -962,6 +1125,19 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
             "expired": sum(view, |s| s.published.expired),
         },
         "refused": refused,
+        "client_auth": auths,
+        "http": HTTP_APPS
+            .iter()
+            .enumerate()
+            .map(|(a, app)| {
+                let results: serde_json::Map<String, Value> = HTTP_RESULTS
+                    .iter()
+                    .enumerate()
+                    .map(|(r, result)| ((*result).to_owned(), json!(sum(view, |s| s.http[a][r]))))
+                    .collect();
+                ((*app).to_owned(), Value::Object(results))
+            })
+            .collect::<serde_json::Map<String, Value>>(),
         "places": {
             "lookups": places(|p| p.lookups),
             "cache_hits": places(|p| p.cache_hits),

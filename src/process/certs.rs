@@ -44,6 +44,14 @@ pub struct HerdPki {
 /// server use that names it (see the module doc) and is signed by the CA.
 /// Valid from the start of last year (for clocks behind) for ten years.
 pub fn make_pki(names: &[&str]) -> Result<HerdPki, rcgen::Error> {
+    let servers: Vec<(&str, Vec<String>)> = names.iter().map(|n| (*n, Vec::new())).collect();
+    make_pki_with_hosts(&servers)
+}
+
+/// Like [`make_pki`], each certificate also naming the hosts given with its
+/// server (IP addresses or DNS names), so that clients over TLS
+/// (`client_tls_listen`) can check the name they connected to.
+pub fn make_pki_with_hosts(servers: &[(&str, Vec<String>)]) -> Result<HerdPki, rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -67,10 +75,13 @@ pub fn make_pki(names: &[&str]) -> Result<HerdPki, rcgen::Error> {
         .push(DnType::CommonName, "herd link CA");
     validity(&mut ca_params);
     let ca = ca_params.self_signed(&ca_key)?;
-    let mut servers = Vec::with_capacity(names.len());
-    for &name in names {
+    let mut made = Vec::with_capacity(servers.len());
+    for (name, hosts) in servers {
+        let name = *name;
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![dns_name_for(name)])?;
+        let mut names = vec![dns_name_for(name)];
+        names.extend(hosts.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Every server both dials (client) and accepts (server) links.
@@ -80,7 +91,7 @@ pub fn make_pki(names: &[&str]) -> Result<HerdPki, rcgen::Error> {
         ];
         validity(&mut params);
         let cert = params.signed_by(&key, &ca, &ca_key)?;
-        servers.push(ServerPki {
+        made.push(ServerPki {
             name: name.to_owned(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -89,7 +100,7 @@ pub fn make_pki(names: &[&str]) -> Result<HerdPki, rcgen::Error> {
     Ok(HerdPki {
         ca_pem: ca.pem(),
         ca_key_pem: ca_key.serialize_pem(),
-        servers,
+        servers: made,
     })
 }
 
@@ -102,15 +113,27 @@ pub fn write_herd_certs(
     dir: &Path,
     force: bool,
 ) -> Result<Vec<PathBuf>, CertsError> {
-    if let Some(bad) = names
+    let servers: Vec<(&str, Vec<String>)> = names.iter().map(|n| (*n, Vec::new())).collect();
+    write_herd_certs_with_hosts(&servers, dir, force)
+}
+
+/// Like [`write_herd_certs`], each certificate also naming its server's
+/// hosts (see [`make_pki_with_hosts`]).
+pub fn write_herd_certs_with_hosts(
+    servers: &[(&str, Vec<String>)],
+    dir: &Path,
+    force: bool,
+) -> Result<Vec<PathBuf>, CertsError> {
+    if let Some((bad, _)) = servers
         .iter()
-        .find(|n| !crate::pure::config::name_ok(n) || n.contains('/'))
+        .find(|(n, _)| !crate::pure::config::name_ok(n) || n.contains('/'))
     {
         return Err(CertsError(format!(
             "server name {bad:?} cannot be a file name; rename the server"
         )));
     }
-    let pki = make_pki(names).map_err(|e| CertsError(format!("making certificates: {e}")))?;
+    let pki = make_pki_with_hosts(servers)
+        .map_err(|e| CertsError(format!("making certificates: {e}")))?;
     // (file, contents, secret)
     let mut files = vec![
         (dir.join("ca.pem"), &pki.ca_pem, false),

@@ -7,11 +7,38 @@ use std::path::Path;
 impl Config {
     /// Reads the config file at `path`, then parses and validates it like `from_json`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Config::from_json(&text)
+    }
+
+    /// Like `load`, for `herd certs`: a config whose only want is the `tls`
+    /// section that command is about to make (a `client_tls_listen` needs a
+    /// certificate) is taken as it will be with one.
+    pub fn load_before_certs(path: &Path) -> Result<Config, ConfigError> {
+        match Config::load(path) {
+            Err(ConfigError::Invalid(problems)) => {
+                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    cause,
+                })?;
+                let mut config: Config = serde_json::from_str(&text).map_err(ConfigError::Json)?;
+                if config.tls.is_some() {
+                    return Err(ConfigError::Invalid(problems));
+                }
+                config.tls = Some(crate::pure::config::TlsConfig {
+                    ca: "ca.pem".to_owned(),
+                    cert: "{name}.pem".to_owned(),
+                    key: "{name}-key.pem".to_owned(),
+                });
+                config.validate()?;
+                config.tls = None;
+                Ok(config)
+            }
+            other => other,
+        }
     }
 }
 

@@ -8,16 +8,20 @@
 //! protocol logic: shards, routing, links and connections do the work.
 //! Signals, the log file and systemd are the `herd serve` process's.
 
+use crate::net::client_auth::{lock_failures, ClientRules, Clients};
+use crate::net::client_tls::ClientTls;
 use crate::net::connection::{self, Admission, Port};
 use crate::net::link_tls::LinkTls;
 use crate::net::per_ip::PerIp;
+use crate::net::phones;
 use crate::net::route::{self, Router, ToOwner};
 use crate::ops::admin::{self, Registry};
 use crate::places::answer::{AnswerSettings, CachedOfflinePlaces, Clock, Places};
 use crate::places::key::Grid;
 use crate::places::upstream::{Upstream, UpstreamSettings};
+use crate::pure::auth_limit::AuthFailures;
 use crate::pure::catchup::Marks;
-use crate::pure::config::{Config, PlacesSource};
+use crate::pure::config::{Config, PlacesApi, PlacesSource};
 use crate::pure::flood_tree::Trees;
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
@@ -68,6 +72,11 @@ pub struct StartOptions {
     /// when the level is not the config's to change (given on the command
     /// line, or no logger of ours).
     pub set_log_level: Option<SetLogLevel>,
+    /// A fault for tests: this shard fails after it bound its listeners
+    /// and before it joins the others, as a shard whose set-up fails there
+    /// would. `None` in every real start.
+    #[doc(hidden)]
+    pub fail_shard_before_join: Option<usize>,
 }
 
 impl StartOptions {
@@ -142,6 +151,24 @@ pub struct Bound {
     pub peer: SocketAddr,
     /// The admin endpoint, unless it is off.
     pub admin: Option<SocketAddr>,
+    /// Clients over TLS, when the server takes them.
+    pub client_tls: Option<SocketAddr>,
+    /// Phone apps over HTTP, when the server takes them.
+    pub http: Option<SocketAddr>,
+    /// Phone apps over HTTPS, when the server takes them.
+    pub https: Option<SocketAddr>,
+}
+
+/// What an accept loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// Lines: the client protocol (plain or TLS), or links.
+    Lines(Port),
+    /// Phone apps over HTTP, or HTTPS.
+    Phones {
+        /// Inside TLS.
+        https: bool,
+    },
 }
 
 /// What a starting shard tells [`start`].
@@ -197,6 +224,12 @@ struct ShardPlan {
     places: Option<UpstreamSettings>,
     /// Mutual TLS for links, when the herd has a `tls` section.
     tls: Option<LinkTls>,
+    /// The test fault of [`StartOptions::fail_shard_before_join`].
+    fail_before_join: Option<usize>,
+    /// TLS for clients, when the server has a `client_tls_listen`.
+    client_tls: Option<ClientTls>,
+    /// Failed `AUTH`s by address and client, shared by all shards.
+    auth_failures: Arc<Mutex<AuthFailures>>,
     /// Client connections per source address, shared by all shards (no
     /// limit: `u32::MAX`, so that a reload can set one).
     per_ip: Arc<PerIp>,
@@ -439,7 +472,13 @@ impl Running {
         failed.map_or(Ok(()), Err)
     }
 
-    /// One line for the operator: where it listens, with what.
+    /// Warnings about the config in force for an operator: its listen
+    /// ports inside the host's ephemeral range `ephemeral`.
+    pub fn config_warnings(&self, ephemeral: (u16, u16)) -> Vec<String> {
+        self.control.current().1.ephemeral_warnings(ephemeral)
+    }
+
+    /// One line saying where the server listens, with what, for whom.
     pub fn summary(&self) -> String {
         let (_, config) = self.control.current();
         let neighbours = config
@@ -450,21 +489,45 @@ impl Running {
         let places = match &self.places {
             None => "offline sample data (not real places)".to_owned(),
             // The key is never printed.
-            Some(p) => format!(
-                "{} (key {})",
-                p.base_url,
-                if p.key.is_some() { "set" } else { "not set" }
-            ),
+            Some(p) => {
+                let billed = match (p.api, config.places.fields.mask()) {
+                    (PlacesApi::New, Ok(mask)) => {
+                        format!(", fields billed as {}", mask.sku().name())
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{} ({}{billed}, key {})",
+                    p.base_url,
+                    p.api.describe(),
+                    if p.key.is_some() { "set" } else { "not set" }
+                )
+            }
         };
         let Bound {
             client,
             peer,
             admin,
+            client_tls,
+            http,
+            https,
         } = self.bound;
         let admin = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        let tls = [
+            (client_tls, "clients over TLS"),
+            (http, "phone apps over HTTP"),
+            (https, "phone apps over HTTPS"),
+        ]
+        .iter()
+        .filter_map(|(at, what)| at.map(|a| format!(", {what} on {a}")))
+        .collect::<String>();
+        let auth = match config.clients.auth {
+            crate::pure::clients::ClientAuth::None => "clients unauthenticated",
+            crate::pure::clients::ClientAuth::Token => "clients authenticate with tokens",
+        };
         format!(
-            "herd {} listening on {client} (links on {peer}, admin on {admin}) with {} shard(s) \
-             on CPUs {:?}; neighbours {neighbours}; places {places}",
+            "herd {} listening on {client} (links on {peer}, admin on {admin}{tls}; {auth}) with \
+             {} shard(s) on CPUs {:?}; neighbours {neighbours}; places {places}",
             self.name,
             self.cpus.len(),
             self.cpus,
@@ -580,7 +643,19 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     // the port until they time out.) A killed predecessor's listener can
     // outlive it briefly while the kernel tears its io_uring down, so only a
     // listener that keeps answering for two seconds counts.
-    for addr in [client, peer].into_iter().filter(|a| a.port() != 0) {
+    let client_tls_at = config.client_tls_addr(&name);
+    let phones_at = [config.http_addr(&name), config.https_addr(&name)];
+    for addr in [
+        Some(client),
+        Some(peer),
+        client_tls_at,
+        phones_at[0],
+        phones_at[1],
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|a| a.port() != 0)
+    {
         let answers =
             || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
         let mut answered = 0;
@@ -602,6 +677,23 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
     let ids = ServerIds::new(config.servers.iter().map(|s| s.name.as_str()));
     let run = crate::net::nonce::fresh_run()
         .map_err(|e| bad(format!("no randomness for the server's run: {e}")))?;
+    let client_tls_addr = config.client_tls_addr(&name);
+    let tls_port = client_tls_addr.or(config.https_addr(&name));
+    let client_tls = match (
+        tls_port,
+        config.client_tls_paths(&name, &options.config_dir),
+    ) {
+        (Some(_), Some((cert, key))) => {
+            Some(ClientTls::load(&cert, &key).map_err(|e| bad(e.to_string()))?)
+        }
+        (Some(addr), None) => {
+            return Err(bad(format!(
+                "{addr} (client_tls_listen or https_listen) needs a certificate: a client_tls \
+                 or tls section"
+            )))
+        }
+        (None, _) => None,
+    };
     // Replayed before any shard starts: every file, whatever shard count
     // wrote it, sorted to the shards that own its records now.
     let journal = match (
@@ -648,12 +740,20 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
             client,
             peer,
             admin: config.admin_addr(&name),
+            client_tls: client_tls_addr,
+            http: config.http_addr(&name),
+            https: config.https_addr(&name),
         },
         config: config.clone(),
         shards,
         marks: Arc::new(Marks::new()),
         places: places.clone(),
         tls,
+        fail_before_join: options.fail_shard_before_join,
+        client_tls,
+        auth_failures: Arc::new(Mutex::new(AuthFailures::new(
+            config.limits.client_auth_failures_per_min,
+        ))),
         per_ip: Arc::new(PerIp::new(
             config.limits.max_connections_per_ip.unwrap_or(u32::MAX),
         )),
@@ -730,7 +830,13 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
 fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> {
     let p = &config.places;
     let source = p.resolve(std::env::var("HERD_PLACES_KEY").ok())?;
-    let PlacesSource::Http { base_url, key } = source else {
+    let PlacesSource::Http {
+        base_url,
+        key,
+        api,
+        field_mask,
+    } = source
+    else {
         return Ok(None);
     };
     let extra_ca_pem = match &p.ca_file {
@@ -742,6 +848,8 @@ fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> 
     };
     let settings = UpstreamSettings {
         base_url,
+        api,
+        field_mask,
         key,
         timeout: Duration::from_millis(config.limits.places_timeout_ms),
         pool_connections: p.pool_connections,
@@ -789,7 +897,12 @@ fn liveness(config: &Config) -> Liveness {
 
 /// Who may connect and with what limits, from a config. `live` is the
 /// shard's list of neighbours now, shared by every version of it.
-fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>) -> Admission {
+fn admission(
+    plan: &ShardPlan,
+    config: &Config,
+    live: &Rc<RefCell<Vec<Rc<str>>>>,
+    clients: &Clients,
+) -> Admission {
     let limits = &config.limits;
     Admission {
         me: plan.name.as_str().into(),
@@ -797,6 +910,9 @@ fn admission(plan: &ShardPlan, config: &Config, live: &Rc<RefCell<Vec<Rc<str>>>>
         live_neighbours: live.clone(),
         secret: config.secret.clone(),
         tls: plan.tls.clone(),
+        client_tls: plan.client_tls.clone(),
+        clients: clients.clone(),
+        http_request_timeout: Duration::from_millis(limits.http_request_timeout_ms),
         max_line: limits.max_line_bytes,
         link_max_line: crate::pure::record::max_at_line(limits.max_line_bytes),
         liveness: liveness(config),
@@ -826,6 +942,8 @@ struct Live {
     admission: RefCell<Rc<Admission>>,
     link_settings: Rc<RefCell<LinkSettings>>,
     neighbours: Rc<RefCell<Vec<Rc<str>>>>,
+    /// The client rules every connection of the shard reads.
+    clients: Clients,
 }
 
 impl Live {
@@ -851,7 +969,13 @@ impl Live {
             .unwrap_or_default();
         self.shard.set_trees(self.plan.trees_for(&config));
         *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
-        *self.admission.borrow_mut() = Rc::new(admission(&self.plan, &config, &self.neighbours));
+        *self.admission.borrow_mut() = Rc::new(admission(
+            &self.plan,
+            &config,
+            &self.neighbours,
+            &self.clients,
+        ));
+        self.follow_clients(&old, &config);
         let ids = self.plan.ids_for(&config);
         for (name, addr) in &changes.added {
             let status = self
@@ -871,7 +995,32 @@ impl Live {
         self.plan
             .per_ip
             .set_limit(config.limits.max_connections_per_ip.unwrap_or(u32::MAX));
+        // Shared by the shards: each sets the same value.
+        lock_failures(&self.plan.auth_failures)
+            .set_limit(config.limits.client_auth_failures_per_min);
         tracing::info!(shard = self.shard.id, changes = %changes.summary(), "shard follows the reloaded config");
+    }
+
+    /// Puts the new client rules in force for every connection, and closes
+    /// the client connections whose token's key is gone.
+    fn follow_clients(&self, old: &Config, new: &Config) {
+        if old.clients == new.clients {
+            return;
+        }
+        let rules = ClientRules::of(&new.clients);
+        let kept: Vec<u32> = rules.keys.iter().map(|k| k.id()).collect();
+        *self.clients.rules.borrow_mut() = rules;
+        let closed = self
+            .shard
+            .connections
+            .revoke_clients(|key| key.is_some_and(|id| !kept.contains(&id)));
+        if closed > 0 {
+            tracing::info!(
+                shard = self.shard.id,
+                closed,
+                "client connections closed: the key of their token was removed"
+            );
+        }
     }
 }
 
@@ -884,26 +1033,47 @@ async fn run_shard(
 ) -> Result<(), String> {
     // Bound before anything else, so that the first shard can tell the
     // others which port a port 0 became.
-    let listener = TcpListener::bind(plan.bound.client)
-        .map_err(|e| format!("cannot listen on {}: {e}", plan.bound.client))?;
+    let listener =
+        TcpListener::bind(plan.bound.client).map_err(|e| bind_error("", plan.bound.client, e))?;
     let peer_listener = TcpListener::bind(plan.bound.peer)
-        .map_err(|e| format!("cannot listen for links on {}: {e}", plan.bound.peer))?;
+        .map_err(|e| bind_error(" for links", plan.bound.peer, e))?;
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_err(|e| format!("reading a bound address: {e}"))
+    };
+    let client_tls_listener = match plan.bound.client_tls {
+        Some(addr) => Some(
+            TcpListener::bind(addr).map_err(|e| bind_error(" for clients over TLS", addr, e))?,
+        ),
+        None => None,
+    };
+    let bind_phones = |addr: Option<SocketAddr>, what: &str| match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .map(Some)
+            .map_err(|e| bind_error(&format!(" for phone apps over {what}"), addr, e)),
+        None => Ok(None),
+    };
+    let http_listener = bind_phones(plan.bound.http, "HTTP")?;
+    let https_listener = bind_phones(plan.bound.https, "HTTPS")?;
+    let bound_at = |l: &Option<TcpListener>| match l {
+        Some(l) => local(l).map(Some),
+        None => Ok(None),
     };
     let mut bound = Bound {
         client: local(&listener)?,
         peer: local(&peer_listener)?,
         admin: None,
+        client_tls: bound_at(&client_tls_listener)?,
+        http: bound_at(&http_listener)?,
+        https: bound_at(&https_listener)?,
     };
     // The admin endpoint is small: one shard serves it, the first started
     // (its number on the mesh is not known yet); the others are not given
     // an admin address.
     let admin_listener = match plan.bound.admin {
         Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .map_err(|e| format!("cannot listen for admin requests on {addr}: {e}"))?;
+            let l =
+                TcpListener::bind(addr).map_err(|e| bind_error(" for admin requests", addr, e))?;
             bound.admin = Some(local(&l)?);
             Some(l)
         }
@@ -911,6 +1081,15 @@ async fn run_shard(
     };
     plan.registry.set_addresses(bound.client, bound.peer);
     herald.say(Started::Bound(bound));
+    if let Some(shard) = plan.fail_before_join {
+        // The first shard's number on the mesh is not known yet; the fault
+        // names shards by start order, which the herald knows.
+        if herald.shard == shard {
+            return Err(format!(
+                "shard {shard}: failed before joining the mesh (test fault)"
+            ));
+        }
+    }
     let (senders, receivers) = match mesh {
         Some(mesh) => {
             // The join waits for every shard; one that failed never comes,
@@ -1022,8 +1201,18 @@ async fn run_shard(
         route::serve_owner(shard.clone(), receivers);
     }
     let router = Rc::new(Router::new(shard.clone(), Ring::new(plan.shards), senders));
+    let clients = Clients {
+        rules: Rc::new(RefCell::new(ClientRules::of(&config.clients))),
+        failures: plan.auth_failures.clone(),
+    };
     let live = Rc::new(Live {
-        admission: RefCell::new(Rc::new(admission(&plan, &config, &live_neighbours))),
+        admission: RefCell::new(Rc::new(admission(
+            &plan,
+            &config,
+            &live_neighbours,
+            &clients,
+        ))),
+        clients,
         plan: plan.clone(),
         shard: shard.clone(),
         config: RefCell::new(config.clone()),
@@ -1077,7 +1266,7 @@ async fn run_shard(
     glommio::spawn_local(close_idle_clients(shard.clone(), live.clone())).detach();
     let links_in = glommio::spawn_local(accept(
         peer_listener,
-        Port::Peer,
+        Door::Lines(Port::Peer),
         Limit {
             per_ip: None,
             refused_per_ip: refused_per_ip.clone(),
@@ -1086,14 +1275,51 @@ async fn run_shard(
         live.clone(),
     ));
     // The per-IP limit is for clients: a neighbour's links are not.
-    let clients = Limit {
+    let client_limit = || Limit {
         per_ip: Some(plan.per_ip.clone()),
-        refused_per_ip,
+        refused_per_ip: refused_per_ip.clone(),
     };
-    accept(listener, Port::Client, clients, router, live).await;
+    let others: Vec<_> = [
+        (client_tls_listener, Door::Lines(Port::ClientTls)),
+        (http_listener, Door::Phones { https: false }),
+        (https_listener, Door::Phones { https: true }),
+    ]
+    .into_iter()
+    .filter_map(|(listener, door)| {
+        let listener = listener?;
+        Some(glommio::spawn_local(accept(
+            listener,
+            door,
+            client_limit(),
+            router.clone(),
+            live.clone(),
+        )))
+    })
+    .collect();
+    accept(
+        listener,
+        Door::Lines(Port::Client),
+        client_limit(),
+        router,
+        live,
+    )
+    .await;
     links_in.await;
+    for other in others {
+        other.await;
+    }
     drain(&shard).await;
     Ok(())
+}
+
+/// The message of a listener that could not bind `addr`, with why when its
+/// port is one the host gives outgoing connections.
+fn bind_error(what: &str, addr: SocketAddr, e: glommio::GlommioError<()>) -> String {
+    let hint = match &e {
+        glommio::GlommioError::IoError(io) => crate::process::host::bind_hint(addr, io),
+        _ => String::new(),
+    };
+    format!("cannot listen{what} on {addr}: {e}{hint}")
 }
 
 /// Publishes the shard's figures for the admin endpoint four times a
@@ -1145,7 +1371,7 @@ struct Limit {
 /// its own task with the admission rules in force when it came.
 async fn accept(
     listener: TcpListener,
-    port: Port,
+    door: Door,
     limit: Limit,
     router: Rc<Router>,
     live: Rc<Live>,
@@ -1171,7 +1397,7 @@ async fn accept(
                 if let Some(failed) = failures.note(std::time::Instant::now()) {
                     tracing::warn!(
                         shard = id,
-                        ?port,
+                        ?door,
                         error = %e,
                         failed,
                         "accept failed; retrying every 50 ms (out of file descriptors? see tuning.md)"
@@ -1193,7 +1419,7 @@ async fn accept(
             shard.metrics.refused.connection_limit.inc();
             tracing::warn!(
                 shard = id,
-                ?port,
+                ?door,
                 max_connections,
                 "connection refused: shard at its connection limit"
             );
@@ -1221,12 +1447,20 @@ async fn accept(
             let _admitted = admitted;
             // Clients idle out by the shard's sweep; links are watched by
             // their sessions.
-            let idle_after = (port == Port::Client).then_some(admission.idle_timeout);
-            let registered =
-                shard
-                    .connections
-                    .register(stream.as_raw_fd(), port == Port::Peer, idle_after);
-            connection::serve(stream, port, router, admission, registered.activity()).await;
+            let peer = door == Door::Lines(Port::Peer);
+            let idle_after = (!peer).then_some(admission.idle_timeout);
+            let registered = shard
+                .connections
+                .register(stream.as_raw_fd(), peer, idle_after);
+            let activity = registered.activity();
+            match door {
+                Door::Lines(port) => {
+                    connection::serve(stream, port, router, admission, activity).await
+                }
+                Door::Phones { https } => {
+                    phones::serve(stream, https, router, admission, activity).await
+                }
+            }
         })
         .detach();
     }
@@ -1381,6 +1615,9 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             peer: "127.0.0.1:2".parse().unwrap(),
             admin: None,
+            client_tls: None,
+            http: None,
+            https: None,
         };
         // Dropped unrun (an executor that could not be built), or unwound
         // after saying where it bound: `start` still hears a last word.

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pure::clients::{self, ClientPort, ClientTlsConfig, ClientsConfig};
+use crate::pure::places_fields::FieldMask;
+
 /// Longest server name accepted, in bytes, so names always fit easily in a protocol line.
 pub const MAX_NAME_BYTES: usize = 64;
 /// Smallest `max_line_bytes`: below this not even a PEER greeting fits in a line.
@@ -42,6 +45,17 @@ pub struct Config {
     /// loopback: anyone who reaches such a peer port can write records.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_links: bool,
+    /// Allow client addresses that are not loopback while `clients.auth` is
+    /// `"none"`: anyone who reaches them can then move or read any client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_clients: bool,
+    /// Who a client connection may speak for, and read.
+    #[serde(default, skip_serializing_if = "ClientsConfig::is_default")]
+    pub clients: ClientsConfig,
+    /// The certificate of `client_tls_listen`, when not the herd's `tls`
+    /// one (e.g. from a public CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTlsConfig>,
     /// The servers of the herd, in file order.
     // Defaulted so a missing list is reported by `validate` in plain words.
     #[serde(default)]
@@ -175,11 +189,69 @@ pub enum Provider {
     Auto,
     /// Google Places over HTTPS; needs a key.
     Google,
-    /// Any server of the legacy Nearby Search API at `base_url`, such as
+    /// Any server of the API `places.api` names at `base_url`, such as
     /// `herd-places-mock`.
     Mock,
     /// Built-in deterministic sample data; no network.
     Offline,
+}
+
+/// Which Google Places API the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacesApi {
+    /// Nearby Search (New): `POST /v1/places:searchNearby`, the key and a
+    /// field mask in headers; the only one a new Google Cloud project can
+    /// enable.
+    #[default]
+    New,
+    /// The legacy Nearby Search: `GET /maps/api/place/nearbysearch/json`,
+    /// for projects that enabled it before it closed to new ones.
+    Legacy,
+}
+
+impl PlacesApi {
+    /// Google's base URL for this API.
+    pub fn google_base_url(self) -> &'static str {
+        match self {
+            PlacesApi::New => GOOGLE_NEW_BASE_URL,
+            PlacesApi::Legacy => GOOGLE_BASE_URL,
+        }
+    }
+
+    /// How operators call it, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PlacesApi::New => "Places API (New), Nearby Search (New)",
+            PlacesApi::Legacy => "Places API (Legacy), Nearby Search",
+        }
+    }
+}
+
+/// `places.fields`: a preset name or a list of Place field names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PlacesFields {
+    /// `"pro"` or `"enterprise"` (anything else is reported by `validate`).
+    Preset(String),
+    /// Field names, with or without `places.`.
+    List(Vec<String>),
+}
+
+impl Default for PlacesFields {
+    fn default() -> Self {
+        PlacesFields::Preset("pro".to_owned())
+    }
+}
+
+impl PlacesFields {
+    /// The field mask these name, or every reason they cannot be one.
+    pub fn mask(&self) -> Result<FieldMask, Vec<String>> {
+        match self {
+            PlacesFields::Preset(name) => FieldMask::preset(name).map_err(|e| vec![e]),
+            PlacesFields::List(names) => FieldMask::list(names),
+        }
+    }
 }
 
 /// Settings of the Places client (one per shard).
@@ -188,7 +260,12 @@ pub enum Provider {
 pub struct PlacesConfig {
     /// The provider.
     pub provider: Provider,
-    /// Base URL (`http://` or `https://`); Google's when absent.
+    /// Which Google API the provider speaks (`google`, `auto` with a key,
+    /// and `mock`).
+    pub api: PlacesApi,
+    /// Which Place fields Nearby Search (New) is asked for; sets the SKU.
+    pub fields: PlacesFields,
+    /// Base URL (`http://` or `https://`); Google's for `api` when absent.
     pub base_url: Option<String>,
     /// API key; `HERD_PLACES_KEY` in the environment takes precedence.
     pub key: Option<String>,
@@ -216,6 +293,8 @@ impl Default for PlacesConfig {
     fn default() -> Self {
         PlacesConfig {
             provider: Provider::Auto,
+            api: PlacesApi::New,
+            fields: PlacesFields::default(),
             base_url: None,
             key: None,
             pool_connections: 8,
@@ -245,6 +324,9 @@ pub const MAX_SNAP_M: u32 = 5_000;
 /// Google's base URL for the legacy Places API.
 pub const GOOGLE_BASE_URL: &str = "https://maps.googleapis.com";
 
+/// Google's base URL for Places API (New).
+pub const GOOGLE_NEW_BASE_URL: &str = "https://places.googleapis.com";
+
 /// The provider a server will use, settled from the config and environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlacesSource {
@@ -256,6 +338,10 @@ pub enum PlacesSource {
         base_url: String,
         /// API key, if any.
         key: Option<String>,
+        /// The API it speaks.
+        api: PlacesApi,
+        /// The `X-Goog-FieldMask` of Nearby Search (New) requests.
+        field_mask: String,
     },
 }
 
@@ -265,39 +351,39 @@ impl PlacesConfig {
         let key = env_key
             .filter(|k| !k.is_empty())
             .or_else(|| self.key.clone());
-        let base = || {
-            self.base_url
-                .clone()
-                .unwrap_or_else(|| GOOGLE_BASE_URL.to_owned())
-        };
-        match self.provider {
-            Provider::Offline => Ok(PlacesSource::Offline),
-            Provider::Auto if key.is_none() => Ok(PlacesSource::Offline),
-            Provider::Auto => Ok(PlacesSource::Http {
-                base_url: base(),
-                key,
-            }),
-            Provider::Google if key.is_none() => Err(
-                "places provider google needs an API key: set HERD_PLACES_KEY or places.key"
-                    .to_owned(),
-            ),
-            Provider::Google => Ok(PlacesSource::Http {
-                base_url: base(),
-                key,
-            }),
-            Provider::Mock => match &self.base_url {
-                Some(url) => Ok(PlacesSource::Http {
-                    base_url: url.clone(),
-                    key,
-                }),
-                None => Err("places provider mock needs places.base_url".to_owned()),
-            },
-        }
+        let base_url =
+            match (self.provider, &self.base_url) {
+                (Provider::Offline, _) => return Ok(PlacesSource::Offline),
+                (Provider::Auto, _) if key.is_none() => return Ok(PlacesSource::Offline),
+                (Provider::Google, _) if key.is_none() => return Err(
+                    "places provider google needs an API key: set HERD_PLACES_KEY or places.key"
+                        .to_owned(),
+                ),
+                (Provider::Mock, None) => {
+                    return Err("places provider mock needs places.base_url".to_owned())
+                }
+                (_, Some(url)) => url.clone(),
+                (_, None) => self.api.google_base_url().to_owned(),
+            };
+        let field_mask = self
+            .fields
+            .mask()
+            .map_err(|problems| {
+                let named: Vec<String> = problems.iter().map(|r| fields_problem(r)).collect();
+                named.join("; ")
+            })?
+            .header();
+        Ok(PlacesSource::Http {
+            base_url,
+            key,
+            api: self.api,
+            field_mask,
+        })
     }
 }
 
 /// One server of the herd.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Unique name: 1 to 64 bytes of printable ASCII, no white space.
@@ -318,6 +404,17 @@ pub struct ServerConfig {
     /// `null` turns it off.
     #[serde(default, skip_serializing_if = "AdminListen::is_default")]
     pub admin_listen: AdminListen,
+    /// Where the server takes clients over TLS (`host:port`); none when
+    /// absent. The same protocol as `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_tls_listen: Option<String>,
+    /// Where the server takes phone apps' HTTP posts (OwnTracks, Traccar
+    /// Client); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// The same over HTTPS, with the certificate of `client_tls_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_listen: Option<String>,
 }
 
 /// A server's `admin_listen`: left out, `null`, or an address.
@@ -437,6 +534,12 @@ pub struct Limits {
     /// default) for no limit: phones behind a carrier's NAT share few
     /// addresses, and `max_connections_per_shard` already bounds the total.
     pub max_connections_per_ip: Option<u32>,
+    /// Failed `AUTH`s one source address may make for one client id in a
+    /// minute; past it, `AUTH` is refused unchecked until the minute is out.
+    pub client_auth_failures_per_min: u32,
+    /// An HTTP request of a phone app must arrive whole (headers and body)
+    /// within this many milliseconds of its first byte.
+    pub http_request_timeout_ms: u64,
     /// A link that wrote less than this ago lets floods gather until then
     /// before its next write, in microseconds (0: write at once); an idle
     /// link writes at once. Bounds the added delay per hop.
@@ -502,6 +605,8 @@ impl Default for Limits {
             record_ttl_ms: None,
             max_records: Some(DEFAULT_MAX_RECORDS),
             max_connections_per_ip: None,
+            client_auth_failures_per_min: 10,
+            http_request_timeout_ms: 10_000,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
             link_announce_ms: 100,
@@ -514,16 +619,18 @@ impl Default for Limits {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {}: {source}", .path.display())]
+    // The cause is in the message, not a `source`: a chain of errors would
+    // print it twice.
+    #[error("cannot read config file {}: {cause}", .path.display())]
     Read {
         /// The file that was asked for.
         path: PathBuf,
         /// What the operating system said.
-        source: io::Error,
+        cause: io::Error,
     },
-    /// The text is not JSON of the config's shape (the message gives line and column).
-    #[error("config is not valid: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The text is not JSON (the message gives line and column).
+    #[error("config is not valid JSON: {0}")]
+    Json(serde_json::Error),
     /// The config parsed but describes an unusable herd; one problem per entry.
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
@@ -538,13 +645,15 @@ impl Config {
                 name: name.to_owned(),
                 listen: format!("127.0.0.1:{port}"),
                 neighbours: neighbours.iter().map(|&n| n.to_owned()).collect(),
-                peer_listen: None,
-                admin_listen: AdminListen::Default,
+                ..ServerConfig::default()
             })
             .collect();
         Config {
             secret: None,
             insecure_links: false,
+            insecure_clients: false,
+            clients: ClientsConfig::default(),
+            client_tls: None,
             servers,
             limits: Limits::default(),
             places: PlacesConfig::default(),
@@ -556,7 +665,14 @@ impl Config {
 
     /// Parses a config from JSON text and validates it.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_json::from_str(text)?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
+        // Every unknown field and wrong value at once, each by its path;
+        // serde alone would stop at the first.
+        let problems = crate::pure::config_fields::problems(&value);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        let config: Config = serde_json::from_value(value).map_err(ConfigError::Json)?;
         config.validate()?;
         Ok(config)
     }
@@ -600,6 +716,71 @@ impl Config {
     /// when it has none (`admin_listen: null`, or no such server).
     pub fn admin_addr(&self, name: &str) -> Option<SocketAddr> {
         admin_addr_of(self.server(name)?)
+    }
+
+    /// Every address server `name` listens on, named, as (what, address).
+    pub fn addresses_of(&self, name: &str) -> Vec<(&'static str, SocketAddr)> {
+        let server = self.server(name);
+        let mut out = Vec::new();
+        if let Some(a) = self.listen_addr(name) {
+            out.push(("client address", a));
+        }
+        if let Some(a) = self.peer_addr(name) {
+            let derived = server.is_some_and(|s| s.peer_listen.is_none());
+            out.push((
+                if derived {
+                    "peer address (client port + 10000)"
+                } else {
+                    "peer address"
+                },
+                a,
+            ));
+        }
+        if let Some(a) = self.admin_addr(name) {
+            let derived = server.is_some_and(|s| s.admin_listen == AdminListen::Default);
+            out.push((
+                if derived {
+                    "admin address (client port + 20000)"
+                } else {
+                    "admin address"
+                },
+                a,
+            ));
+        }
+        for (what, a) in [
+            ("client_tls_listen", self.client_tls_addr(name)),
+            ("http_listen", self.http_addr(name)),
+            ("https_listen", self.https_addr(name)),
+        ] {
+            if let Some(a) = a {
+                out.push((what, a));
+            }
+        }
+        out
+    }
+
+    /// Warnings for every listen port of the herd inside `ephemeral`, a
+    /// host's range of ports for outgoing connections (Linux's
+    /// `net.ipv4.ip_local_port_range`): an outgoing connection may hold such
+    /// a port when the server starts, and the start then fails.
+    pub fn ephemeral_warnings(&self, ephemeral: (u16, u16)) -> Vec<String> {
+        let (low, high) = ephemeral;
+        let mut warnings = Vec::new();
+        for server in &self.servers {
+            for (what, addr) in self.addresses_of(&server.name) {
+                let port = addr.port();
+                if port != 0 && (low..=high).contains(&port) {
+                    warnings.push(format!(
+                        "{}: {what} {addr} lies in this host's ephemeral port range {low}-{high} \
+                         (net.ipv4.ip_local_port_range), where an outgoing connection may hold \
+                         it when the server starts; choose a port below {low}, or reserve it \
+                         with net.ipv4.ip_local_reserved_ports",
+                        shown(&server.name)
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// Checks the whole herd and returns every problem found, not just the first.
@@ -681,6 +862,7 @@ impl Config {
         }
         self.peer_problems(&by_addr, &mut problems);
         self.admin_problems(&mut problems);
+        self.client_problems(&mut problems);
         if let Some(level) = &self.logging.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 problems.push(format!(
@@ -783,6 +965,98 @@ impl Config {
                       makes one), or \"insecure_links\": true to accept the risk"
                 ));
             }
+        }
+    }
+}
+
+impl Config {
+    /// The `clients` section, TLS for clients, and client addresses open
+    /// to other hosts.
+    fn client_problems(&self, problems: &mut Vec<String>) {
+        let mut taken: HashMap<SocketAddr, String> = HashMap::new();
+        for server in &self.servers {
+            let who = shown(&server.name);
+            if let Some(addr) = resolve_listen(&server.listen) {
+                taken.insert(addr, format!("the client address of {who}"));
+            }
+            if let Some(addr) = peer_addr_of(server) {
+                taken.insert(addr, format!("the peer address of {who}"));
+            }
+            if let Some(addr) = admin_addr_of(server) {
+                taken.insert(addr, format!("the admin address of {who}"));
+            }
+        }
+        let mut ports = Vec::new();
+        let names: Vec<String> = self.servers.iter().map(|s| shown(&s.name)).collect();
+        for (server, who) in self.servers.iter().zip(&names) {
+            if let Some(addr) = resolve_listen(&server.listen) {
+                ports.push(ClientPort {
+                    who,
+                    what: "client address",
+                    addr,
+                });
+            }
+            let extra = [
+                ("client_tls_listen", &server.client_tls_listen, true),
+                ("http_listen", &server.http_listen, false),
+                ("https_listen", &server.https_listen, true),
+            ];
+            for (what, text, needs_cert) in extra {
+                let Some(text) = text else {
+                    continue;
+                };
+                let Some(addr) = resolve_listen(text) else {
+                    problems.push(format!(
+                        "{who}: {what} {text:?} is not valid; expected host:port, \
+                         e.g. 127.0.0.1:12638"
+                    ));
+                    continue;
+                };
+                if addr.port() != 0 {
+                    if let Some(owner) = taken.insert(addr, format!("the {what} of {who}")) {
+                        problems.push(format!("{who}: {what} {addr} is {owner}"));
+                    }
+                }
+                if needs_cert && self.client_tls.is_none() && self.tls.is_none() {
+                    problems.push(format!(
+                        "{who}: {what} needs a certificate: add a \"client_tls\" section \
+                         ({{\"cert\": ..., \"key\": ...}}), or a \"tls\" section (herd certs \
+                         makes one)"
+                    ));
+                }
+                ports.push(ClientPort { who, what, addr });
+            }
+        }
+        clients::problems(&self.clients, self.insecure_clients, &ports, problems);
+        if let Some(tls) = &self.client_tls {
+            clients::tls_problems(tls, problems);
+        }
+    }
+
+    /// Where server `name` takes phone apps over HTTP, if it does.
+    pub fn http_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.http_listen.as_deref()?)
+    }
+
+    /// Where server `name` takes phone apps over HTTPS, if it does.
+    pub fn https_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.https_listen.as_deref()?)
+    }
+
+    /// Where server `name` takes clients over TLS, if it does.
+    pub fn client_tls_addr(&self, name: &str) -> Option<SocketAddr> {
+        resolve_listen(self.server(name)?.client_tls_listen.as_deref()?)
+    }
+
+    /// The certificate and key server `name` shows clients over TLS:
+    /// `client_tls`'s, else the herd's `tls` ones; `{name}` filled in,
+    /// relative to `config_dir`.
+    pub fn client_tls_paths(&self, name: &str, config_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        let path = |template: &str| config_dir.join(template.replace(NAME_PLACEHOLDER, name));
+        match (&self.client_tls, &self.tls) {
+            (Some(c), _) => Some((path(&c.cert), path(&c.key))),
+            (None, Some(t)) => Some((path(&t.cert), path(&t.key))),
+            (None, None) => None,
         }
     }
 }
@@ -971,6 +1245,16 @@ fn places_problems(p: &PlacesConfig, problems: &mut Vec<String>) {
     if p.key.as_deref() == Some("") {
         problems.push("places.key is empty; omit it (or use null) for no key".to_owned());
     }
+    if let Err(reasons) = p.fields.mask() {
+        problems.extend(reasons.iter().map(|r| fields_problem(r)));
+    }
+}
+
+/// A problem of `places.fields`, named with its place in a list
+/// (`places.fields[2] ...`) or as a whole (`places.fields ...`).
+fn fields_problem(reason: &str) -> String {
+    let separator = if reason.starts_with('[') { "" } else { " " };
+    format!("places.fields{separator}{reason}")
 }
 
 /// Reports what makes the `tls` section unusable: empty paths, placeholders
@@ -1046,6 +1330,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("places_timeout_ms", l.places_timeout_ms == 0),
         ("client_idle_timeout_ms", l.client_idle_timeout_ms == 0),
         ("write_timeout_ms", l.write_timeout_ms == 0),
+        ("http_request_timeout_ms", l.http_request_timeout_ms == 0),
         ("link_records_per_sec", l.link_records_per_sec == 0),
         ("link_heartbeat_ms", l.link_heartbeat_ms == 0),
         ("link_announce_ms", l.link_announce_ms == 0),
@@ -1063,6 +1348,13 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
             "limits.max_records is {n}; at most {MAX_RECORDS}, or null for no limit"
         )),
         _ => {}
+    }
+    if l.client_auth_failures_per_min == 0 {
+        problems.push(
+            "limits.client_auth_failures_per_min is 0; it must be at least 1 (a phone may \
+             mistype once)"
+                .to_owned(),
+        );
     }
     if l.max_connections_per_ip == Some(0) {
         problems.push(
@@ -1221,7 +1513,7 @@ mod tests {
 
     #[test]
     fn servers_on_different_hosts_may_share_a_loopback_admin_address() {
-        let text = r#"{"secret": "s", "servers": [
+        let text = r#"{"secret": "s", "insecure_clients": true, "servers": [
             {"name": "A", "listen": "10.0.0.1:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["B"]},
             {"name": "B", "listen": "10.0.0.2:12138", "admin_listen": "127.0.0.1:32138", "neighbours": ["A"]}
         ]}"#;
@@ -1409,6 +1701,46 @@ mod tests {
             => ["places.cache_bytes is 1000; at least 65536"];
         a_coarse_snapping_grid_is_reported: |v| v["places"] = json!({"snap_m": 5001})
             => ["places.snap_m is 5001; at most 5000"];
+        an_open_client_address_without_tokens_is_reported:
+            |v| v["servers"][0]["listen"] = json!("0.0.0.0:12138")
+            => ["Goloman: client address 0.0.0.0:12138 is not loopback", "clients", "insecure_clients"];
+        tokens_without_a_key_are_reported: |v| v["clients"] = json!({"auth": "token"})
+            => ["clients.auth is \"token\" but clients.token_key is missing"];
+        a_short_token_key_is_reported: |v| v["clients"] = json!({"auth": "token", "token_key": "short"})
+            => ["clients.token_key is 5 bytes; at least 16"];
+        client_tls_without_a_certificate_is_reported:
+            |v| v["servers"][1]["client_tls_listen"] = json!("127.0.0.1:12639")
+            => ["Hands: client_tls_listen needs a certificate", "client_tls", "tls"];
+        an_open_client_tls_address_without_tokens_is_reported: |v| {
+            v["servers"][1]["client_tls_listen"] = json!("0.0.0.0:12639");
+            v["client_tls"] = json!({"cert": "c.pem", "key": "k.pem"});
+        } => ["Hands: client_tls_listen 0.0.0.0:12639 is not loopback", "insecure_clients"];
+        a_client_tls_address_on_another_port_of_the_herd_is_reported: |v| {
+            v["servers"][1]["client_tls_listen"] = json!("127.0.0.1:22138");
+            v["client_tls"] = json!({"cert": "c.pem", "key": "k.pem"});
+        } => ["Hands: client_tls_listen 127.0.0.1:22138 is the peer address of Goloman"];
+        an_open_http_address_without_tokens_is_reported:
+            |v| v["servers"][2]["http_listen"] = json!("0.0.0.0:8080")
+            => ["Holiday: http_listen 0.0.0.0:8080 is not loopback", "clients.auth", "insecure_clients"];
+        https_without_a_certificate_is_reported:
+            |v| v["servers"][2]["https_listen"] = json!("127.0.0.1:8443")
+            => ["Holiday: https_listen needs a certificate"];
+        a_bad_http_address_is_reported: |v| v["servers"][0]["http_listen"] = json!("port 80")
+            => ["Goloman: http_listen \"port 80\" is not valid"];
+        a_zero_http_request_timeout_is_reported:
+            |v| v["limits"]["http_request_timeout_ms"] = json!(0)
+            => ["limits.http_request_timeout_ms is 0"];
+        a_zero_auth_failure_limit_is_reported:
+            |v| v["limits"]["client_auth_failures_per_min"] = json!(0)
+            => ["limits.client_auth_failures_per_min is 0"];
+        every_places_field_is_refused: |v| v["places"] = json!({"fields": "*"})
+            => ["places.fields \"*\" asks Google for every field", "highest SKU"];
+        an_unknown_places_field_is_reported_at_its_place:
+            |v| v["places"] = json!({"fields": ["location", "reviews"]})
+            => ["places.fields[1] \"reviews\" is not a field herd translates"];
+        a_places_field_list_without_location_is_reported:
+            |v| v["places"] = json!({"fields": ["displayName"]})
+            => ["places.fields does not list \"location\""];
         an_empty_secret_is_reported: |v| v["secret"] = json!("") => ["secret is empty"];
         an_empty_tls_path_is_reported:
             |v| v["tls"] = json!({"ca": "", "cert": "{name}.pem", "key": "{name}-key.pem"})
@@ -1481,13 +1813,20 @@ mod tests {
         let limits = json!({"servers": [], "limits": {"max_line_byte": 100}});
         for value in [top, server, limits] {
             let err = Config::from_json(&value.to_string()).expect_err("unknown field");
-            assert!(matches!(err, ConfigError::Json(_)), "{err:?}");
+            assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
             assert!(err.to_string().contains("unknown field"), "{err}");
         }
     }
 
     #[test]
     fn places_provider_is_settled_from_config_and_environment() {
+        let pro = FieldMask::pro().header();
+        let http = |base_url: &str, key: &str, api: PlacesApi| PlacesSource::Http {
+            base_url: base_url.into(),
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            api,
+            field_mask: pro.clone(),
+        };
         let auto = PlacesConfig::default();
         assert_eq!(auto.resolve(None), Ok(PlacesSource::Offline));
         assert_eq!(
@@ -1497,10 +1836,17 @@ mod tests {
         );
         assert_eq!(
             auto.resolve(Some("k".into())),
-            Ok(PlacesSource::Http {
-                base_url: GOOGLE_BASE_URL.into(),
-                key: Some("k".into())
-            })
+            Ok(http(GOOGLE_NEW_BASE_URL, "k", PlacesApi::New)),
+            "auto with a key picks Places API (New) at Google"
+        );
+        let legacy = PlacesConfig {
+            api: PlacesApi::Legacy,
+            ..auto.clone()
+        };
+        assert_eq!(
+            legacy.resolve(Some("k".into())),
+            Ok(http(GOOGLE_BASE_URL, "k", PlacesApi::Legacy)),
+            "the legacy API keeps its own default URL"
         );
         let google = PlacesConfig {
             provider: Provider::Google,
@@ -1509,10 +1855,7 @@ mod tests {
         };
         assert_eq!(
             google.resolve(Some("env".into())),
-            Ok(PlacesSource::Http {
-                base_url: GOOGLE_BASE_URL.into(),
-                key: Some("env".into())
-            }),
+            Ok(http(GOOGLE_NEW_BASE_URL, "env", PlacesApi::New)),
             "the environment wins"
         );
         let keyless = PlacesConfig {
@@ -1530,16 +1873,81 @@ mod tests {
         };
         assert_eq!(
             mock.resolve(None),
-            Ok(PlacesSource::Http {
-                base_url: "http://127.0.0.1:9".into(),
-                key: None
-            })
+            Ok(http("http://127.0.0.1:9", "", PlacesApi::New))
         );
+        let enterprise = PlacesConfig {
+            fields: PlacesFields::Preset("enterprise".into()),
+            ..mock.clone()
+        };
+        let Ok(PlacesSource::Http { field_mask, .. }) = enterprise.resolve(None) else {
+            panic!("enterprise resolves")
+        };
+        assert!(field_mask.contains("places.rating"), "{field_mask}");
+        let star = PlacesConfig {
+            fields: PlacesFields::Preset("*".into()),
+            ..mock
+        };
+        assert!(star.resolve(None).unwrap_err().contains("highest SKU"));
         let offline = PlacesConfig {
             provider: Provider::Offline,
             ..auto
         };
         assert_eq!(offline.resolve(Some("k".into())), Ok(PlacesSource::Offline));
+    }
+
+    #[test]
+    fn open_client_addresses_are_valid_with_tokens_or_the_risk_accepted() {
+        let open = json!({"servers": [{"name": "A", "listen": "0.0.0.0:12138", "peer_listen": "127.0.0.1:22138"}]});
+        assert!(Config::from_json(&open.to_string()).is_err());
+        let mut accepted = open.clone();
+        accepted["insecure_clients"] = json!(true);
+        let config = Config::from_json(&accepted.to_string()).unwrap();
+        assert!(config.insecure_clients);
+        let mut tokens = open;
+        tokens["clients"] = json!({"auth": "token", "token_key": ["0123456789abcdef", "fedcba9876543210"], "read": "any"});
+        let config = Config::from_json(&tokens.to_string()).unwrap();
+        assert_eq!(config.clients.auth, crate::pure::clients::ClientAuth::Token);
+        assert_eq!(config.clients.read, crate::pure::clients::ReadRule::Any);
+        assert_eq!(config.clients.keys().len(), 2);
+        let back = Config::from_json(&config.to_json_pretty()).unwrap();
+        assert_eq!(back, config, "clients survive a round trip");
+    }
+
+    #[test]
+    fn listen_ports_in_the_ephemeral_range_are_warned_about_with_the_remedy() {
+        let text = r#"{"servers": [
+            {"name": "A", "listen": "127.0.0.1:15001", "neighbours": []},
+            {"name": "B", "listen": "127.0.0.1:12001", "peer_listen": "127.0.0.1:40000", "http_listen": "127.0.0.1:50000", "neighbours": []}
+        ]}"#;
+        let herd = Config::from_json(text).expect("valid");
+        let warnings = herd.ephemeral_warnings((32768, 60999));
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with(
+            "A: admin address (client port + 20000) 127.0.0.1:35001 lies in this host's ephemeral port range 32768-60999"
+        ));
+        assert!(warnings[0].contains("ip_local_reserved_ports"));
+        assert!(warnings[1].starts_with("B: peer address 127.0.0.1:40000"));
+        assert!(warnings[2].starts_with("B: http_listen 127.0.0.1:50000"));
+        assert!(Config::default_herd()
+            .ephemeral_warnings((32768, 60999))
+            .is_empty());
+    }
+
+    #[test]
+    fn places_api_and_fields_read_from_the_file() {
+        let base = json!({"servers": [{"name": "A", "listen": "127.0.0.1:1", "neighbours": []}]});
+        let mut legacy = base.clone();
+        legacy["places"] = json!({"api": "legacy", "fields": ["location", "places.displayName"]});
+        let config = Config::from_json(&legacy.to_string()).unwrap();
+        assert_eq!(config.places.api, PlacesApi::Legacy);
+        assert_eq!(
+            config.places.fields,
+            PlacesFields::List(vec!["location".into(), "places.displayName".into()])
+        );
+        let mut bad_api = base;
+        bad_api["places"] = json!({"api": "v2"});
+        let err = Config::from_json(&bad_api.to_string()).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //!
 //! Not named `core`: that would shadow Rust's own `core` crate in paths.
 
+pub mod auth_limit;
 pub(crate) mod catchup;
+pub mod clients;
 pub mod config;
+pub(crate) mod config_fields;
 pub(crate) mod digest;
 pub(crate) mod flood_lines;
 mod flood_sim;
@@ -14,6 +17,8 @@ pub mod framing;
 pub(crate) mod index;
 pub(crate) mod journal;
 pub mod link_session;
+pub mod phones;
+pub mod places_fields;
 pub mod protocol;
 pub(crate) mod record;
 pub(crate) mod reload;
@@ -22,3 +27,4 @@ pub mod ring;
 pub(crate) mod server_ids;
 pub(crate) mod store;
 pub(crate) mod tree_out;
+pub mod token;

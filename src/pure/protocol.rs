@@ -161,6 +161,15 @@ pub struct WhatsAt<'a> {
     pub max_results: usize,
 }
 
+/// An `AUTH` command: the connection proves it speaks for one client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth<'a> {
+    /// The client id the connection speaks for.
+    pub client_id: &'a str,
+    /// Its token (see `token.rs`); never logged.
+    pub token: &'a str,
+}
+
 /// An `AT` line: a record as a neighbour floods it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct At<'a> {
@@ -195,6 +204,8 @@ pub enum Command<'a> {
     IAmAt(IAmAt<'a>),
     /// `WHATSAT`.
     WhatsAt(WhatsAt<'a>),
+    /// `AUTH` (valid only with `clients.auth: "token"`).
+    Auth(Auth<'a>),
     /// `AT` (valid only on a link).
     At(At<'a>),
     /// `PEER` (valid only as the first line on the peer port).
@@ -267,6 +278,10 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let command = match (word, count) {
         ("IAMAT", 3) => parse_iamat(args[0], args[1], args[2]).map(Command::IAmAt),
         ("WHATSAT", 3) => parse_whatsat(args[0], args[1], args[2]).map(Command::WhatsAt),
+        ("AUTH", 2) if valid_client_id(args[0]) => Some(Command::Auth(Auth {
+            client_id: args[0],
+            token: args[1],
+        })),
         ("AT", 5) => parse_at(&args).map(Command::At),
         ("PEER", 2) => parse_peer(args[0], args[1]).map(Command::Peer),
         ("STREAM", 2 | 3) => {
@@ -517,6 +532,48 @@ pub fn write_invalid(out: &mut Vec<u8>, line: &[u8]) {
     out.push(b'\n');
 }
 
+/// Appends the answer to a good `AUTH`: `AUTH <client> <expiry>` and `\n`.
+pub fn write_auth(out: &mut Vec<u8>, client_id: &str, expiry: u64) {
+    out.extend_from_slice(b"AUTH ");
+    out.extend_from_slice(client_id.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(expiry.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+/// Appends the refusal of an `AUTH` for `client`: `? AUTH <client>` and
+/// `\n`; the token is never sent back.
+pub fn write_auth_refusal(out: &mut Vec<u8>, client: &str) {
+    out.extend_from_slice(b"? AUTH ");
+    out.extend_from_slice(client.as_bytes());
+    out.push(b'\n');
+}
+
+/// Whether a line's first field is `AUTH`: a line that may hold a token.
+pub fn is_auth_line(line: &[u8]) -> bool {
+    line.split(|b| is_field_space(*b))
+        .find(|w| !w.is_empty())
+        .is_some_and(|w| w == b"AUTH")
+}
+
+/// Appends the refusal of an `AUTH` line: `? AUTH <client>` and `\n`,
+/// without the token, which must not travel back or reach a log.
+pub fn write_auth_refused(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(b"? ");
+    let mut words = line
+        .split(|b| is_field_space(*b))
+        .filter(|w| !w.is_empty())
+        .take(2);
+    if let Some(word) = words.next() {
+        out.extend_from_slice(word);
+    }
+    if let Some(client) = words.next() {
+        out.push(b' ');
+        out.extend_from_slice(client);
+    }
+    out.push(b'\n');
+}
+
 /// Appends a link's opening: the `PEER` line, then `STREAM`, each with `\n`.
 /// Appends the `PEER` line that opens a link (without its newline).
 pub fn write_peer(out: &mut String, name: &str, nonce: &str) {
@@ -579,6 +636,52 @@ mod tests {
             panic!("not IAMAT")
         };
         assert_eq!((i.client_id, i.location, i.client_time), ("a", "+1-2", "3"));
+    }
+
+    #[test]
+    fn auth_names_one_client_and_its_token() {
+        assert_eq!(
+            parse_line(b"AUTH alice.phone herd1.1796500000.0a1b2c3d.tag"),
+            Parsed::Command(Command::Auth(Auth {
+                client_id: "alice.phone",
+                token: "herd1.1796500000.0a1b2c3d.tag"
+            }))
+        );
+        let long = format!("AUTH {} t", "x".repeat(256));
+        for line in [
+            "AUTH",
+            "AUTH alice",
+            "AUTH alice t extra",
+            "auth alice t",
+            long.as_str(),
+        ] {
+            assert!(invalid(line.as_bytes()), "{line}");
+        }
+    }
+
+    #[test]
+    fn auth_is_answered_with_its_expiry_and_refused_without_its_token() {
+        assert!(!is_auth_line(b"AUTHX a b") && !is_auth_line(b"IAMAT AUTH b c"));
+        let mut out = Vec::new();
+        write_auth(&mut out, "alice.phone", 1796500000);
+        assert_eq!(out, b"AUTH alice.phone 1796500000\n");
+        for (line, refusal) in [
+            (
+                &b"AUTH alice.phone herd1.secret"[..],
+                &b"? AUTH alice.phone\n"[..],
+            ),
+            (
+                b"  AUTH\talice.phone   herd1.secret  ",
+                b"? AUTH alice.phone\n",
+            ),
+            (b"AUTH", b"? AUTH\n"),
+            (b"AUTH a b c", b"? AUTH a\n"),
+        ] {
+            assert!(is_auth_line(line));
+            let mut out = Vec::new();
+            write_auth_refused(&mut out, line);
+            assert_eq!(out, refusal, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! one server. Pure: the caller reads and validates the file, and applies
 //! what this says.
 //!
-//! Live: neighbours (links open and close), the secret, the log level and
-//! every limit but those in [`RESTART_ONLY_LIMITS`]. Addresses, TLS,
+//! Live: neighbours (links open and close), the secret, the log level,
+//! `clients` and every limit but those in [`RESTART_ONLY_LIMITS`]. Addresses, TLS,
 //! Places, persistence and the log format are taken at start only; a reload that changes
 //! them is applied for the rest and says what waits for a restart.
 
@@ -97,8 +97,20 @@ pub(crate) fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes,
     if old.admin_addr(name) != new.admin_addr(name) {
         restart.push("admin_listen".to_owned());
     }
+    if old.client_tls_addr(name) != new.client_tls_addr(name) {
+        restart.push("client_tls_listen".to_owned());
+    }
+    if old.http_addr(name) != new.http_addr(name) {
+        restart.push("http_listen".to_owned());
+    }
+    if old.https_addr(name) != new.https_addr(name) {
+        restart.push("https_listen".to_owned());
+    }
     if old.tls != new.tls {
         restart.push("tls".to_owned());
+    }
+    if old.client_tls != new.client_tls {
+        restart.push("client_tls".to_owned());
     }
     if old.places != new.places {
         restart.push("places".to_owned());
@@ -116,6 +128,19 @@ pub(crate) fn compare(old: &Config, new: &Config, name: &str) -> Result<Changes,
     }
     if old.logging.level != new.logging.level {
         changes.live.push("logging.level".to_owned());
+    }
+    // Never the keys: only what changed.
+    if old.clients.auth != new.clients.auth {
+        changes.live.push("clients.auth".to_owned());
+    }
+    if old.clients.token_key != new.clients.token_key {
+        changes.live.push("clients.token_key".to_owned());
+    }
+    if old.clients.read != new.clients.read {
+        changes.live.push("clients.read".to_owned());
+    }
+    if old.insecure_clients != new.insecure_clients {
+        changes.live.push("insecure_clients".to_owned());
     }
     // Limits by name, through their JSON form: every field, no list to forget.
     let (a, b) = (

@@ -172,6 +172,12 @@ pub(crate) struct Activity {
     seen_reads: Cell<u64>,
     idle_since: Cell<Option<Instant>>,
     timed_out: Cell<bool>,
+    /// The key of the token the connection authenticated with, if any: a
+    /// reload that removes the key closes the connection.
+    key_id: Cell<Option<u32>>,
+    /// Set when a reload closed the connection's reading side because its
+    /// key was removed or the clients' rules changed.
+    revoked: Cell<bool>,
 }
 
 impl Activity {
@@ -184,7 +190,20 @@ impl Activity {
             seen_reads: Cell::new(0),
             idle_since: Cell::new(None),
             timed_out: Cell::new(false),
+            key_id: Cell::new(None),
+            revoked: Cell::new(false),
         }
+    }
+
+    /// The connection proved who it is with a token of key `key_id`.
+    pub(crate) fn authenticated(&self, key_id: u32) {
+        self.key_id.set(Some(key_id));
+    }
+
+    /// Whether a reload closed the reading side (the read then ended as at
+    /// end of input).
+    pub(crate) fn revoked(&self) -> bool {
+        self.revoked.get()
     }
 
     /// The connection starts waiting for input.
@@ -284,6 +303,23 @@ impl Connections {
             // The socket may be closing already; nothing to do then.
             let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Read);
         }
+    }
+
+    /// Shuts the reading side of every client connection (the idle sweep's
+    /// kind: links have none) that `revoke` picks by the key its token was
+    /// signed with (`None`: it has not authenticated); returns how many.
+    pub(crate) fn revoke_clients(&self, revoke: impl Fn(Option<u32>) -> bool) -> usize {
+        let mut closed = 0;
+        for (fd, activity) in self.open.borrow().values() {
+            let client = activity.idle_after.is_some();
+            if client && !activity.revoked.get() && revoke(activity.key_id.get()) {
+                activity.revoked.set(true);
+                // The socket may be closing already; nothing to do then.
+                let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Read);
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Shuts the reading side of every client that has waited in a read

@@ -18,8 +18,11 @@ mod mock;
 
 mod admin;
 mod bounds;
+mod clients;
 mod eviction;
 mod persistence;
+mod phones;
+mod places_new;
 mod places_snap;
 mod places_upstream;
 mod protocol;

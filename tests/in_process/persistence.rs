@@ -252,10 +252,16 @@ fn many_updates_of_the_same_clients_keep_the_journal_small() {
 
 /// A read-only filesystem (as after disk errors) under the journal: the
 /// start fails and says why, instead of a server that answers and keeps
-/// nothing. Needs root (CI runs as root) for the bind mount, which is
-/// undone whatever happens.
+/// nothing. Needs root (CI runs as root), or a user namespace, for the bind
+/// mount, which is undone whatever happens.
 #[test]
 fn a_journal_folder_that_cannot_take_files_fails_the_start() {
+    if !privileged(
+        "persistence::a_journal_folder_that_cannot_take_files_fails_the_start",
+        false,
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tempdir");
     let folder = tmp.path().join("ReadOnly");
     std::fs::create_dir_all(&folder).expect("journal folder");
@@ -280,6 +286,12 @@ fn a_journal_folder_that_cannot_take_files_fails_the_start() {
 /// disk) and holds every record in memory, and it still stops.
 #[test]
 fn a_full_disk_under_the_journal_is_counted_and_the_server_keeps_answering() {
+    if !privileged(
+        "persistence::a_full_disk_under_the_journal_is_counted_and_the_server_keeps_answering",
+        false,
+    ) {
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tempdir");
     let folder = tmp.path().join("Full");
     std::fs::create_dir_all(&folder).expect("journal folder");
@@ -309,7 +321,8 @@ fn a_full_disk_under_the_journal_is_counted_and_the_server_keeps_answering() {
 }
 
 /// A filesystem mounted on a test's folder, unmounted when this is
-/// dropped, whatever happens. Needs root (CI runs as root).
+/// dropped, whatever happens. Needs root, or a user namespace
+/// (`support::privileged`).
 struct Mount(PathBuf);
 
 impl Mount {

@@ -23,6 +23,7 @@ async fn start_mock() -> SocketAddr {
         latency: Duration::from_millis(100),
         tls: None,
         fault: Fault::None,
+        key: None,
     };
     support::start_mock_with(|ready| mock::serve(settings, ready)).await
 }
@@ -30,6 +31,7 @@ async fn start_mock() -> SocketAddr {
 fn upstream(addr: SocketAddr, snap_m: u32) -> Upstream {
     let settings = UpstreamSettings {
         base_url: format!("http://{addr}"),
+        key: Some("test-key".to_owned()),
         ..UpstreamSettings::default()
     };
     let answers = AnswerSettings {

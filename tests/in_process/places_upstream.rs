@@ -1,6 +1,7 @@
 //! The upstream client against a real places mock server (the source of
 //! `herd-places-mock`, included) on 127.0.0.1, in one glommio executor per
-//! test: answers, coalescing, caching, pooling, faults, timeouts and TLS.
+//! test: answers, coalescing, caching, pooling, faults, timeouts and TLS,
+//! over the legacy API (`places_new.rs` holds the New API's own tests).
 
 use crate::mock;
 use crate::support;
@@ -12,13 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::mock::{Fault, MockSettings};
-use bytes::Bytes;
-use herd::net::http::{GlommioIo, LocalExec};
 use herd::places::answer::{distance_m, NearbyQuery, Places, PlacesAnswer};
 use herd::places::upstream::{Upstream, UpstreamSettings, UpstreamStats};
-use http_body_util::{BodyExt, Empty};
-use hyper::rt::Executor;
-use serde_json::Value;
+use herd::pure::config::PlacesApi;
 
 const UCLA: NearbyQuery = NearbyQuery {
     lat: 34.068930,
@@ -26,18 +23,13 @@ const UCLA: NearbyQuery = NearbyQuery {
     radius_m: 10_000.0,
 };
 
-/// Runs `f` to completion on a fresh glommio executor thread.
 fn run<F, Fut, T>(f: F) -> T
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
     T: Send + 'static,
 {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor thread ends cleanly")
+    support::run_glommio(f)
 }
 
 /// Starts a mock on 127.0.0.1:0 in the current executor and returns its address.
@@ -47,6 +39,7 @@ async fn start_mock(tls: Option<(Vec<u8>, Vec<u8>)>) -> SocketAddr {
         latency: Duration::ZERO,
         tls,
         fault: Fault::None,
+        key: None,
     };
     support::start_mock_with(|ready| mock::serve(settings, ready)).await
 }
@@ -54,20 +47,7 @@ async fn start_mock(tls: Option<(Vec<u8>, Vec<u8>)>) -> SocketAddr {
 /// The mock's `/stats` as (requests, connections), on a connection of its own
 /// (which the mock counts too: callers subtract it).
 async fn mock_stats(addr: SocketAddr) -> (u64, u64) {
-    let stream = glommio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(GlommioIo::new(stream))
-        .await
-        .unwrap();
-    LocalExec.execute(async move {
-        let _ = conn.await;
-    });
-    let req = hyper::Request::get("/stats")
-        .header("host", addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    let stats: Value = serde_json::from_slice(&body).unwrap();
+    let stats = support::mock_stats_json(addr).await;
     (
         stats["requests"].as_u64().unwrap(),
         stats["connections"].as_u64().unwrap(),
@@ -77,6 +57,8 @@ async fn mock_stats(addr: SocketAddr) -> (u64, u64) {
 fn settings(base_url: String) -> UpstreamSettings {
     UpstreamSettings {
         base_url,
+        api: PlacesApi::Legacy,
+        field_mask: String::new(),
         key: Some("test-key".to_owned()),
         timeout: Duration::from_secs(5),
         pool_connections: 4,

@@ -101,3 +101,22 @@ fn a_server_not_in_the_config_is_refused() {
     };
     assert!(err.contains("Elsewhere is not a server"), "{err}");
 }
+
+#[test]
+fn a_shard_that_fails_before_the_mesh_join_fails_the_start_instead_of_hanging_it() {
+    let options = herd::StartOptions {
+        shards: Some(2),
+        fail_shard_before_join: Some(1),
+        ..herd::StartOptions::named("Halting")
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = herd::start(lone("Halting"), options).map(|_| ());
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    let result = rx
+        .recv_timeout(PATIENCE)
+        .expect("start() returned (it hung waiting for the shard that failed)");
+    let error = result.expect_err("a shard failed: the start must fail");
+    assert!(error.contains("failed before joining the mesh"), "{error}");
+}

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long any single wait in a test may take before it fails.
@@ -105,6 +106,7 @@ pub fn herd_of(names: &[&str], pairs: &[(&str, &str)]) -> Config {
                     }
                 })
                 .collect(),
+            ..ServerConfig::default()
         })
         .collect();
     config
@@ -397,6 +399,11 @@ impl Client {
         }
     }
 
+    /// The connection itself (for reads that must see its end).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
     pub fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).expect("write");
     }
@@ -479,6 +486,47 @@ where
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
     panic!("mock did not start");
+}
+
+/// Runs `f` to completion on a fresh glommio executor thread.
+pub fn run_glommio<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("executor thread ends cleanly")
+}
+
+/// A places mock's `/stats`, asked on a connection of its own (which the
+/// mock counts too), from inside a glommio executor.
+pub async fn mock_stats_json(addr: SocketAddr) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    use hyper::rt::Executor;
+    let stream = glommio::net::TcpStream::connect(addr).await.expect("mock");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(herd::net::http::GlommioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+    herd::net::http::LocalExec.execute(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get("/stats")
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a request");
+    let res = send.send_request(req).await.expect("stats answered");
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("stats body")
+        .to_bytes();
+    serde_json::from_slice(&body).expect("stats JSON")
 }
 
 /// A fresh handshake nonce, as a test dialler sends it.
@@ -610,6 +658,7 @@ pub fn port_zero_server(name: &str, admin_listen: AdminListen) -> ServerConfig {
         peer_listen: Some("127.0.0.1:0".to_owned()),
         admin_listen,
         neighbours: Vec::new(),
+        ..ServerConfig::default()
     }
 }
 
@@ -654,12 +703,21 @@ impl InHerd {
         for server in &mut config.servers {
             // Alone, on free ports: nobody needs its peer port yet.
             let mut lone = template.clone();
-            lone.servers = vec![port_zero_server(&server.name, admin_on_port_zero())];
+            // The other listeners the template asks for come along.
+            lone.servers = vec![ServerConfig {
+                client_tls_listen: server.client_tls_listen.clone(),
+                http_listen: server.http_listen.clone(),
+                https_listen: server.https_listen.clone(),
+                ..port_zero_server(&server.name, admin_on_port_zero())
+            }];
             let started = start_in_process(lone, &server.name, shards);
             let bound = started.bound();
             server.listen = bound.client.to_string();
             server.peer_listen = Some(bound.peer.to_string());
             server.admin_listen = AdminListen::At(bound.admin.expect("admin on").to_string());
+            server.client_tls_listen = bound.client_tls.map(|a| a.to_string());
+            server.http_listen = bound.http.map(|a| a.to_string());
+            server.https_listen = bound.https.map(|a| a.to_string());
             running.push((server.name.clone(), Some(started)));
         }
         let herd = InHerd {
@@ -710,6 +768,15 @@ impl InHerd {
     }
 
     /// A server's client address.
+    /// Server `name` as it runs.
+    pub fn running(&self, name: &str) -> &herd::Running {
+        self.running
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, r)| r.as_ref())
+            .unwrap_or_else(|| panic!("{name} is not running"))
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.config.listen_addr(name).expect("server in herd")
     }
@@ -730,4 +797,158 @@ impl InHerd {
         let (code, text) = try_http(self.admin_addr(name), "GET", "/metrics")?;
         (code == 200).then(|| metric(&text, series)).flatten()
     }
+}
+
+/// Seconds since the UNIX epoch now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// A client token for `client` under the token key `key`, good for `ttl`
+/// seconds from now.
+pub fn client_token(key: &str, client: &str, ttl: u64) -> String {
+    herd::pure::token::issue(
+        &herd::pure::token::TokenKey::new(key),
+        client,
+        unix_now() + ttl,
+    )
+}
+
+/// A TLS client trusting the PEM CA `ca`, connected to `addr` as 127.0.0.1.
+pub fn tls_client(
+    addr: SocketAddr,
+    ca: &str,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a usable CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("an IP name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client");
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Drives the handshake to the end, so a refusal shows here.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+pub fn read_lines(stream: &mut impl Read, count: usize) -> String {
+    let mut text = String::new();
+    let mut byte = [0u8; 1];
+    while text.matches('\n').count() < count {
+        match stream.read(&mut byte) {
+            Ok(1) => text.push(char::from(byte[0])),
+            _ => break,
+        }
+    }
+    text
+}
+
+/// What a test that needs privileges (mounts, network namespaces) does
+/// here: `true` to run its scenario in this process now; `false` when it
+/// ran in a child already (and passed), or was skipped with a line saying
+/// so.
+///
+/// With the capabilities (root, as in CI) it runs here. Without them, it is
+/// run again as `test` (its path in this test binary, for `--exact`) inside
+/// an unprivileged user and mount namespace (`unshare -Urm`, and a network
+/// namespace of its own with `net`), where the kernel allows that. Where it
+/// does not, the test is skipped, unless `HERD_REQUIRE_ROOT_TESTS=1` (set by
+/// CI), which makes it a failure, so that a green CI always ran it.
+pub fn privileged(test: &str, net: bool) -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    if std::env::var_os("HERD_IN_USERNS").is_some() {
+        return true;
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("CapEff:"))?
+                .to_owned();
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) && (!net || has(CAP_NET_ADMIN)) {
+        return true;
+    }
+    let flags = if net { "-Urmn" } else { "-Urm" };
+    let probe = Command::new("unshare")
+        .args([flags, "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        let why = format!(
+            "{test} needs root, or unprivileged user namespaces (`unshare {flags}`), for its \
+             mounts and namespaces; neither is here"
+        );
+        if std::env::var("HERD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+            panic!("{why} (HERD_REQUIRE_ROOT_TESTS=1 makes that a failure)");
+        }
+        eprintln!(
+            "SKIPPED {why}: run `cargo test` as root to run it (HERD_REQUIRE_ROOT_TESTS=1 \
+             fails instead of skipping)"
+        );
+        return false;
+    }
+    // Inside: loopback up, and a /run of its own for `ip netns`.
+    let setup = if net {
+        "mount -t tmpfs herd-run /run && ip link set lo up && exec \"$0\" \"$@\""
+    } else {
+        "exec \"$0\" \"$@\""
+    };
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = Command::new("unshare")
+        .args([flags, "sh", "-c", setup])
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("HERD_IN_USERNS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare runs");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{test} in a user namespace did not end within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    assert!(
+        status.success() && out.contains("1 passed"),
+        "{test} in a user namespace ({flags}) failed: {status}\n{out}\n{err}"
+    );
+    eprintln!("{test}: ran in a user namespace ({flags}), passed");
+    false
 }

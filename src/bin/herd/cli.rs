@@ -1,5 +1,5 @@
 //! The command line: `herd serve`, `herd up`, `herd status`, `herd reload`,
-//! `herd check-config` and `herd certs`.
+//! `herd check-config`, `herd certs` and `herd token`.
 //!
 //! Parses arguments (clap) and loads the config, then hands over to
 //! `serve` (around [`herd::start`]), [`crate::up`],
@@ -106,7 +106,26 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Print a token for one client id, signed with the first key of the
+    /// config's clients.token_key: the phone proves who it is with
+    /// `AUTH CLIENT TOKEN` (or as its HTTP password).
+    Token {
+        /// The client id the token is for (1 to 255 bytes, no white space).
+        client: String,
+        /// The herd config (JSON) with the clients section.
+        #[arg(long)]
+        config: PathBuf,
+        /// How long the token is good for, in seconds (default 30 days).
+        #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
+        ttl: u64,
+    },
 }
+
+/// A token's life when `--ttl` is not given: 30 days.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// The longest `--ttl`: ten years.
+const MAX_TOKEN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
@@ -176,8 +195,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             status(&herd, &label, once)
         }
         Cmd::Certs { config, out, force } => certs(&config, &out, force),
+        Cmd::Token {
+            client,
+            config,
+            ttl,
+        } => token(&config, &client, ttl),
         Cmd::CheckConfig { file } => {
             let config = Config::load(&file)?;
+            // Not errors (another host's range may differ): said, not refused.
+            if let Some(range) = herd::process::host::ephemeral_range() {
+                for warning in config.ephemeral_warnings(range) {
+                    eprintln!("warning: {warning}");
+                }
+            }
             println!(
                 "{}: ok, {} servers: {}",
                 file.display(),
@@ -248,11 +278,85 @@ fn status(config: &Config, label: &str, once_only: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The hosts clients reach server `name` at: the IPs of its client and
+/// client TLS addresses (not a wildcard), and `localhost` for loopback.
+fn client_hosts(config: &Config, name: &str) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for addr in [config.listen_addr(name), config.client_tls_addr(name)]
+        .into_iter()
+        .flatten()
+    {
+        let ip = addr.ip();
+        if ip.is_unspecified() {
+            continue;
+        }
+        for host in [
+            Some(ip.to_string()),
+            ip.is_loopback().then(|| "localhost".to_owned()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    hosts
+}
+
+/// Runs `herd token`: prints the token on stdout, alone, for scripts; what
+/// to know about it goes to stderr.
+fn token(config_path: &Path, client: &str, ttl: u64) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let valid_id = !client.is_empty()
+        && client.len() <= herd::pure::protocol::MAX_CLIENT_ID
+        && !client.bytes().any(herd::pure::protocol::is_field_space);
+    if !valid_id {
+        anyhow::bail!(
+            "{client:?} is not a client id: 1 to {} bytes with no white space",
+            herd::pure::protocol::MAX_CLIENT_ID
+        );
+    }
+    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+        anyhow::bail!("--ttl {ttl}: from 1 second to {MAX_TOKEN_TTL_SECS} (ten years)");
+    }
+    let key = config.clients.signing_key().with_context(|| {
+        format!(
+            "{} has no clients.token_key to sign with; add one (`openssl rand -hex 32`) and \
+             \"auth\": \"token\" to its clients section",
+            config_path.display()
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let expiry = now + ttl;
+    println!("{}", herd::pure::token::issue(&key, client, expiry));
+    eprintln!(
+        "token for {client}, good until {expiry} (UNIX seconds); send `AUTH {client} <token>`"
+    );
+    if config.clients.auth != herd::pure::clients::ClientAuth::Token {
+        eprintln!(
+            "note: clients.auth is not \"token\" in {}: the servers take no tokens until it is",
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `herd certs`: writes the files, then says what to put in the config.
 fn certs(config_path: &Path, out: &Path, force: bool) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = Config::load_before_certs(config_path)?;
     let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-    let written = certs::write_herd_certs(&names, out, force)?;
+    // Each certificate also names where clients reach its server, so that
+    // a client over TLS can check the host it dialled.
+    let servers: Vec<(&str, Vec<String>)> = names
+        .iter()
+        .map(|name| (*name, client_hosts(&config, name)))
+        .collect();
+    let written = certs::write_herd_certs_with_hosts(&servers, out, force)?;
     println!(
         "wrote {} files into {}: ca.pem and ca-key.pem (the herd CA; keep ca-key.pem \
          off the servers), and NAME.pem and NAME-key.pem for {}",

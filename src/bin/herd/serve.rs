@@ -33,6 +33,20 @@ pub struct ServeOptions {
 
 /// Runs one server until the process is stopped.
 pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    // Before the log file is made: a name that is no server gets no log.
+    if opts.config.server(&opts.name).is_none() {
+        let names: Vec<&str> = opts
+            .config
+            .servers
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        anyhow::bail!(
+            "{} is not a server of this herd; its servers are {}",
+            opts.name,
+            names.join(", ")
+        );
+    }
     let level = opts
         .log_level
         .clone()
@@ -67,9 +81,18 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             shards: opts.shards,
             cpus: opts.cpus,
             set_log_level,
+            ..StartOptions::default()
         },
     )?;
     stop_on_signals(running.control(), logging.clone())?;
+    if let Some(range) = herd::process::host::ephemeral_range() {
+        let mine = format!("{}: ", opts.name);
+        for warning in running.config_warnings(range) {
+            if warning.starts_with(&mine) {
+                tracing::warn!("{warning}");
+            }
+        }
+    }
     eprintln!("{}; log {}", running.summary(), logging.path().display());
     let bound = running.bound();
     tracing::info!(

@@ -37,6 +37,24 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     // shards start at CPU k (mod the count), so five one-shard servers on
     // two cores do not all share the first.
     let usable = herd::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
+    // A herd already running here would answer every readiness check of
+    // ours while our servers fail to bind: refused before anything starts.
+    let taken: Vec<String> = opts
+        .config
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let addr = opts.config.listen_addr(&s.name)?;
+            answers(addr).then(|| format!("{} ({addr})", s.name))
+        })
+        .collect();
+    if !taken.is_empty() {
+        return Err(anyhow!(
+            "a herd already runs here: something answers at the address of {}; stop it first \
+             (herd status shows it), or give this herd other ports with --config",
+            taken.join(", ")
+        ));
+    }
     let mut children: Vec<(String, Child)> = Vec::new();
     for (k, server) in opts.config.servers.iter().enumerate() {
         let cpus: Vec<String> = (0..opts.shards)
@@ -50,13 +68,21 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             }
         }
     }
-    // Print the banner once every server answers, so the nc line works at once.
+    // Print the banner once every server answers, so the nc line works at
+    // once; a server counts as up only when it is our own child that
+    // answers (its admin endpoint says its pid), not whatever holds the port.
     let deadline = Instant::now() + Duration::from_secs(15);
-    for server in &opts.config.servers {
+    for (k, server) in opts.config.servers.iter().enumerate() {
         let Some(addr) = opts.config.listen_addr(&server.name) else {
             continue;
         };
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        let admin = opts.config.admin_addr(&server.name);
+        let pid = children[k].1.id();
+        let ours = || match admin {
+            Some(admin) => answers_as(admin, pid),
+            None => answers(addr),
+        };
+        while !ours() {
             let exited = children
                 .iter_mut()
                 .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()));
@@ -101,8 +127,8 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
         .places
         .resolve(std::env::var("HERD_PLACES_KEY").ok())
     {
-        Ok(herd::pure::config::PlacesSource::Http { base_url, .. }) => {
-            println!("WHATSAT answers come from {base_url}.")
+        Ok(herd::pure::config::PlacesSource::Http { base_url, api, .. }) => {
+            println!("WHATSAT answers come from {base_url} ({}).", api.describe())
         }
         _ => println!(
             "WHATSAT answers come from the offline provider: sample data, not real places \
@@ -114,7 +140,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             .listen
             .rsplit_once(':')
             .unwrap_or(("127.0.0.1", "12138"));
-        println!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -q 1 {host} {port}");
+        println!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -N {host} {port}");
     }
     println!(
         "watch it:  herd status{}",
@@ -160,6 +186,24 @@ fn spawn(exe: &Path, name: &str, opts: &UpOptions, cpus: &str) -> anyhow::Result
     // signal would make a server skip its graceful stop).
     cmd.process_group(0);
     cmd.spawn().map_err(|e| anyhow!("starting {name}: {e}"))
+}
+
+/// Whether something accepts a connection at `addr` now.
+fn answers(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+}
+
+/// Whether the admin endpoint at `admin` is served by process `pid`.
+fn answers_as(admin: std::net::SocketAddr, pid: u32) -> bool {
+    let Ok(raw) = herd::ops::status::request(admin, "GET", "/healthz", Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let Ok(response) = herd::ops::status::parse_response(&raw) else {
+        return false;
+    };
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+    response.status == 200 && body["pid"].as_u64() == Some(u64::from(pid))
 }
 
 /// SIGTERM to every child (each drains for up to 5 s), then SIGKILL to any

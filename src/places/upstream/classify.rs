@@ -41,8 +41,6 @@ pub(super) enum CallError {
     TooLarge,
     /// Reading the body failed after the response head.
     Body(String),
-    /// The body was not JSON.
-    NotJson,
     /// Our own side failed (should not happen).
     Local(String),
 }
@@ -82,34 +80,45 @@ impl CallError {
                 format!("places upstream sent a body larger than {MAX_BODY_BYTES} bytes")
             }
             CallError::Body(cause) => format!("places upstream body could not be read: {cause}"),
-            CallError::NotJson => "places upstream sent a body that is not JSON".to_owned(),
             CallError::Local(cause) => format!("places upstream client error: {cause}"),
         }
     }
 }
 
-/// What to do with a JSON answer from upstream.
+/// What an answer from upstream comes to, in the legacy JSON whichever API
+/// sent it.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
     /// OK or ZERO_RESULTS: serve and cache.
-    Cacheable,
-    /// A Google error status: serve as is, do not cache.
-    PassThrough {
-        /// The status string.
+    Cacheable {
+        /// The answer.
+        answer: Value,
+        /// Places left out of it for having no location (New API only).
+        dropped: usize,
+    },
+    /// A Google error: serve, do not cache.
+    Refused {
+        /// The error answer, with Google's `error_message`.
+        answer: Value,
+        /// The legacy status.
         status: String,
     },
     /// Not an answer at all: replace with an UNKNOWN_ERROR carrying this reason.
-    Malformed(&'static str),
+    Malformed(String),
 }
 
-/// Sorts a JSON answer by its `status` field.
-pub(super) fn classify(answer: &Value) -> Verdict {
+/// Sorts a legacy answer body by its `status` field.
+pub(super) fn classify_legacy(body: &[u8]) -> Verdict {
+    let Ok(answer) = serde_json::from_slice::<Value>(body) else {
+        return Verdict::Malformed("places upstream sent a body that is not JSON".to_owned());
+    };
     match answer.get("status").and_then(Value::as_str) {
-        Some("OK" | "ZERO_RESULTS") => Verdict::Cacheable,
-        Some(status) => Verdict::PassThrough {
+        Some("OK" | "ZERO_RESULTS") => Verdict::Cacheable { answer, dropped: 0 },
+        Some(status) => Verdict::Refused {
             status: status.to_owned(),
+            answer,
         },
-        None => Verdict::Malformed("places upstream sent JSON without a status"),
+        None => Verdict::Malformed("places upstream sent JSON without a status".to_owned()),
     }
 }
 
@@ -134,14 +143,21 @@ mod tests {
 
     #[test]
     fn answers_are_classified_by_status() {
-        assert_eq!(classify(&json!({"status": "OK"})), Verdict::Cacheable);
+        let classify = |answer: &Value| classify_legacy(answer.to_string().as_bytes());
+        for ok in [json!({"status": "OK"}), json!({"status": "ZERO_RESULTS"})] {
+            assert_eq!(
+                classify(&ok),
+                Verdict::Cacheable {
+                    answer: ok,
+                    dropped: 0
+                }
+            );
+        }
+        let denied = json!({"status": "REQUEST_DENIED", "error_message": "bad key"});
         assert_eq!(
-            classify(&json!({"status": "ZERO_RESULTS"})),
-            Verdict::Cacheable
-        );
-        assert_eq!(
-            classify(&json!({"status": "REQUEST_DENIED", "error_message": "bad key"})),
-            Verdict::PassThrough {
+            classify(&denied),
+            Verdict::Refused {
+                answer: denied,
                 status: "REQUEST_DENIED".to_owned()
             }
         );
@@ -150,6 +166,10 @@ mod tests {
             classify(&json!({"status": 3})),
             Verdict::Malformed(_)
         ));
+        assert_eq!(
+            classify_legacy(b"<html>"),
+            Verdict::Malformed("places upstream sent a body that is not JSON".to_owned())
+        );
     }
 
     #[test]
@@ -163,10 +183,6 @@ mod tests {
             (
                 CallError::HttpStatus(500),
                 "places upstream answered HTTP 500",
-            ),
-            (
-                CallError::NotJson,
-                "places upstream sent a body that is not JSON",
             ),
         ];
         for (err, text) in cases {

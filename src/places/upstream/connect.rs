@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_rustls::TlsConnector;
 use glommio::net::TcpStream;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper::rt::Executor;
 use rustls::pki_types::ServerName;
@@ -31,7 +31,7 @@ const MAX_CONNECT_ADDRS: usize = 4;
 
 /// The sending half of one HTTP/1.1 connection, reusable once its response
 /// has been read.
-pub(super) type Sender = SendRequest<Empty<Bytes>>;
+pub(super) type Sender = SendRequest<Full<Bytes>>;
 
 /// Opens connections to one target.
 pub(super) struct Connector {
@@ -129,7 +129,7 @@ impl Connector {
 
 /// Runs one client connection until it closes; errors only matter for debugging,
 /// the request that hit them reports them itself.
-async fn drive<T>(conn: hyper::client::conn::http1::Connection<T, Empty<Bytes>>)
+async fn drive<T>(conn: hyper::client::conn::http1::Connection<T, Full<Bytes>>)
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin,
 {

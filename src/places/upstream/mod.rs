@@ -1,4 +1,5 @@
-//! The real Places source: Google's legacy Nearby Search over HTTP/1.1 (plain or TLS).
+//! The real Places source: Google's Nearby Search, New (the default) or legacy, over
+//! HTTP/1.1 (plain or TLS), answered in the legacy JSON either way.
 //! One `Upstream` per shard owns that shard's keep-alive connection pool, in-flight limit,
 //! single-flight table and cache of rendered answers (keyed by the query as sent, snapped
 //! when `places.snap_m` asks for it); it is not `Send` (Rc/RefCell) by design.
@@ -12,6 +13,8 @@
 //! - `settings.rs`: the settings, their errors, the base URL and the request path;
 //! - `flight.rs`: single-flight, identical lookups in flight sharing one call;
 //! - `call.rs`: one call, its in-flight slot, the HTTP exchange and safe retries;
+//! - `new_api.rs` (pure): the New API's request body, its answers translated to the
+//!   legacy JSON and its errors to legacy statuses;
 //! - `pool.rs`: the keep-alive connection pool;
 //! - `connect.rs`: new connections: DNS, TCP, TLS, the HTTP handshake;
 //! - `classify.rs` (pure): answers sorted by status, failures by cause.
@@ -38,10 +41,12 @@ mod call;
 mod classify;
 mod connect;
 mod flight;
+pub mod new_api;
 mod pool;
 mod settings;
 
-use classify::{classify, CallError, Verdict};
+use crate::pure::config::PlacesApi;
+use classify::{classify_legacy, CallError, Verdict};
 use connect::Connector;
 use flight::Flights;
 use pool::Pool;
@@ -116,6 +121,8 @@ impl Upstream {
         Ok(Upstream {
             shared: Rc::new(Shared {
                 target,
+                api: settings.api,
+                field_mask: settings.field_mask,
                 key: settings.key,
                 timeout: settings.timeout,
                 retries: settings.retries,
@@ -176,7 +183,11 @@ impl Places for Upstream {
 struct Shared {
     /// Where requests go.
     target: Target,
-    /// API key; only ever put into request URLs, never into logs.
+    /// Which API they speak.
+    api: PlacesApi,
+    /// The New API's `X-Goog-FieldMask`.
+    field_mask: String,
+    /// API key; only ever put into a request (header or URL), never into logs.
     key: Option<String>,
     /// Bound on one whole upstream call.
     timeout: Duration,
@@ -255,35 +266,46 @@ impl Shared {
         self.latency
             .borrow_mut()
             .saturating_record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        let url = self.target.redacted_url(key, self.key.is_some());
-        let answer = match result {
-            Ok(answer) => match classify(&answer) {
-                Verdict::Cacheable => {
-                    // Rendered once here; every reply from now on only copies bytes.
-                    let answer = Rc::new(RenderedAnswer::render(&answer));
-                    let now = (self.clock)();
-                    self.cache
-                        .borrow_mut()
-                        .insert(key, Rc::clone(&answer), answer.weight(), now);
-                    return answer;
-                }
-                Verdict::PassThrough { status } => {
-                    let message = answer
-                        .get("error_message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    warn!(%url, %status, error_message = %message, "places upstream refused the lookup");
-                    answer
-                }
-                Verdict::Malformed(reason) => {
-                    warn!(%url, %reason, "places upstream answer unusable");
-                    error_answer("UNKNOWN_ERROR", reason)
-                }
+        let url = self.target.describe(self.api, key, self.key.is_some());
+        let verdict = match result {
+            Ok(reply) => match self.api {
+                PlacesApi::Legacy => classify_legacy(&reply.body),
+                PlacesApi::New => new_api::classify(reply.status, &reply.body, self.key.as_deref()),
             },
             Err(err) => {
                 let message = err.message(&self.target.origin());
                 warn!(%url, error = %message, "places upstream call failed");
-                error_answer("UNKNOWN_ERROR", &message)
+                self.count(|s| s.errors += 1);
+                return Rc::new(RenderedAnswer::render(&error_answer(
+                    "UNKNOWN_ERROR",
+                    &message,
+                )));
+            }
+        };
+        let answer = match verdict {
+            Verdict::Cacheable { answer, dropped } => {
+                if dropped > 0 {
+                    warn!(%url, dropped, "places upstream sent places without a location; left out");
+                }
+                // Rendered once here; every reply from now on only copies bytes.
+                let answer = Rc::new(RenderedAnswer::render(&answer));
+                let now = (self.clock)();
+                self.cache
+                    .borrow_mut()
+                    .insert(key, Rc::clone(&answer), answer.weight(), now);
+                return answer;
+            }
+            Verdict::Refused { answer, status } => {
+                let message = answer
+                    .get("error_message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                warn!(%url, %status, error_message = %message, "places upstream refused the lookup");
+                answer
+            }
+            Verdict::Malformed(reason) => {
+                warn!(%url, %reason, "places upstream answer unusable");
+                error_answer("UNKNOWN_ERROR", &reason)
             }
         };
         self.count(|s| s.errors += 1);

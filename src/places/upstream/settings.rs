@@ -9,16 +9,24 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::new_api::SEARCH_NEARBY_PATH;
 use super::NEARBY_PATH;
 use crate::places::key::QueryKey;
+use crate::pure::config::PlacesApi;
+use crate::pure::places_fields::FieldMask;
 
 /// Settings for one `Upstream` (one per shard).
 #[derive(Clone)]
 pub struct UpstreamSettings {
     /// Scheme, host, optional port and optional path prefix, e.g.
-    /// `https://maps.googleapis.com` or `http://127.0.0.1:8080`.
+    /// `https://places.googleapis.com` or `http://127.0.0.1:8080`.
     pub base_url: String,
-    /// API key sent as `key=`; omitted when `None`. Never logged.
+    /// Which Google API the upstream speaks.
+    pub api: PlacesApi,
+    /// `X-Goog-FieldMask` of New API requests (never `*`).
+    pub field_mask: String,
+    /// API key, sent in `X-Goog-Api-Key` (New) or as `key=` (legacy);
+    /// omitted when `None`. Never logged.
     pub key: Option<String>,
     /// Bound on one whole call: waiting for a slot, connect, TLS, request, body.
     pub timeout: Duration,
@@ -39,7 +47,9 @@ pub struct UpstreamSettings {
 impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
-            base_url: "https://maps.googleapis.com".to_owned(),
+            base_url: PlacesApi::New.google_base_url().to_owned(),
+            api: PlacesApi::New,
+            field_mask: FieldMask::pro().header(),
             key: None,
             timeout: Duration::from_secs(5),
             pool_connections: 8,
@@ -57,6 +67,8 @@ impl fmt::Debug for UpstreamSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamSettings")
             .field("base_url", &self.base_url)
+            .field("api", &self.api)
+            .field("field_mask", &self.field_mask)
             .field("key", &self.key.as_ref().map(|_| "REDACTED"))
             .field("timeout", &self.timeout)
             .field("pool_connections", &self.pool_connections)
@@ -163,10 +175,35 @@ impl Target {
         path
     }
 
+    /// The request target of Nearby Search (New): the same for every lookup,
+    /// which is in the body.
+    pub(super) fn new_request_path(&self) -> String {
+        format!("{}{SEARCH_NEARBY_PATH}", self.prefix)
+    }
+
     /// The full URL for logs, with the key (if any) replaced by REDACTED.
     pub(super) fn redacted_url(&self, key: QueryKey, has_key: bool) -> String {
         let path = self.request_path(key, has_key.then_some("REDACTED"));
         format!("{}{path}", self.origin())
+    }
+
+    /// What a log line says the lookup was: for the New API, the endpoint
+    /// and the circle (the key is in a header and never written).
+    pub(super) fn describe(&self, api: PlacesApi, key: QueryKey, has_key: bool) -> String {
+        match api {
+            PlacesApi::Legacy => self.redacted_url(key, has_key),
+            PlacesApi::New => {
+                let q = key.query();
+                format!(
+                    "{}{} circle {},{} radius {}",
+                    self.origin(),
+                    self.new_request_path(),
+                    format_e6(key.lat_e6),
+                    format_e6(key.lng_e6),
+                    q.radius_m
+                )
+            }
+        }
     }
 }
 

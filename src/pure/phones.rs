@@ -1,0 +1,618 @@
+//! What phone apps post over HTTP, as values: an OwnTracks message (HTTP
+//! mode) or a Traccar Client report (the OsmAnd protocol, JSON or
+//! parameters), turned into the IAMAT it stands for, or a one-line reason
+//! to refuse it.
+//!
+//! It owns the apps' formats (field names, ranges, times) and the rule
+//! that a phone's report stores exactly what `IAMAT <id> <position> <time>`
+//! would: the position written `%+.6f%+.6f`, the time in seconds with nine
+//! decimals. HTTP, authentication and routing are the shell's
+//! (`net/phones.rs`). Pure: no I/O, no clock (far-future times are the
+//! shell's check, with the server's clock, as for IAMAT).
+
+use serde_json::Value;
+
+use crate::pure::protocol::{is_field_space, MAX_CLIENT_ID};
+
+/// A phone's position at a time: what one IAMAT says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The client id.
+    pub client_id: String,
+    /// Latitude, degrees, in [-90, 90].
+    pub lat: f64,
+    /// Longitude, degrees, in [-180, 180].
+    pub lon: f64,
+    /// Seconds since the UNIX epoch.
+    pub secs: u64,
+    /// Nanoseconds past `secs`.
+    pub nanos: u32,
+}
+
+impl Report {
+    /// The IAMAT line this report stands for, without a newline.
+    pub fn iamat_line(&self) -> String {
+        use std::fmt::Write as _;
+        // Sized once: the position and time take at most 52 bytes.
+        let mut line = String::with_capacity(self.client_id.len() + 64);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            line,
+            "IAMAT {} {:+.6}{:+.6} {}.{:09}",
+            self.client_id, self.lat, self.lon, self.secs, self.nanos
+        );
+        line
+    }
+}
+
+/// What an OwnTracks post holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OwnTracks {
+    /// A location: where and when, and the tracker id the app shows.
+    Location {
+        /// Latitude, degrees.
+        lat: f64,
+        /// Longitude, degrees.
+        lon: f64,
+        /// UNIX seconds (`tst`, else `created_at`).
+        secs: u64,
+        /// `tid`, two characters the app shows on a map.
+        tid: Option<String>,
+    },
+    /// Another message type (`lwt`, `transition`, `waypoint`, ...) or an
+    /// empty body: taken and not stored.
+    Other(String),
+}
+
+/// The fields of an OwnTracks message herd reads; the others are skipped
+/// unread (a typed parse, not a tree of every field: about a third of the
+/// time of a post was the tree).
+#[derive(serde::Deserialize)]
+struct Message {
+    #[serde(rename = "_type")]
+    kind: Option<Value>,
+    lat: Option<Value>,
+    lon: Option<Value>,
+    tst: Option<Value>,
+    created_at: Option<Value>,
+    tid: Option<Value>,
+}
+
+/// Parses an OwnTracks HTTP-mode body.
+pub fn owntracks(body: &[u8]) -> Result<OwnTracks, String> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(OwnTracks::Other("empty".to_owned()));
+    }
+    let message: Message = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "the body is not a JSON object".to_owned(),
+        _ => format!("the body is not JSON: {e}"),
+    })?;
+    let kind = message
+        .kind
+        .as_ref()
+        .and_then(Value::as_str)
+        .ok_or("the message has no \"_type\"")?;
+    if kind != "location" {
+        return Ok(OwnTracks::Other(kind.to_owned()));
+    }
+    let (lat, lon) = position(message.lat.as_ref(), message.lon.as_ref())?;
+    let secs = match message.tst.as_ref().or(message.created_at.as_ref()) {
+        None => return Err("a location needs \"tst\" (UNIX seconds)".to_owned()),
+        Some(t) => t
+            .as_u64()
+            .ok_or("\"tst\" is not a whole number of UNIX seconds")?,
+    };
+    let tid = message
+        .tid
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(OwnTracks::Location {
+        lat,
+        lon,
+        secs,
+        tid,
+    })
+}
+
+/// The client id of an OwnTracks post: `<user>/<device>` from the app's
+/// `X-Limit-U` and `X-Limit-D`, each else from the Basic user and the
+/// message's `tid`.
+pub fn owntracks_client_id(
+    limit_u: Option<&str>,
+    limit_d: Option<&str>,
+    basic_user: Option<&str>,
+    tid: Option<&str>,
+) -> Result<String, String> {
+    let user = limit_u
+        .or(basic_user)
+        .ok_or("no user: send X-Limit-U or HTTP Basic authentication")?;
+    let device = limit_d
+        .or(tid)
+        .ok_or("no device: send X-Limit-D or a \"tid\"")?;
+    let id = format!("{user}/{device}");
+    client_id(&id)?;
+    Ok(id)
+}
+
+/// Checks a client id as IAMAT does: 1 to 255 bytes, no white space.
+pub fn client_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_CLIENT_ID {
+        return Err(format!(
+            "the client id is {} bytes; it must be 1 to {MAX_CLIENT_ID}",
+            id.len()
+        ));
+    }
+    if id.bytes().any(is_field_space) {
+        return Err("the client id has white space".to_owned());
+    }
+    Ok(())
+}
+
+/// A Traccar Client (OsmAnd) JSON report:
+/// `{"device_id", "location": {"timestamp", "coords": {"latitude", "longitude"}}}`.
+pub fn osmand_json(body: &[u8]) -> Result<Report, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let id = match value.get("device_id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err("the report has no \"device_id\"".to_owned()),
+    };
+    let location = value
+        .get("location")
+        .ok_or("the report has no \"location\"")?;
+    let coords = location
+        .get("coords")
+        .ok_or("the location has no \"coords\"")?;
+    let (lat, lon) = position(coords.get("latitude"), coords.get("longitude"))?;
+    let (secs, nanos) = match location.get("timestamp") {
+        Some(Value::String(text)) => timestamp(text)?,
+        Some(Value::Number(n)) => timestamp(&n.to_string())?,
+        _ => return Err("the location has no \"timestamp\"".to_owned()),
+    };
+    client_id(&id)?;
+    Ok(Report {
+        client_id: id,
+        lat,
+        lon,
+        secs,
+        nanos,
+    })
+}
+
+/// An OsmAnd report as query or form parameters: `id` (or `deviceid`),
+/// `lat`, `lon`, `timestamp`; and the `token` among them, if any.
+pub fn osmand_params(pairs: &[(String, String)]) -> Result<(Report, Option<String>), String> {
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let id = get("id")
+        .or_else(|| get("deviceid"))
+        .ok_or("no \"id\" parameter")?;
+    client_id(id)?;
+    let number = |name: &str| -> Result<Value, String> {
+        let text = get(name).ok_or_else(|| format!("no \"{name}\" parameter"))?;
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Value::from)
+            .ok_or_else(|| format!("\"{name}\" is not a number"))
+    };
+    let (lat, lon) = position(Some(&number("lat")?), Some(&number("lon")?))?;
+    let (secs, nanos) = timestamp(get("timestamp").ok_or("no \"timestamp\" parameter")?)?;
+    Ok((
+        Report {
+            client_id: id.to_owned(),
+            lat,
+            lon,
+            secs,
+            nanos,
+        },
+        get("token").map(str::to_owned),
+    ))
+}
+
+/// Latitude and longitude, numbers in range.
+fn position(lat: Option<&Value>, lon: Option<&Value>) -> Result<(f64, f64), String> {
+    let lat = lat
+        .and_then(Value::as_f64)
+        .ok_or("no latitude (a number)")?;
+    let lon = lon
+        .and_then(Value::as_f64)
+        .ok_or("no longitude (a number)")?;
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("latitude {lat} is out of [-90, 90]"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("longitude {lon} is out of [-180, 180]"));
+    }
+    Ok((lat, lon))
+}
+
+/// A report's time: UNIX seconds (digits, an optional fraction), UNIX
+/// milliseconds (a whole number of 12 digits or more, as some trackers
+/// send), or an ISO-8601 / RFC 3339 date and time (`Z` or an offset; none
+/// means UTC).
+pub fn timestamp(text: &str) -> Result<(u64, u32), String> {
+    let text = text.trim();
+    let bad = || format!("timestamp {text:?} is neither UNIX seconds nor an ISO-8601 time");
+    if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) && !text.contains(['-', ':']) {
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        if whole.is_empty()
+            || whole.len() > 19
+            || !whole.bytes().all(|b| b.is_ascii_digit())
+            || !fraction.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        let value: u64 = whole.parse().map_err(|_| bad())?;
+        if fraction.is_empty() && whole.len() >= 12 {
+            return Ok((value / 1000, (value % 1000) as u32 * 1_000_000));
+        }
+        return Ok((value, nanos_of(fraction)));
+    }
+    iso8601(text).ok_or_else(bad)
+}
+
+/// The nanoseconds of the digits after a decimal point (past nine ignored).
+fn nanos_of(fraction: &str) -> u32 {
+    let mut digits: String = fraction.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    digits.parse().unwrap_or(0)
+}
+
+/// `YYYY-MM-DD(T| )HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]` as UNIX time.
+fn iso8601(text: &str) -> Option<(u64, u32)> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(i, c)| b.get(i) != Some(&c))
+        || !matches!(b.get(10), Some(b'T' | b't' | b' '))
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = text.get(19..)?;
+    let mut nanos = 0;
+    if let Some(after) = rest.strip_prefix('.') {
+        let end = after
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(after.len());
+        if end == 0 {
+            return None;
+        }
+        nanos = nanos_of(&after[..end]);
+        rest = &after[end..];
+    }
+    let offset_secs = match rest {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let zone = rest[1..].replace(':', "");
+            if zone.len() != 4 || !zone.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let (h, m): (i64, i64) = (zone[..2].parse().ok()?, zone[2..].parse().ok()?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    u64::try_from(secs).ok().map(|s| (s, nanos))
+}
+
+/// Days in `month` of `year` (Gregorian).
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Decoded `name=value` pairs of a query string or form body (`+` is a
+/// space, `%XX` a byte; a malformed escape is kept as written).
+pub fn form_pairs(text: &str) -> Vec<(String, String)> {
+    text.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// One decoded query or form component: `+` is a space, `%XX` a byte, a
+/// malformed escape kept as written.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (other, _) => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pure::protocol::{parse_line, Command, Parsed};
+    use proptest::prelude::*;
+
+    /// The OwnTracks booklet's location, as the issue gives it.
+    const LOCATION: &str = r#"{"_type":"location","acc":11,"alt":38,"batt":87,"bs":1,"conn":"w","created_at":1796500000,"lat":48.85833,"lon":2.29513,"t":"u","tid":"JJ","tst":1796500000,"vac":3,"vel":0}"#;
+
+    #[test]
+    fn an_owntracks_location_is_its_position_time_and_tid() {
+        assert_eq!(
+            owntracks(LOCATION.as_bytes()),
+            Ok(OwnTracks::Location {
+                lat: 48.85833,
+                lon: 2.29513,
+                secs: 1_796_500_000,
+                tid: Some("JJ".to_owned())
+            })
+        );
+        let created = r#"{"_type":"location","lat":1,"lon":2,"created_at":5}"#;
+        assert!(matches!(
+            owntracks(created.as_bytes()),
+            Ok(OwnTracks::Location { secs: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn other_owntracks_messages_and_empty_bodies_are_taken_and_not_stored() {
+        for (body, kind) in [
+            (r#"{"_type":"lwt","tst":1796500000}"#, "lwt"),
+            (
+                r#"{"_type":"transition","event":"enter","desc":"Home","lat":48.85833,"lon":2.29513,"tst":1796500000,"wtst":1796400000,"acc":10,"t":"c","tid":"JJ"}"#,
+                "transition",
+            ),
+            (r#"{"_type":"waypoints","waypoints":[]}"#, "waypoints"),
+            ("", "empty"),
+            (" \n", "empty"),
+        ] {
+            assert_eq!(
+                owntracks(body.as_bytes()),
+                Ok(OwnTracks::Other(kind.into()))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_owntracks_bodies_say_why_in_one_line() {
+        for (body, says) in [
+            ("{", "not JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"lat":1}"#, "no \"_type\""),
+            (r#"{"_type":"location","lon":2,"tst":1}"#, "no latitude"),
+            (
+                r#"{"_type":"location","lat":91,"lon":2,"tst":1}"#,
+                "out of [-90, 90]",
+            ),
+            (
+                r#"{"_type":"location","lat":1,"lon":-181,"tst":1}"#,
+                "out of [-180, 180]",
+            ),
+            (r#"{"_type":"location","lat":1,"lon":2}"#, "needs \"tst\""),
+            (
+                r#"{"_type":"location","lat":1,"lon":2,"tst":-5}"#,
+                "whole number",
+            ),
+            (
+                r#"{"_type":"location","lat":"1","lon":2,"tst":1}"#,
+                "no latitude",
+            ),
+        ] {
+            let why = owntracks(body.as_bytes()).unwrap_err();
+            assert!(why.contains(says), "{body}: {why}");
+            assert!(!why.contains('\n'), "{why}");
+        }
+    }
+
+    #[test]
+    fn the_owntracks_client_id_is_user_slash_device() {
+        assert_eq!(
+            owntracks_client_id(Some("jane"), Some("phone"), Some("basic"), Some("JJ")),
+            Ok("jane/phone".to_owned())
+        );
+        assert_eq!(
+            owntracks_client_id(None, None, Some("jane"), Some("JJ")),
+            Ok("jane/JJ".to_owned())
+        );
+        assert!(owntracks_client_id(None, Some("d"), None, None)
+            .unwrap_err()
+            .contains("no user"));
+        assert!(owntracks_client_id(Some("u"), None, None, None)
+            .unwrap_err()
+            .contains("no device"));
+        assert!(owntracks_client_id(Some("ja ne"), Some("p"), None, None)
+            .unwrap_err()
+            .contains("white space"));
+        let long = "x".repeat(250);
+        assert!(owntracks_client_id(Some(&long), Some("device"), None, None)
+            .unwrap_err()
+            .contains("257 bytes"));
+    }
+
+    #[test]
+    fn a_traccar_client_json_report_is_its_device_position_and_time() {
+        let body = r#"{"device_id":"48241179","location":{"timestamp":"2026-12-06T20:00:00.000Z","coords":{"latitude":34.06893,"longitude":-118.445127,"accuracy":5,"speed":0,"heading":0,"altitude":80},"is_moving":false,"odometer":0,"event":"motionchange","battery":{"level":0.9,"is_charging":false},"activity":{"type":"still"},"extras":{}}}"#;
+        let report = osmand_json(body.as_bytes()).unwrap();
+        assert_eq!(
+            report,
+            Report {
+                client_id: "48241179".into(),
+                lat: 34.06893,
+                lon: -118.445127,
+                secs: 1_796_587_200,
+                nanos: 0
+            }
+        );
+        assert_eq!(
+            report.iamat_line(),
+            "IAMAT 48241179 +34.068930-118.445127 1796587200.000000000"
+        );
+    }
+
+    #[test]
+    fn osmand_parameters_give_the_same_report_and_the_token() {
+        let pairs = form_pairs("id=777&lat=51.5007&lon=-0.1246&timestamp=1796500000&hdop=1.2&altitude=15&speed=0&token=t%2B1");
+        let (report, token) = osmand_params(&pairs).unwrap();
+        assert_eq!(
+            report.iamat_line(),
+            "IAMAT 777 +51.500700-0.124600 1796500000.000000000"
+        );
+        assert_eq!(token.as_deref(), Some("t+1"));
+        for (query, says) in [
+            ("lat=1&lon=2&timestamp=3", "no \"id\""),
+            ("id=a&lon=2&timestamp=3", "no \"lat\""),
+            ("id=a&lat=x&lon=2&timestamp=3", "not a number"),
+            ("id=a&lat=1&lon=2", "no \"timestamp\""),
+            ("id=a&lat=1&lon=2&timestamp=soon", "neither UNIX seconds"),
+            ("id=a b&lat=1&lon=2&timestamp=3", "white space"),
+        ] {
+            let why = osmand_params(&form_pairs(query)).unwrap_err();
+            assert!(why.contains(says), "{query}: {why}");
+        }
+    }
+
+    #[test]
+    fn timestamps_in_seconds_milliseconds_and_iso_8601() {
+        let rows = [
+            ("1796500000", (1_796_500_000, 0)),
+            ("1796500000.25", (1_796_500_000, 250_000_000)),
+            ("1796500000123", (1_796_500_000, 123_000_000)),
+            ("1970-01-01T00:00:00Z", (0, 0)),
+            ("2026-12-06T20:00:00.000Z", (1_796_587_200, 0)),
+            ("2026-12-06 20:00:00", (1_796_587_200, 0)),
+            ("2026-12-06T21:30:00+01:30", (1_796_587_200, 0)),
+            ("2026-12-06T15:00:00-0500", (1_796_587_200, 0)),
+            (
+                "2024-02-29T12:00:00.123456789Z",
+                (1_709_208_000, 123_456_789),
+            ),
+        ];
+        for (text, expected) in rows {
+            assert_eq!(timestamp(text), Ok(expected), "{text}");
+        }
+        for bad in [
+            "",
+            "-5",
+            "1e9",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-12-06T24:00:00Z",
+            "2026-12-06T20:00Z",
+            "2026-12-06T20:00:00.Z",
+            "2026-12-06T20:00:00+25:00",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert!(timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_report_is_a_valid_iamat_with_its_fields(
+            id in "[!-~]{1,255}",
+            lat in -90.0f64..=90.0,
+            lon in -180.0f64..=180.0,
+            secs in 0u64..10_000_000_000,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let report = Report { client_id: id.clone(), lat, lon, secs, nanos };
+            let line = report.iamat_line();
+            let Parsed::Command(Command::IAmAt(iamat)) = parse_line(line.as_bytes()) else {
+                panic!("not an IAMAT: {line}");
+            };
+            prop_assert_eq!(iamat.client_id, id.as_str());
+            prop_assert_eq!(iamat.time.secs, secs);
+            prop_assert_eq!(iamat.time.nanos, nanos);
+        }
+
+        #[test]
+        fn iso_times_agree_with_seconds(secs in 0i64..8_000_000_000) {
+            // The date by counting whole years then months from 1970: a
+            // walk independent of `days_from_civil`.
+            let mut days = secs.div_euclid(86_400);
+            let mut y = 1970;
+            loop {
+                let len = if days_in_month(y, 2) == 29 { 366 } else { 365 };
+                if days < len { break; }
+                days -= len;
+                y += 1;
+            }
+            let mut m = 1;
+            while days >= days_in_month(y, m) {
+                days -= days_in_month(y, m);
+                m += 1;
+            }
+            let d = days + 1;
+            let rem = secs.rem_euclid(86_400);
+            let text = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60);
+            prop_assert_eq!(timestamp(&text), Ok((secs as u64, 0)));
+        }
+    }
+}
