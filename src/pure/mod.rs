@@ -26,5 +26,5 @@ pub(crate) mod repair;
 pub mod ring;
 pub(crate) mod server_ids;
 pub(crate) mod store;
-pub(crate) mod tree_out;
 pub mod token;
+pub(crate) mod tree_out;
