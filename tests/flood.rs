@@ -3,7 +3,9 @@
 //! metrics; an eager link that dies is repaired over a lazy one and the
 //! graft pruned once it heals; a slow link does not keep records from
 //! anyone; a server held to the earlier link rules is flooded to and its
-//! records reach everyone. Real `herd serve` processes on loopback, every
+//! records reach everyone; a server inside the trees killed -9 mid-stream
+//! and restarted leaves no record missing; a partition heals into the newest record of
+//! every client everywhere, and trees again. Real `herd serve` processes on loopback, every
 //! wait bounded.
 
 // A test that cannot go on should stop loudly.
@@ -163,6 +165,34 @@ fn in_a_ring_of_ten_with_chords_each_record_crosses_nine_links() {
     each_record_crosses_n_minus_1_links(herd_of(&servers, &pairs), &servers, "S3");
 }
 
+/// Starts `name` of `herd` reading `config`, a config of its own (another
+/// server's peer address through a proxy, or other limits), and waits
+/// until it takes clients.
+fn start_with_own_config(herd: &mut Herd, name: &str, config: &Config) {
+    let file = format!("{}.json", name.to_lowercase());
+    let path = write_file(herd.dir.path(), &file, &config.to_json_pretty());
+    let stderr = std::fs::File::create(herd.dir.path().join(format!("{name}.stderr"))).unwrap();
+    let child = serve_command(name, &path, &herd.log_dir())
+        .args(["--shards", "1", "--log-level", "debug"])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    herd.children.push((name.to_owned(), child));
+    wait_listening(herd.addr(name));
+}
+
+/// `config` with `server`'s peer address replaced by `addr`.
+fn with_peer_at(mut config: Config, server: &str, addr: SocketAddr) -> Config {
+    let entry = config
+        .servers
+        .iter_mut()
+        .find(|s| s.name == server)
+        .unwrap();
+    entry.peer_listen = Some(addr.to_string());
+    config
+}
+
 /// The default herd in which Goloman reaches Holiday only through a proxy
 /// the test holds: Goloman's own config names the proxy as Holiday's peer
 /// address; everyone else's names Holiday itself. In Goloman's tree,
@@ -178,23 +208,8 @@ fn herd_with_a_proxied_eager_link(limits: impl FnOnce(&mut Config)) -> (Herd, Pr
         herd.start_server(name);
     }
     // Goloman reads a config of its own.
-    let mut mine = config;
-    let holiday = mine
-        .servers
-        .iter_mut()
-        .find(|s| s.name == "Holiday")
-        .unwrap();
-    holiday.peer_listen = Some(proxy.addr.to_string());
-    let path = write_file(herd.dir.path(), "goloman.json", &mine.to_json_pretty());
-    let stderr = std::fs::File::create(herd.dir.path().join("Goloman.stderr")).unwrap();
-    let child = serve_command("Goloman", &path, &herd.log_dir())
-        .args(["--shards", "1", "--log-level", "debug"])
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    herd.children.push(("Goloman".to_owned(), child));
-    wait_listening(herd.addr("Goloman"));
+    let mine = with_peer_at(config, "Holiday", proxy.addr);
+    start_with_own_config(&mut herd, "Goloman", &mine);
     wait_for_trees(&herd, &DEFAULT);
     (herd, proxy)
 }
@@ -264,16 +279,7 @@ fn a_server_held_to_the_earlier_link_rules_is_flooded_to_and_floods() {
     // rules: no TREE, so its links flood both ways.
     let mut old = config;
     old.limits.link_tree = false;
-    let path = write_file(herd.dir.path(), "wilkes.json", &old.to_json_pretty());
-    let stderr = std::fs::File::create(herd.dir.path().join("Wilkes.stderr")).unwrap();
-    let child = serve_command("Wilkes", &path, &herd.log_dir())
-        .args(["--shards", "1", "--log-level", "debug"])
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    herd.children.push(("Wilkes".to_owned(), child));
-    wait_listening(herd.addr("Wilkes"));
+    start_with_own_config(&mut herd, "Wilkes", &old);
     // Links between the others send along trees; any link with Wilkes floods.
     wait_for_trees_but(&herd, &["Goloman", "Hands", "Holiday", "Welsh"], "Wilkes");
     for s in ["Goloman", "Hands", "Holiday"] {
@@ -301,4 +307,180 @@ fn a_server_held_to_the_earlier_link_rules_is_flooded_to_and_floods() {
     // before trees: its duplicates show it.
     let dups = sum_over_links(&herd, &["Wilkes"], "herd_link_duplicates_total");
     assert!(dups > 0.0, "a flooded server receives copies");
+}
+
+/// Sends one IAMAT per client of `clients` to `addr`, each at `time`.
+fn update(addr: SocketAddr, clients: &[String], location: &str, time: &str) -> Vec<String> {
+    let lines: Vec<String> = clients
+        .iter()
+        .map(|c| format!("IAMAT {c} {location} {time}"))
+        .collect();
+    send_all(addr, &lines)
+}
+
+#[test]
+fn a_partition_of_the_default_herd_heals_and_every_server_holds_every_newest_record() {
+    // {Holiday, Welsh} cut from {Goloman, Hands, Wilkes}: the four links
+    // between Holiday and Goloman or Wilkes go through proxies the test
+    // holds (each direction is a link of its own, dialled by its sender).
+    let mut config = default_herd_on_free_ports();
+    config.limits.link_heartbeat_ms = 200;
+    config.limits.link_timeout_ms = 500;
+    let to_holiday = Proxy::start(config.peer_addr("Holiday").unwrap());
+    let to_goloman = Proxy::start(config.peer_addr("Goloman").unwrap());
+    let to_wilkes = Proxy::start(config.peer_addr("Wilkes").unwrap());
+    let mut herd = start_some(config.clone(), &["Hands", "Welsh"]);
+    for name in ["Goloman", "Wilkes"] {
+        let mine = with_peer_at(config.clone(), "Holiday", to_holiday.addr);
+        start_with_own_config(&mut herd, name, &mine);
+    }
+    let holiday = with_peer_at(config.clone(), "Goloman", to_goloman.addr);
+    let holiday = with_peer_at(holiday, "Wilkes", to_wilkes.addr);
+    start_with_own_config(&mut herd, "Holiday", &holiday);
+    wait_for_trees(&herd, &DEFAULT);
+    fill(&herd, herd.addr("Goloman"), "before", 50, &DEFAULT);
+
+    for proxy in [&to_holiday, &to_goloman, &to_wilkes] {
+        proxy.cut();
+    }
+    // Each side keeps taking updates; the same clients move on both sides,
+    // and the newer time must win everywhere once the herd is whole.
+    let east: Vec<String> = (0..100).map(|i| format!("east{i}")).collect();
+    let west: Vec<String> = (0..100).map(|i| format!("west{i}")).collect();
+    let both: Vec<String> = (0..40).map(|i| format!("both{i}")).collect();
+    let mut replies = update(herd.addr("Hands"), &east, "+1-2", "1700000100");
+    replies.extend(update(herd.addr("Welsh"), &west, "+3-4", "1700000100"));
+    replies.extend(update(
+        herd.addr("Wilkes"),
+        &both[..20],
+        "+1-2",
+        "1700000200",
+    ));
+    replies.extend(update(
+        herd.addr("Holiday"),
+        &both[..20],
+        "+3-4",
+        "1700000300",
+    ));
+    replies.extend(update(
+        herd.addr("Goloman"),
+        &both[20..],
+        "+1-2",
+        "1700000300",
+    ));
+    replies.extend(update(
+        herd.addr("Welsh"),
+        &both[20..],
+        "+3-4",
+        "1700000200",
+    ));
+    // Each side holds its own records (polled: links deliver them).
+    eventually("the east side holds its records", || {
+        stored_at_line(herd.addr("Goloman"), "east99")
+    });
+    eventually("the west side holds its records", || {
+        stored_at_line(herd.addr("Holiday"), "west99")
+    });
+    assert_eq!(stored_at_line(herd.addr("Goloman"), "west0"), None, "cut");
+    assert_eq!(stored_at_line(herd.addr("Welsh"), "east0"), None, "cut");
+
+    for proxy in [&to_holiday, &to_goloman, &to_wilkes] {
+        proxy.heal();
+    }
+    // The newest reply of each client, by its client time.
+    let mut expected = std::collections::BTreeMap::new();
+    for line in &replies {
+        let id = line.split(' ').nth(3).unwrap().to_owned();
+        let time = line.rsplit(' ').next().unwrap().to_owned();
+        let newer = expected
+            .get(&id)
+            .is_none_or(|old: &String| time.as_str() > old.rsplit(' ').next().unwrap());
+        if newer {
+            expected.insert(id, line.clone());
+        }
+    }
+    for s in DEFAULT {
+        for (id, want) in &expected {
+            let got = eventually(&format!("{id} on {s} after the heal"), || {
+                stored_at_line(herd.addr(s), id).filter(|got| got == want)
+            });
+            assert_eq!(&got, want);
+        }
+    }
+    // The trees form again over the healed links.
+    wait_for_trees(&herd, &DEFAULT);
+    fill(&herd, herd.addr("Welsh"), "healed", 50, &DEFAULT);
+}
+
+#[test]
+fn a_tree_node_killed_mid_stream_and_restarted_leaves_every_server_with_every_newest_record() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut config = default_herd_on_free_ports();
+    config.limits.link_heartbeat_ms = 200;
+    config.limits.link_timeout_ms = 500;
+    let mut herd = Herd::start(config, 1);
+    wait_for_trees(&herd, &DEFAULT);
+    // Holiday carries every record of Goloman's, Hands' and Wilkes' trees
+    // to Welsh, its only neighbour.
+    let (goloman, wilkes) = (herd.addr("Goloman"), herd.addr("Wilkes"));
+    let running = Arc::new(AtomicBool::new(true));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (running, rounds) = (running.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            let mut replies = Vec::new();
+            // Bounded: at most 5000 rounds, and it stops when told.
+            for round in 0..5000u64 {
+                if !running.load(Ordering::SeqCst) {
+                    break;
+                }
+                let lines: Vec<String> = (0..20)
+                    .map(|c| {
+                        format!(
+                            "IAMAT mid{c}-{} +1-2 {}.{round:06}",
+                            round % 7,
+                            1000 + round
+                        )
+                    })
+                    .collect();
+                let to = if round % 2 == 0 { goloman } else { wilkes };
+                replies.extend(send_all(to, &lines));
+                rounds.store(round + 1, Ordering::SeqCst);
+            }
+            replies
+        })
+    };
+    let after = |n: u64| {
+        eventually(&format!("{n} rounds of updates"), || {
+            (rounds.load(Ordering::SeqCst) >= n).then_some(())
+        })
+    };
+    after(20);
+    herd.kill("Holiday");
+    after(60);
+    herd.start_server("Holiday");
+    wait_listening(herd.addr("Holiday"));
+    after(120);
+    running.store(false, Ordering::SeqCst);
+    let replies = writer.join().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for line in &replies {
+        let id = line.split(' ').nth(3).unwrap().to_owned();
+        let time: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        let newer = expected
+            .get(&id)
+            .is_none_or(|(t, _): &(f64, String)| time > *t);
+        if newer {
+            expected.insert(id, (time, line.clone()));
+        }
+    }
+    for s in DEFAULT {
+        for (id, (_, want)) in &expected {
+            let got = eventually(&format!("{id} on {s}"), || {
+                stored_at_line(herd.addr(s), id).filter(|got| got == want)
+            });
+            assert_eq!(&got, want);
+        }
+    }
 }
