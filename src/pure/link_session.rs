@@ -399,6 +399,17 @@ impl Sender {
         })
     }
 
+    /// Whether the receiver said (`TREE`) it heard from an earlier run of
+    /// this server: it held records this server may send again.
+    pub fn receiver_knew_an_earlier_run(&self) -> bool {
+        match (self.mine, self.neighbour) {
+            (Some(mine), Some(theirs)) => {
+                matches!(theirs.heard, Some((run, _)) if run != 0 && run != mine.run)
+            }
+            _ => false,
+        }
+    }
+
     /// The neighbour's `TREE`: remember what it says, and answer with ours
     /// (once).
     fn on_tree(&mut self, text: &str) -> SenderEvent {

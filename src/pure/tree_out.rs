@@ -9,7 +9,7 @@
 //! writes what it announces; where a graft sends the cursor back is the
 //! store's (`Store::before_entry`).
 
-use crate::pure::digest::Board;
+use crate::pure::digest::{origin_second, Board};
 use crate::pure::flood_lines::{self, FloodLine};
 use crate::pure::flood_tree::{bit, Origins, Trees};
 use crate::pure::record::Record;
@@ -33,6 +33,16 @@ pub(crate) struct TreeOut {
     /// The version of the last announcement written, once the receiver
     /// takes them.
     announced: Option<u64>,
+    /// A receiver that held records of this sender's earlier run is sent
+    /// records made before this second only when it grafts their origin:
+    /// it most likely holds them, and the announcements find any it lacks
+    /// (a sender restarted empty refills from its own parents, and would
+    /// otherwise pass it all again).
+    lazy_before: Option<u64>,
+    /// The furthest the cursor had gone when a graft moved it back: the
+    /// records of the receiver's tree origins up to there that were made
+    /// from `lazy_before` on have been sent already.
+    passed: u64,
 }
 
 impl TreeOut {
@@ -46,6 +56,8 @@ impl TreeOut {
             grafted: 0,
             own_until: 0,
             announced: None,
+            lazy_before: None,
+            passed: 0,
         }
     }
 
@@ -62,6 +74,22 @@ impl TreeOut {
         self.tree_link = tree_link;
         self.own_until = if since == 0 { head } else { 0 };
         self.announced = announce_after;
+        self.lazy_before = None;
+        self.passed = 0;
+    }
+
+    /// The receiver holds nothing of this stream but held records of the
+    /// sender's earlier run (its `TREE` named another run of ours): records
+    /// made before `second` go to it only for origins it grafts.
+    pub(crate) fn lazy_before(&mut self, second: u64) {
+        if self.tree_link {
+            self.lazy_before = Some(second);
+        }
+    }
+
+    /// The cursor is about to move back from `at` for a graft.
+    pub(crate) fn rewinding(&mut self, at: u64) {
+        self.passed = self.passed.max(at);
     }
 
     /// Whether the link sends `record`.
@@ -72,6 +100,19 @@ impl TreeOut {
         let tags = record.tags();
         if !self.trees.knows(tags.origin) {
             return true;
+        }
+        if let Some(before) = self.lazy_before {
+            let grafted = self.grafted & bit(tags.origin) != 0;
+            if origin_second(record) < before {
+                if !grafted {
+                    return false;
+                }
+            } else if record.seq() <= self.passed
+                && self.trees.children_of(self.neighbour) & bit(tags.origin) != 0
+            {
+                // Sent before a graft moved the cursor back.
+                return false;
+            }
         }
         self.eager() & bit(tags.origin) != 0
             || (tags.origin == self.neighbour && record.seq() <= self.own_until)
@@ -193,6 +234,48 @@ mod tests {
         to_c.opened(40, 50, false, None);
         assert!(to_c.wants(&made_by(3, 60)));
         assert_eq!(to_c.eager(), Origins::MAX);
+    }
+
+    /// A record of `origin` made at `second` (its skew is 0).
+    fn made_at(origin: u8, seq: u32, second: u64) -> Record {
+        let line = format!("AT X +0.000000000 c{seq} +1+2 {second}");
+        let Parsed::Command(Command::At(at)) = parse_line(line.as_bytes()) else {
+            panic!("AT did not parse")
+        };
+        let mut r = Record::from_at(&at, Tags { source: 0, origin });
+        r.set_seq(seq);
+        r
+    }
+
+    #[test]
+    fn a_receiver_of_an_earlier_run_is_sent_older_records_only_when_it_grafts_and_nothing_twice() {
+        let (trees, _) = line_at_b();
+        let mut to_c = TreeOut::new(3, trees);
+        to_c.opened(0, 0, true, Some(0));
+        to_c.lazy_before(100);
+        assert!(
+            !to_c.wants(&made_at(1, 1, 99)),
+            "older: left to the announcements"
+        );
+        assert!(
+            to_c.wants(&made_at(1, 2, 100)),
+            "from the second on: along the tree"
+        );
+        assert!(
+            !to_c.wants(&made_at(3, 3, 100)),
+            "C's own records still come from C"
+        );
+        // C finds second 99 of A's missing and grafts it: the cursor goes
+        // back from 2; A's older records go, those sent already do not.
+        to_c.graft(1);
+        to_c.rewinding(2);
+        assert!(to_c.wants(&made_at(1, 1, 99)));
+        assert!(!to_c.wants(&made_at(1, 2, 100)), "sent before the graft");
+        assert!(to_c.wants(&made_at(1, 5, 100)), "past where the cursor was");
+        // A new opening forgets all of it.
+        to_c.opened(0, 0, true, Some(0));
+        to_c.prune(1);
+        assert!(to_c.wants(&made_at(1, 1, 99)));
     }
 
     #[test]

@@ -260,6 +260,12 @@ where
                         tracing::info!(neighbour = %status.neighbour, "neighbour speaks only the basic link rules: sending every record as plain AT lines");
                     }
                     branch.opened(n, head, session.tree_link(), session.announce_after());
+                    if n == 0 && session.receiver_knew_an_earlier_run() {
+                        // This server started again while the receiver kept
+                        // what it had sent: records made more than a second
+                        // before now are left to the announcements.
+                        branch.lazy_before(unix_seconds().saturating_sub(1));
+                    }
                     if session.announce_after().is_some() {
                         shard.flood.start_digests();
                     }
@@ -287,6 +293,7 @@ where
                     // lacks some of them.
                     let back = shard.before_entry(Key { origin, second });
                     let at = seeking.unwrap_or_else(|| shard.sent_seq(status.cursor));
+                    branch.rewinding(at);
                     if back < at {
                         seeking = Some(back);
                     }
@@ -417,4 +424,12 @@ where
     };
     drop(listener_task);
     reason
+}
+
+/// Whole seconds since the Unix epoch, as records' origin seconds count
+/// them (0 before it).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
