@@ -31,9 +31,14 @@ cd "$(dirname "$0")/.."
 
 RECORDS=${RECORDS:-20000}
 RATE=${RATE:-4000}
-PORT_BASE=${PORT_BASE:-41000}
+# Below the ephemeral range (32768-60999), where outgoing connections of
+# the herd and the load could hold a port the script means to listen on.
+PORT_BASE=${PORT_BASE:-24000}
 OUT=${OUT:-}
 HERDS=${HERDS:-"five ten"}
+# Which measurements: cost (link bytes and duplicates), restart (the same
+# with a server killed -9 and restarted), propagation, repair.
+PARTS=${PARTS:-"cost restart propagation repair"}
 # Propagation probes: IAMATs at this rate, this many.
 PROBE_COUNT=${PROBE_COUNT:-2000}
 PROBE_RATE=${PROBE_RATE:-500}
@@ -191,16 +196,22 @@ while not os.path.exists(stop):
 for key, v in sample().items():
     first.setdefault(key, 0)
     last[key] = max(last.get(key, 0), v)
-open(out, "w").write(str(sum(last[k] - first[k] for k in last)))
+# Written whole, then renamed: the script polls for the file.
+open(out + ".part", "w").write(str(sum(last[k] - first[k] for k in last)))
+os.rename(out + ".part", out)
 ' "$1" "$work/count.stop" "$work/count.out"
-  counter=$last
   sleep 0.3
 }
 
-# Stops the counting and prints the bytes counted.
+# Stops the counting and prints the bytes counted. Called as
+# `$(stop_counting)`, a subshell, which cannot `wait` for the counter (not
+# its child): it polls for the counter's answer instead (bounded: 10 s).
 stop_counting() {
   touch "$work/count.stop"
-  wait "$counter" 2>/dev/null || true
+  for _ in $(seq 200); do
+    [ -s "$work/count.out" ] && break
+    sleep 0.05
+  done
   cat "$work/count.out" 2>/dev/null || { cat "$work/counter.out" >&2; echo 0; }
 }
 
@@ -328,27 +339,34 @@ print(json.dumps({"repair_ms": found.get("near"), "repair_beyond_ms": found.get(
 PY
 }
 
+# Whether $PARTS names $1.
+want() {
+  case " $PARTS " in *" $1 "*) return 0 ;; esac
+  return 1
+}
+
 for herd_kind in $HERDS; do
+  if [ "$herd_kind" = five ]; then first=Goloman; else first=S0; fi
   # --- Link bytes and duplicates -------------------------------------------
-  config=$work/$herd_kind.json
-  write_config "$config" 0
-  start_herd "$config"
-  wait_ready "$config"
-  first=$(names_of "$config" | cut -d' ' -f1)
-  sleep 1
-  start_counting "$config"
-  stale_before=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
-  "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
-    --requests "$RECORDS" --clients "$RECORDS" --warmup 0 --duration $((RECORDS / RATE + 5)) \
-    --max-send-lag-ms 50 --cpus 1 --json-only --label "flood-$herd_kind" >"$work/load.out" 2>&1 || true
-  wait_records "$config" "$RECORDS"
-  # Let the links' last SEQ and ACK lines go out, as they would anyway.
-  sleep 1.5
-  bytes=$(stop_counting)
-  stale_after=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
-  line_len=$(mean_at_line "$config" "$first")
-  stop_all
-  python3 - "$herd_kind" "$RECORDS" 0 "$bytes" "$stale_before" "$stale_after" "$line_len" <<'PY' >>"$results"
+  if want cost; then
+    config=$work/$herd_kind.json
+    write_config "$config" 0
+    start_herd "$config"
+    wait_ready "$config"
+    sleep 1
+    start_counting "$config"
+    stale_before=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
+    "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
+      --requests "$RECORDS" --clients "$RECORDS" --warmup 0 --duration $((RECORDS / RATE + 5)) \
+      --max-send-lag-ms 50 --cpus 1 --json-only --label "flood-$herd_kind" >"$work/load.out" 2>&1 || true
+    wait_records "$config" "$RECORDS"
+    # Let the links' last SEQ and ACK lines go out, as they would anyway.
+    sleep 1.5
+    bytes=$(stop_counting)
+    stale_after=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
+    line_len=$(mean_at_line "$config" "$first")
+    stop_all
+    python3 - "$herd_kind" "$RECORDS" 0 "$bytes" "$stale_before" "$stale_after" "$line_len" <<'PY' >>"$results"
 import json, sys
 kind, records, b0, b1, s0, s1, line = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
 n = 5 if kind == "five" else 10
@@ -358,88 +376,102 @@ print(json.dumps({"scenario": f"flood-cost-{kind}", "servers": n, "records": rec
                   "budget_copies": 1.25 * (n - 1),
                   "duplicates_per_record": round((s1 - s0) / records, 2)}))
 PY
+  fi
 
   # --- The same with a server killed (-9) mid-stream and restarted --------
-  # Holiday (Welsh's only neighbour) and S5 go down after half the records
-  # and come back a second later, empty: the bytes then include its refill.
-  if [ "$herd_kind" = five ]; then victim=Holiday; else victim=S5; fi
-  config=$work/$herd_kind-restart.json
-  write_config "$config" 900
-  start_herd "$config"
-  wait_ready "$config"
-  sleep 1
-  start_counting "$config"
-  start load "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
-    --requests "$RECORDS" --clients "$RECORDS" --warmup 0 --duration $((RECORDS / RATE + 5)) \
-    --max-send-lag-ms 50 --cpus 1 --json-only --label "restart-$herd_kind"
-  load=$last
-  sleep "$(python3 -c "print($RECORDS / $RATE / 2)")"
-  k=0
-  for name in $(names_of "$config"); do
-    [ "$name" = "$victim" ] && break
-    k=$((k + 1))
-  done
-  victim_pid=${pids[$k]}
-  kill -9 "$victim_pid" 2>/dev/null || true
-  wait "$victim_pid" 2>/dev/null || true
-  sleep 1
-  start "$victim" "$HERD" serve "$victim" --config "$config" --shards 1 --cpus $((k % 2)) \
-    --log-dir "$work/logs" --log-level info
-  wait "$load" 2>/dev/null || true
-  restart_ok=true
-  wait_records "$config" "$RECORDS" || restart_ok=false
-  sleep 1.5
-  bytes=$(stop_counting)
-  stop_all
-  python3 - "$herd_kind" "$RECORDS" 0 "$bytes" "$line_len" "$restart_ok" "$victim" <<'PY' >>"$results"
+  if want restart; then
+    # Holiday (Welsh's only neighbour) and S5 go down after half the records
+    # and come back a second later, empty: the bytes then include its refill.
+    if [ "$herd_kind" = five ]; then victim=Holiday; else victim=S5; fi
+    config=$work/$herd_kind-restart.json
+    write_config "$config" 900
+    start_herd "$config"
+    wait_ready "$config"
+    sleep 1
+    start_counting "$config"
+    stale_before=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
+    start load "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
+      --requests "$RECORDS" --clients "$RECORDS" --warmup 0 --duration $((RECORDS / RATE + 5)) \
+      --max-send-lag-ms 50 --cpus 1 --json-only --label "restart-$herd_kind"
+    load=$last
+    sleep "$(python3 -c "print($RECORDS / $RATE / 2)")"
+    k=0
+    for name in $(names_of "$config"); do
+      [ "$name" = "$victim" ] && break
+      k=$((k + 1))
+    done
+    victim_pid=${pids[$k]}
+    kill -9 "$victim_pid" 2>/dev/null || true
+    wait "$victim_pid" 2>/dev/null || true
+    sleep 1
+    start "$victim" "$HERD" serve "$victim" --config "$config" --shards 1 --cpus $((k % 2)) \
+      --log-dir "$work/logs" --log-level info
+    wait "$load" 2>/dev/null || true
+    restart_ok=true
+    wait_records "$config" "$RECORDS" || restart_ok=false
+    sleep 1.5
+    bytes=$(stop_counting)
+    # The restarted server's count starts over: its stale records before
+    # the kill are not in this.
+    stale_after=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
+    line_len=$(mean_at_line "$config" "$first")
+    stop_all
+    python3 - "$herd_kind" "$RECORDS" "$bytes" "$line_len" "$restart_ok" "$victim" "$stale_before" "$stale_after" <<'PY' >>"$results"
 import json, sys
-kind, records, b0, b1, line, ok, victim = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7]
+kind, records, b, line, ok, victim = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
+s0, s1 = float(sys.argv[7]), float(sys.argv[8])
 n = 5 if kind == "five" else 10
 print(json.dumps({"scenario": f"flood-cost-restart-{kind}", "servers": n, "records": records,
                   "killed": victim, "every_server_holds_every_record": ok == "true",
-                  "link_bytes": int(b1 - b0),
-                  "copies_per_record": round((b1 - b0) / records / line, 2) if line else None,
-                  "budget_copies": 1.25 * (n - 1)}))
+                  "link_bytes": int(b),
+                  "copies_per_record": round(b / records / line, 2) if line else None,
+                  "budget_copies": 1.25 * (n - 1),
+                  "duplicates_per_record": round((s1 - s0) / records, 2)}))
 PY
+  fi
 
   # --- Two-hop propagation: IAMATs at the first server, timed at a probe --
   # The probe hangs off the first server's neighbour that is its child in
   # its own tree (Holiday of Goloman; S1 of S0), two links from the sender.
   if [ "$herd_kind" = five ]; then near=Holiday far=Welsh; else near=S1 far=S2; fi
-  config=$work/$herd_kind-probe.json
-  write_config "$config" 300 "$near"
-  start_herd "$config"
-  probe_listen=$(addr_of "$config" Probe peer_listen)
-  line=$("$BENCH" propagation --json-only --send "$(addr_of "$config" "$first" listen)" \
-    --probe-listen "$probe_listen" --probe-name Probe --count "$PROBE_COUNT" --rate "$PROBE_RATE" \
-    --cpus 1 --label "propagation-$herd_kind" | sed -n 's/^JSON //p') || true
-  stop_all
-  [ -n "$line" ] && echo "{\"scenario\": \"propagation-2-hops-$herd_kind\", \"result\": $line}" >>"$results"
+  if want propagation; then
+    config=$work/$herd_kind-probe.json
+    write_config "$config" 300 "$near"
+    start_herd "$config"
+    probe_listen=$(addr_of "$config" Probe peer_listen)
+    line=$("$BENCH" propagation --json-only --send "$(addr_of "$config" "$first" listen)" \
+      --probe-listen "$probe_listen" --probe-name Probe --count "$PROBE_COUNT" --rate "$PROBE_RATE" \
+      --cpus 1 --label "propagation-$herd_kind" | sed -n 's/^JSON //p') || true
+    stop_all
+    [ -n "$line" ] && echo "{\"scenario\": \"propagation-2-hops-$herd_kind\", \"result\": $line}" >>"$results"
+  fi
 
   # --- Repair: the eager link from the sender to $near dies under load ----
-  config=$work/$herd_kind-repair.json
-  write_config "$config" 600
-  relay_addr=127.0.0.1:$(p 690)
-  start_relay "$relay_addr" "$(addr_of "$config" "$near" peer_listen)"
-  sender_config=$work/$herd_kind-repair-sender.json
-  write_config "$sender_config" 600 "" "$relay_addr" "$near"
-  k=0
-  for name in $(names_of "$config"); do
-    cfg=$config
-    [ "$name" = "$first" ] && cfg=$sender_config
-    start "$name" "$HERD" serve "$name" --config "$cfg" --shards 1 --cpus $((k % 2)) \
-      --log-dir "$work/logs" --log-level info
-    k=$((k + 1))
-  done
-  wait_ready "$config"
-  start load "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
-    --warmup 0 --duration 6 --max-send-lag-ms 50 --cpus 1 --json-only --label "repair-$herd_kind"
-  load=$last
-  sleep 2
-  line=$(repair_after_kill "$relay" "$(addr_of "$config" "$first" listen)" \
-    "$(addr_of "$config" "$near" listen)" "$(addr_of "$config" "$far" listen)") || true
-  wait "$load" 2>/dev/null || true
-  stop_all
-  [ -n "$line" ] && echo "{\"scenario\": \"repair-$herd_kind\", \"result\": $line}" >>"$results"
+  if want repair; then
+    config=$work/$herd_kind-repair.json
+    write_config "$config" 600
+    relay_addr=127.0.0.1:$(p 690)
+    start_relay "$relay_addr" "$(addr_of "$config" "$near" peer_listen)"
+    sender_config=$work/$herd_kind-repair-sender.json
+    write_config "$sender_config" 600 "" "$relay_addr" "$near"
+    k=0
+    for name in $(names_of "$config"); do
+      cfg=$config
+      [ "$name" = "$first" ] && cfg=$sender_config
+      start "$name" "$HERD" serve "$name" --config "$cfg" --shards 1 --cpus $((k % 2)) \
+        --log-dir "$work/logs" --log-level info
+      k=$((k + 1))
+    done
+    wait_ready "$config"
+    start load "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
+      --warmup 0 --duration 6 --max-send-lag-ms 50 --cpus 1 --json-only --label "repair-$herd_kind"
+    load=$last
+    sleep 2
+    line=$(repair_after_kill "$relay" "$(addr_of "$config" "$first" listen)" \
+      "$(addr_of "$config" "$near" listen)" "$(addr_of "$config" "$far" listen)") || true
+    wait "$load" 2>/dev/null || true
+    stop_all
+    [ -n "$line" ] && echo "{\"scenario\": \"repair-$herd_kind\", \"result\": $line}" >>"$results"
+  fi
 done
 if [ -z "${OUT:-}" ]; then cat "$results"; else cat "$results" >>"$OUT"; fi
