@@ -39,6 +39,10 @@ HERDS=${HERDS:-"five ten"}
 # Which measurements: cost (link bytes and duplicates), restart (the same
 # with a server killed -9 and restarted), propagation, repair.
 PARTS=${PARTS:-"cost restart propagation repair"}
+# Limits for every server, as JSON (e.g. '{"link_tree": false}'); none by
+# default.
+LIMITS=${LIMITS:-}
+export LIMITS
 # Propagation probes: IAMATs at this rate, this many.
 PROBE_COUNT=${PROBE_COUNT:-2000}
 PROBE_RATE=${PROBE_RATE:-500}
@@ -83,7 +87,7 @@ stop_all() {
 # peer address to write for server $5 instead of its own (a relay).
 write_config() {
   python3 - "$1" "$2" "$herd_kind" "$(p 0)" "${3:-}" "${4:-}" "${5:-}" <<'PY'
-import json, sys
+import json, os, sys
 path, offset, kind, base, probe = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 relay, relayed = sys.argv[6], sys.argv[7]
 if kind == "five":
@@ -115,7 +119,10 @@ if probe:
     servers.append({"name": "Probe", "listen": f"127.0.0.1:{base + offset + 90}",
                     "peer_listen": f"127.0.0.1:{base + offset + 91}", "admin_listen": None,
                     "neighbours": [at]})
-json.dump({"servers": servers}, open(path, "w"), indent=1)
+config = {"servers": servers}
+if os.environ.get("LIMITS"):
+    config["limits"] = json.loads(os.environ["LIMITS"])
+json.dump(config, open(path, "w"), indent=1)
 PY
 }
 
