@@ -9,114 +9,11 @@ mod support;
 
 use herd::pure::config::Fsync;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::proxy::Proxy;
 use support::*;
-
-/// A TCP proxy that can cut every connection it carries and refuse new ones,
-/// or silently stop forwarding on the connections it carries (a half-open
-/// link: nothing closes, nothing gets through).
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    stop: Arc<AtomicBool>,
-    /// Connections opened before this generation swallow what they read.
-    swallow_before: Arc<AtomicU64>,
-    /// The generation of the newest connection carried.
-    generation: Arc<AtomicU64>,
-}
-
-impl Proxy {
-    fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let proxy = Proxy {
-            addr: listener.local_addr().unwrap(),
-            cut: Arc::new(AtomicBool::new(false)),
-            open: Arc::new(Mutex::new(Vec::new())),
-            stop: Arc::new(AtomicBool::new(false)),
-            swallow_before: Arc::new(AtomicU64::new(0)),
-            generation: Arc::new(AtomicU64::new(0)),
-        };
-        let (cut, open, stop) = (proxy.cut.clone(), proxy.open.clone(), proxy.stop.clone());
-        let swallow_before = proxy.swallow_before.clone();
-        let generation = proxy.generation.clone();
-        std::thread::spawn(move || {
-            // Bounded by `stop`, set when the proxy is dropped.
-            while !stop.load(Ordering::SeqCst) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                if cut.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(target) else {
-                    continue;
-                };
-                let this = generation.fetch_add(1, Ordering::SeqCst) + 1;
-                client.set_nonblocking(false).unwrap();
-                let mut held = open.lock().unwrap();
-                held.push(client.try_clone().unwrap());
-                held.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let swallow_before = swallow_before.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 {
-                                break;
-                            }
-                            if swallow_before.load(Ordering::SeqCst) > this {
-                                continue;
-                            }
-                            if to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Both);
-                        let _ = from.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        proxy
-    }
-
-    /// Breaks every carried connection and refuses new ones.
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-
-    /// Every connection carried now stops forwarding, without closing:
-    /// bytes sent into it vanish. New connections forward as usual.
-    fn go_half_open(&self) {
-        let newest = self.generation.load(Ordering::SeqCst);
-        self.swallow_before.store(newest + 1, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.cut();
-    }
-}
 
 /// Neighbours A and B, each reaching the other only through a proxy.
 struct ProxiedPair {

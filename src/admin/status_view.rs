@@ -160,6 +160,44 @@ pub struct LinkStatus {
     /// How old the oldest unsent record is, in seconds.
     #[serde(deserialize_with = "lenient")]
     pub behind_seconds: Option<f64>,
+    /// The link's part in the flood trees (servers before them say none).
+    #[serde(deserialize_with = "lenient")]
+    pub flood: Option<FloodStatus>,
+}
+
+/// A link's part in the flood trees (PROTOCOL.md, "Flood trees").
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct FloodStatus {
+    /// `eager` (every origin's records), `lazy` (announcements only),
+    /// `tree` (some origins'), or `mixed` (shards differ).
+    #[serde(deserialize_with = "lenient")]
+    pub state: Option<String>,
+    /// Servers whose records the link sends.
+    #[serde(deserialize_with = "lenient")]
+    pub eager_origins: Option<u64>,
+    /// Servers of the herd.
+    #[serde(deserialize_with = "lenient")]
+    pub origins: Option<u64>,
+    /// `GRAFT`s the neighbour sent.
+    #[serde(deserialize_with = "lenient")]
+    pub grafts: Option<u64>,
+}
+
+impl FloodStatus {
+    /// In a few words: `eager`, `lazy`, `tree 2/5`, with the grafts when
+    /// any came.
+    fn shown(&self) -> String {
+        let state = self.state.as_deref().unwrap_or("-");
+        let mut text = match (state, self.eager_origins, self.origins) {
+            ("tree", Some(e), Some(o)) => format!("tree {e}/{o}"),
+            _ => short(state, 12),
+        };
+        if let Some(g) = self.grafts.filter(|&g| g > 0) {
+            text.push_str(&format!(" grafts {g}"));
+        }
+        text
+    }
 }
 
 /// Reads any JSON value, then the wanted type from it, and takes the
@@ -303,8 +341,9 @@ const COLUMNS: [(&str, bool); 7] = [
 enum Detail {
     /// A line of text, indented.
     Note(String),
-    /// A link: neighbour, state, lag in records, lag in time.
-    Link([String; 4]),
+    /// A link: neighbour, state, lag in records, lag in time, its part in
+    /// the flood trees (empty from servers before them).
+    Link([String; 5]),
 }
 
 /// One server's row before alignment: its cells (only name and state for a
@@ -389,6 +428,10 @@ fn row_of(view: &ServerView) -> Row {
                     or_dash(link.behind_records),
                     link.behind_seconds
                         .map_or_else(|| "-".to_owned(), human_seconds),
+                    link.flood
+                        .as_ref()
+                        .map(FloodStatus::shown)
+                        .unwrap_or_default(),
                 ]));
             }
             Row {
@@ -412,8 +455,9 @@ fn pad(out: &mut String, text: &str, width: usize, right: bool) {
 
 /// The table of a herd: a summary line, then a header and one row per
 /// server (config order) in aligned columns, each followed by its notes and
-/// its links (`link NEIGHBOUR STATE lag N records T`, aligned across
-/// servers).
+/// its links (`link NEIGHBOUR STATE lag N records T FLOOD`, aligned
+/// across servers; FLOOD is `eager`, `lazy` or `tree E/N` and the grafts
+/// its neighbour asked, when any).
 /// Rates come from each server's previous sample and read `-` until there is
 /// one. No escape codes: the caller clears the screen if it wants to.
 pub fn render(views: &[ServerView]) -> String {
@@ -425,7 +469,7 @@ pub fn render(views: &[ServerView]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut link_widths = [0usize; 4];
+    let mut link_widths = [0usize; 5];
     for row in &rows {
         for detail in &row.details {
             if let Detail::Link(cells) = detail {
@@ -490,7 +534,7 @@ pub fn render(views: &[ServerView]) -> String {
         for detail in &row.details {
             match detail {
                 Detail::Note(text) => line.push_str(&format!("  {text}")),
-                Detail::Link([neighbour, state, records, secs]) => {
+                Detail::Link([neighbour, state, records, secs, flood]) => {
                     line.push_str("  link ");
                     pad(&mut line, neighbour, link_widths[0], false);
                     line.push_str("  ");
@@ -499,6 +543,10 @@ pub fn render(views: &[ServerView]) -> String {
                     pad(&mut line, records, link_widths[2], true);
                     line.push_str(" records  ");
                     pad(&mut line, secs, link_widths[3], true);
+                    if !flood.is_empty() {
+                        line.push_str("  ");
+                        line.push_str(flood);
+                    }
                 }
             }
             finish(&mut out, &mut line);
@@ -860,6 +908,46 @@ mod tests {
             links.windows(2).all(|w| w[0].len() == w[1].len()),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_link_shows_which_origins_it_carries_along_the_trees() {
+        let t0 = Instant::now();
+        let mut s = status("A", 1.0, 0, 0);
+        let flood = |state: &str, eager, grafts| FloodStatus {
+            state: Some(state.to_owned()),
+            eager_origins: Some(eager),
+            origins: Some(5),
+            grafts: Some(grafts),
+        };
+        s.links = vec![
+            LinkStatus {
+                flood: Some(flood("tree", 2, 0)),
+                ..link("B", "up", 1, 1, 0, 0.0)
+            },
+            LinkStatus {
+                flood: Some(flood("lazy", 0, 3)),
+                ..link("C", "up", 1, 1, 0, 0.0)
+            },
+            LinkStatus {
+                flood: Some(flood("eager", 5, 0)),
+                ..link("D", "up", 1, 1, 0, 0.0)
+            },
+        ];
+        let table = render(&[up("A", None, sample(s, t0))]);
+        assert_eq!(
+            under(&table, "A"),
+            [
+                "  link B  up  lag 0 records  0s  tree 2/5",
+                "  link C  up  lag 0 records  0s  lazy grafts 3",
+                "  link D  up  lag 0 records  0s  eager",
+            ]
+        );
+        let parsed: LinkStatus = serde_json::from_str(
+            r#"{"neighbour": "B", "flood": {"state": "tree", "eager_origins": 2, "origins": 5}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.flood.map(|f| f.shown()).as_deref(), Some("tree 2/5"));
     }
 
     #[test]

@@ -12,13 +12,17 @@ use crate::net::client_auth::{ClientSide, Clients};
 use crate::net::client_tls::ClientTls;
 use crate::net::link_tls::{self, LinkTls};
 use crate::net::route::Router;
+use crate::net::tree_in::{TreeIn, TreeSettings};
 use crate::ops::metrics::Inbound;
 use crate::pure::catchup::Marks;
+use crate::pure::flood_tree::Trees;
 use crate::pure::framing::{Frame, LineBuffer};
 use crate::pure::link_session::{self, Challenge, Liveness, Receiver, ReceiverEvent};
 use crate::pure::protocol::{self, Command, Parsed, PosixTime};
-use crate::pure::record::Record;
-use crate::shard::{Activity, NeighbourId};
+use crate::pure::record::{Record, Tags};
+use crate::pure::server_ids::ServerIds;
+use crate::shard::flood::Flood;
+use crate::shard::{Activity, NeighbourId, Shard};
 use futures_channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -67,6 +71,8 @@ struct Proving {
 #[derive(Debug)]
 struct Incoming {
     from: NeighbourId,
+    /// The neighbour's server id: the source tag of its records.
+    source: u8,
     session: Receiver,
     /// Records dropped for a client time too far ahead.
     future_records: u64,
@@ -74,24 +80,57 @@ struct Incoming {
     place: u64,
     /// Whether the neighbour has sent all it held when the link opened.
     caught_up: bool,
+    /// Its flood-tree lines (announcements in, requests out).
+    tree: TreeIn,
 }
 
 impl Incoming {
-    /// The clock's turn: a keepalive into `out` when due. False (and
-    /// logged) when the neighbour has been silent too long.
-    fn tick(&mut self, admission: &Admission, peer: &str, out: &mut Vec<u8>) -> bool {
+    /// The clock's turn: a keepalive and flood-tree requests into `out`
+    /// when due. False (and logged) when the neighbour has been silent too
+    /// long, or the link must reopen.
+    fn tick(
+        &mut self,
+        admission: &Admission,
+        shard: &Shard,
+        peer: &str,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let neighbour = &admission.neighbours[self.from];
         if !admission.live_neighbours.borrow().contains(neighbour) {
             tracing::info!(%peer, %neighbour, "incoming link closed: no longer a neighbour");
             return false;
         }
-        match self.session.on_tick(Instant::now(), out) {
-            Ok(()) => true,
-            Err(why) => {
-                tracing::warn!(%peer, neighbour = %admission.neighbours[self.from], %why, "incoming link closed");
-                false
-            }
+        let now = Instant::now();
+        if let Err(why) = self.session.on_tick(now, out) {
+            tracing::warn!(%peer, %neighbour, %why, "incoming link closed");
+            return false;
         }
+        let trees = shard.trees();
+        if admission
+            .topology
+            .is_some_and(|said| said != trees.topology())
+        {
+            // A reload changed the graph: the sender must hear the new one.
+            tracing::info!(%peer, %neighbour, "incoming link closed: the herd's graph changed");
+            return false;
+        }
+        if let Some(run) = self.session.sender_run() {
+            // A neighbour that speaks trees: this server compares digests.
+            admission.flood.start_digests();
+            let settings = tree_settings(admission, &trees);
+            self.tree.tick(run, &settings, now, out);
+        }
+        true
+    }
+}
+
+/// What an incoming link's flood-tree lines need of this server.
+fn tree_settings<'a>(admission: &'a Admission, trees: &'a Trees) -> TreeSettings<'a> {
+    TreeSettings {
+        flood: &admission.flood,
+        trees,
+        ids: &admission.ids,
+        announce: admission.announce,
     }
 }
 
@@ -133,6 +172,18 @@ pub(crate) struct Admission {
     pub marks: Arc<Marks>,
     /// The server's open incoming links (shared by all shards).
     pub inbound: Arc<Inbound>,
+    /// Numbers for server names: records' tags.
+    pub ids: Arc<ServerIds>,
+    /// This server's run, said to neighbours (`TREE`); `None` to speak
+    /// only the earlier link rules.
+    pub run: Option<u64>,
+    /// The fingerprint of this server's graph (`TREE`), or `None` when it
+    /// does not send along trees.
+    pub topology: Option<u64>,
+    /// The server's flood-tree state.
+    pub flood: Arc<Flood>,
+    /// How often links announce digests.
+    pub announce: Duration,
 }
 
 /// The receive time, read once per read.
@@ -289,7 +340,7 @@ async fn converse<S: Socket>(
                 };
                 // A link's reads time out every heartbeat tick: time to
                 // send a keepalive, or to give up on a silent neighbour.
-                if !link.tick(&admission, &peer, &mut out) {
+                if !link.tick(&admission, router.shard(), &peer, &mut out) {
                     break End::Silent;
                 }
                 if let Err(e) = flush(&mut stream, &mut out).await {
@@ -344,7 +395,7 @@ async fn converse<S: Socket>(
         if let Role::Link(link) = &mut role {
             // A busy link's reads never time out: keepalives are due by the
             // clock all the same, or the sender would take it for dead.
-            if !link.tick(&admission, &peer, &mut out) {
+            if !link.tick(&admission, router.shard(), &peer, &mut out) {
                 break End::Silent;
             }
         }
@@ -352,9 +403,9 @@ async fn converse<S: Socket>(
             // Neighbours may be quiet for long stretches: a link never idles
             // out, its session watches it instead, woken every tick. Its AT
             // lines are longer than the IAMATs they came from.
-            let _ = stream
-                .tcp()
-                .set_read_timeout(Some(admission.liveness.tick()));
+            // Flood-tree comparisons come every announcement interval.
+            let tick = admission.liveness.tick().min(admission.announce);
+            let _ = stream.tcp().set_read_timeout(Some(tick));
             let _ = stream
                 .tcp()
                 .set_write_timeout(Some(admission.liveness.dead_after));
@@ -544,7 +595,8 @@ async fn handle(
                 admission.inbound.caught_up(link.place);
             }
             if let Some(record) = record {
-                router.record(record).await;
+                let run = link.session.sender_run().unwrap_or(0);
+                router.record(record, run).await;
             }
             return true;
         }
@@ -621,7 +673,8 @@ async fn handle(
         }
         Parsed::Command(Command::IAmAt(iamat)) => {
             commands.iamat_ok.inc();
-            let record = Record::from_iamat(&admission.me, now, &iamat);
+            let record =
+                Record::from_iamat(&admission.me, now, &iamat, admission.ids.id(&admission.me));
             let start = out.len();
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
@@ -703,9 +756,14 @@ fn handshake(
                 return false;
             }
             tracing::info!(%peer, %neighbour, "incoming link accepted");
+            let heard = TreeIn::resume(&admission.flood, neighbour);
+            let source = admission.ids.id(neighbour);
             *role = Role::Link(Box::new(Incoming {
                 from,
-                session: Receiver::new(Instant::now(), admission.liveness),
+                source,
+                tree: TreeIn::new(neighbour, source, Instant::now()),
+                session: Receiver::new(Instant::now(), admission.liveness, admission.run)
+                    .with_tree(admission.topology, heard),
                 future_records: 0,
                 place: admission.inbound.opened(neighbour),
                 caught_up: false,
@@ -746,12 +804,29 @@ fn on_link(
     out: &mut Vec<u8>,
 ) -> Option<Record> {
     let neighbour = &admission.neighbours[link.from];
+    if parsed == Parsed::Invalid {
+        if let Some(run) = link.session.sender_run() {
+            // Not a client line: maybe a flood-tree announcement.
+            let text = String::from_utf8_lossy(line);
+            let trees = router.shard().trees();
+            let settings = tree_settings(admission, &trees);
+            if link
+                .tree
+                .on_line(text.trim_end(), run, &settings, Instant::now())
+            {
+                return None;
+            }
+        }
+    }
     let since = |shard, epoch| {
         let since = admission.marks.since(neighbour, shard, epoch);
         tracing::info!(%peer, %neighbour, shard, since, "link stream resumes");
         since
     };
-    match link.session.on_line(parsed, Instant::now(), since, out) {
+    match link
+        .session
+        .on_line(parsed, line, Instant::now(), since, out)
+    {
         ReceiverEvent::Record(at) if at.time.is_ahead_of(now(), admission.max_future_skew) => {
             // A neighbour with a clock far ahead, or a record made before
             // the bound existed: storing it would pin its client.
@@ -762,7 +837,11 @@ fn on_link(
         }
         ReceiverEvent::Record(at) => {
             tracing::debug!(%peer, line = %String::from_utf8_lossy(line), "in: record");
-            Some(Record::from_at(&at))
+            let tags = Tags {
+                source: link.source,
+                origin: admission.ids.id(at.server),
+            };
+            Some(Record::from_at(&at, tags))
         }
         ReceiverEvent::None => None,
         ReceiverEvent::Invalid => {

@@ -1,6 +1,6 @@
-//! Fresh nonces for the link handshake, from the operating system's
-//! random source (the only randomness the handshake needs; the session in
-//! `link_session.rs` takes them as values).
+//! Fresh nonces for the link handshake, and a server's run number, from
+//! the operating system's random source (the only randomness links need;
+//! the session in `link_session.rs` takes them as values).
 
 use crate::pure::link_session::{nonce_hex, NONCE_BYTES};
 
@@ -9,6 +9,14 @@ pub fn fresh() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; NONCE_BYTES];
     getrandom::getrandom(&mut bytes)?;
     Ok(nonce_hex(&bytes))
+}
+
+/// A new run number (never 0, which means none): drawn once per start,
+/// so that neighbours can tell one life of this server from the next.
+pub fn fresh_run() -> Result<u64, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes).max(1))
 }
 
 #[cfg(test)]

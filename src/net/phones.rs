@@ -529,7 +529,8 @@ async fn store(conn: &Conn, report: &Report) -> Result<(), fn(App) -> Answer> {
         metrics.refused.future_time.inc();
         return Err(|app| Answer::invalid(app, "the time is too far ahead of the server's clock"));
     }
-    let record = Record::from_iamat(&admission.me, received, &iamat);
+    let origin = admission.ids.id(&admission.me);
+    let record = Record::from_iamat(&admission.me, received, &iamat, origin);
     tracing::debug!(peer = %conn.peer, line = %line, "in: phone report");
     if let Some(pending) = conn.router.try_record(record) {
         if let Some(on_disk) = Box::pin(conn.router.record_acked(pending)).await {

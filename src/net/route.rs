@@ -15,8 +15,9 @@ use std::rc::Rc;
 
 /// Work sent to an owner shard.
 pub(crate) enum ToOwner {
-    /// Apply (and so flood) a record.
-    Record(Record),
+    /// Apply (and so flood) a record that arrived in the given run of the
+    /// neighbour its source tag names (0: an IAMAT, or no run known).
+    Record(Record, u64),
     /// Apply a record, and answer once the journal holds it on disk
     /// (`persistence.fsync: always`).
     Durable(Record, oneshot::Sender<()>),
@@ -69,7 +70,7 @@ impl Router {
     pub(crate) fn try_record(&self, record: Record) -> Option<Pending<'_>> {
         let owner = self.owner_elsewhere(record.client_id());
         if owner.is_none() && !self.shard.acks_wait() {
-            self.shard.apply(record);
+            self.shard.apply(record, 0);
             return None;
         }
         Some(Pending { record, owner })
@@ -83,9 +84,9 @@ impl Router {
         if !self.shard.acks_wait() {
             match owner {
                 Some((senders, owner)) => {
-                    send(senders, owner, ToOwner::Record(record)).await;
+                    send(senders, owner, ToOwner::Record(record, 0)).await;
                 }
-                None => self.shard.apply(record),
+                None => self.shard.apply(record, 0),
             }
             return None;
         }
@@ -100,15 +101,16 @@ impl Router {
         Some(on_disk)
     }
 
-    /// Applies a record on its owner shard.
-    pub(crate) async fn record(&self, record: Record) {
+    /// Applies a record from a link on its owner shard; `run` is the run of
+    /// the neighbour it came from (see [`Shard::apply`]).
+    pub(crate) async fn record(&self, record: Record, run: u64) {
         match self.owner_elsewhere(record.client_id()) {
             // Boxed: only records owned elsewhere wait, and a connection's
             // task should not carry this future's size while it is idle.
             Some((senders, owner)) => {
-                Box::pin(send(senders, owner, ToOwner::Record(record))).await;
+                Box::pin(send(senders, owner, ToOwner::Record(record, run))).await;
             }
-            None => self.shard.apply(record),
+            None => self.shard.apply(record, run),
         }
     }
 
@@ -159,7 +161,7 @@ impl Router {
 /// when the owner has stopped receiving, which happens only at shutdown.
 async fn send(senders: &Senders<ToOwner>, owner: usize, msg: ToOwner) -> bool {
     let what = match msg {
-        ToOwner::Record(_) | ToOwner::Durable(..) => "record not applied",
+        ToOwner::Record(..) | ToOwner::Durable(..) => "record not applied",
         ToOwner::Nearby { .. } => "WHATSAT not answered",
     };
     if senders.send_to(owner, msg).await.is_err() {
@@ -176,7 +178,7 @@ pub(crate) fn serve_owner(shard: Rc<Shard>, mut receivers: Receivers<ToOwner>) {
         glommio::spawn_local(async move {
             while let Some(msg) = receiver.recv().await {
                 match msg {
-                    ToOwner::Record(record) => shard.apply(record),
+                    ToOwner::Record(record, run) => shard.apply(record, run),
                     ToOwner::Durable(record, done) => shard.apply_durable(record, done),
                     ToOwner::Nearby {
                         client_id,

@@ -12,6 +12,7 @@
 //! turn a [`ServerView`] (every shard's figures plus the server's own) into
 //! the text of `/metrics` and the JSON of `/status`.
 
+use crate::ops::tree_metrics::{self, LinkTree};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -294,6 +295,8 @@ pub(crate) struct LinkView {
     pub behind_seconds: f64,
     /// Records sent on this link since the server started.
     pub sent: u64,
+    /// Its flood-tree figures.
+    pub tree: LinkTree,
 }
 
 /// Places figures of one shard since it started.
@@ -349,6 +352,9 @@ pub(crate) struct Published {
     pub expired: u64,
     /// The shard's outgoing links.
     pub links: Vec<LinkView>,
+    /// By neighbour: records from it this shard already held (or held
+    /// newer), since it started.
+    pub duplicates: Vec<(String, u64)>,
     /// Places figures.
     pub places: PlacesFigures,
     /// The journal's figures, when the server keeps one.
@@ -372,6 +378,7 @@ impl Default for Published {
             refused_older: 0,
             expired: 0,
             links: Vec::new(),
+            duplicates: Vec::new(),
             places: PlacesFigures::default(),
             journal: None,
             latency: latency_histogram(),
@@ -544,6 +551,16 @@ pub(crate) fn not_ready(view: &ServerView) -> Vec<String> {
         }
     }
     why
+}
+
+/// Records from `neighbour` the shards already held, all shards.
+fn duplicates(view: &ServerView, neighbour: &str) -> u64 {
+    view.shards
+        .iter()
+        .flat_map(|s| &s.published.duplicates)
+        .filter(|(n, _)| n == neighbour)
+        .map(|(_, d)| d)
+        .sum()
 }
 
 /// The sum over shards of one figure.
@@ -819,6 +836,10 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             label(neighbour)
         );
     }
+    let rows: Vec<tree_metrics::Row<'_>> = links(view)
+        .map(|(s, l)| (s, l.neighbour.as_str(), &l.tree))
+        .collect();
+    tree_metrics::render(&mut out, &rows, &view.neighbours, &|n| duplicates(view, n));
 
     let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
     counters(
@@ -1042,6 +1063,10 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
                 "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
                 "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
                 "sent": of.iter().map(|l| l.sent).sum::<u64>(),
+                "flood": tree_metrics::link_json(
+                    &of.iter().map(|l| &l.tree).collect::<Vec<_>>(),
+                    duplicates(view, neighbour),
+                ),
             })
         })
         .collect();
@@ -1158,6 +1183,7 @@ mod tests {
             behind_records: if up { 0 } else { 7 },
             behind_seconds: if up { 0.0 } else { 2.5 },
             sent: 3,
+            tree: LinkTree::default(),
         }
     }
 

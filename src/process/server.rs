@@ -22,8 +22,11 @@ use crate::places::upstream::{Upstream, UpstreamSettings};
 use crate::pure::auth_limit::AuthFailures;
 use crate::pure::catchup::Marks;
 use crate::pure::config::{Config, PlacesApi, PlacesSource};
+use crate::pure::flood_tree::Trees;
 use crate::pure::link_session::Liveness;
 use crate::pure::ring::Ring;
+use crate::pure::server_ids::ServerIds;
+use crate::shard::flood::{self, Flood};
 use crate::shard::journal::{self, Durability, JournalPlan};
 use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
@@ -236,6 +239,38 @@ struct ShardPlan {
     control: Arc<Control>,
     /// The journal, when the herd has a `persistence` section.
     journal: Option<Arc<JournalPlan>>,
+    /// Numbers for server names, shared by the shards; a reload only adds.
+    ids: Arc<Mutex<ServerIds>>,
+    /// This server's run: drawn at start, said to neighbours.
+    run: u64,
+    /// The flood-tree state the shards share.
+    flood: Arc<Flood>,
+}
+
+impl ShardPlan {
+    /// The server ids with every server of `config` numbered: the same
+    /// numbers in every shard, whichever config each saw first.
+    fn ids_for(&self, config: &Config) -> Arc<ServerIds> {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let extended =
+            std::mem::take(&mut *ids).with(config.servers.iter().map(|s| s.name.as_str()));
+        *ids = extended;
+        Arc::new(ids.clone())
+    }
+
+    /// The herd's flood trees, as `config` has them.
+    fn trees_for(&self, config: &Config) -> Arc<Trees> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| (s.name.as_str(), s.neighbours.as_slice()));
+        Arc::new(Trees::new(servers, &self.name, &self.ids_for(config)))
+    }
+
+    /// This server's run, when it speaks trees (`limits.link_tree`).
+    fn run_for(&self, config: &Config) -> Option<u64> {
+        config.limits.link_tree.then_some(self.run)
+    }
 }
 
 /// The config in force, reloads of it, and the stop: written by a reload
@@ -639,6 +674,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         None => None,
         Some(paths) => Some(LinkTls::load(&paths, &name).map_err(|e| bad(e.to_string()))?),
     };
+    let ids = ServerIds::new(config.servers.iter().map(|s| s.name.as_str()));
+    let run = crate::net::nonce::fresh_run()
+        .map_err(|e| bad(format!("no randomness for the server's run: {e}")))?;
     let client_tls_addr = config.client_tls_addr(&name);
     let tls_port = client_tls_addr.or(config.https_addr(&name));
     let client_tls = match (
@@ -663,10 +701,11 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         config.journal_dir(&name, &options.config_dir),
     ) {
         (Some(p), Some(dir)) => {
-            let replayed = journal::replay(&dir, shards).map_err(|why| StartError::Journal {
-                server: name.clone(),
-                why,
-            })?;
+            let replayed =
+                journal::replay(&dir, shards, &ids).map_err(|why| StartError::Journal {
+                    server: name.clone(),
+                    why,
+                })?;
             tracing::info!(
                 dir = %dir.display(),
                 files = replayed.old_files.len(),
@@ -721,6 +760,9 @@ pub fn start(config: Config, options: StartOptions) -> Result<Running, StartErro
         registry: Arc::new(registry),
         control: control.clone(),
         journal,
+        ids: Arc::new(Mutex::new(ids)),
+        run,
+        flood: Arc::new(Flood::new(shards)),
     };
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.limits.channel_capacity));
     // Every shard speaks on one channel; each one's `Herald` guarantees a
@@ -826,6 +868,7 @@ fn places_settings(config: &Config) -> Result<Option<UpstreamSettings>, String> 
 fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
     let limits = &config.limits;
     let liveness = liveness(config);
+    let trees = plan.trees_for(config);
     LinkSettings {
         me: plan.name.as_str().into(),
         secret: config.secret.as_deref().map(Rc::from),
@@ -837,6 +880,11 @@ fn link_settings(plan: &ShardPlan, config: &Config) -> LinkSettings {
         linger: Duration::from_micros(limits.flood_linger_us),
         liveness,
         write_timeout: liveness.dead_after,
+        run: plan.run_for(config),
+        topology: plan.run_for(config).map(|_| trees.topology()),
+        trees,
+        ids: plan.ids_for(config),
+        announce: Duration::from_millis(limits.link_announce_ms),
     }
 }
 
@@ -874,6 +922,13 @@ fn admission(
         max_connections: limits.max_connections_per_shard,
         marks: plan.marks.clone(),
         inbound: plan.registry.inbound.clone(),
+        ids: plan.ids_for(config),
+        run: plan.run_for(config),
+        topology: plan
+            .run_for(config)
+            .map(|_| plan.trees_for(config).topology()),
+        flood: plan.flood.clone(),
+        announce: Duration::from_millis(limits.link_announce_ms),
     }
 }
 
@@ -912,6 +967,7 @@ impl Live {
         *self.neighbours.borrow_mut() = me
             .map(|s| s.neighbours.iter().map(|n| Rc::from(n.as_str())).collect())
             .unwrap_or_default();
+        self.shard.set_trees(self.plan.trees_for(&config));
         *self.link_settings.borrow_mut() = link_settings(&self.plan, &config);
         *self.admission.borrow_mut() = Rc::new(admission(
             &self.plan,
@@ -920,8 +976,11 @@ impl Live {
             &self.clients,
         ));
         self.follow_clients(&old, &config);
+        let ids = self.plan.ids_for(&config);
         for (name, addr) in &changes.added {
-            let status = self.shard.add_link(name.as_str().into(), *addr);
+            let status = self
+                .shard
+                .add_link(name.as_str().into(), ids.id(name), *addr);
             glommio::spawn_local(link::run(
                 status,
                 self.link_settings.clone(),
@@ -1053,12 +1112,13 @@ async fn run_shard(
     // The config in force now: a reload may have come before this shard.
     let (generation, config) = plan.control.current();
     let limits = &config.limits;
-    let neighbours: Vec<(Rc<str>, SocketAddr)> = config
+    let ids = plan.ids_for(&config);
+    let neighbours: Vec<(Rc<str>, u8, SocketAddr)> = config
         .server(&plan.name)
         .map(|s| {
             s.neighbours
                 .iter()
-                .filter_map(|n| Some((Rc::from(n.as_str()), config.peer_addr(n)?)))
+                .filter_map(|n| Some((Rc::from(n.as_str()), ids.id(n), config.peer_addr(n)?)))
                 .collect()
         })
         .unwrap_or_default();
@@ -1092,7 +1152,9 @@ async fn run_shard(
         plan.journal
             .as_ref()
             .map(|j| Rc::new(Durability::new(j.fsync))),
+        plan.flood.clone(),
     ));
+    shard.set_trees(plan.trees_for(&config));
     plan.registry.add_shard(shard.metrics.clone());
     // The journal's records go in before the links open: the links' cursors
     // are at the start of the store, so neighbours are sent them too, and
@@ -1109,7 +1171,7 @@ async fn run_shard(
             .unwrap_or_default();
         let read = records.len();
         for record in records {
-            shard.apply(record);
+            shard.apply(record, 0);
             // A large journal: let the executor breathe between records.
             glommio::yield_if_needed().await;
         }
@@ -1185,6 +1247,11 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(publish(shard.clone())).detach();
+    glommio::spawn_local(flood::run(
+        shard.clone(),
+        Duration::from_millis(limits.link_announce_ms),
+    ))
+    .detach();
     if let Some(ttl) = limits.record_ttl_ms {
         glommio::spawn_local(expire_records(shard.clone(), Duration::from_millis(ttl))).detach();
     }

@@ -552,6 +552,16 @@ pub struct Limits {
     /// microseconds (0: sleep at once). Polling spares the peers the cost of
     /// waking a sleeping core; see tuning.md.
     pub spin_before_park_us: u64,
+    /// How often a link announces what changed in its server's digests to
+    /// a neighbour, in milliseconds (PROTOCOL.md, "Flood trees"); a record
+    /// lost on a tree is found missing about a second plus two of these
+    /// after it was made.
+    pub link_announce_ms: u64,
+    /// Whether this server sends records along flood trees and speaks the
+    /// lines for it (`TREE`, `IHAVE`, `GRAFT`, `PRUNE`); `false` keeps it to
+    /// the earlier link rules: it floods every record on every link, and is
+    /// flooded to.
+    pub link_tree: bool,
 }
 
 /// Open files (descriptors) a server needs, from its shard count and
@@ -603,6 +613,8 @@ impl Default for Limits {
             http_request_timeout_ms: 10_000,
             flood_linger_us: 1000,
             spin_before_park_us: 0,
+            link_announce_ms: 100,
+            link_tree: true,
         }
     }
 }
@@ -1311,6 +1323,7 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
         ("http_request_timeout_ms", l.http_request_timeout_ms == 0),
         ("link_records_per_sec", l.link_records_per_sec == 0),
         ("link_heartbeat_ms", l.link_heartbeat_ms == 0),
+        ("link_announce_ms", l.link_announce_ms == 0),
         ("record_ttl_ms", l.record_ttl_ms == Some(0)),
         ("max_future_skew_ms", l.max_future_skew_ms == 0),
     ];
@@ -1350,6 +1363,13 @@ fn limit_problems(l: &Limits, problems: &mut Vec<String>) {
             "limits.link_timeout_ms ({}) must be more than limits.link_heartbeat_ms ({}) and at \
              most three times it: a live link would look dead, or a dead one be found late",
             l.link_timeout_ms, l.link_heartbeat_ms
+        ));
+    }
+    if l.link_announce_ms > 10_000 {
+        problems.push(format!(
+            "limits.link_announce_ms is {}; at most 10000 (10 s), or a record lost on a \
+             tree would be found missing that much later",
+            l.link_announce_ms
         ));
     }
     if l.link_backoff_initial_ms > l.link_backoff_max_ms {

@@ -28,7 +28,16 @@
 //! - A receiver that refused a record line stops moving its mark: the
 //!   position never moves past a record it does not hold, so a reopened
 //!   link sends that record again.
+//! - Servers of this version say `TREE` (the receiver before `SINCE`, the
+//!   sender once it heard the receiver's): their run, a number drawn at
+//!   start, so each end knows which life of the other it talks to, and the
+//!   fingerprint of their graph, so both know whether they agree on the
+//!   flood trees (PROTOCOL.md, "Flood trees"; the lines are
+//!   `flood_lines.rs`'). Earlier servers ignore the line, and are never
+//!   sent one they would refuse. A sender reads the receiver's `GRAFT` and
+//!   `PRUNE`; the shell reads `IHAVE` (it is no concern of the stream).
 
+use crate::pure::flood_lines::{self, FloodLine, Hello};
 use crate::pure::protocol::{self, At, Command, Parsed};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -267,6 +276,20 @@ pub enum SenderEvent {
     SendAfter(u64),
     /// Write these bytes (the handshake's `PROOF` and `STREAM`).
     Write(Vec<u8>),
+    /// The receiver asks for the records of `origin` (a server name) from
+    /// before `second`, and from now on (`GRAFT`).
+    Graft {
+        /// The origin's server name.
+        origin: String,
+        /// The second whose digest entry differs.
+        second: u64,
+    },
+    /// The receiver no longer needs the records of `origin` off its tree
+    /// (`PRUNE`).
+    Prune {
+        /// The origin's server name.
+        origin: String,
+    },
     /// End the link.
     Close(Closed),
 }
@@ -292,6 +315,14 @@ pub struct Sender {
     acked: u64,
     /// What the handshake needs until `CHALLENGE` is answered.
     opening: Option<Box<Opening>>,
+    /// This server's run and graph, said once the neighbour said its own;
+    /// `None` when this server speaks only the earlier link rules.
+    mine: Option<Hello>,
+    /// What the neighbour said of itself (`TREE`).
+    neighbour: Option<Hello>,
+    /// The last `SEQ` written (or the receiver's `SINCE`), and when it
+    /// was written.
+    marked: (u64, Option<Instant>),
 }
 
 /// A link being opened: who is who, this end's nonce, what to stream.
@@ -312,6 +343,12 @@ pub struct Opening {
     /// The stream's last sequence number now, so the receiver knows when it
     /// has caught up.
     pub head: u64,
+    /// This server's run (`TREE`), or `None` to speak only the earlier
+    /// link rules.
+    pub run: Option<u64>,
+    /// The fingerprint of this server's graph (`TREE`), or `None` when it
+    /// does not send along trees.
+    pub topology: Option<u64>,
 }
 
 impl Sender {
@@ -327,8 +364,66 @@ impl Sender {
             last_heard: now,
             last_written: now,
             acked: 0,
+            mine: opening.run.map(|run| Hello {
+                run,
+                topology: opening.topology,
+                heard: None,
+            }),
             opening: Some(Box::new(opening)),
+            neighbour: None,
+            marked: (0, None),
         }
+    }
+
+    /// The neighbour's run, once it said it; `None` from a neighbour that
+    /// speaks only the earlier link rules (or to one, when this server does).
+    pub fn neighbour_run(&self) -> Option<u64> {
+        self.neighbour.map(|h| h.run)
+    }
+
+    /// Whether this is a tree link: both ends send along trees, of the same
+    /// graph.
+    pub fn tree_link(&self) -> bool {
+        let mine = self.mine.and_then(|h| h.topology);
+        mine.is_some() && self.neighbour.and_then(|h| h.topology) == mine
+    }
+
+    /// The version of this server's announcements to start after, when the
+    /// neighbour takes them (it said `TREE`): the one it last heard from
+    /// this run, else 0.
+    pub fn announce_after(&self) -> Option<u64> {
+        let (mine, theirs) = (self.mine?, self.neighbour?);
+        Some(match theirs.heard {
+            Some((run, version)) if run == mine.run => version,
+            _ => 0,
+        })
+    }
+
+    /// Whether the receiver said (`TREE`) it heard from an earlier run of
+    /// this server: it held records this server may send again.
+    pub fn receiver_knew_an_earlier_run(&self) -> bool {
+        match (self.mine, self.neighbour) {
+            (Some(mine), Some(theirs)) => {
+                matches!(theirs.heard, Some((run, _)) if run != 0 && run != mine.run)
+            }
+            _ => false,
+        }
+    }
+
+    /// The neighbour's `TREE`: remember what it says, and answer with ours
+    /// (once).
+    fn on_tree(&mut self, text: &str) -> SenderEvent {
+        let (Some(mine), Some(theirs)) = (self.mine, flood_lines::parse_tree(text)) else {
+            return SenderEvent::None;
+        };
+        let first = self.neighbour.is_none();
+        self.neighbour = Some(theirs);
+        if !first {
+            return SenderEvent::None;
+        }
+        let mut out = Vec::new();
+        flood_lines::write_tree(&mut out, &mine);
+        SenderEvent::Write(out)
     }
 
     /// The neighbour's `CHALLENGE <nonce> <proof>`: if its proof holds,
@@ -389,10 +484,14 @@ impl Sender {
             }
             return SenderEvent::None;
         }
+        if text.starts_with("TREE ") {
+            return self.on_tree(text);
+        }
         if let SenderPhase::Opening { .. } = self.phase {
             if let Some(n) = protocol::parse_since(line) {
                 self.phase = SenderPhase::Streaming { basic: false };
                 self.acked = n;
+                self.marked.0 = n;
                 return SenderEvent::SendAfter(n);
             }
             if text.starts_with("? STREAM") {
@@ -406,6 +505,22 @@ impl Sender {
         }
         if let Some(n) = parse_count_line(text, "ACK") {
             self.acked = self.acked.max(n);
+        }
+        if self.neighbour.is_some() {
+            match flood_lines::parse(text) {
+                Some(FloodLine::Graft { origin, second }) => {
+                    return SenderEvent::Graft {
+                        origin: origin.to_owned(),
+                        second,
+                    };
+                }
+                Some(FloodLine::Prune { origin }) => {
+                    return SenderEvent::Prune {
+                        origin: origin.to_owned(),
+                    };
+                }
+                _ => {}
+            }
         }
         // Anything else (a basic server's `? SEQ ...`) only shows it lives.
         SenderEvent::None
@@ -448,6 +563,24 @@ impl Sender {
         self.last_written = now;
         if !self.basic() {
             write_count_line(out, "SEQ", last);
+            self.marked = (last, Some(now));
+        }
+    }
+
+    /// Appends `SEQ <sent>` when the stream moved past the last `SEQ` and
+    /// that one is a tick old (a herd link only): the receiver's mark and
+    /// its catch-up follow within a tick, at a few lines a second however
+    /// many batches go out.
+    pub fn note_sent(&mut self, sent: u64, now: Instant, out: &mut Vec<u8>) {
+        if self.basic() || sent <= self.marked.0 {
+            return;
+        }
+        let due = match self.marked.1 {
+            Some(at) => now.saturating_duration_since(at) >= self.liveness.tick(),
+            None => true,
+        };
+        if due {
+            self.end_batch(sent, now, out);
         }
     }
 
@@ -494,11 +627,17 @@ pub struct Receiver {
     refused: bool,
     last_heard: Instant,
     last_written: Instant,
+    /// What this server says of itself before `SINCE`; `None` to speak
+    /// only the earlier link rules.
+    mine: Option<Hello>,
+    /// What the sender said of itself.
+    sender: Option<Hello>,
 }
 
 impl Receiver {
-    /// A link whose `PEER` line was just accepted.
-    pub fn new(now: Instant, liveness: Liveness) -> Receiver {
+    /// A link whose `PEER` line was just accepted; `run` is this server's
+    /// run, or `None` to speak only the earlier link rules.
+    pub fn new(now: Instant, liveness: Liveness, run: Option<u64>) -> Receiver {
         Receiver {
             liveness,
             stream: None,
@@ -509,7 +648,37 @@ impl Receiver {
             refused: false,
             last_heard: now,
             last_written: now,
+            mine: run.map(|run| Hello {
+                run,
+                topology: None,
+                heard: Some((0, 0)),
+            }),
+            sender: None,
         }
+    }
+
+    /// The same receiver, saying the fingerprint of its graph (`None`: it
+    /// does not send along trees) and what it last heard from the sender
+    /// (its run and the version of its last announcement).
+    pub(crate) fn with_tree(mut self, topology: Option<u64>, heard: (u64, u64)) -> Receiver {
+        if let Some(mine) = &mut self.mine {
+            mine.topology = topology;
+            mine.heard = Some(heard);
+        }
+        self
+    }
+
+    /// The sender's run, once it said it: the life of the neighbour whose
+    /// records this link brings.
+    pub fn sender_run(&self) -> Option<u64> {
+        self.sender.map(|h| h.run)
+    }
+
+    /// Whether this is a tree link: both ends send along trees, of the same
+    /// graph.
+    pub fn tree_link(&self) -> bool {
+        let mine = self.mine.and_then(|h| h.topology);
+        mine.is_some() && self.sender.and_then(|h| h.topology) == mine
     }
 
     /// The stream and how far it was received, once known: what to
@@ -530,17 +699,26 @@ impl Receiver {
         }
     }
 
-    /// One line from the neighbour, already parsed. `since` says how far
-    /// a stream was received on earlier links (0 when unknown). Replies go
-    /// to `out`.
+    /// One line from the neighbour (`line`, and `parsed` from it). `since`
+    /// says how far a stream was received on earlier links (0 when
+    /// unknown). Replies go to `out`.
     pub fn on_line<'a>(
         &mut self,
         parsed: Parsed<'a>,
+        line: &[u8],
         now: Instant,
         since: impl FnOnce(u32, u64) -> u64,
         out: &mut Vec<u8>,
     ) -> ReceiverEvent<'a> {
         self.last_heard = now;
+        if parsed == Parsed::Invalid && self.stream.is_some() && self.mine.is_some() {
+            // The link's own line, unknown to the client protocol.
+            let text = String::from_utf8_lossy(line);
+            if let Some(hello) = flood_lines::parse_tree(text.trim_end()) {
+                self.sender = Some(hello);
+                return ReceiverEvent::None;
+            }
+        }
         match parsed {
             Parsed::Command(Command::At(at)) => {
                 self.basic |= self.stream.is_none();
@@ -551,6 +729,10 @@ impl Receiver {
                 self.stream = Some((shard, epoch));
                 self.head = head;
                 self.received = n;
+                if let Some(mine) = &self.mine {
+                    // Before SINCE: an earlier sender ignores it there.
+                    flood_lines::write_tree(out, mine);
+                }
                 write_count_line(out, "SINCE", n);
                 self.last_written = now;
                 ReceiverEvent::None
@@ -638,6 +820,8 @@ mod tests {
             shard,
             epoch,
             head: 20,
+            run: None,
+            topology: None,
         }
     }
 
@@ -857,8 +1041,14 @@ mod tests {
         let live = liveness();
         let mut s = opened(t0, live, 0, 1, &mut Vec::new());
         s.on_line(b"SINCE 0", t0);
-        let mut r = Receiver::new(t0, live);
-        r.on_line(parse_line(b"STREAM 0 1"), t0, |_, _| 0, &mut Vec::new());
+        let mut r = Receiver::new(t0, live, None);
+        r.on_line(
+            parse_line(b"STREAM 0 1"),
+            b"STREAM 0 1",
+            t0,
+            |_, _| 0,
+            &mut Vec::new(),
+        );
         // Ticks every quarter heartbeat: the first tick at or past
         // dead_after closes, and that is before three heartbeats.
         let mut closed_at = None;
@@ -887,12 +1077,13 @@ mod tests {
         let live = liveness();
         let mut to_receiver = Vec::new();
         let mut s = opened(t0, live, 3, 77, &mut to_receiver);
-        let mut r = Receiver::new(t0, live);
+        let mut r = Receiver::new(t0, live, None);
         let mut to_sender = Vec::new();
         let mut records = 0;
         let mut feed = |r: &mut Receiver, bytes: &mut Vec<u8>, back: &mut Vec<u8>| {
             for line in lines(bytes) {
-                if let ReceiverEvent::Record(_) = r.on_line(parse_line(&line), t0, |_, _| 12, back)
+                if let ReceiverEvent::Record(_) =
+                    r.on_line(parse_line(&line), &line, t0, |_, _| 12, back)
                 {
                     records += 1;
                 }
@@ -927,61 +1118,110 @@ mod tests {
     fn a_receiver_is_caught_up_when_it_holds_what_the_sender_held_at_the_opening() {
         let t0 = Instant::now();
         let mut out = Vec::new();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         assert!(!r.caught_up(), "nothing heard yet");
-        r.on_line(parse_line(b"STREAM 0 5 0"), t0, |_, _| 0, &mut out);
+        r.on_line(
+            parse_line(b"STREAM 0 5 0"),
+            b"STREAM 0 5 0",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         assert!(r.caught_up(), "an empty stream is caught up at once");
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 30, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 30,
+            &mut out,
+        );
         assert!(r.caught_up(), "it already held all of it");
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 10, &mut out);
-        r.on_line(parse_line(b"SEQ 29"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 10,
+            &mut out,
+        );
+        r.on_line(parse_line(b"SEQ 29"), b"SEQ 29", t0, |_, _| 0, &mut out);
         assert!(!r.caught_up());
-        r.on_line(parse_line(b"SEQ 31"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 31"), b"SEQ 31", t0, |_, _| 0, &mut out);
         assert!(r.caught_up());
         // A sender that does not give its head: caught up at its first SEQ.
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         assert!(!r.caught_up());
-        r.on_line(parse_line(b"SEQ 3"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 3"), b"SEQ 3", t0, |_, _| 0, &mut out);
         assert!(r.caught_up());
         // A refused record keeps it from ever counting as caught up.
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5 30"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5 30"),
+            b"STREAM 0 5 30",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         r.refuse();
-        r.on_line(parse_line(b"SEQ 40"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 40"), b"SEQ 40", t0, |_, _| 0, &mut out);
         assert!(!r.caught_up());
     }
 
     #[test]
     fn the_mark_never_moves_past_a_refused_record() {
         let t0 = Instant::now();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         let mut out = Vec::new();
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
-        r.on_line(parse_line(b"SEQ 10"), t0, |_, _| 0, &mut out);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
+        r.on_line(parse_line(b"SEQ 10"), b"SEQ 10", t0, |_, _| 0, &mut out);
         assert_eq!(
-            r.on_line(parse_line(b"AT broken"), t0, |_, _| 0, &mut out),
+            r.on_line(
+                parse_line(b"AT broken"),
+                b"AT broken",
+                t0,
+                |_, _| 0,
+                &mut out
+            ),
             ReceiverEvent::Invalid
         );
-        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 20"), b"SEQ 20", t0, |_, _| 0, &mut out);
         assert_eq!(r.mark(), Some((0, 5, 10)));
-        let mut r = Receiver::new(t0, liveness());
-        r.on_line(parse_line(b"STREAM 0 5"), t0, |_, _| 0, &mut out);
+        let mut r = Receiver::new(t0, liveness(), None);
+        r.on_line(
+            parse_line(b"STREAM 0 5"),
+            b"STREAM 0 5",
+            t0,
+            |_, _| 0,
+            &mut out,
+        );
         r.refuse();
-        r.on_line(parse_line(b"SEQ 20"), t0, |_, _| 0, &mut out);
+        r.on_line(parse_line(b"SEQ 20"), b"SEQ 20", t0, |_, _| 0, &mut out);
         assert_eq!(r.mark(), Some((0, 5, 0)));
     }
 
     #[test]
     fn a_basic_sender_gets_no_keepalives_and_is_never_closed_for_silence() {
         let t0 = Instant::now();
-        let mut r = Receiver::new(t0, liveness());
+        let mut r = Receiver::new(t0, liveness(), None);
         let mut out = Vec::new();
         assert!(matches!(
             r.on_line(
                 parse_line(b"AT B +0.000000001 c +1+2 3"),
+                b"AT B +0.000000001 c +1+2 3",
                 t0,
                 |_, _| 0,
                 &mut out
@@ -999,6 +1239,117 @@ mod tests {
             .windows(word.len())
             .position(|w| w == word.as_bytes())
             .expect("word present")
+    }
+
+    /// A sender with `sender_run` past the handshake and a receiver with
+    /// `receiver_run` after STREAM: what the receiver answered, what the
+    /// sender did with it, and the runs each then knows of the other.
+    fn trees(
+        sender_run: Option<u64>,
+        receiver_run: Option<u64>,
+    ) -> (String, Vec<SenderEvent>, Option<u64>, Option<u64>) {
+        let (answer, events, s, r) = exchange(sender_run, None, receiver_run, None, (0, 0));
+        (answer, events, s.neighbour_run(), r.sender_run())
+    }
+
+    /// The TREE exchange of a sender and a receiver, each with its run and
+    /// graph, the receiver with what it heard of the sender: the
+    /// receiver's answer to STREAM, the sender's events, and both sessions.
+    fn exchange(
+        sender_run: Option<u64>,
+        sender_topology: Option<u64>,
+        receiver_run: Option<u64>,
+        receiver_topology: Option<u64>,
+        heard: (u64, u64),
+    ) -> (String, Vec<SenderEvent>, Sender, Receiver) {
+        let t0 = Instant::now();
+        let mut o = opening(None, 0, 1);
+        o.run = sender_run;
+        o.topology = sender_topology;
+        let mut s = Sender::open(t0, liveness(), o, &mut Vec::new());
+        s.on_line(format!("CHALLENGE {N2} -").as_bytes(), t0);
+        let mut r = Receiver::new(t0, liveness(), receiver_run).with_tree(receiver_topology, heard);
+        let mut answer = Vec::new();
+        let stream = b"STREAM 0 1 0";
+        r.on_line(parse_line(stream), stream, t0, |_, _| 0, &mut answer);
+        let events: Vec<SenderEvent> = lines(&answer).iter().map(|l| s.on_line(l, t0)).collect();
+        for event in &events {
+            if let SenderEvent::Write(bytes) = event {
+                for line in lines(bytes) {
+                    let event = r.on_line(parse_line(&line), &line, t0, |_, _| 0, &mut Vec::new());
+                    assert_eq!(event, ReceiverEvent::None, "TREE is no record and no error");
+                }
+            }
+        }
+        (String::from_utf8(answer).unwrap(), events, s, r)
+    }
+
+    #[test]
+    fn both_ends_say_their_runs_when_both_speak_tree() {
+        let (answer, events, theirs, senders) = trees(Some(5), Some(9));
+        assert_eq!(answer, "TREE 9 - 0 0\nSINCE 0\n");
+        assert_eq!(
+            events,
+            [
+                SenderEvent::Write(b"TREE 5 -\n".to_vec()),
+                SenderEvent::SendAfter(0)
+            ]
+        );
+        assert_eq!((theirs, senders), (Some(9), Some(5)));
+    }
+
+    #[test]
+    fn an_end_that_speaks_only_the_earlier_rules_hears_and_says_no_tree() {
+        // An earlier receiver: no TREE, and the sender says none either.
+        let (answer, events, theirs, senders) = trees(Some(5), None);
+        assert_eq!(answer, "SINCE 0\n");
+        assert_eq!(events, [SenderEvent::SendAfter(0)]);
+        assert_eq!((theirs, senders), (None, None));
+        // An earlier sender ignores the receiver's TREE and says none.
+        let (answer, events, theirs, senders) = trees(None, Some(9));
+        assert_eq!(answer, "TREE 9 - 0 0\nSINCE 0\n");
+        assert_eq!(events, [SenderEvent::None, SenderEvent::SendAfter(0)]);
+        assert_eq!((theirs, senders), (None, None));
+    }
+
+    #[test]
+    fn a_link_is_a_tree_link_when_both_ends_say_the_same_graph() {
+        let (answer, _, s, r) = exchange(Some(5), Some(0xab), Some(9), Some(0xab), (5, 70));
+        assert_eq!(answer, "TREE 9 00000000000000ab 5 70\nSINCE 0\n");
+        assert!(s.tree_link() && r.tree_link());
+        assert_eq!(s.announce_after(), Some(70), "it heard this run up to 70");
+        let (_, _, s, r) = exchange(Some(5), Some(0xab), Some(9), Some(0xab), (4, 70));
+        assert_eq!(s.announce_after(), Some(0), "it heard another run");
+        assert!(s.tree_link() && r.tree_link());
+        for (a, b) in [(Some(0xab), Some(0xcd)), (Some(0xab), None), (None, None)] {
+            let (_, _, s, r) = exchange(Some(5), a, Some(9), b, (0, 0));
+            assert!(!s.tree_link() && !r.tree_link(), "{a:?} {b:?}");
+            assert_eq!(s.announce_after(), Some(0), "announced to all who say TREE");
+        }
+        let (_, _, s, _) = exchange(Some(5), Some(0xab), None, None, (0, 0));
+        assert_eq!(s.announce_after(), None, "nothing to an earlier receiver");
+    }
+
+    #[test]
+    fn a_sender_hears_graft_and_prune_only_from_a_receiver_that_said_tree() {
+        let (_, _, mut s, _) = exchange(Some(5), Some(1), Some(9), Some(1), (0, 0));
+        let t0 = Instant::now();
+        assert_eq!(
+            s.on_line(b"GRAFT Hands 1700000000", t0),
+            SenderEvent::Graft {
+                origin: "Hands".into(),
+                second: 1_700_000_000
+            }
+        );
+        assert_eq!(
+            s.on_line(b"PRUNE Hands", t0),
+            SenderEvent::Prune {
+                origin: "Hands".into()
+            }
+        );
+        assert_eq!(s.on_line(b"GRAFT Hands x", t0), SenderEvent::None);
+        let (_, _, mut s, _) = exchange(Some(5), Some(1), None, None, (0, 0));
+        assert_eq!(s.on_line(b"GRAFT Hands 1", t0), SenderEvent::None);
     }
 
     #[test]

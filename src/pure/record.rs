@@ -1,5 +1,6 @@
 //! A record: the AT line a server made for a client's IAMAT, kept as one
-//! string with the position of the client id inside it.
+//! string with the position of the client id inside it, and two tags: which
+//! neighbour it came from and which server made it.
 //!
 //! Owns the ordering rule of the protocol (client time, then the whole line as
 //! bytes). Pure: building a record needs the receive time as a parameter.
@@ -17,10 +18,33 @@ pub(crate) fn max_at_line(max_line: usize) -> usize {
     max_line + crate::pure::config::MAX_NAME_BYTES + SKEW
 }
 
+/// What a server knows of a record besides its line, as small server ids
+/// (see `server_ids.rs`; 0 is none): the neighbour it arrived from, so that
+/// a link never sends it back there, and the server that made it (the AT
+/// line's server), whose flood tree it follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Tags {
+    /// The neighbour the record arrived from; 0 for an IAMAT of this
+    /// server, a journal's record, or a neighbour without an id.
+    pub source: u8,
+    /// The server that made the record; 0 when it has no id here.
+    pub origin: u8,
+}
+
+/// Tags are kept as two bytes after the line, inside its heap string: they
+/// cost no room in the 24-byte record, no allocation, and are read with the
+/// line (a link reads both for every record it passes). Ids are below 128,
+/// so the bytes are ASCII and the string stays valid UTF-8.
+const TAG_BYTES: usize = 2;
+
+/// The largest id a tag holds.
+pub(crate) const MAX_TAG: u8 = 127;
+
 /// One client's location record: an AT line, exactly as stored and flooded.
 /// Two records are equal when their lines are.
 #[derive(Debug, Clone)]
 pub(crate) struct Record {
+    // The AT line, then the tags' two bytes (see `TAG_BYTES`).
     line: Box<str>,
     // The store's sequence number for this record (0 until stored): links use
     // it to tell a neighbour what it has been sent. 32 bits keep a record at
@@ -38,23 +62,31 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// The record for an IAMAT received by `server` at `now`.
-    pub(crate) fn from_iamat(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> Record {
+    /// The record for an IAMAT received by `server` at `now`; `origin` is
+    /// `server`'s id.
+    pub(crate) fn from_iamat(
+        server: &str,
+        now: PosixTime,
+        iamat: &IAmAt<'_>,
+        origin: u8,
+    ) -> Record {
         Record::build(
             |line| protocol::write_at(line, server, now, iamat),
             iamat.client_id,
             iamat.location,
             iamat.client_time,
+            Tags { source: 0, origin },
         )
     }
 
     /// The record carried by an AT line from a neighbour, in canonical form.
-    pub(crate) fn from_at(at: &At<'_>) -> Record {
+    pub(crate) fn from_at(at: &At<'_>, tags: Tags) -> Record {
         Record::build(
             |line| protocol::write_at_line(line, at),
             at.client_id,
             at.location,
             at.client_time,
+            tags,
         )
     }
 
@@ -66,6 +98,7 @@ impl Record {
         client_id: &str,
         location: &str,
         client_time: &str,
+        tags: Tags,
     ) -> Record {
         thread_local! {
             static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
@@ -73,20 +106,33 @@ impl Record {
         SCRATCH.with_borrow_mut(|line| {
             line.clear();
             write(line);
-            Record::with_id(line, client_id, location, client_time)
+            Record::with_id(line, client_id, location, client_time, tags)
         })
     }
 
-    fn with_id(line: &str, client_id: &str, location: &str, client_time: &str) -> Record {
+    /// `line` with its tags appended; the client id, location and time are
+    /// its last three fields.
+    fn with_id(
+        line: &mut String,
+        client_id: &str,
+        location: &str,
+        client_time: &str,
+        tags: Tags,
+    ) -> Record {
         // The line ends with " <client-id> <location> <client-time>".
         let tail = client_id.len() + location.len() + client_time.len() + 2;
-        let id_start = line.len() - tail;
+        let len = line.len();
+        let id_start = len - tail;
+        // An id out of range reads as none: never taken for another one.
+        let tag = |id: u8| char::from(if id <= MAX_TAG { id } else { 0 });
+        line.push(tag(tags.source));
+        line.push(tag(tags.origin));
         Record {
-            line: Box::from(line),
+            line: Box::from(line.as_str()),
             seq: 0,
             id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
             id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
-            time_start: u16::try_from(line.len() - client_time.len()).unwrap_or(0),
+            time_start: u16::try_from(len - client_time.len()).unwrap_or(0),
         }
     }
 
@@ -102,7 +148,17 @@ impl Record {
 
     /// The AT line.
     pub(crate) fn line(&self) -> &str {
-        &self.line
+        &self.line[..self.line.len() - TAG_BYTES]
+    }
+
+    /// Where the record came from and who made it.
+    pub(crate) fn tags(&self) -> Tags {
+        let bytes = self.line.as_bytes();
+        let n = bytes.len();
+        Tags {
+            source: bytes[n - 2],
+            origin: bytes[n - 1],
+        }
     }
 
     /// The client id.
@@ -123,13 +179,14 @@ impl Record {
     }
 
     fn fields_after_id(&self) -> (&str, &str) {
+        let line = self.line();
         let start = usize::from(self.id_start) + usize::from(self.id_len) + 1;
         match usize::from(self.time_start) {
             0 => {
-                let rest = &self.line[start..];
+                let rest = &line[start..];
                 rest.split_once(' ').unwrap_or((rest, ""))
             }
-            time => (&self.line[start..time - 1], &self.line[time..]),
+            time => (&line[start..time - 1], &line[time..]),
         }
     }
 
@@ -143,7 +200,7 @@ impl Record {
         let (mine, theirs) = (self.fields_after_id().1, other.fields_after_id().1);
         same_shape_order(mine, theirs)
             .unwrap_or_else(|| self.time().cmp(&other.time()))
-            .then_with(|| self.line.as_bytes().cmp(other.line.as_bytes()))
+            .then_with(|| self.line().as_bytes().cmp(other.line().as_bytes()))
     }
 }
 
@@ -163,7 +220,7 @@ fn same_shape_order(a: &str, b: &str) -> Option<Ordering> {
 
 impl PartialEq for Record {
     fn eq(&self, other: &Record) -> bool {
-        self.line == other.line
+        self.line() == other.line()
     }
 }
 
@@ -185,6 +242,7 @@ mod tests {
                 nanos: 0,
             },
             &i,
+            0,
         )
     }
 
@@ -237,7 +295,13 @@ mod tests {
         for digits in [1, 3000, 70_000] {
             let location = format!("+1.{}-2", "0".repeat(digits));
             let line = format!("AT N +0.000000001 kiwi {location} 5.25");
-            let r = Record::with_id(&line, "kiwi", &location, "5.25");
+            let r = Record::with_id(
+                &mut line.clone(),
+                "kiwi",
+                &location,
+                "5.25",
+                Tags::default(),
+            );
             assert_eq!(r.client_id(), "kiwi");
             assert_eq!(r.location(), location);
             assert_eq!(
@@ -257,7 +321,50 @@ mod tests {
         let Parsed::Command(Command::At(at)) = parse_line(spaced.as_bytes()) else {
             panic!("AT did not parse")
         };
-        assert_eq!(Record::from_at(&at), original);
+        assert_eq!(Record::from_at(&at, Tags::default()), original);
+    }
+
+    #[test]
+    fn tags_ride_with_the_line_and_change_neither_its_text_nor_its_order() {
+        let plain = iamat_record("Hands", 100, "IAMAT c +1-2 99.5");
+        let Parsed::Command(Command::At(at)) = parse_line(plain.line().as_bytes()) else {
+            panic!("AT did not parse")
+        };
+        let tagged = Record::from_at(
+            &at,
+            Tags {
+                source: 3,
+                origin: MAX_TAG,
+            },
+        );
+        assert_eq!(tagged.line(), plain.line());
+        assert_eq!(
+            tagged.tags(),
+            Tags {
+                source: 3,
+                origin: MAX_TAG
+            }
+        );
+        assert_eq!(plain.tags(), Tags::default());
+        assert_eq!(tagged, plain, "equal lines are equal records");
+        assert_eq!(tagged.order(&plain), Ordering::Equal);
+        assert_eq!(
+            (tagged.client_id(), tagged.location(), tagged.time()),
+            (plain.client_id(), plain.location(), plain.time())
+        );
+        let over = Record::from_at(
+            &at,
+            Tags {
+                source: 200,
+                origin: 255,
+            },
+        );
+        assert_eq!(
+            over.tags(),
+            Tags::default(),
+            "ids above the tag's range read as none"
+        );
+        assert_eq!(std::mem::size_of::<Record>(), 24);
     }
 
     /// A client time text: 1 to 20 digits (leading zeros allowed), then

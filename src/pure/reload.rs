@@ -11,8 +11,9 @@ use crate::pure::config::Config;
 use std::net::SocketAddr;
 
 /// Limits read once at start (channels, timers and clients built then).
-pub(crate) const RESTART_ONLY_LIMITS: [&str; 4] = [
+pub(crate) const RESTART_ONLY_LIMITS: [&str; 5] = [
     "channel_capacity",
+    "link_tree",
     "places_timeout_ms",
     "record_ttl_ms",
     "spin_before_park_us",

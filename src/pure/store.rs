@@ -16,9 +16,10 @@
 //! eviction order is kept only while the store is full (see `Oldest`),
 //! so a store below its cap pays nothing for it.
 
+use crate::pure::digest::{Change, Key, ShardDigests};
 use crate::pure::index::{self, SLOT_LIMIT};
 use crate::pure::protocol::PosixTime;
-use crate::pure::record::Record;
+use crate::pure::record::{Record, MAX_TAG};
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -291,13 +292,35 @@ fn evicted_before(a: &Record, b: &Record) -> bool {
         == Ordering::Less
 }
 
-/// What one [`Store::next_batch`] appended.
+/// What one [`Store::next_batch`] passed and appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Batch {
-    /// The sequence number of the last record appended.
+    /// The sequence number of the last record passed (sent or not).
     pub last: u64,
     /// How many records were appended.
     pub records: usize,
+}
+
+/// A neighbour as a link's receiver: its server id and its run (the
+/// number it drew when it started), so that records it sent in this run
+/// are not sent back to it. See [`Store::next_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Receiver {
+    /// The neighbour's server id (a record's source tag).
+    pub id: u8,
+    /// The run the neighbour is in now, as it said when the link opened.
+    pub run: u64,
+}
+
+/// Which run of a neighbour the records tagged with its id came from: all
+/// those numbered above `trusted_after` came in run `run`. A record that
+/// arrives from another run (the neighbour restarted, or a late record of
+/// the run before) moves `trusted_after` up to just below it, so no older
+/// record is taken for one of the new run.
+#[derive(Debug, Clone, Copy, Default)]
+struct SourceRun {
+    run: u64,
+    trusted_after: u32,
 }
 
 /// A link's place in the update-order list; see [`Store::open_cursor`].
@@ -352,6 +375,17 @@ pub(crate) struct Store {
     // every record of a full store.
     evicted: u64,
     refused: u64,
+    // By source tag: which run of that neighbour its records came from.
+    runs: Vec<SourceRun>,
+    // The digests of the records behind their cursor, once started.
+    digests: Option<Digests>,
+}
+
+/// The store's digests (see `digest.rs`): one more cursor into the log,
+/// with the records behind it folded in.
+struct Digests {
+    table: ShardDigests,
+    cursor: CursorId,
 }
 
 impl Default for Store {
@@ -384,6 +418,8 @@ impl Store {
             oldest: None,
             evicted: 0,
             refused: 0,
+            runs: vec![SourceRun::default(); usize::from(MAX_TAG) + 1],
+            digests: None,
         }
     }
 
@@ -456,6 +492,13 @@ impl Store {
         }
         self.seq = seq;
         self.generation = self.generation.wrapping_add(1);
+        // Sources are known by number: none of the new numbers is trusted.
+        for source in &mut self.runs {
+            source.trusted_after = seq;
+        }
+        if let Some(d) = &mut self.digests {
+            d.table.renumbered();
+        }
         // Entries name records by number: the order is rebuilt with the new
         // ones (once per 4 billion updates, like the renumbering itself).
         if self.oldest.is_some() {
@@ -527,19 +570,32 @@ impl Store {
     /// when it was stale. A full store takes a new client's record only by
     /// evicting the oldest record (client time, then client id), and not
     /// at all (`None`) when the new record is older than that one; an
-    /// update of a stored client never evicts.
-    pub(crate) fn apply(&mut self, mut record: Record) -> Option<&Record> {
+    /// update of a stored client never evicts. For a record from a
+    /// neighbour, see [`Store::apply_from`].
+    #[cfg(test)]
+    pub(crate) fn apply(&mut self, record: Record) -> Option<&Record> {
+        self.apply_from(record, 0)
+    }
+
+    /// [`Store::apply`] for a record that arrived from the neighbour of its
+    /// source tag, in that neighbour's run `run` (0: unknown, and then the
+    /// record is sent back like any other).
+    pub(crate) fn apply_from(&mut self, mut record: Record, run: u64) -> Option<&Record> {
         let hash = self.index.hash(record.client_id());
         let slot = match self.index.find(&self.slots, hash, record.client_id()) {
             Some(slot) => {
                 if !record.is_newer_than(self.slots.record(slot)?) {
                     return None;
                 }
+                let folded = self.folded(self.slots.seq(slot));
                 self.unlink(slot);
                 record.set_seq(self.next_seq());
                 self.line_bytes += record.line().len();
                 let old = self.slots.get_mut(slot).record.replace(record);
-                self.line_bytes -= old.map_or(0, |r| r.line().len());
+                self.line_bytes -= old.as_ref().map_or(0, |r| r.line().len());
+                if let (true, Some(d), Some(old)) = (folded, &mut self.digests, &old) {
+                    d.table.remove(old);
+                }
                 slot
             }
             None => {
@@ -561,7 +617,31 @@ impl Store {
         if self.oldest.is_some() {
             self.note_order(slot);
         }
+        let source = usize::from(self.slots.record(slot)?.tags().source);
+        if source != 0 {
+            let known = &mut self.runs[source];
+            if known.run != run {
+                // Records numbered up to here came from another run (or
+                // none): only this one and later ones are from `run`.
+                *known = SourceRun {
+                    run,
+                    trusted_after: self.seq - 1,
+                };
+            }
+        }
         self.slots.record(slot)
+    }
+
+    /// Whether `record`, stored here, came from `receiver` in the run it is
+    /// in now: then the receiver holds it or a newer one, and a link to it
+    /// passes it over. Run 0 is no run: never trusted.
+    fn came_from(&self, record: &Record, receiver: Receiver) -> bool {
+        let source = record.tags().source;
+        if source == 0 || source != receiver.id || receiver.run == 0 {
+            return false;
+        }
+        let known = self.runs[usize::from(source)];
+        known.run == receiver.run && record.seq() > u64::from(known.trusted_after)
     }
 
     /// Adds the record now in `slot` to the eviction order, rebuilding the
@@ -614,10 +694,14 @@ impl Store {
         let hash = self.index.hash(record.client_id());
         self.line_bytes -= record.line().len();
         self.index.remove(hash, slot);
+        let folded = self.folded(record.seq());
         self.unlink(slot);
         let free = self.free;
         let s = self.slots.get_mut(slot);
-        s.record = None;
+        let gone = s.record.take();
+        if let (true, Some(d), Some(gone)) = (folded, &mut self.digests, &gone) {
+            d.table.remove(gone);
+        }
         s.prev = NONE;
         s.next = free;
         self.free = slot;
@@ -710,6 +794,88 @@ impl Store {
             self.oldest = None;
         }
         removed
+    }
+
+    /// Whether the record numbered `seq` is folded into the digests (it
+    /// lies behind their cursor).
+    fn folded(&self, seq: u64) -> bool {
+        self.digests
+            .as_ref()
+            .is_some_and(|d| seq <= self.sent_seq(d.cursor))
+    }
+
+    /// Starts keeping digests (see `digest.rs`): a cursor before the head,
+    /// which [`Store::fold_digests`] moves over the records.
+    pub(crate) fn start_digests(&mut self) {
+        if self.digests.is_none() {
+            let cursor = self.open_cursor();
+            self.digests = Some(Digests {
+                table: ShardDigests::default(),
+                cursor,
+            });
+        }
+    }
+
+    /// Folds up to `max` records past the digests' cursor into them; true
+    /// when none is left (or no digests are kept).
+    pub(crate) fn fold_digests(&mut self, max: usize) -> bool {
+        let Some(cursor) = self.digests.as_ref().map(|d| d.cursor) else {
+            return true;
+        };
+        let Some(mut at) = self.cursor(cursor).map(|c| c.at) else {
+            return true;
+        };
+        let mut done = false;
+        let Store {
+            slots,
+            digests,
+            head,
+            ..
+        } = self;
+        for _ in 0..max {
+            let next = match at {
+                NONE => *head,
+                at => slots.get(at).next,
+            };
+            let Some(record) = at_or_stop(next).and_then(|slot| slots.record(slot)) else {
+                done = true;
+                break;
+            };
+            if let Some(d) = digests.as_mut() {
+                // Sequence numbers stay below 2^32 (see `Record::seq`).
+                d.table.add(record, record.seq() as u32);
+            }
+            at = next;
+        }
+        if let Some(Some(c)) = self.cursors.get_mut(cursor.0) {
+            c.at = at;
+        }
+        done || !self.has_unsent(cursor)
+    }
+
+    /// The digests' changes since the last call (see
+    /// [`ShardDigests::take`]).
+    pub(crate) fn take_digest_changes(&mut self) -> Vec<Change> {
+        self.digests
+            .as_mut()
+            .map(|d| d.table.take())
+            .unwrap_or_default()
+    }
+
+    /// Where a link must go back to so that it passes every record this
+    /// store holds of digest entry `key` again: the sequence number to
+    /// send after (see [`Store::seek`]). Records not folded yet lie past
+    /// the digests' cursor; 0 when no digests are kept.
+    pub(crate) fn before_entry(&self, key: Key) -> u64 {
+        let Some(d) = &self.digests else {
+            return 0;
+        };
+        let unfolded = self.sent_seq(d.cursor) + 1;
+        let first = d
+            .table
+            .lo(key)
+            .map_or(unfolded, |lo| u64::from(lo).min(unfolded));
+        first.saturating_sub(1)
     }
 
     /// A new cursor for a link, before the head: every stored record is
@@ -816,32 +982,46 @@ impl Store {
 
     /// Appends `line + "\n"` of the unsent records after the cursor to `out`,
     /// in sequence order: at most `max_records`, stopping once `max_bytes`
-    /// have been appended, but at least one if any is unsent. Moves the
-    /// cursor past them and says what it appended, or `None` when nothing is
-    /// unsent or a seek is under way. Costs what it appends.
+    /// have been appended, but at least one if any is unsent. Records that
+    /// came from `receiver` in its present run, and those `wants` says no
+    /// to, are passed over: the cursor moves past them as if sent (so the
+    /// receiver's mark moves past them too). Moves the cursor past what it
+    /// passed and says so, or `None` when nothing is unsent or a seek is
+    /// under way. Costs what it passes.
     pub(crate) fn next_batch(
         &mut self,
         id: CursorId,
         max_records: usize,
         max_bytes: usize,
         out: &mut Vec<u8>,
+        receiver: Option<Receiver>,
+        wants: impl Fn(&Record) -> bool,
     ) -> Option<Batch> {
         let cursor = self.cursor(id).filter(|c| c.seek.is_none())?;
         let mut at = cursor.at;
         let start = out.len();
         let mut count = 0;
+        let mut passed = 0;
         let mut last = None;
         loop {
             let next = self.after(at);
             let Some(record) = self.record_at(next) else {
                 break;
             };
-            out.extend_from_slice(record.line().as_bytes());
-            out.push(b'\n');
             at = next;
-            count += 1;
             last = Some(record.seq());
-            if count >= max_records || out.len() - start >= max_bytes {
+            passed += 1;
+            let back = receiver.is_some_and(|r| self.came_from(record, r));
+            if !back && wants(record) {
+                out.extend_from_slice(record.line().as_bytes());
+                out.push(b'\n');
+                count += 1;
+            }
+            // Passing over records is cheap but not free: bounded too.
+            if count >= max_records
+                || out.len() - start >= max_bytes
+                || passed >= max_records.saturating_mul(4)
+            {
                 break;
             }
         }
@@ -888,6 +1068,7 @@ fn at_or_stop(slot: u32) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::pure::protocol::{parse_line, Command, Parsed, PosixTime};
+    use crate::pure::record::Tags;
     use proptest::prelude::*;
 
     fn record(server: &str, line: &str) -> Record {
@@ -901,7 +1082,94 @@ mod tests {
                 nanos: 0,
             },
             &i,
+            0,
         )
+    }
+
+    /// The record of `line` (an IAMAT) as it arrives from neighbour
+    /// `source`.
+    fn arrived(source: u8, line: &str) -> Record {
+        let made = record("A", line);
+        let Parsed::Command(Command::At(at)) = parse_line(made.line().as_bytes()) else {
+            panic!("AT did not parse")
+        };
+        Record::from_at(&at, Tags { source, origin: 0 })
+    }
+
+    /// The client ids a link to `receiver` sends, all at once.
+    fn sent_to(store: &mut Store, id: CursorId, receiver: Receiver) -> Vec<String> {
+        let mut out = Vec::new();
+        while store
+            .next_batch(id, 2, usize::MAX, &mut out, Some(receiver), |_| true)
+            .is_some()
+        {}
+        String::from_utf8(out)
+            .expect("lines are UTF-8")
+            .lines()
+            .map(|l| client_of(l).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_record_is_not_sent_back_to_the_neighbour_it_came_from_in_the_same_run() {
+        let mut store = Store::new();
+        let to_b = store.open_cursor();
+        let to_c = store.open_cursor();
+        store.apply_from(arrived(2, "IAMAT b1 +1-2 5"), 70);
+        store.apply(record("A", "IAMAT own +1-2 5"));
+        store.apply_from(arrived(3, "IAMAT c1 +1-2 5"), 80);
+        let b = Receiver { id: 2, run: 70 };
+        let c = Receiver { id: 3, run: 80 };
+        assert_eq!(sent_to(&mut store, to_b, b), ["own", "c1"]);
+        assert_eq!(sent_to(&mut store, to_c, c), ["b1", "own"]);
+        // The cursor passed what it left out: nothing is unsent.
+        assert!(!store.has_unsent(to_b));
+        assert_eq!(store.sent_seq(to_b), 3);
+    }
+
+    #[test]
+    fn records_of_an_earlier_run_of_a_neighbour_go_back_to_its_new_run() {
+        let mut store = Store::new();
+        let to_b = store.open_cursor();
+        store.apply_from(arrived(2, "IAMAT old +1-2 5"), 70);
+        // B restarted: it is in run 71 now, and holds nothing of run 70.
+        assert_eq!(
+            sent_to(&mut store, to_b, Receiver { id: 2, run: 71 }),
+            ["old"]
+        );
+        store.apply_from(arrived(2, "IAMAT new +1-2 5"), 71);
+        // A late record of the old run makes every earlier one doubtful.
+        store.apply_from(arrived(2, "IAMAT late +1-2 5"), 70);
+        store.apply_from(arrived(2, "IAMAT newer +1-2 5"), 71);
+        store.seek(to_b, 0, usize::MAX);
+        assert_eq!(
+            sent_to(&mut store, to_b, Receiver { id: 2, run: 71 }),
+            ["old", "new", "late"]
+        );
+        // Run 0 is no run: nothing is taken for the receiver's.
+        store.apply_from(arrived(2, "IAMAT unknown +1-2 5"), 0);
+        store.seek(to_b, 4, usize::MAX);
+        assert_eq!(
+            sent_to(&mut store, to_b, Receiver { id: 2, run: 0 }),
+            ["unknown"]
+        );
+    }
+
+    #[test]
+    fn a_renumbered_store_trusts_no_earlier_source() {
+        let mut store = Store::with_seq_limit(4);
+        let to_b = store.open_cursor();
+        store.apply_from(arrived(2, "IAMAT x +1-2 5"), 70);
+        store.apply_from(arrived(2, "IAMAT y +1-2 5"), 70);
+        for t in 6..9 {
+            store.apply(record("A", &format!("IAMAT z +1-2 {t}")));
+        }
+        assert_eq!(store.generation(), 1);
+        store.seek(to_b, 0, usize::MAX);
+        assert_eq!(
+            sent_to(&mut store, to_b, Receiver { id: 2, run: 70 }),
+            ["x", "y", "z"]
+        );
     }
 
     /// The lines of one `next_batch` call and what it returned.
@@ -912,7 +1180,7 @@ mod tests {
         max_bytes: usize,
     ) -> (Vec<String>, Option<u64>) {
         let mut out = Vec::new();
-        let batch = store.next_batch(id, max_records, max_bytes, &mut out);
+        let batch = store.next_batch(id, max_records, max_bytes, &mut out, None, |_| true);
         let text = String::from_utf8(out).expect("lines are UTF-8");
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         assert_eq!(
@@ -1347,7 +1615,10 @@ mod tests {
         let link = store.open_cursor();
         assert!(!store.seek(link, 50, 20));
         assert!(!store.has_unsent(link), "nothing is handed out mid-seek");
-        assert_eq!(store.next_batch(link, 10, 1000, &mut Vec::new()), None);
+        assert_eq!(
+            store.next_batch(link, 10, 1000, &mut Vec::new(), None, |_| true),
+            None
+        );
         // Twenty steps back from c99 (number 100), the cursor is on c79:
         // updated, it moves to the tail and the cursor back to c78.
         assert_eq!(store.cursor(link).map(|c| store.seq_at(c.at)), Some(80));
@@ -1405,7 +1676,10 @@ mod tests {
         let b = store.open_cursor();
         store.close_cursor(a);
         assert!(!store.has_unsent(a));
-        assert_eq!(store.next_batch(a, 1, 1, &mut Vec::new()), None);
+        assert_eq!(
+            store.next_batch(a, 1, 1, &mut Vec::new(), None, |_| true),
+            None
+        );
         assert_eq!(store.open_cursor(), a);
         assert!(
             store.has_unsent(a),
@@ -1631,14 +1905,17 @@ mod tests {
                     let Parsed::Command(Command::IAmAt(iamat)) = parse_line(line) else {
                         panic!("not an IAMAT: {line:?}");
                     };
-                    let record = Record::from_iamat("Target", now, &iamat);
+                    let record = Record::from_iamat("Target", now, &iamat, 0);
                     out.extend_from_slice(record.line().as_bytes());
                     out.push(b'\n');
                     assert!(store.apply(record).is_some(), "every IAMAT is newer");
                     n += 1;
                 }
                 for &cursor in &cursors {
-                    while store.next_batch(cursor, 1024, 1 << 16, &mut link).is_some() {}
+                    while store
+                        .next_batch(cursor, 1024, 1 << 16, &mut link, None, |_| true)
+                        .is_some()
+                    {}
                     link.clear();
                 }
                 out.clear();
@@ -2039,7 +2316,7 @@ mod tests {
                             }
                         }
                         let mut out = b"already here\n".to_vec();
-                        let last = store.next_batch(c.id, records, bytes, &mut out).map(|b| b.last);
+                        let last = store.next_batch(c.id, records, bytes, &mut out, None, |_| true).map(|b| b.last);
                         prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
                         prop_assert_eq!(last, want_last);
                         if let Some(last) = last {
@@ -2104,6 +2381,67 @@ mod tests {
             for (id, r) in &model {
                 prop_assert_eq!(store.get(id), Some(r));
             }
+        }
+    }
+
+    proptest! {
+        /// Digests against a recount, over random applies (records of three
+        /// origins over two seconds each, some stale), expiry, evictions of
+        /// a capped store and renumbering, with the digests started and
+        /// folded at random points: once folded to the end, the board built
+        /// from the changes equals the records' own entries, and every
+        /// record of an entry lies after [`Store::before_entry`].
+        #[test]
+        fn digests_follow_every_record_in_and_out(
+            ops in proptest::collection::vec((0u8..8, 0u64..4, 0u8..3, 0u8..5), 1..120),
+            start_at in 0usize..120,
+            limit in 8u32..40,
+            cap in proptest::option::of(1usize..8),
+        ) {
+            use crate::pure::digest::{fingerprint, origin_second, Board, Digest};
+            let mut store = Store::with_seq_limit(limit).with_max_records(cap.unwrap_or(usize::MAX));
+            let mut board = Board::default();
+            let t = std::time::Instant::now();
+            let mut expiry = 0;
+            for (i, (client, time, origin, what)) in ops.into_iter().enumerate() {
+                if i == start_at {
+                    store.start_digests();
+                }
+                match what {
+                    0 => {
+                        let cutoff = PosixTime { secs: 2, nanos: 0 };
+                        store.expire(&mut expiry, cutoff, usize::MAX);
+                    }
+                    1 => {
+                        store.fold_digests(usize::from(client));
+                        board.apply(&store.take_digest_changes(), t);
+                    }
+                    _ => {
+                        let made = record(["A", "B", "C"][usize::from(origin)], &format!("IAMAT c{client} +1-2 {time}"));
+                        let Parsed::Command(Command::At(at)) = parse_line(made.line().as_bytes()) else {
+                            panic!("AT did not parse")
+                        };
+                        store.apply(Record::from_at(&at, Tags { source: 0, origin: origin + 1 }));
+                    }
+                }
+                store.check();
+            }
+            store.start_digests();
+            while !store.fold_digests(3) {}
+            board.apply(&store.take_digest_changes(), t);
+            let mut want: std::collections::HashMap<Key, Digest> = Default::default();
+            for r in store.records() {
+                let key = Key { origin: r.tags().origin, second: origin_second(r) };
+                let d = want.entry(key).or_default();
+                d.xor ^= fingerprint(r.line().as_bytes());
+                d.count += 1;
+                prop_assert!(r.seq() > store.before_entry(key), "{} before its entry's start", r.line());
+            }
+            for (key, d) in &want {
+                prop_assert_eq!(board.get(*key).0, *d);
+            }
+            let empty = board.changed_after(0, usize::MAX).iter().filter(|(_, d, _)| *d == Digest::default()).count();
+            prop_assert_eq!(board.len(), want.len() + empty, "no entry but the records' and emptied ones");
         }
     }
 }

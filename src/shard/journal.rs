@@ -38,8 +38,9 @@ use crate::ops::metrics::JournalFigures;
 use crate::pure::config::Fsync;
 use crate::pure::journal::{self, Decoder};
 use crate::pure::protocol::{parse_line, Command, Parsed};
-use crate::pure::record::Record;
+use crate::pure::record::{Record, Tags};
 use crate::pure::ring::Ring;
+use crate::pure::server_ids::ServerIds;
 use crate::pure::store::CursorId;
 use crate::shard::Shard;
 use futures_channel::oneshot;
@@ -127,7 +128,7 @@ pub(crate) struct Replayed {
 /// missing) and sorts its records to the shards of a `shards`-shard ring.
 /// A damaged tail is cut, with a log line; it never fails the start. Runs
 /// before any executor: plain blocking reads.
-pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
+pub(crate) fn replay(dir: &Path, shards: usize, ids: &ServerIds) -> Result<Replayed, String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create the journal folder {}: {e}", dir.display()))?;
     let entries = std::fs::read_dir(dir)
@@ -160,7 +161,12 @@ pub(crate) fn replay(dir: &Path, shards: usize) -> Result<Replayed, String> {
                 unparsed += 1;
                 continue;
             };
-            let record = Record::from_at(&at);
+            // From no neighbour; made by the server its line names.
+            let tags = Tags {
+                source: 0,
+                origin: ids.id(at.server),
+            };
+            let record = Record::from_at(&at, tags);
             records[ring.owner(record.client_id())].push(record);
             read += 1;
         }

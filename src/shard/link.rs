@@ -12,8 +12,13 @@
 //! write deadlines; the protocol decisions are the session's.
 
 use crate::net::link_tls::{self, LinkTls};
+use crate::pure::digest::Key;
+use crate::pure::flood_tree::Trees;
 use crate::pure::framing::{Frame, LineBuffer};
 use crate::pure::link_session::{Liveness, Opening, Sender, SenderEvent};
+use crate::pure::server_ids::ServerIds;
+use crate::pure::store::Receiver;
+use crate::pure::tree_out::TreeOut;
 use crate::shard::{LinkStatus, Shard};
 use event_listener::Event;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +26,7 @@ use glommio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Records per batch: one write carries up to this many AT lines.
@@ -29,6 +35,9 @@ const BATCH: usize = 1024;
 const BATCH_BYTES: usize = 256 * 1024;
 /// Steps of a backward seek between yields (see `Store::seek`).
 const SEEK_STEPS: usize = 64 * 1024;
+/// Digest entries a link announces at most per interval: a long list (a
+/// receiver that restarted) goes out over several.
+const ANNOUNCE_LINES: usize = 1024;
 /// Longest line a neighbour sends on a link we dialled (`SINCE`, `ACK`, a
 /// refusal echoing our opening).
 const MAX_ANSWER_LINE: usize = 512;
@@ -55,6 +64,18 @@ pub(crate) struct LinkSettings {
     pub liveness: Liveness,
     /// A write that takes longer than this ends the link.
     pub write_timeout: Duration,
+    /// This server's run, said to neighbours (`TREE`); `None` to speak
+    /// only the earlier link rules.
+    pub run: Option<u64>,
+    /// The fingerprint of this server's graph (`TREE`), or `None` when it
+    /// does not send along trees.
+    pub topology: Option<u64>,
+    /// The herd's flood trees, as this server's config has them.
+    pub trees: Arc<Trees>,
+    /// Numbers for server names: records' origins.
+    pub ids: Arc<ServerIds>,
+    /// How often a link announces its server's digests.
+    pub announce: Duration,
 }
 
 /// Keeps the link of `status` connected for as long as the shard runs and
@@ -189,6 +210,7 @@ where
         Ok(nonce) => nonce,
         Err(e) => return format!("no randomness for the handshake nonce: {e}"),
     };
+    let head = shard.seq();
     let opening = Opening {
         me: settings.me.to_string(),
         neighbour: status.neighbour.to_string(),
@@ -196,7 +218,9 @@ where
         nonce,
         shard: shard.id as u32,
         epoch,
-        head: shard.seq(),
+        head,
+        run: settings.run,
+        topology: settings.topology,
     };
     let session = Rc::new(RefCell::new(Sender::open(
         Instant::now(),
@@ -207,6 +231,9 @@ where
     if let Err(e) = writer.write_all(&out).await {
         return e.to_string();
     }
+    status
+        .bytes_sent
+        .set(status.bytes_sent.get() + out.len() as u64);
     let heard = Rc::new(Heard::default());
     let listener_task = glommio::spawn_local(listen(reader, session.clone(), heard.clone()));
     let tick = settings.liveness.tick();
@@ -216,6 +243,8 @@ where
     let mut last_write = Instant::now();
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut branch = TreeOut::new(status.neighbour_id, settings.trees.clone());
+    let mut next_announce = Instant::now();
     let reason = 'link: loop {
         let now = Instant::now();
         let mut events: Vec<SenderEvent> = heard.events.borrow_mut().drain(..).collect();
@@ -226,9 +255,21 @@ where
         for event in events {
             match event {
                 SenderEvent::SendAfter(n) => {
-                    if session.borrow().basic() {
+                    let session = session.borrow();
+                    if session.basic() {
                         tracing::info!(neighbour = %status.neighbour, "neighbour speaks only the basic link rules: sending every record as plain AT lines");
                     }
+                    branch.opened(n, head, session.tree_link(), session.announce_after());
+                    if n == 0 && session.receiver_knew_an_earlier_run() {
+                        // This server started again while the receiver kept
+                        // what it had sent: records made more than a second
+                        // before now are left to the announcements.
+                        branch.lazy_before(unix_seconds().saturating_sub(1));
+                    }
+                    if session.announce_after().is_some() {
+                        shard.flood.start_digests();
+                    }
+                    status.tree.set(session.tree_link());
                     seeking = Some(n);
                 }
                 SenderEvent::Close(why) => break 'link why.to_string(),
@@ -236,7 +277,31 @@ where
                     if let Err(e) = writer.write_all(&bytes).await {
                         break 'link e.to_string();
                     }
+                    status
+                        .bytes_sent
+                        .set(status.bytes_sent.get() + bytes.len() as u64);
                     last_write = Instant::now();
+                }
+                SenderEvent::Graft { origin, second } => {
+                    let origin = settings.ids.id(&origin);
+                    if origin == 0 {
+                        continue;
+                    }
+                    status.grafts.set(status.grafts.get() + 1);
+                    branch.graft(origin);
+                    // Back to before the entry's first record: the receiver
+                    // lacks some of them.
+                    let back = shard.before_entry(Key { origin, second });
+                    let at = seeking.unwrap_or_else(|| shard.sent_seq(status.cursor));
+                    branch.rewinding(at);
+                    if back < at {
+                        seeking = Some(back);
+                    }
+                }
+                SenderEvent::Prune { origin } => {
+                    let origin = settings.ids.id(&origin);
+                    status.prunes.set(status.prunes.get() + 1);
+                    branch.prune(origin);
                 }
                 SenderEvent::None => {}
             }
@@ -252,6 +317,10 @@ where
             // anything, so reopen and let it ask for everything.
             break "sequence numbers started over; reopening".to_owned();
         }
+        if shard.trees().topology() != settings.trees.topology() {
+            // A reload changed the graph: say the new one.
+            break "the herd's graph changed (reload); reopening".to_owned();
+        }
         if let Some(n) = seeking {
             if shard.seek(status.cursor, n, SEEK_STEPS) {
                 seeking = None;
@@ -264,11 +333,37 @@ where
         out.clear();
         let streaming = session.borrow().streaming();
         if streaming {
-            if let Some(batch) = shard.next_batch(status.cursor, BATCH, BATCH_BYTES, &mut out) {
-                session.borrow_mut().end_batch(batch.last, now, &mut out);
+            status.eager.set(branch.eager());
+            if branch.announcing() && now >= next_announce {
+                next_announce = now + settings.announce;
+                let board = &shard.flood.lock().board;
+                branch.announce(board, &settings.ids, ANNOUNCE_LINES, &mut out);
+            }
+            // Records the neighbour itself sent in its present run are
+            // passed over: it holds them, or newer ones.
+            let receiver = session.borrow().neighbour_run().map(|run| Receiver {
+                id: status.neighbour_id,
+                run,
+            });
+            let batch =
+                shard.next_link_batch(status.cursor, BATCH, BATCH_BYTES, &mut out, receiver, |r| {
+                    branch.wants(r)
+                });
+            if let Some(batch) = batch {
+                session
+                    .borrow_mut()
+                    .note_sent(shard.sent_seq(status.cursor), now, &mut out);
+                if out.is_empty() {
+                    // All passed over: nothing to write, more may follow.
+                    glommio::yield_if_needed().await;
+                    continue;
+                }
                 if let Err(e) = writer.write_all(&out).await {
                     break e.to_string();
                 }
+                status
+                    .bytes_sent
+                    .set(status.bytes_sent.get() + out.len() as u64);
                 last_write = Instant::now();
                 sent += batch.records as u64;
                 status.sent.set(status.sent.get() + batch.records as u64);
@@ -283,13 +378,19 @@ where
             // Nothing left to send: caught up, and not behind since now.
             status.caught_up.set(true);
             status.idle_since.set(now);
-            session
-                .borrow_mut()
-                .keepalive(shard.sent_seq(status.cursor), now, &mut out);
+            let sent_seq = shard.sent_seq(status.cursor);
+            {
+                let mut session = session.borrow_mut();
+                session.note_sent(sent_seq, now, &mut out);
+                session.keepalive(sent_seq, now, &mut out);
+            }
             if !out.is_empty() {
                 if let Err(e) = writer.write_all(&out).await {
                     break e.to_string();
                 }
+                status
+                    .bytes_sent
+                    .set(status.bytes_sent.get() + out.len() as u64);
                 last_write = Instant::now();
             }
         }
@@ -303,7 +404,11 @@ where
         {
             continue;
         }
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let mut until = next_tick;
+        if branch.announcing() {
+            until = until.min(next_announce);
+        }
+        let wait = until.saturating_duration_since(Instant::now());
         futures_lite::future::or(
             futures_lite::future::or(store_changed, neighbour_spoke),
             glommio::timer::sleep(wait),
@@ -319,4 +424,12 @@ where
     };
     drop(listener_task);
     reason
+}
+
+/// Whole seconds since the Unix epoch, as records' origin seconds count
+/// them (0 before it).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -9,17 +9,21 @@
 //! cursors in its store: flooding is the links reading the store, which is
 //! the replication log (see `store.rs` and `link.rs`).
 
+pub(crate) mod flood;
 pub(crate) mod journal;
 pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
+use crate::ops::tree_metrics::LinkTree;
 use crate::places::answer::{Places, Rendered};
 use crate::places::geo::NearbyQuery;
 use crate::places::rendered;
 use crate::places::rendered::error_answer;
+use crate::pure::digest::{origin_second, Change, Key};
+use crate::pure::flood_tree::Trees;
 use crate::pure::protocol::parse_location;
-use crate::pure::record::Record;
-use crate::pure::store::{Batch, CursorId, Store};
+use crate::pure::record::{Record, MAX_TAG};
+use crate::pure::store::{Batch, CursorId, Receiver, Store};
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -37,6 +41,8 @@ pub(crate) type NeighbourId = usize;
 pub(crate) struct LinkStatus {
     /// The neighbour's name.
     pub neighbour: Rc<str>,
+    /// The neighbour's server id: the source tag of its records.
+    pub neighbour_id: u8,
     /// Where the link dials.
     pub addr: SocketAddr,
     /// What was sent: everything in the store up to this cursor.
@@ -49,21 +55,44 @@ pub(crate) struct LinkStatus {
     pub idle_since: Cell<Instant>,
     /// Records sent since the server started.
     pub sent: Cell<u64>,
+    /// Bytes written since the server started, every line counted.
+    pub bytes_sent: Cell<u64>,
+    /// Whether the link is a tree link now (PROTOCOL.md, "Flood trees").
+    pub tree: Cell<bool>,
+    /// The origins whose records the link sends now: all on a link that
+    /// floods.
+    pub eager: Cell<u128>,
+    /// `GRAFT`s and `PRUNE`s the neighbour sent, since the server started.
+    pub grafts: Cell<u64>,
+    /// See `grafts`.
+    pub prunes: Cell<u64>,
     /// Set when a reload removed this neighbour: the link closes.
     pub retired: Cell<bool>,
 }
 
 impl LinkStatus {
-    /// A link to `neighbour` at `addr` reading the store through `cursor`.
-    pub(crate) fn new(neighbour: Rc<str>, addr: SocketAddr, cursor: CursorId) -> LinkStatus {
+    /// A link to `neighbour` (server id `neighbour_id`) at `addr` reading
+    /// the store through `cursor`.
+    pub(crate) fn new(
+        neighbour: Rc<str>,
+        neighbour_id: u8,
+        addr: SocketAddr,
+        cursor: CursorId,
+    ) -> LinkStatus {
         LinkStatus {
             neighbour,
+            neighbour_id,
             addr,
             cursor,
             connected: Cell::new(false),
             caught_up: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             sent: Cell::new(0),
+            bytes_sent: Cell::new(0),
+            tree: Cell::new(false),
+            eager: Cell::new(u128::MAX),
+            grafts: Cell::new(0),
+            prunes: Cell::new(0),
             retired: Cell::new(false),
         }
     }
@@ -93,6 +122,16 @@ pub(crate) struct Shard {
     expired: Cell<u64>,
     /// The journal's progress, when the server keeps one.
     durability: Option<Rc<journal::Durability>>,
+    /// The server's flood-tree state, shared by its shards.
+    pub flood: Arc<flood::Flood>,
+    /// The herd's flood trees as this server's config has them.
+    trees: RefCell<Arc<Trees>>,
+    /// By origin: the latest second of a record the origin's tree parent
+    /// brought, since the last fold (noted while grafts are in force).
+    from_parent: RefCell<HashMap<u8, u64>>,
+    /// By source tag: records from that neighbour this shard already held
+    /// (or held newer).
+    stale_from: RefCell<Vec<u64>>,
 }
 
 /// A number that differs between starts (and between shards).
@@ -349,19 +388,28 @@ impl Stop {
 
 impl Shard {
     /// A shard with an empty store of at most `max_records` records and a
-    /// link cursor per neighbour (`neighbours`: name and address).
+    /// link cursor per neighbour (`neighbours`: name, server id and
+    /// address).
     pub(crate) fn new(
         id: usize,
-        neighbours: Vec<(Rc<str>, SocketAddr)>,
+        neighbours: Vec<(Rc<str>, u8, SocketAddr)>,
         places: Rc<dyn Places>,
         places_timeout: Duration,
         max_records: usize,
         durability: Option<Rc<journal::Durability>>,
+        flood: Arc<flood::Flood>,
     ) -> Shard {
         let mut store = Store::new().with_max_records(max_records);
         let links = neighbours
             .into_iter()
-            .map(|(neighbour, addr)| Rc::new(LinkStatus::new(neighbour, addr, store.open_cursor())))
+            .map(|(neighbour, neighbour_id, addr)| {
+                Rc::new(LinkStatus::new(
+                    neighbour,
+                    neighbour_id,
+                    addr,
+                    store.open_cursor(),
+                ))
+            })
             .collect();
         Shard {
             id,
@@ -377,7 +425,41 @@ impl Shard {
             latency: RefCell::new(metrics::latency_histogram()),
             expired: Cell::new(0),
             durability,
+            flood,
+            trees: RefCell::new(Arc::new(Trees::default())),
+            from_parent: RefCell::new(HashMap::new()),
+            stale_from: RefCell::new(vec![0; usize::from(MAX_TAG) + 1]),
         }
+    }
+
+    /// The herd's flood trees, as this server's config has them now.
+    pub(crate) fn trees(&self) -> Arc<Trees> {
+        self.trees.borrow().clone()
+    }
+
+    /// A reload changed the config: these are the trees now.
+    pub(crate) fn set_trees(&self, trees: Arc<Trees>) {
+        *self.trees.borrow_mut() = trees;
+    }
+
+    /// Folds up to `max` new records into the store's digests (starting
+    /// them the first time), and hands over what changed, the origins'
+    /// latest seconds their tree parents brought since the last call, and
+    /// whether every record is folded in.
+    pub(crate) fn fold_digests(&self, max: usize) -> (Vec<Change>, Vec<(u8, u64)>, bool) {
+        let mut store = self.store.borrow_mut();
+        store.start_digests();
+        let done = store.fold_digests(max);
+        let changes = store.take_digest_changes();
+        let from_parent = self.from_parent.borrow_mut().drain().collect();
+        (changes, from_parent, done)
+    }
+
+    /// The sequence number a link must send after so that it sends every
+    /// record of digest entry `key` this shard holds (see
+    /// [`Store::before_entry`]).
+    pub(crate) fn before_entry(&self, key: Key) -> u64 {
+        self.store.borrow().before_entry(key)
     }
 
     /// The journal's progress, when the server keeps one.
@@ -395,7 +477,7 @@ impl Shard {
     /// the journal holds it on disk, or a newer one of its client (a stale
     /// record waits for all the store holds now, which includes it).
     pub(crate) fn apply_durable(&self, record: Record, done: futures_channel::oneshot::Sender<()>) {
-        self.apply(record);
+        self.apply(record, 0);
         let Some(durability) = &self.durability else {
             let _ = done.send(());
             return;
@@ -414,12 +496,28 @@ impl Shard {
     }
 
     /// Applies a record this shard owns. When it is newer than the stored
-    /// one it is stored once, and every link sends it from the store (the
-    /// neighbour it came from too: it drops the echo as not newer, and one
-    /// log for all links keeps a down neighbour free).
-    pub(crate) fn apply(&self, record: Record) {
-        if self.store.borrow_mut().apply(record).is_none() {
+    /// one it is stored once, and the links send it from the store (one log
+    /// for all links keeps a down neighbour free); the link to the
+    /// neighbour it came from (its source tag), in that neighbour's run
+    /// `run`, passes it over. Run 0: an IAMAT, a journal's record, or a
+    /// neighbour that says no run.
+    pub(crate) fn apply(&self, record: Record, run: u64) {
+        if self.flood.grafting() {
+            // A graft ends once the tree brings its origin's records again.
+            let tags = record.tags();
+            if tags.source != 0 && self.trees.borrow().parent(tags.origin) == Some(tags.source) {
+                let second = origin_second(&record);
+                let mut latest = self.from_parent.borrow_mut();
+                let at = latest.entry(tags.origin).or_insert(second);
+                *at = (*at).max(second);
+            }
+        }
+        let source = usize::from(record.tags().source);
+        if self.store.borrow_mut().apply_from(record, run).is_none() {
             self.metrics.stale.inc();
+            if let Some(n) = self.stale_from.borrow_mut().get_mut(source) {
+                *n += 1;
+            }
             tracing::trace!(shard = self.id, "stale record dropped");
             return;
         }
@@ -540,8 +638,9 @@ impl Shard {
         self.store.borrow_mut().seek(cursor, after, max_steps)
     }
 
-    /// Appends the next records past a link's cursor to `out`; what was
-    /// appended, `None` when nothing is unsent. See [`Store::next_batch`].
+    /// Appends the next records past a cursor to `out` (the journal's:
+    /// every one); what was appended, `None` when nothing is unsent. See
+    /// [`Store::next_batch`].
     pub(crate) fn next_batch(
         &self,
         cursor: CursorId,
@@ -551,7 +650,25 @@ impl Shard {
     ) -> Option<Batch> {
         self.store
             .borrow_mut()
-            .next_batch(cursor, max_records, max_bytes, out)
+            .next_batch(cursor, max_records, max_bytes, out, None, |_| true)
+    }
+
+    /// Appends the next records past a link's cursor to `out`, passing over
+    /// those that came from `receiver` in its present run and those `wants`
+    /// says no to; what was passed, `None` when nothing is unsent. See
+    /// [`Store::next_batch`].
+    pub(crate) fn next_link_batch(
+        &self,
+        cursor: CursorId,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+        receiver: Option<Receiver>,
+        wants: impl Fn(&Record) -> bool,
+    ) -> Option<Batch> {
+        self.store
+            .borrow_mut()
+            .next_batch(cursor, max_records, max_bytes, out, receiver, wants)
     }
 
     /// Whether a link has records to send.
@@ -578,9 +695,14 @@ impl Shard {
 
     /// Opens a link to a new neighbour (a reload added it): a cursor at the
     /// start of the store, so the neighbour is sent everything.
-    pub(crate) fn add_link(&self, neighbour: Rc<str>, addr: SocketAddr) -> Rc<LinkStatus> {
+    pub(crate) fn add_link(
+        &self,
+        neighbour: Rc<str>,
+        neighbour_id: u8,
+        addr: SocketAddr,
+    ) -> Rc<LinkStatus> {
         let cursor = self.store.borrow_mut().open_cursor();
-        let link = Rc::new(LinkStatus::new(neighbour, addr, cursor));
+        let link = Rc::new(LinkStatus::new(neighbour, neighbour_id, addr, cursor));
         self.links.borrow_mut().push(link.clone());
         link
     }
@@ -611,6 +733,7 @@ impl Shard {
     pub(crate) fn publish(&self, recent: &mut hdrhistogram::Histogram<u64>, close_second: bool) {
         let places = self.places.figures();
         let now = Instant::now();
+        let known = self.trees().known();
         let links = self
             .links()
             .iter()
@@ -630,9 +753,27 @@ impl Shard {
                         0.0
                     },
                     sent: l.sent.get(),
+                    tree: LinkTree {
+                        tree: l.tree.get(),
+                        eager: (l.eager.get() & known).count_ones(),
+                        origins: known.count_ones(),
+                        bytes_sent: l.bytes_sent.get(),
+                        grafts: l.grafts.get(),
+                        prunes: l.prunes.get(),
+                    },
                 }
             })
             .collect();
+        let duplicates = {
+            let stale = self.stale_from.borrow();
+            self.links()
+                .iter()
+                .map(|l| {
+                    let n = stale.get(usize::from(l.neighbour_id)).copied();
+                    (l.neighbour.to_string(), n.unwrap_or(0))
+                })
+                .collect()
+        };
         let (evicted, refused_older) = self.evictions();
         let mut latency = self.latency.borrow_mut();
         let _ = recent.add(&*latency);
@@ -649,6 +790,7 @@ impl Shard {
         p.refused_older = refused_older;
         p.expired = self.expired.get();
         p.links = links;
+        p.duplicates = duplicates;
         p.places = places;
         p.journal = self
             .durability
