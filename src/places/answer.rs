@@ -581,22 +581,8 @@ mod tests {
     /// The rendered replies against the oracle, on offline answers.
     mod rendered_against_the_oracle {
         use super::super::*;
-        use crate::places::rendered::{write_nearby_reply, write_reply};
+        use crate::places::rendered::tests::{oracle, rendered, AT};
         use proptest::prelude::*;
-
-        const AT: &str = "AT Goloman +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
-
-        fn oracle(answer: &Value, max: usize) -> Vec<u8> {
-            let mut out = Vec::new();
-            write_nearby_reply(&mut out, AT, answer, max);
-            out
-        }
-
-        fn rendered(answer: &RenderedAnswer, max: usize, within: Option<&Disc>) -> Vec<u8> {
-            let mut out = Vec::new();
-            write_reply(&mut out, AT, answer, max, within);
-            out
-        }
 
         fn ucla(radius_m: f64) -> Value {
             OfflinePlaces.answer(NearbyQuery {

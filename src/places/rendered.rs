@@ -318,20 +318,23 @@ pub(crate) fn collapse_newlines(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
 
-    const AT: &str = "AT Goloman +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
+    pub(crate) const AT: &str =
+        "AT Goloman +0.263873386 kiwi +34.068930-118.445127 1621464827.959498503";
 
-    fn oracle(answer: &Value, max: usize) -> Vec<u8> {
+    /// A reply as the oracle writes it; also used by `answer`'s tests.
+    pub(crate) fn oracle(answer: &Value, max: usize) -> Vec<u8> {
         let mut out = Vec::new();
         write_nearby_reply(&mut out, AT, answer, max);
         out
     }
 
-    fn rendered(answer: &RenderedAnswer, max: usize, within: Option<&Disc>) -> Vec<u8> {
+    /// A reply as servers write it; also used by `answer`'s tests.
+    pub(crate) fn rendered(answer: &RenderedAnswer, max: usize, within: Option<&Disc>) -> Vec<u8> {
         let mut out = Vec::new();
         write_reply(&mut out, AT, answer, max, within);
         out
