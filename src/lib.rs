@@ -3,21 +3,23 @@
 //!
 //! A command flows one way through the folders: a socket in [`net`]
 //! (framing and parsing from [`pure`]) goes to its owner `shard`, whose
-//! store (`pure::store`, also the replication log) its links read
-//! (`shard::link`), and whose WHATSATs ask [`places`]; the reply goes
-//! back as a value. [`ops`] is what operators see; [`process`] starts and
-//! stops it all ([`start`] is the entry point); the `herd` binary
-//! (`src/bin/herd/`) is the command line around it.
+//! store (`pure::store`, also the replication log) the links to neighbours
+//! read (`net::link`), and whose WHATSATs ask [`places`]; the reply goes
+//! back as a value. [`ops`] counts what operators see, [`admin`] shows it;
+//! [`process`] starts and stops it all ([`start`] is the entry point); the
+//! `herd` binary (`src/bin/herd/`) is the command line around it.
 //!
 //! - [`pure`]: the rules as values, no I/O, no runtime, no clock.
+//! - [`ops`]: the counters every layer bumps, and their rendering.
+//! - `rt`: hyper on glommio, for every HTTP part.
 //! - [`places`]: Places answers (pure) and the upstream client (runtime).
-//! - `shard`: the owner side: a shard's state and its outgoing links.
-//! - [`net`]: connections, routing to the owner, TLS, HTTP glue.
-//! - [`ops`]: metrics, the admin endpoint, `herd status`.
-//! - [`process`]: start-up, stop and reload ([`start`]), the config file,
-//!   `herd certs`' certificates.
+//! - `shard`: the owner side: a shard's state, its flood trees, its journal.
+//! - [`net`]: connections (lines and phone apps' HTTP), routing to the
+//!   owner, links in and out, TLS.
+//! - [`admin`]: the admin endpoint and `herd status`.
+//! - [`process`]: start-up, stop and reload ([`start`]), the config file.
 //! - `src/bin/herd/`: the CLI, `herd serve` (logging, signals, systemd),
-//!   `herd up`.
+//!   `herd up`, `herd certs`.
 
 // The server has no unsafe code, and must keep it that way.
 #![forbid(unsafe_code)]

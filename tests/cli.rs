@@ -331,7 +331,7 @@ fn certs_makes_files_that_every_server_loads_and_refuses_to_overwrite() {
         let paths = loaded
             .tls_paths(&server.name, &config_dir(&config_path))
             .unwrap();
-        let tls = herd::net::link_tls::LinkTls::load(&paths, &server.name)
+        let tls = herd::net::link::tls::LinkTls::load(&paths, &server.name)
             .unwrap_or_else(|e| panic!("{}: {e}", server.name));
         assert_eq!(tls.name(), server.name);
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode();

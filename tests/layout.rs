@@ -16,12 +16,6 @@ const LAYERS: &[&str] = &[
     "pure", "ops", "rt", "places", "shard", "net", "admin", "process",
 ];
 
-/// Imports that still run upward, each with why it is left. The link's
-/// dialling side lives in the shard, which starts it; giving the link's I/O
-/// one home under `net` (issue 31, item 9) removes these. The list only
-/// shrinks: an entry no longer found fails the test below.
-const KNOWN_UPWARD: &[&str] = &["shard::link -> net::link_tls", "shard::link -> net::nonce"];
-
 /// Every library source file by module path (`places/upstream/mod.rs` is
 /// `places::upstream`), binaries left out.
 fn modules() -> BTreeMap<String, String> {
@@ -218,15 +212,6 @@ fn no_module_names_a_higher_layer() {
             }
         }
     }
-    let stale: Vec<&&str> = KNOWN_UPWARD
-        .iter()
-        .filter(|known| !upward.iter().any(|u| u == *known))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "no longer found, take out of KNOWN_UPWARD: {stale:?}"
-    );
-    upward.retain(|u| !KNOWN_UPWARD.contains(&u.as_str()));
     assert!(
         upward.is_empty(),
         "imports that run upward:\n{}",

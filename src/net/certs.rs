@@ -2,7 +2,7 @@
 //! and key per server) with rcgen, writes them with private keys kept
 //! private, and says what to put in the config.
 //!
-//! Separate from [`crate::net::link_tls`], which only loads the files and
+//! Separate from [`crate::net::link::tls`], which only loads the files and
 //! speaks TLS on links: generating certificates is an operator's one-off
 //! step, not part of serving, so the runtime's TLS code does not carry it.
 //! The name each certificate carries is [`crate::pure::cert_names::dns_name_for`]'s, the

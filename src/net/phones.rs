@@ -27,8 +27,9 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::net::admission::Admission;
 use crate::net::client_auth::{self, Refused};
-use crate::net::connection::{now, Admission};
+use crate::net::lines::now;
 use crate::net::route::Router;
 use crate::ops::metrics::{HttpApp as App, HttpResult};
 use crate::pure::clients::ClientAuth;

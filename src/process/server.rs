@@ -9,10 +9,14 @@
 //! Signals, the log file and systemd are the `herd serve` process's.
 
 use crate::admin::endpoint::{self, Registry};
+use crate::net::admission::{Admission, Port};
 use crate::net::client_auth::{lock_failures, ClientRules, Clients};
 use crate::net::client_tls::ClientTls;
-use crate::net::connection::{self, Admission, Port};
-use crate::net::link_tls::LinkTls;
+use crate::net::connection;
+use crate::net::lines;
+use crate::net::link::incoming;
+use crate::net::link::outgoing::{self as link, LinkSettings};
+use crate::net::link::tls::LinkTls;
 use crate::net::per_ip::PerIp;
 use crate::net::phones;
 use crate::net::route::{self, Router, ToOwner};
@@ -28,7 +32,6 @@ use crate::pure::ring::Ring;
 use crate::pure::server_ids::ServerIds;
 use crate::shard::flood::{self, Flood};
 use crate::shard::journal::{self, Durability, JournalPlan};
-use crate::shard::link::{self, LinkSettings};
 use crate::shard::Shard;
 use event_listener::Event;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -1454,6 +1457,9 @@ async fn accept(
                 .register(stream.as_raw_fd(), peer, idle_after);
             let activity = registered.activity();
             match door {
+                Door::Lines(Port::Peer) => {
+                    incoming::serve(stream, router, admission, activity).await
+                }
                 Door::Lines(port) => {
                     connection::serve(stream, port, router, admission, activity).await
                 }
@@ -1538,7 +1544,7 @@ async fn expire_records(shard: Rc<Shard>, ttl: Duration) {
     let mut cursor = 0;
     while !shard.stop.is_requested() {
         glommio::timer::sleep(Duration::from_millis(10)).await;
-        let cutoff = connection::now().saturating_sub(ttl);
+        let cutoff = lines::now().saturating_sub(ttl);
         let removed = shard.expire(&mut cursor, cutoff, SLOTS_PER_STEP);
         if removed > 0 {
             tracing::debug!(shard = shard.id, removed, "expired records");

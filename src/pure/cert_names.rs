@@ -1,7 +1,7 @@
 //! The DNS name that stands for a herd name in certificates, both ways:
 //! a herd name may hold characters a DNS name may not, and DNS names compare
 //! without case while herd names do not, so a certificate carries
-//! `<hex of the name's bytes>.herd.invalid` (see `net/link_tls.rs` for why).
+//! `<hex of the name's bytes>.herd.invalid` (see `net/link/tls.rs` for why).
 //! Shared by the links' TLS, which checks names, and `herd certs`, which
 //! writes them. Pure: no I/O.
 

@@ -4,7 +4,7 @@
 //! servers restarted empty and time passing unevenly. The property: once
 //! every link is up again and the herd has settled, every server holds
 //! the newest record of every client that any server holds. The shell's
-//! loops (`shard/link.rs`, `net/tree_in.rs`) do what these steps do.
+//! loops (`net/link/outgoing.rs`, `net/link/tree_in.rs`) do what these steps do.
 
 #[cfg(test)]
 mod tests {

@@ -5,13 +5,13 @@
 //! Owned by one executor (`Rc`, `RefCell`; the only lock is the one its
 //! metrics are published under, a few times a second). It never reads or
 //! writes a client socket: it returns replies as values; at a stop it only
-//! shuts the reading side of its connections (`Connections::stop_reading`). It knows nothing of links but their
-//! cursors in its store: flooding is the links reading the store, which is
-//! the replication log (see `store.rs` and `link.rs`).
+//! shuts the reading side of its connections (`Connections::stop_reading`).
+//! It knows nothing of links but their cursors in its store: flooding is
+//! the links reading the store, which is the replication log (see
+//! `store.rs`, and `net/link/outgoing.rs` for the links).
 
 pub(crate) mod flood;
 pub(crate) mod journal;
-pub(crate) mod link;
 
 use crate::ops::metrics::{self, ShardMetrics};
 use crate::ops::tree_metrics::LinkTree;

@@ -3,7 +3,7 @@
 //! server heard of that neighbour (`repair.rs`'s [`Heard`], shared by the
 //! links from it), compares them with this server's digests every
 //! `limits.link_announce_ms`, and writes the `GRAFT` and `PRUNE` lines it
-//! asks for. The connection (`connection.rs`) hands it the link's lines
+//! asks for. The connection (`incoming.rs`) hands it the link's lines
 //! and its clock turns; the records themselves never pass here.
 
 use crate::pure::digest::{Digest, Key};

@@ -11,7 +11,7 @@
 //! Owns the reconnect loop (capped exponential backoff), heartbeats and
 //! write deadlines; the protocol decisions are the session's.
 
-use crate::net::link_tls::{self, LinkTls};
+use crate::net::link::tls::{self as link_tls, LinkTls};
 use crate::pure::digest::Key;
 use crate::pure::flood_tree::Trees;
 use crate::pure::framing::{Frame, LineBuffer};
