@@ -4,7 +4,7 @@
 //! from nothing, everything on a link that floods), and the digest entries
 //! it announces. The receiving end is `repair.rs`.
 //!
-//! Pure: the shell (`shard/link.rs`) feeds it the receiver's `SINCE`,
+//! Pure: the shell (`net/link/outgoing.rs`) feeds it the receiver's `SINCE`,
 //! `GRAFT` and `PRUNE`, asks it about each record past the cursor, and
 //! writes what it announces; where a graft sends the cursor back is the
 //! store's (`Store::before_entry`).

@@ -4,9 +4,9 @@
 //! into the board every `limits.link_announce_ms`.
 //!
 //! The lock is taken a few times per announcement interval per shard and
-//! per link, and when a link opens; never per record. Links (`link.rs`)
+//! per link, and when a link opens; never per record. Links (`net/link/outgoing.rs`)
 //! announce from the board and answer `GRAFT` and `PRUNE`; incoming links
-//! (`net/connection.rs`) feed [`Heard`] and write its requests.
+//! (`net/link/incoming.rs`) feed [`Heard`] and write its requests.
 
 use crate::pure::digest::Board;
 use crate::pure::repair::Heard;

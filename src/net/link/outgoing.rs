@@ -193,7 +193,9 @@ async fn carry(
     }
 }
 
-/// The link over an open connection (plain TCP, or TLS over it).
+/// The link over an open connection (plain TCP, or TLS over it): opens
+/// the session, then sends and waits in turn until the link ends. Returns
+/// why it ended.
 async fn stream_records<S>(
     status: &LinkStatus,
     stream: S,
@@ -203,198 +205,305 @@ async fn stream_records<S>(
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
-    let (reader, mut writer) = futures_lite::io::split(stream);
-    let epoch = shard.epoch();
-    let mut out = Vec::with_capacity(64 * 1024);
-    let nonce = match crate::net::nonce::fresh() {
-        Ok(nonce) => nonce,
-        Err(e) => return format!("no randomness for the handshake nonce: {e}"),
+    let (reader, writer) = futures_lite::io::split(stream);
+    let mut link = match Link::open(status, writer, settings, shard).await {
+        Ok(link) => link,
+        Err(why) => return why,
     };
-    let head = shard.seq();
-    let opening = Opening {
-        me: settings.me.to_string(),
-        neighbour: status.neighbour.to_string(),
-        secret: settings.secret.as_deref().map(str::to_owned),
-        nonce,
-        shard: shard.id as u32,
-        epoch,
-        head,
-        run: settings.run,
-        topology: settings.topology,
-    };
-    let session = Rc::new(RefCell::new(Sender::open(
-        Instant::now(),
-        settings.liveness,
-        opening,
-        &mut out,
-    )));
-    if let Err(e) = writer.write_all(&out).await {
-        return e.to_string();
-    }
-    status
-        .bytes_sent
-        .set(status.bytes_sent.get() + out.len() as u64);
-    let heard = Rc::new(Heard::default());
-    let listener_task = glommio::spawn_local(listen(reader, session.clone(), heard.clone()));
-    let tick = settings.liveness.tick();
-    let mut next_tick = Instant::now() + tick;
-    // `Some(n)`: the cursor is being moved to just after sequence number n.
-    let mut seeking: Option<u64> = None;
-    let mut last_write = Instant::now();
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut branch = TreeOut::new(status.neighbour_id, settings.trees.clone());
-    let mut next_announce = Instant::now();
-    let reason = 'link: loop {
+    let listener_task =
+        glommio::spawn_local(listen(reader, link.session.clone(), link.heard.clone()));
+    let reason = link.run().await;
+    drop(listener_task);
+    reason
+}
+
+/// An open link's sending side and what it keeps between turns.
+struct Link<'a, W> {
+    status: &'a LinkStatus,
+    settings: &'a LinkSettings,
+    shard: &'a Rc<Shard>,
+    writer: W,
+    session: Rc<RefCell<Sender>>,
+    heard: Rc<Heard>,
+    /// The store's numbering when the link opened.
+    epoch: u64,
+    /// The store's last sequence number when the link opened.
+    head: u64,
+    /// The lines of the next write.
+    out: Vec<u8>,
+    /// Which records this link carries (the flood trees).
+    branch: TreeOut,
+    /// `Some(n)`: the cursor is being moved to just after sequence number n.
+    seeking: Option<u64>,
+    next_tick: Instant,
+    next_announce: Instant,
+    last_write: Instant,
+    /// When the link opened, and the records sent since: the pace.
+    started: Instant,
+    sent: u64,
+}
+
+/// What a turn of sending did.
+enum Sent {
+    /// A batch went out (or was all passed over): more may follow at once.
+    More,
+    /// Nothing was left: the link is caught up and waits.
+    Nothing,
+}
+
+impl<'a, W: futures_lite::AsyncWrite + Unpin> Link<'a, W> {
+    /// Writes the link's opening (`PEER`, and `TREE` when it speaks trees).
+    async fn open(
+        status: &'a LinkStatus,
+        writer: W,
+        settings: &'a LinkSettings,
+        shard: &'a Rc<Shard>,
+    ) -> Result<Link<'a, W>, String> {
+        let epoch = shard.epoch();
+        let mut out = Vec::with_capacity(64 * 1024);
+        let nonce = crate::net::nonce::fresh()
+            .map_err(|e| format!("no randomness for the handshake nonce: {e}"))?;
+        let head = shard.seq();
+        let opening = Opening {
+            me: settings.me.to_string(),
+            neighbour: status.neighbour.to_string(),
+            secret: settings.secret.as_deref().map(str::to_owned),
+            nonce,
+            shard: shard.id as u32,
+            epoch,
+            head,
+            run: settings.run,
+            topology: settings.topology,
+        };
+        let session = Sender::open(Instant::now(), settings.liveness, opening, &mut out);
         let now = Instant::now();
-        let mut events: Vec<SenderEvent> = heard.events.borrow_mut().drain(..).collect();
-        if now >= next_tick {
-            next_tick = now + tick;
-            events.push(session.borrow_mut().on_tick(now));
-        }
-        for event in events {
-            match event {
-                SenderEvent::SendAfter(n) => {
-                    let session = session.borrow();
-                    if session.basic() {
-                        tracing::info!(neighbour = %status.neighbour, "neighbour speaks only the basic link rules: sending every record as plain AT lines");
-                    }
-                    branch.opened(n, head, session.tree_link(), session.announce_after());
-                    if n == 0 && session.receiver_knew_an_earlier_run() {
-                        // This server started again while the receiver kept
-                        // what it had sent: records made more than a second
-                        // before now are left to the announcements.
-                        branch.lazy_before(unix_seconds().saturating_sub(1));
-                    }
-                    if session.announce_after().is_some() {
-                        shard.flood.start_digests();
-                    }
-                    status.tree.set(session.tree_link());
-                    seeking = Some(n);
-                }
-                SenderEvent::Close(why) => break 'link why.to_string(),
-                SenderEvent::Write(bytes) => {
-                    if let Err(e) = writer.write_all(&bytes).await {
-                        break 'link e.to_string();
-                    }
-                    status
-                        .bytes_sent
-                        .set(status.bytes_sent.get() + bytes.len() as u64);
-                    last_write = Instant::now();
-                }
-                SenderEvent::Graft { origin, second } => {
-                    let origin = settings.ids.id(&origin);
-                    if origin == 0 {
-                        continue;
-                    }
-                    status.grafts.set(status.grafts.get() + 1);
-                    branch.graft(origin);
-                    // Back to before the entry's first record: the receiver
-                    // lacks some of them.
-                    let back = shard.before_entry(Key { origin, second });
-                    let at = seeking.unwrap_or_else(|| shard.sent_seq(status.cursor));
-                    branch.rewinding(at);
-                    if back < at {
-                        seeking = Some(back);
-                    }
-                }
-                SenderEvent::Prune { origin } => {
-                    let origin = settings.ids.id(&origin);
-                    status.prunes.set(status.prunes.get() + 1);
-                    branch.prune(origin);
-                }
-                SenderEvent::None => {}
+        let mut link = Link {
+            status,
+            settings,
+            shard,
+            writer,
+            session: Rc::new(RefCell::new(session)),
+            heard: Rc::new(Heard::default()),
+            epoch,
+            head,
+            out: Vec::new(),
+            branch: TreeOut::new(status.neighbour_id, settings.trees.clone()),
+            seeking: None,
+            next_tick: now + settings.liveness.tick(),
+            next_announce: now,
+            last_write: now,
+            started: now,
+            sent: 0,
+        };
+        link.write(&out).await?;
+        link.out = out;
+        Ok(link)
+    }
+
+    /// Turns until the link ends; returns why.
+    async fn run(&mut self) -> String {
+        loop {
+            let now = Instant::now();
+            let mut events: Vec<SenderEvent> = self.heard.events.borrow_mut().drain(..).collect();
+            if now >= self.next_tick {
+                self.next_tick = now + self.settings.liveness.tick();
+                events.push(self.session.borrow_mut().on_tick(now));
             }
-        }
-        if heard.closed.get() {
-            break "closed by neighbour".to_owned();
-        }
-        if status.retired.get() {
-            break "no longer a neighbour (reload)".to_owned();
-        }
-        if shard.epoch() != epoch {
-            // The store renumbered: the neighbour's mark no longer means
-            // anything, so reopen and let it ask for everything.
-            break "sequence numbers started over; reopening".to_owned();
-        }
-        if shard.trees().topology() != settings.trees.topology() {
-            // A reload changed the graph: say the new one.
-            break "the herd's graph changed (reload); reopening".to_owned();
-        }
-        if let Some(n) = seeking {
-            if shard.seek(status.cursor, n, SEEK_STEPS) {
-                seeking = None;
-            } else {
-                // A long way back: let the shard's other work run between steps.
-                glommio::yield_if_needed().await;
-                continue;
+            for event in events {
+                if let Err(why) = self.on_event(event).await {
+                    return why;
+                }
             }
-        }
-        out.clear();
-        let streaming = session.borrow().streaming();
-        if streaming {
-            status.eager.set(branch.eager());
-            if branch.announcing() && now >= next_announce {
-                next_announce = now + settings.announce;
-                let board = &shard.flood.lock().board;
-                branch.announce(board, &settings.ids, ANNOUNCE_LINES, &mut out);
+            if let Some(why) = self.ended() {
+                return why;
             }
-            // Records the neighbour itself sent in its present run are
-            // passed over: it holds them, or newer ones.
-            let receiver = session.borrow().neighbour_run().map(|run| Receiver {
-                id: status.neighbour_id,
-                run,
-            });
-            let batch =
-                shard.next_link_batch(status.cursor, BATCH, BATCH_BYTES, &mut out, receiver, |r| {
-                    branch.wants(r)
-                });
-            if let Some(batch) = batch {
-                session
-                    .borrow_mut()
-                    .note_sent(shard.sent_seq(status.cursor), now, &mut out);
-                if out.is_empty() {
-                    // All passed over: nothing to write, more may follow.
+            if let Some(n) = self.seeking {
+                if self.shard.seek(self.status.cursor, n, SEEK_STEPS) {
+                    self.seeking = None;
+                } else {
+                    // A long way back: let the shard's other work run between steps.
                     glommio::yield_if_needed().await;
                     continue;
                 }
-                if let Err(e) = writer.write_all(&out).await {
-                    break e.to_string();
-                }
-                status
-                    .bytes_sent
-                    .set(status.bytes_sent.get() + out.len() as u64);
-                last_write = Instant::now();
-                sent += batch.records as u64;
-                status.sent.set(status.sent.get() + batch.records as u64);
-                // Pace: at most `records_per_sec` on average.
-                let due =
-                    Duration::from_secs_f64(sent as f64 / settings.records_per_sec.max(1) as f64);
-                if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                    glommio::timer::sleep(ahead).await;
-                }
-                continue;
             }
-            // Nothing left to send: caught up, and not behind since now.
-            status.caught_up.set(true);
-            status.idle_since.set(now);
-            let sent_seq = shard.sent_seq(status.cursor);
-            {
-                let mut session = session.borrow_mut();
-                session.note_sent(sent_seq, now, &mut out);
-                session.keepalive(sent_seq, now, &mut out);
-            }
-            if !out.is_empty() {
-                if let Err(e) = writer.write_all(&out).await {
-                    break e.to_string();
+            self.out.clear();
+            let streaming = self.session.borrow().streaming();
+            if streaming {
+                match self.send(now).await {
+                    Ok(Sent::More) => continue,
+                    Ok(Sent::Nothing) => {}
+                    Err(why) => return why,
                 }
-                status
-                    .bytes_sent
-                    .set(status.bytes_sent.get() + out.len() as u64);
-                last_write = Instant::now();
             }
+            self.wait(streaming).await;
         }
-        // Nothing to send: wait for the store, the neighbour or the clock.
+    }
+
+    /// Writes `bytes`, counted.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.writer
+            .write_all(bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = self.status;
+        status
+            .bytes_sent
+            .set(status.bytes_sent.get() + bytes.len() as u64);
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// What the session made of the neighbour's lines or the clock: an
+    /// error when the link must end.
+    async fn on_event(&mut self, event: SenderEvent) -> Result<(), String> {
+        let (status, shard, settings) = (self.status, self.shard, self.settings);
+        match event {
+            SenderEvent::SendAfter(n) => {
+                let session = self.session.borrow();
+                if session.basic() {
+                    tracing::info!(neighbour = %status.neighbour, "neighbour speaks only the basic link rules: sending every record as plain AT lines");
+                }
+                self.branch
+                    .opened(n, self.head, session.tree_link(), session.announce_after());
+                if n == 0 && session.receiver_knew_an_earlier_run() {
+                    // This server started again while the receiver kept
+                    // what it had sent: records made more than a second
+                    // before now are left to the announcements.
+                    self.branch.lazy_before(unix_seconds().saturating_sub(1));
+                }
+                if session.announce_after().is_some() {
+                    shard.flood.start_digests();
+                }
+                status.tree.set(session.tree_link());
+                self.seeking = Some(n);
+            }
+            SenderEvent::Close(why) => return Err(why.to_string()),
+            SenderEvent::Write(bytes) => self.write(&bytes).await?,
+            SenderEvent::Graft { origin, second } => {
+                let origin = settings.ids.id(&origin);
+                if origin == 0 {
+                    return Ok(());
+                }
+                status.grafts.set(status.grafts.get() + 1);
+                self.branch.graft(origin);
+                // Back to before the entry's first record: the receiver
+                // lacks some of them.
+                let back = shard.before_entry(Key { origin, second });
+                let at = self
+                    .seeking
+                    .unwrap_or_else(|| shard.sent_seq(status.cursor));
+                self.branch.rewinding(at);
+                if back < at {
+                    self.seeking = Some(back);
+                }
+            }
+            SenderEvent::Prune { origin } => {
+                let origin = settings.ids.id(&origin);
+                status.prunes.set(status.prunes.get() + 1);
+                self.branch.prune(origin);
+            }
+            SenderEvent::None => {}
+        }
+        Ok(())
+    }
+
+    /// Why the link must end now, if it must.
+    fn ended(&self) -> Option<String> {
+        if self.heard.closed.get() {
+            return Some("closed by neighbour".to_owned());
+        }
+        if self.status.retired.get() {
+            return Some("no longer a neighbour (reload)".to_owned());
+        }
+        if self.shard.epoch() != self.epoch {
+            // The store renumbered: the neighbour's mark no longer means
+            // anything, so reopen and let it ask for everything.
+            return Some("sequence numbers started over; reopening".to_owned());
+        }
+        if self.shard.trees().topology() != self.settings.trees.topology() {
+            // A reload changed the graph: say the new one.
+            return Some("the herd's graph changed (reload); reopening".to_owned());
+        }
+        None
+    }
+
+    /// Sends the announcements due and the next batch of records past the
+    /// cursor; when there is none, notes that the link is caught up and
+    /// sends what the session says then (acknowledgements, keepalives).
+    async fn send(&mut self, now: Instant) -> Result<Sent, String> {
+        let (status, shard, settings) = (self.status, self.shard, self.settings);
+        let mut out = std::mem::take(&mut self.out);
+        status.eager.set(self.branch.eager());
+        if self.branch.announcing() && now >= self.next_announce {
+            self.next_announce = now + settings.announce;
+            let board = &shard.flood.lock().board;
+            self.branch
+                .announce(board, &settings.ids, ANNOUNCE_LINES, &mut out);
+        }
+        // Records the neighbour itself sent in its present run are passed
+        // over: it holds them, or newer ones.
+        let receiver = self.session.borrow().neighbour_run().map(|run| Receiver {
+            id: status.neighbour_id,
+            run,
+        });
+        let branch = &self.branch;
+        let batch =
+            shard.next_link_batch(status.cursor, BATCH, BATCH_BYTES, &mut out, receiver, |r| {
+                branch.wants(r)
+            });
+        let result = match batch {
+            Some(batch) => {
+                self.session
+                    .borrow_mut()
+                    .note_sent(shard.sent_seq(status.cursor), now, &mut out);
+                self.sent_batch(&out, batch.records as u64).await
+            }
+            None => {
+                // Nothing left to send: caught up, and not behind since now.
+                status.caught_up.set(true);
+                status.idle_since.set(now);
+                let sent_seq = shard.sent_seq(status.cursor);
+                {
+                    let mut session = self.session.borrow_mut();
+                    session.note_sent(sent_seq, now, &mut out);
+                    session.keepalive(sent_seq, now, &mut out);
+                }
+                if !out.is_empty() {
+                    self.write(&out).await.map(|()| Sent::Nothing)
+                } else {
+                    Ok(Sent::Nothing)
+                }
+            }
+        };
+        self.out = out;
+        result
+    }
+
+    /// Writes a batch of `records` records (none when all were passed
+    /// over), then keeps to `link_records_per_sec`.
+    async fn sent_batch(&mut self, out: &[u8], records: u64) -> Result<Sent, String> {
+        if out.is_empty() {
+            // All passed over: nothing to write, more may follow.
+            glommio::yield_if_needed().await;
+            return Ok(Sent::More);
+        }
+        self.write(out).await?;
+        self.sent += records;
+        let status = self.status;
+        status.sent.set(status.sent.get() + records);
+        // Pace: at most `records_per_sec` on average.
+        let due =
+            Duration::from_secs_f64(self.sent as f64 / self.settings.records_per_sec.max(1) as f64);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            glommio::timer::sleep(ahead).await;
+        }
+        Ok(Sent::More)
+    }
+
+    /// Nothing to send: waits for the store, the neighbour or the clock,
+    /// then lingers so that a busy link writes batches.
+    async fn wait(&self, streaming: bool) {
+        let (status, shard, heard) = (self.status, self.shard, &self.heard);
         let store_changed = shard.changed.listen();
         let neighbour_spoke = heard.wake.listen();
         // Checked again after listening, so a change in between is not missed.
@@ -402,11 +511,11 @@ where
             || !heard.events.borrow().is_empty()
             || heard.closed.get()
         {
-            continue;
+            return;
         }
-        let mut until = next_tick;
-        if branch.announcing() {
-            until = until.min(next_announce);
+        let mut until = self.next_tick;
+        if self.branch.announcing() {
+            until = until.min(self.next_announce);
         }
         let wait = until.saturating_duration_since(Instant::now());
         futures_lite::future::or(
@@ -417,13 +526,11 @@ where
         // Linger, Nagle-style: every write costs the neighbour a wake-up,
         // which dwarfs a record. A link that wrote less than `linger` ago
         // lets records gather until then, so a busy link writes batches.
-        let since_last = last_write.elapsed();
-        if since_last < settings.linger && !heard.closed.get() {
-            glommio::timer::sleep(settings.linger - since_last).await;
+        let since_last = self.last_write.elapsed();
+        if since_last < self.settings.linger && !heard.closed.get() {
+            glommio::timer::sleep(self.settings.linger - since_last).await;
         }
-    };
-    drop(listener_task);
-    reason
+    }
 }
 
 /// Whole seconds since the Unix epoch, as records' origin seconds count
