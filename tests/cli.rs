@@ -254,6 +254,91 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
     }
 }
 
+/// Whether process `pid` still runs (a zombie, waiting for whoever adopted
+/// it to reap it, does not).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        state.is_some_and(|s| s != 'Z' && s != 'X')
+    })
+}
+
+#[test]
+fn the_servers_of_a_herd_up_killed_outright_stop_with_it() {
+    let config = default_herd_on_free_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let mut up = Command::new(herd_bin())
+        .arg("up")
+        .arg("--config")
+        .arg(&path)
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Ctrl-C") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        banner.push_str(&line);
+    }
+    assert!(banner.contains("herd is up"), "{banner}");
+    // Its servers, by the pids their admin endpoints give.
+    let servers: Vec<u32> = config
+        .servers
+        .iter()
+        .map(|s| {
+            let admin = config.admin_addr(&s.name).unwrap();
+            let (_, body) = http(admin, "GET", "/healthz");
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+            u32::try_from(health["pid"].as_u64().unwrap()).unwrap()
+        })
+        .collect();
+    assert!(servers.iter().all(|&pid| process_runs(pid)));
+    // As `kill -9`, or a wrapper's timeout, would end it: no chance to stop
+    // its servers itself.
+    up.kill().unwrap();
+    up.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left: Vec<u32> = servers
+            .iter()
+            .copied()
+            .filter(|&pid| process_runs(pid))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            // Our own test's servers, by pid: not left running.
+            for &pid in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("servers {left:?} outlived herd up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Each stopped gracefully, by the one SIGTERM the kernel sent.
+    for server in &config.servers {
+        let log =
+            std::fs::read_to_string(dir.path().join("logs").join(format!("{}.log", server.name)))
+                .unwrap();
+        assert!(log.contains("shard stopped"), "{}: {log}", server.name);
+    }
+}
+
 #[test]
 fn serve_pins_shards_to_the_cpus_asked_and_refuses_others() {
     let usable = herd::process::server::usable_cpus().unwrap();

@@ -31,8 +31,12 @@ pub struct ServeOptions {
     pub cpus: Option<Vec<usize>>,
 }
 
+/// Set by `herd up` in each server it starts: its own process id.
+pub const UP_PARENT_ENV: &str = "HERD_UP_PARENT";
+
 /// Runs one server until the process is stopped.
 pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    follow_herd_up()?;
     // Before the log file is made: a name that is no server gets no log.
     if opts.config.server(&opts.name).is_none() {
         let names: Vec<&str> = opts
@@ -166,5 +170,22 @@ fn stop_on_signals(
             }
         })
         .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// A server started by `herd up` must not outlive it: when `herd up` ends
+/// without stopping its servers (killed with SIGKILL, or its wrapper gone),
+/// the kernel sends the server SIGTERM, its graceful stop.
+fn follow_herd_up() -> anyhow::Result<()> {
+    let Ok(parent) = std::env::var(UP_PARENT_ENV) else {
+        return Ok(());
+    };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("asking to be stopped with herd up")?;
+    // `herd up` may have died before the request above: then no signal
+    // comes, and this server's parent is no longer it.
+    if nix::unistd::getppid().as_raw().to_string() != parent {
+        anyhow::bail!("herd up (pid {parent}) that started this server is gone");
+    }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `herd up`: runs every server of a herd on this host, each as its own
-//! `herd serve` process, and stops them all on Ctrl-C or SIGTERM.
+//! `herd serve` process, and stops them all on Ctrl-C or SIGTERM; if it is
+//! killed outright, the kernel stops them (each asks to be sent SIGTERM
+//! when `herd up` dies).
 //!
 //! Owns only child processes it started, and signals them by their PID.
 
@@ -185,6 +187,9 @@ fn spawn(exe: &Path, name: &str, opts: &UpOptions, cpus: &str) -> anyhow::Result
     // `herd up`, which then stops each server with one SIGTERM (a second
     // signal would make a server skip its graceful stop).
     cmd.process_group(0);
+    // And when `herd up` dies without stopping them, they stop (see
+    // `serve::follow_herd_up`).
+    cmd.env(crate::serve::UP_PARENT_ENV, std::process::id().to_string());
     cmd.spawn().map_err(|e| anyhow!("starting {name}: {e}"))
 }
 
