@@ -32,9 +32,24 @@ fn label(value: &str) -> String {
 /// The text of `/metrics`: Prometheus text format 0.0.4.
 pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     let mut out = String::with_capacity(8 * 1024);
+    server_lines(&mut out, view, version);
+    command_lines(&mut out, view);
+    http_lines(&mut out, view);
+    connection_lines(&mut out, view);
+    store_lines(&mut out, view);
+    latency_lines(&mut out, view);
+    link_lines(&mut out, view);
+    neighbour_lines(&mut out, view);
+    places_lines(&mut out, view);
+    journal_lines(&mut out, view);
+    out
+}
+
+/// The server itself: its build and name, uptime, and whether it is ready.
+fn server_lines(out: &mut String, view: &ServerView, version: &str) {
     let server = label(&view.server);
     family(
-        &mut out,
+        out,
         "herd_build_info",
         "gauge",
         "Always 1; the labels say which build and server.",
@@ -45,22 +60,25 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         label(version)
     );
     family(
-        &mut out,
+        out,
         "herd_uptime_seconds",
         "gauge",
         "Seconds since the server started.",
     );
     let _ = writeln!(out, "herd_uptime_seconds {}", view.uptime_seconds);
     family(
-        &mut out,
+        out,
         "herd_ready",
         "gauge",
         "1 when the server is ready (see /readyz), else 0.",
     );
     let _ = writeln!(out, "herd_ready {}", u8::from(not_ready(view).is_empty()));
+}
 
+/// Client commands by kind and result, inputs turned away, and `AUTH` lines.
+fn command_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_commands_total",
         "counter",
         "Client commands by kind and result.",
@@ -80,7 +98,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_refused_total",
         "counter",
         "Inputs turned away, by reason.",
@@ -93,7 +111,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_client_auth_total",
         "counter",
         "AUTH lines of clients, by result.",
@@ -105,8 +123,12 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             sum(view, |s| s.auths[i])
         );
     }
+}
+
+/// HTTP requests of phone apps, by app and result.
+fn http_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_http_requests_total",
         "counter",
         "HTTP requests of phone apps (OwnTracks, Traccar Client), by app and result.",
@@ -120,8 +142,12 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             );
         }
     }
+}
+
+/// Open connections, by port.
+fn connection_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_connections",
         "gauge",
         "Open connections, by port.",
@@ -136,8 +162,12 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         "herd_connections{{port=\"peer\"}} {}",
         sum(view, |s| s.published.peer_connections)
     );
+}
+
+/// The store: records per shard, and what became of the records offered to it.
+fn store_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_records",
         "gauge",
         "Clients a shard holds records for.",
@@ -150,7 +180,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_store_updates_total",
         "counter",
         "Records offered to the store (by clients and links): stored as newer, or dropped as stale.",
@@ -166,7 +196,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         sum(view, |s| s.stale)
     );
     counters(
-        &mut out,
+        out,
         &[
             (
                 "herd_store_evicted_total",
@@ -185,9 +215,12 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             ),
         ],
     );
+}
 
+/// Each shard's command latency histogram.
+fn latency_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_command_duration_seconds",
         "histogram",
         "Per shard, from the read that brought a client command to the write of its reply.",
@@ -195,15 +228,18 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     for s in &view.shards {
         let shard = format!("shard=\"{}\"", s.shard);
         histogram_lines(
-            &mut out,
+            out,
             "herd_command_duration_seconds",
             &shard,
             &s.published.latency,
         );
     }
+}
 
+/// Each shard's outgoing links: up, and how far behind.
+fn link_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_link_up",
         "gauge",
         "1 when a shard's link to a neighbour is up.",
@@ -217,7 +253,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_link_behind_records",
         "gauge",
         "Record updates a shard stored but has not sent on its link to a neighbour.",
@@ -231,7 +267,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_link_behind_seconds",
         "gauge",
         "How long since a shard's link to a neighbour last had nothing to send (0: nothing unsent).",
@@ -244,8 +280,12 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
             l.behind_seconds
         );
     }
+}
+
+/// Per neighbour: records sent, links from it, and the flood trees' families.
+fn neighbour_lines(out: &mut String, view: &ServerView) {
     family(
-        &mut out,
+        out,
         "herd_link_records_sent_total",
         "counter",
         "Records sent to a neighbour, all shards.",
@@ -259,7 +299,7 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "herd_link_incoming",
         "gauge",
         "Open links from a neighbour (one per shard of the neighbour).",
@@ -275,11 +315,14 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
     let rows: Vec<tree_metrics::Row<'_>> = links(view)
         .map(|(s, l)| (s, l.neighbour.as_str(), &l.tree))
         .collect();
-    tree_metrics::render(&mut out, &rows, &view.neighbours, &|n| duplicates(view, n));
+    tree_metrics::render(out, &rows, &view.neighbours, &|n| duplicates(view, n));
+}
 
+/// The Places lookups and the upstream's latency histogram.
+fn places_lines(out: &mut String, view: &ServerView) {
     let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
     counters(
-        &mut out,
+        out,
         &[
             (
                 "herd_places_lookups_total",
@@ -309,19 +352,17 @@ pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
         ],
     );
     family(
-        &mut out,
+        out,
         "herd_places_upstream_duration_seconds",
         "histogram",
         "Upstream Places calls, from start to answer or timeout.",
     );
     histogram_lines(
-        &mut out,
+        out,
         "herd_places_upstream_duration_seconds",
         "",
         &merged(view, |p| &p.upstream_latency),
     );
-    journal_lines(&mut out, view);
-    out
 }
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
