@@ -36,7 +36,7 @@
 
 use crate::ops::metrics::JournalFigures;
 use crate::pure::config::Fsync;
-use crate::pure::journal::{self, Decoder};
+use crate::pure::journal::{self, file_name, generation_of, Decoder};
 use crate::pure::protocol::{parse_line, Command, Parsed};
 use crate::pure::record::{Record, Tags};
 use crate::pure::ring::Ring;
@@ -94,19 +94,6 @@ fn fill_after(written: u64, filled: u64, align: u64) -> Option<(u64, u64)> {
     }
     let from = written.max(filled).div_ceil(align) * align;
     Some((from, from + size))
-}
-
-/// The name of the journal file of `shard`, generation `generation`.
-fn file_name(generation: u64, shard: usize) -> String {
-    format!("journal-{generation}-{shard}.log")
-}
-
-/// The generation of a journal file's name, `None` for any other file.
-fn generation_of(name: &str) -> Option<u64> {
-    let rest = name.strip_prefix("journal-")?.strip_suffix(".log")?;
-    let (generation, shard) = rest.split_once('-')?;
-    shard.parse::<usize>().ok()?;
-    generation.parse().ok()
 }
 
 /// What a start found in the journal folder: the records to apply, by the
@@ -971,14 +958,5 @@ mod tests {
             fill_after(100 << 20, 100 << 20, 4096),
             Some((100 << 20, (100 << 20) + FILL_MAX))
         );
-    }
-
-    #[test]
-    fn file_names_carry_their_generation_and_other_files_are_ignored() {
-        assert_eq!(generation_of(&file_name(7, 3)), Some(7));
-        assert_eq!(generation_of("journal-12-0.log"), Some(12));
-        assert_eq!(generation_of("journal-12.log"), None);
-        assert_eq!(generation_of("journal-x-0.log"), None);
-        assert_eq!(generation_of("notes.txt"), None);
     }
 }
