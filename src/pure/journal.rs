@@ -15,7 +15,7 @@
 //! or claims an impossible length, and at the zero padding that direct I/O
 //! leaves after the last entry; it says where and why, so the shell can log
 //! the cut and carry on. Pure: bytes in, lines out; reading and writing
-//! files is `shard/journal.rs`'s.
+//! files is `shard/journal/`'s.
 
 /// The first bytes of every journal file.
 pub(crate) const MAGIC: [u8; 8] = *b"HERDJRNL";
