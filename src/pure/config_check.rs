@@ -58,12 +58,55 @@ impl Config {
         if self.servers.is_empty() {
             problems.push("no servers: \"servers\" must list at least one server".to_owned());
         }
+        let (by_name, by_addr) = self.server_problems(&mut problems);
+        self.neighbour_problems(&by_name, &mut problems);
+        self.peer_problems(&by_addr, &mut problems);
+        self.admin_problems(&mut problems);
+        self.client_problems(&mut problems);
+        if let Some(level) = &self.logging.level {
+            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+                problems.push(format!(
+                    "logging.level {level:?} is not a level or tracing filter; e.g. info, \
+                     debug or herd=debug,warn"
+                ));
+            }
+        }
+        limit_problems(&self.limits, &mut problems);
+        places_problems(&self.places, &mut problems);
+        if let Some(tls) = &self.tls {
+            tls_problems(tls, &self.servers, &mut problems);
+        }
+        if let Some(p) = &self.persistence {
+            if p.dir.trim().is_empty() {
+                problems.push(
+                    "persistence.dir is empty; name a folder for the journals (each server \
+                     writes in dir/<its name>/), or leave persistence out to write nothing"
+                        .to_owned(),
+                );
+            } else if p.dir.contains('\0') {
+                problems.push("persistence.dir contains a NUL byte".to_owned());
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Names and listen addresses, server by server. Returns the servers
+    /// by name (the first of each name) and by client address, which the
+    /// neighbour and peer checks go on with.
+    fn server_problems(
+        &self,
+        problems: &mut Vec<String>,
+    ) -> (HashMap<&str, &ServerConfig>, HashMap<SocketAddr, &str>) {
         let mut by_name: HashMap<&str, &ServerConfig> = HashMap::new();
         let mut duplicates = HashSet::new();
         let mut by_addr: HashMap<SocketAddr, &str> = HashMap::new();
         for (i, server) in self.servers.iter().enumerate() {
             let who = shown(&server.name);
-            name_problems(i, &server.name, &mut problems);
+            name_problems(i, &server.name, problems);
             // Neighbour checks use the first server of a name; an empty name is reported above.
             if !by_name.contains_key(server.name.as_str()) {
                 by_name.insert(&server.name, server);
@@ -103,6 +146,16 @@ impl Config {
                 }
             }
         }
+        (by_name, by_addr)
+    }
+
+    /// Neighbours: each listed once, never the server itself, a server of
+    /// this herd, and listing the server back.
+    fn neighbour_problems(
+        &self,
+        by_name: &HashMap<&str, &ServerConfig>,
+        problems: &mut Vec<String>,
+    ) {
         for server in &self.servers {
             let (who, mut seen) = (shown(&server.name), HashSet::new());
             for neighbour in &server.neighbours {
@@ -125,38 +178,6 @@ impl Config {
                     }
                 }
             }
-        }
-        self.peer_problems(&by_addr, &mut problems);
-        self.admin_problems(&mut problems);
-        self.client_problems(&mut problems);
-        if let Some(level) = &self.logging.level {
-            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                problems.push(format!(
-                    "logging.level {level:?} is not a level or tracing filter; e.g. info, \
-                     debug or herd=debug,warn"
-                ));
-            }
-        }
-        limit_problems(&self.limits, &mut problems);
-        places_problems(&self.places, &mut problems);
-        if let Some(tls) = &self.tls {
-            tls_problems(tls, &self.servers, &mut problems);
-        }
-        if let Some(p) = &self.persistence {
-            if p.dir.trim().is_empty() {
-                problems.push(
-                    "persistence.dir is empty; name a folder for the journals (each server \
-                     writes in dir/<its name>/), or leave persistence out to write nothing"
-                        .to_owned(),
-                );
-            } else if p.dir.contains('\0') {
-                problems.push("persistence.dir contains a NUL byte".to_owned());
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
         }
     }
 
