@@ -619,48 +619,8 @@ fn quantiles(h: &Histogram<u64>) -> Value {
 /// The JSON of `/status`.
 pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
     let why = not_ready(view);
-    let links: Vec<Value> = view
-        .neighbours
-        .iter()
-        .map(|neighbour| {
-            let of = view.links_to(neighbour);
-            let up = of.iter().filter(|l| l.up).count();
-            let state = if of.is_empty() || up == 0 {
-                "down"
-            } else if up == of.len() {
-                "up"
-            } else {
-                "partial"
-            };
-            json!({
-                "neighbour": neighbour,
-                "addr": of.first().map(|l| l.addr.clone()).unwrap_or_default(),
-                "state": state,
-                "shards_up": up,
-                "shards": of.len(),
-                "caught_up": !of.is_empty() && of.iter().all(|l| l.caught_up),
-                "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
-                "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
-                "sent": of.iter().map(|l| l.sent).sum::<u64>(),
-                "flood": tree_metrics::link_json(
-                    &of.iter().map(|l| &l.tree).collect::<Vec<_>>(),
-                    duplicates(view, neighbour),
-                ),
-            })
-        })
-        .collect();
-    let incoming: Vec<Value> = view
-        .neighbours
-        .iter()
-        .map(|neighbour| {
-            let of = view.links_from(neighbour);
-            json!({
-                "neighbour": neighbour,
-                "links": of.len(),
-                "caught_up": !of.is_empty() && of.iter().all(|i| i.caught_up),
-            })
-        })
-        .collect();
+    let links = outgoing_json(view);
+    let incoming = incoming_json(view);
     let c = |i: usize| sum(view, |s| s.commands[i]);
     let refused: serde_json::Map<String, Value> = REFUSED_REASONS
         .iter()
@@ -727,6 +687,55 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
         },
         "journal": journal_json(view),
     })
+}
+
+/// Per neighbour, this server's links to it on every shard: their state,
+/// how far behind they are, and their flood trees.
+fn outgoing_json(view: &ServerView) -> Vec<Value> {
+    view.neighbours
+        .iter()
+        .map(|neighbour| {
+            let of = view.links_to(neighbour);
+            let up = of.iter().filter(|l| l.up).count();
+            let state = if of.is_empty() || up == 0 {
+                "down"
+            } else if up == of.len() {
+                "up"
+            } else {
+                "partial"
+            };
+            json!({
+                "neighbour": neighbour,
+                "addr": of.first().map(|l| l.addr.clone()).unwrap_or_default(),
+                "state": state,
+                "shards_up": up,
+                "shards": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|l| l.caught_up),
+                "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
+                "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
+                "sent": of.iter().map(|l| l.sent).sum::<u64>(),
+                "flood": tree_metrics::link_json(
+                    &of.iter().map(|l| &l.tree).collect::<Vec<_>>(),
+                    duplicates(view, neighbour),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Per neighbour, its open links to this server.
+fn incoming_json(view: &ServerView) -> Vec<Value> {
+    view.neighbours
+        .iter()
+        .map(|neighbour| {
+            let of = view.links_from(neighbour);
+            json!({
+                "neighbour": neighbour,
+                "links": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|i| i.caught_up),
+            })
+        })
+        .collect()
 }
 
 /// The journal part of `/status`: `null` without a journal.
