@@ -13,10 +13,12 @@ use std::net::SocketAddr;
 
 use crate::pure::clients::{self, ClientPort};
 use crate::pure::config::{
-    admin_addr_of, default_admin_addr, default_peer_addr, fields_problem, peer_addr_of,
-    resolve_listen, shown, AdminListen, Config, ConfigError, Limits, PlacesConfig, Provider,
+    fields_problem, shown, AdminListen, Config, ConfigError, Limits, PlacesConfig, Provider,
     ServerConfig, TlsConfig, ADMIN_PORT_OFFSET, MAX_NAME_BYTES, MAX_RECORDS, MAX_SNAP_M,
     MIN_CACHE_BYTES, NAME_PLACEHOLDER, PEER_PORT_OFFSET,
+};
+use crate::pure::config_addresses::{
+    admin_addr_of, default_admin_addr, default_peer_addr, peer_addr_of, resolve_listen,
 };
 
 /// Smallest `max_line_bytes`: below this not even a PEER greeting fits in a line.
