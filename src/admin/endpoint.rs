@@ -3,11 +3,13 @@
 //! address of its own (never the client or peer port).
 //!
 //! Reads what the shards publish ([`crate::ops::metrics`]) through the
-//! [`Registry`]; renders nothing itself (the text and JSON are made in the
-//! pure `metrics` module). Small and bounded: a few connections at a time,
-//! each with read and write deadlines, request bodies ignored.
+//! [`Registry`]; renders nothing itself (the text is made in the pure
+//! `prometheus` module, the JSON in `metrics`). Small and bounded: a few
+//! connections at a time, each with read and write deadlines, request
+//! bodies ignored.
 
 use crate::ops::metrics::{self, Inbound, ServerView, ShardFigures, ShardMetrics};
+use crate::ops::prometheus;
 use crate::rt::http::GlommioIo;
 use bytes::Bytes;
 use glommio::net::{TcpListener, TcpStream};
@@ -181,7 +183,7 @@ fn answer(registry: &Registry, req: &Request<Incoming>) -> Response<Full<Bytes>>
         (&Method::GET, "/metrics") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render_prometheus(&registry.view(), VERSION),
+            prometheus::render_prometheus(&registry.view(), VERSION),
         ),
         (&Method::GET, "/healthz") => reply(
             StatusCode::OK,

@@ -8,14 +8,14 @@
 //! [`ShardMetrics::published`]; the lock there is taken by the publisher
 //! and by a scrape, never per command.
 //!
-//! Pure: no I/O, no executor. [`render_prometheus`] and [`status_json`]
-//! turn a [`ServerView`] (every shard's figures plus the server's own) into
-//! the text of `/metrics` and the JSON of `/status`.
+//! Pure: no I/O, no executor. A [`ServerView`] is every shard's figures
+//! plus the server's own; [`status_json`] turns it into the JSON of
+//! `/status`, and `prometheus.rs`, above this file, into the text of
+//! `/metrics`.
 
 use crate::ops::tree_metrics::{self, LinkTree};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -92,7 +92,7 @@ pub(crate) struct Refused {
 }
 
 /// Reasons in [`Refused`], as the `reason` label.
-const REFUSED_REASONS: [&str; 10] = [
+pub(crate) const REFUSED_REASONS: [&str; 10] = [
     "line_too_long",
     "future_time",
     "connection_limit",
@@ -141,7 +141,8 @@ pub(crate) struct Auths {
 }
 
 /// Results in [`Auths`], as the `result` label.
-const AUTH_RESULTS: [&str; 6] = ["ok", "bad", "expired", "limited", "other_client", "off"];
+pub(crate) const AUTH_RESULTS: [&str; 6] =
+    ["ok", "bad", "expired", "limited", "other_client", "off"];
 
 impl Auths {
     fn values(&self) -> [u64; 6] {
@@ -168,7 +169,7 @@ pub(crate) enum HttpApp {
 }
 
 /// `app` label values, by [`HttpApp`].
-const HTTP_APPS: [&str; 3] = ["owntracks", "osmand", "none"];
+pub(crate) const HTTP_APPS: [&str; 3] = ["owntracks", "osmand", "none"];
 
 /// What became of an HTTP request of a phone app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +195,7 @@ pub(crate) enum HttpResult {
 }
 
 /// `result` label values, by [`HttpResult`].
-const HTTP_RESULTS: [&str; 9] = [
+pub(crate) const HTTP_RESULTS: [&str; 9] = [
     "stored",
     "ignored",
     "invalid",
@@ -511,7 +512,7 @@ impl ShardFigures {
 
 impl ServerView {
     /// Every shard's outgoing link to `neighbour`.
-    fn links_to(&self, neighbour: &str) -> Vec<&LinkView> {
+    pub(crate) fn links_to(&self, neighbour: &str) -> Vec<&LinkView> {
         links(self)
             .map(|(_, l)| l)
             .filter(|l| l.neighbour == neighbour)
@@ -519,7 +520,7 @@ impl ServerView {
     }
 
     /// The open incoming links from `neighbour`.
-    fn links_from(&self, neighbour: &str) -> Vec<&IncomingView> {
+    pub(crate) fn links_from(&self, neighbour: &str) -> Vec<&IncomingView> {
         self.incoming
             .iter()
             .filter(|i| i.neighbour == neighbour)
@@ -554,7 +555,7 @@ pub(crate) fn not_ready(view: &ServerView) -> Vec<String> {
 }
 
 /// Records from `neighbour` the shards already held, all shards.
-fn duplicates(view: &ServerView, neighbour: &str) -> u64 {
+pub(crate) fn duplicates(view: &ServerView, neighbour: &str) -> u64 {
     view.shards
         .iter()
         .flat_map(|s| &s.published.duplicates)
@@ -564,12 +565,15 @@ fn duplicates(view: &ServerView, neighbour: &str) -> u64 {
 }
 
 /// The sum over shards of one figure.
-fn sum(view: &ServerView, f: impl Fn(&ShardFigures) -> u64) -> u64 {
+pub(crate) fn sum(view: &ServerView, f: impl Fn(&ShardFigures) -> u64) -> u64 {
     view.shards.iter().map(f).sum()
 }
 
 /// All shards' histograms of one kind, added up.
-fn merged(view: &ServerView, pick: impl Fn(&Published) -> &Histogram<u64>) -> Histogram<u64> {
+pub(crate) fn merged(
+    view: &ServerView,
+    pick: impl Fn(&Published) -> &Histogram<u64>,
+) -> Histogram<u64> {
     let mut all = latency_histogram();
     for s in &view.shards {
         // Same bounds everywhere: adding cannot fail; a failure would only
@@ -579,444 +583,19 @@ fn merged(view: &ServerView, pick: impl Fn(&Published) -> &Histogram<u64>) -> Hi
     all
 }
 
-/// Upper bounds of the histogram buckets in `/metrics`, in seconds.
-const BUCKETS: [f64; 19] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The text of `/metrics`: Prometheus text format 0.0.4.
-pub(crate) fn render_prometheus(view: &ServerView, version: &str) -> String {
-    let mut out = String::with_capacity(8 * 1024);
-    let server = label(&view.server);
-    family(
-        &mut out,
-        "herd_build_info",
-        "gauge",
-        "Always 1; the labels say which build and server.",
-    );
-    let _ = writeln!(
-        out,
-        "herd_build_info{{version=\"{}\",server=\"{server}\"}} 1",
-        label(version)
-    );
-    family(
-        &mut out,
-        "herd_uptime_seconds",
-        "gauge",
-        "Seconds since the server started.",
-    );
-    let _ = writeln!(out, "herd_uptime_seconds {}", view.uptime_seconds);
-    family(
-        &mut out,
-        "herd_ready",
-        "gauge",
-        "1 when the server is ready (see /readyz), else 0.",
-    );
-    let _ = writeln!(out, "herd_ready {}", u8::from(not_ready(view).is_empty()));
-
-    family(
-        &mut out,
-        "herd_commands_total",
-        "counter",
-        "Client commands by kind and result.",
-    );
-    let kinds = [
-        ("IAMAT", "ok"),
-        ("IAMAT", "invalid"),
-        ("WHATSAT", "ok"),
-        ("WHATSAT", "invalid"),
-        ("other", "invalid"),
-    ];
-    for (i, (command, result)) in kinds.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "herd_commands_total{{command=\"{command}\",result=\"{result}\"}} {}",
-            sum(view, |s| s.commands[i])
-        );
-    }
-    family(
-        &mut out,
-        "herd_refused_total",
-        "counter",
-        "Inputs turned away, by reason.",
-    );
-    for (i, reason) in REFUSED_REASONS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "herd_refused_total{{reason=\"{reason}\"}} {}",
-            sum(view, |s| s.refused[i])
-        );
-    }
-    family(
-        &mut out,
-        "herd_client_auth_total",
-        "counter",
-        "AUTH lines of clients, by result.",
-    );
-    for (i, result) in AUTH_RESULTS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "herd_client_auth_total{{result=\"{result}\"}} {}",
-            sum(view, |s| s.auths[i])
-        );
-    }
-    family(
-        &mut out,
-        "herd_http_requests_total",
-        "counter",
-        "HTTP requests of phone apps (OwnTracks, Traccar Client), by app and result.",
-    );
-    for (a, app) in HTTP_APPS.iter().enumerate() {
-        for (r, result) in HTTP_RESULTS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "herd_http_requests_total{{app=\"{app}\",result=\"{result}\"}} {}",
-                sum(view, |s| s.http[a][r])
-            );
-        }
-    }
-    family(
-        &mut out,
-        "herd_connections",
-        "gauge",
-        "Open connections, by port.",
-    );
-    let _ = writeln!(
-        out,
-        "herd_connections{{port=\"client\"}} {}",
-        sum(view, |s| s.published.client_connections)
-    );
-    let _ = writeln!(
-        out,
-        "herd_connections{{port=\"peer\"}} {}",
-        sum(view, |s| s.published.peer_connections)
-    );
-    family(
-        &mut out,
-        "herd_records",
-        "gauge",
-        "Clients a shard holds records for.",
-    );
-    for s in &view.shards {
-        let _ = writeln!(
-            out,
-            "herd_records{{shard=\"{}\"}} {}",
-            s.shard, s.published.records
-        );
-    }
-    family(
-        &mut out,
-        "herd_store_updates_total",
-        "counter",
-        "Records offered to the store (by clients and links): stored as newer, or dropped as stale.",
-    );
-    let _ = writeln!(
-        out,
-        "herd_store_updates_total{{result=\"stored\"}} {}",
-        sum(view, |s| s.stored)
-    );
-    let _ = writeln!(
-        out,
-        "herd_store_updates_total{{result=\"stale\"}} {}",
-        sum(view, |s| s.stale)
-    );
-    counters(
-        &mut out,
-        &[
-            (
-                "herd_store_evicted_total",
-                "Records evicted from a full store (limits.max_records).",
-                sum(view, |s| s.published.evicted),
-            ),
-            (
-                "herd_store_refused_older_total",
-                "New clients' records a full store did not take: older than all it held.",
-                sum(view, |s| s.published.refused_older),
-            ),
-            (
-                "herd_store_expired_total",
-                "Records dropped by limits.record_ttl_ms.",
-                sum(view, |s| s.published.expired),
-            ),
-        ],
-    );
-
-    family(
-        &mut out,
-        "herd_command_duration_seconds",
-        "histogram",
-        "Per shard, from the read that brought a client command to the write of its reply.",
-    );
-    for s in &view.shards {
-        let shard = format!("shard=\"{}\"", s.shard);
-        histogram_lines(
-            &mut out,
-            "herd_command_duration_seconds",
-            &shard,
-            &s.published.latency,
-        );
-    }
-
-    family(
-        &mut out,
-        "herd_link_up",
-        "gauge",
-        "1 when a shard's link to a neighbour is up.",
-    );
-    for (s, l) in links(view) {
-        let _ = writeln!(
-            out,
-            "herd_link_up{{neighbour=\"{}\",shard=\"{s}\"}} {}",
-            label(&l.neighbour),
-            u8::from(l.up)
-        );
-    }
-    family(
-        &mut out,
-        "herd_link_behind_records",
-        "gauge",
-        "Record updates a shard stored but has not sent on its link to a neighbour.",
-    );
-    for (s, l) in links(view) {
-        let _ = writeln!(
-            out,
-            "herd_link_behind_records{{neighbour=\"{}\",shard=\"{s}\"}} {}",
-            label(&l.neighbour),
-            l.behind_records
-        );
-    }
-    family(
-        &mut out,
-        "herd_link_behind_seconds",
-        "gauge",
-        "How long since a shard's link to a neighbour last had nothing to send (0: nothing unsent).",
-    );
-    for (s, l) in links(view) {
-        let _ = writeln!(
-            out,
-            "herd_link_behind_seconds{{neighbour=\"{}\",shard=\"{s}\"}} {}",
-            label(&l.neighbour),
-            l.behind_seconds
-        );
-    }
-    family(
-        &mut out,
-        "herd_link_records_sent_total",
-        "counter",
-        "Records sent to a neighbour, all shards.",
-    );
-    for neighbour in &view.neighbours {
-        let sent: u64 = view.links_to(neighbour).iter().map(|l| l.sent).sum();
-        let _ = writeln!(
-            out,
-            "herd_link_records_sent_total{{neighbour=\"{}\"}} {sent}",
-            label(neighbour)
-        );
-    }
-    family(
-        &mut out,
-        "herd_link_incoming",
-        "gauge",
-        "Open links from a neighbour (one per shard of the neighbour).",
-    );
-    for neighbour in &view.neighbours {
-        let n = view.links_from(neighbour).len();
-        let _ = writeln!(
-            out,
-            "herd_link_incoming{{neighbour=\"{}\"}} {n}",
-            label(neighbour)
-        );
-    }
-    let rows: Vec<tree_metrics::Row<'_>> = links(view)
-        .map(|(s, l)| (s, l.neighbour.as_str(), &l.tree))
-        .collect();
-    tree_metrics::render(&mut out, &rows, &view.neighbours, &|n| duplicates(view, n));
-
-    let places = |f: fn(&PlacesFigures) -> u64| sum(view, |s| f(&s.published.places));
-    counters(
-        &mut out,
-        &[
-            (
-                "herd_places_lookups_total",
-                "Places lookups (one per WHATSAT for a known client).",
-                places(|p| p.lookups),
-            ),
-            (
-                "herd_places_cache_hits_total",
-                "Places lookups answered from the shard's cache.",
-                places(|p| p.cache_hits),
-            ),
-            (
-                "herd_places_coalesced_total",
-                "Places lookups that joined an identical lookup in flight.",
-                places(|p| p.coalesced),
-            ),
-            (
-                "herd_places_upstream_requests_total",
-                "HTTP requests sent to the Places upstream (retries included).",
-                places(|p| p.upstream_requests),
-            ),
-            (
-                "herd_places_upstream_errors_total",
-                "Upstream lookups that ended in an error answer.",
-                places(|p| p.upstream_errors),
-            ),
-        ],
-    );
-    family(
-        &mut out,
-        "herd_places_upstream_duration_seconds",
-        "histogram",
-        "Upstream Places calls, from start to answer or timeout.",
-    );
-    histogram_lines(
-        &mut out,
-        "herd_places_upstream_duration_seconds",
-        "",
-        &merged(view, |p| &p.upstream_latency),
-    );
-    journal_lines(&mut out, view);
-    out
-}
-
-/// The `# HELP` and `# TYPE` lines of a metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Unlabelled counters: name, help and value of each.
-fn counters(out: &mut String, rows: &[(&str, &str, u64)]) {
-    for (name, help, value) in rows {
-        family(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-}
-
 /// Each shard's journal figures, with the shard id; empty without a journal.
-fn journals(view: &ServerView) -> Vec<(usize, JournalFigures)> {
+pub(crate) fn journals(view: &ServerView) -> Vec<(usize, JournalFigures)> {
     view.shards
         .iter()
         .filter_map(|s| Some((s.shard, s.published.journal?)))
         .collect()
 }
 
-/// The `herd_journal_` families, only when the server keeps a journal.
-fn journal_lines(out: &mut String, view: &ServerView) {
-    let shards = journals(view);
-    if shards.is_empty() {
-        return;
-    }
-    let total = |f: fn(&JournalFigures) -> u64| shards.iter().map(|(_, j)| f(j)).sum::<u64>();
-    family(
-        out,
-        "herd_journal_replayed_records",
-        "gauge",
-        "Records read back from the journal at start.",
-    );
-    let _ = writeln!(
-        out,
-        "herd_journal_replayed_records {}",
-        total(|j| j.replayed)
-    );
-    family(
-        out,
-        "herd_journal_cut_bytes",
-        "gauge",
-        "Bytes of damaged journal tail cut off at start (0: none).",
-    );
-    let _ = writeln!(out, "herd_journal_cut_bytes {}", view.journal_cut_bytes);
-    for (name, help, pick) in [
-        (
-            "herd_journal_bytes",
-            "Length of the journal file a shard appends to.",
-            (|j: &JournalFigures| j.file_bytes) as fn(&JournalFigures) -> u64,
-        ),
-        (
-            "herd_journal_behind_records",
-            "Record updates a shard stored but has not yet written to its journal.",
-            |j| j.behind_records,
-        ),
-    ] {
-        family(out, name, "gauge", help);
-        for (shard, j) in &shards {
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", pick(j));
-        }
-    }
-    counters(
-        out,
-        &[
-            (
-                "herd_journal_writes_total",
-                "Journal writes (each a batch of records).",
-                total(|j| j.writes),
-            ),
-            (
-                "herd_journal_syncs_total",
-                "Journal syncs: fdatasync calls, or with fsync always \
-             the synchronous (O_DSYNC) writes.",
-                total(|j| j.syncs),
-            ),
-            (
-                "herd_journal_compactions_total",
-                "Journal files rewritten to the live records.",
-                total(|j| j.compactions),
-            ),
-            (
-                "herd_journal_errors_total",
-                "Failed journal opens, writes, syncs and compactions.",
-                total(|j| j.errors),
-            ),
-        ],
-    );
-    family(
-        out,
-        "herd_journal_sync_seconds_total",
-        "counter",
-        "Seconds spent in journal syncs.",
-    );
-    let seconds: f64 = shards.iter().map(|(_, j)| j.sync_seconds).sum();
-    let _ = writeln!(out, "herd_journal_sync_seconds_total {seconds}");
-}
-
 /// Every shard's links, with the shard id.
-fn links(view: &ServerView) -> impl Iterator<Item = (usize, &LinkView)> {
+pub(crate) fn links(view: &ServerView) -> impl Iterator<Item = (usize, &LinkView)> {
     view.shards
         .iter()
         .flat_map(|s| s.published.links.iter().map(move |l| (s.shard, l)))
-}
-
-/// The `_bucket`, `_sum` and `_count` lines of one histogram (microseconds
-/// inside, seconds outside).
-fn histogram_lines(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    for bound in BUCKETS {
-        // The bound in microseconds; buckets are cumulative.
-        let micros = (bound * 1e6).round() as u64;
-        let count = if h.is_empty() {
-            0
-        } else {
-            h.count_between(0, micros)
-        };
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.len());
-    let sum_seconds = h.mean() * h.len() as f64 / 1e6;
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
-    let _ = writeln!(out, "{name}_count{braces} {}", h.len());
 }
 
 /// Quantiles of a histogram, in seconds.
@@ -1040,48 +619,8 @@ fn quantiles(h: &Histogram<u64>) -> Value {
 /// The JSON of `/status`.
 pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
     let why = not_ready(view);
-    let links: Vec<Value> = view
-        .neighbours
-        .iter()
-        .map(|neighbour| {
-            let of = view.links_to(neighbour);
-            let up = of.iter().filter(|l| l.up).count();
-            let state = if of.is_empty() || up == 0 {
-                "down"
-            } else if up == of.len() {
-                "up"
-            } else {
-                "partial"
-            };
-            json!({
-                "neighbour": neighbour,
-                "addr": of.first().map(|l| l.addr.clone()).unwrap_or_default(),
-                "state": state,
-                "shards_up": up,
-                "shards": of.len(),
-                "caught_up": !of.is_empty() && of.iter().all(|l| l.caught_up),
-                "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
-                "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
-                "sent": of.iter().map(|l| l.sent).sum::<u64>(),
-                "flood": tree_metrics::link_json(
-                    &of.iter().map(|l| &l.tree).collect::<Vec<_>>(),
-                    duplicates(view, neighbour),
-                ),
-            })
-        })
-        .collect();
-    let incoming: Vec<Value> = view
-        .neighbours
-        .iter()
-        .map(|neighbour| {
-            let of = view.links_from(neighbour);
-            json!({
-                "neighbour": neighbour,
-                "links": of.len(),
-                "caught_up": !of.is_empty() && of.iter().all(|i| i.caught_up),
-            })
-        })
-        .collect();
+    let links = outgoing_json(view);
+    let incoming = incoming_json(view);
     let c = |i: usize| sum(view, |s| s.commands[i]);
     let refused: serde_json::Map<String, Value> = REFUSED_REASONS
         .iter()
@@ -1150,6 +689,55 @@ pub(crate) fn status_json(view: &ServerView, version: &str) -> Value {
     })
 }
 
+/// Per neighbour, this server's links to it on every shard: their state,
+/// how far behind they are, and their flood trees.
+fn outgoing_json(view: &ServerView) -> Vec<Value> {
+    view.neighbours
+        .iter()
+        .map(|neighbour| {
+            let of = view.links_to(neighbour);
+            let up = of.iter().filter(|l| l.up).count();
+            let state = if of.is_empty() || up == 0 {
+                "down"
+            } else if up == of.len() {
+                "up"
+            } else {
+                "partial"
+            };
+            json!({
+                "neighbour": neighbour,
+                "addr": of.first().map(|l| l.addr.clone()).unwrap_or_default(),
+                "state": state,
+                "shards_up": up,
+                "shards": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|l| l.caught_up),
+                "behind_records": of.iter().map(|l| l.behind_records).sum::<u64>(),
+                "behind_seconds": of.iter().map(|l| l.behind_seconds).fold(0.0, f64::max),
+                "sent": of.iter().map(|l| l.sent).sum::<u64>(),
+                "flood": tree_metrics::link_json(
+                    &of.iter().map(|l| &l.tree).collect::<Vec<_>>(),
+                    duplicates(view, neighbour),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Per neighbour, its open links to this server.
+fn incoming_json(view: &ServerView) -> Vec<Value> {
+    view.neighbours
+        .iter()
+        .map(|neighbour| {
+            let of = view.links_from(neighbour);
+            json!({
+                "neighbour": neighbour,
+                "links": of.len(),
+                "caught_up": !of.is_empty() && of.iter().all(|i| i.caught_up),
+            })
+        })
+        .collect()
+}
+
 /// The journal part of `/status`: `null` without a journal.
 fn journal_json(view: &ServerView) -> Value {
     let shards = journals(view);
@@ -1171,10 +759,11 @@ fn journal_json(view: &ServerView) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn link(neighbour: &str, up: bool, caught_up: bool) -> LinkView {
+    /// A link of shard 0 to `neighbour`; also used by `prometheus`' tests.
+    pub(crate) fn link(neighbour: &str, up: bool, caught_up: bool) -> LinkView {
         LinkView {
             neighbour: neighbour.to_owned(),
             addr: "127.0.0.1:22139".to_owned(),
@@ -1187,7 +776,8 @@ mod tests {
         }
     }
 
-    fn view(links: Vec<LinkView>, incoming: Vec<IncomingView>) -> ServerView {
+    /// A one-shard server with a few counts; also used by `prometheus`' tests.
+    pub(crate) fn view(links: Vec<LinkView>, incoming: Vec<IncomingView>) -> ServerView {
         let metrics = ShardMetrics::new(0);
         metrics.commands.iamat_ok.add(5);
         metrics.commands.whatsat_invalid.inc();
@@ -1211,7 +801,8 @@ mod tests {
         }
     }
 
-    fn from(neighbour: &str, caught_up: bool) -> IncomingView {
+    /// A link from `neighbour`; also used by `prometheus`' tests.
+    pub(crate) fn from(neighbour: &str, caught_up: bool) -> IncomingView {
         IncomingView {
             neighbour: neighbour.to_owned(),
             caught_up,
@@ -1264,108 +855,6 @@ mod tests {
             vec![from("Hands", false)],
         ));
         assert_eq!(filling, ["catch-up from Hands not done"]);
-    }
-
-    #[test]
-    fn prometheus_text_has_the_counters_and_a_cumulative_histogram() {
-        let text = render_prometheus(&view(vec![link("Hands", false, false)], vec![]), "0.1.0");
-        for line in [
-            "herd_commands_total{command=\"IAMAT\",result=\"ok\"} 5",
-            "herd_commands_total{command=\"WHATSAT\",result=\"invalid\"} 1",
-            "herd_commands_total{command=\"WHATSAT\",result=\"ok\"} 0",
-            "herd_refused_total{reason=\"line_too_long\"} 1",
-            "herd_records{shard=\"0\"} 42",
-            "herd_ready 0",
-            "herd_link_up{neighbour=\"Hands\",shard=\"0\"} 0",
-            "herd_link_behind_records{neighbour=\"Hands\",shard=\"0\"} 7",
-            "herd_link_behind_seconds{neighbour=\"Hands\",shard=\"0\"} 2.5",
-            "herd_link_records_sent_total{neighbour=\"Hands\"} 3",
-            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.00001\"} 0",
-            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.000025\"} 1",
-            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.0025\"} 1",
-            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"0.005\"} 2",
-            "herd_command_duration_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2",
-            "herd_command_duration_seconds_count{shard=\"0\"} 2",
-            "# TYPE herd_commands_total counter",
-            "# TYPE herd_command_duration_seconds histogram",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
-        // Every sample line is `name{labels} value` or `name value`, every
-        // name is herd_ prefixed, and counters end in _total.
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = l.rsplit_once(' ').expect("name and value");
-            assert!(name.starts_with("herd_"), "{l}");
-            assert!(value.parse::<f64>().is_ok(), "{l}");
-        }
-        for l in text
-            .lines()
-            .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))
-        {
-            assert!(
-                l.split(' ').nth(2).is_some_and(|n| n.ends_with("_total")),
-                "{l}"
-            );
-        }
-    }
-
-    #[test]
-    fn journal_families_appear_only_with_a_journal_and_sum_over_shards() {
-        let mut v = view(vec![], vec![]);
-        let text = render_prometheus(&v, "0.1.0");
-        assert!(!text.contains("herd_journal"), "{text}");
-        assert_eq!(status_json(&v, "0.1.0")["journal"], Value::Null);
-        let figures = JournalFigures {
-            replayed: 10,
-            file_bytes: 4096,
-            behind_records: 3,
-            writes: 7,
-            syncs: 5,
-            sync_seconds: 0.25,
-            compactions: 1,
-            errors: 0,
-        };
-        v.shards[0].published.journal = Some(figures);
-        let mut second = v.shards[0].clone();
-        second.shard = 1;
-        second.published.journal = Some(JournalFigures {
-            file_bytes: 8192,
-            errors: 2,
-            ..figures
-        });
-        v.shards.push(second);
-        v.journal_cut_bytes = 17;
-        let text = render_prometheus(&v, "0.1.0");
-        for line in [
-            "herd_journal_replayed_records 20",
-            "herd_journal_cut_bytes 17",
-            "herd_journal_bytes{shard=\"0\"} 4096",
-            "herd_journal_bytes{shard=\"1\"} 8192",
-            "herd_journal_behind_records{shard=\"1\"} 3",
-            "herd_journal_writes_total 14",
-            "herd_journal_syncs_total 10",
-            "herd_journal_compactions_total 2",
-            "herd_journal_errors_total 2",
-            "herd_journal_sync_seconds_total 0.5",
-            "# TYPE herd_journal_bytes gauge",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
-        let status = status_json(&v, "0.1.0");
-        assert_eq!(status["journal"]["bytes"], 12288);
-        assert_eq!(status["journal"]["cut_bytes"], 17);
-        assert_eq!(status["journal"]["errors"], 2);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! per outgoing link whether it is a tree link, which origins it carries,
 //! its bytes, and the grafts and prunes its neighbour asked; per
 //! neighbour the records it sent that this server already held. Rendered
-//! into `/metrics` and `/status` by `metrics.rs`, from plain rows.
+//! into `/metrics` by `prometheus.rs` and `/status` by `metrics.rs`, from
+//! plain rows.
 //!
 //! Pure: no I/O; the shards publish these figures with their others.
 

@@ -3,8 +3,9 @@
 //! strangers by accident (`insecure_clients`).
 //!
 //! Owns the JSON of those sections and their checks; `config.rs` holds them
-//! in the herd's config and hands these checks the addresses each server
-//! takes clients on. Pure, and below `config.rs` (it imports nothing of it).
+//! in the herd's config, and `config_check.rs` hands these checks the
+//! addresses each server takes clients on. Pure, and below `config.rs` (it
+//! imports nothing of it).
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,8 @@
 //! The journal's file format: a header, then one entry per stored record,
 //! `[u32 LE payload length][u32 LE crc32 of the payload][payload]`, the
-//! payload being the record's AT line.
+//! payload being the record's AT line; and the files' names,
+//! `journal-<generation>-<shard>.log`, which the writer makes and replay
+//! reads back.
 //!
 //! Between entries there may be a gap of zeros, at least an entry header
 //! long, up to the next multiple of the header's block size (see
@@ -13,7 +15,7 @@
 //! or claims an impossible length, and at the zero padding that direct I/O
 //! leaves after the last entry; it says where and why, so the shell can log
 //! the cut and carry on. Pure: bytes in, lines out; reading and writing
-//! files is `shard/journal.rs`'s.
+//! files is `shard/journal/`'s.
 
 /// The first bytes of every journal file.
 pub(crate) const MAGIC: [u8; 8] = *b"HERDJRNL";
@@ -30,6 +32,19 @@ pub(crate) const ENTRY_HEADER_LEN: usize = 8;
 /// and a skew): a longer length is corruption, and refusing it keeps a
 /// flipped length byte from making the reader wait for gigabytes.
 pub(crate) const MAX_PAYLOAD: usize = 2 << 20;
+
+/// The name of the journal file of `shard`, generation `generation`.
+pub(crate) fn file_name(generation: u64, shard: usize) -> String {
+    format!("journal-{generation}-{shard}.log")
+}
+
+/// The generation of a journal file's name, `None` for any other file.
+pub(crate) fn generation_of(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("journal-")?.strip_suffix(".log")?;
+    let (generation, shard) = rest.split_once('-')?;
+    shard.parse::<usize>().ok()?;
+    generation.parse().ok()
+}
 
 /// Appends a file header to `out`, for gaps that end at multiples of
 /// `block` (a power of two up to 1 MiB; the writer's direct I/O block).
@@ -333,6 +348,15 @@ mod tests {
         let mut odd = file_with_gaps(&groups, 512);
         odd[12..16].copy_from_slice(&500u32.to_le_bytes());
         assert_eq!(decoded(&odd).1.stop(), Some(Stop::BadHeader));
+    }
+
+    #[test]
+    fn file_names_carry_their_generation_and_other_files_are_ignored() {
+        assert_eq!(generation_of(&file_name(7, 3)), Some(7));
+        assert_eq!(generation_of("journal-12-0.log"), Some(12));
+        assert_eq!(generation_of("journal-12.log"), None);
+        assert_eq!(generation_of("journal-x-0.log"), None);
+        assert_eq!(generation_of("notes.txt"), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub(crate) mod catchup;
 pub mod cert_names;
 pub mod clients;
 pub mod config;
+pub(crate) mod config_addresses;
+pub(crate) mod config_check;
 pub(crate) mod config_fields;
 pub(crate) mod digest;
 pub(crate) mod flood_lines;
