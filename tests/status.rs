@@ -135,6 +135,20 @@ fn status_shows_a_killed_server_down_and_the_links_to_it_down() {
             });
         }
     }
+    // The links to Charlie settle on their flood trees once Charlie's
+    // answer to their opening comes; records reach Charlie before that (from
+    // Alpha), so it is waited for: a link's tree state is what it last knew.
+    status_until(
+        &herd.config_path,
+        "links to Charlie on their trees",
+        |rows| {
+            ["Alpha", "Bravo"].iter().all(|name| {
+                row(rows, name)
+                    .and_then(|r| r.link("Charlie"))
+                    .is_some_and(|l| l[2] == "up" && l.ends_with(&["tree", "1/4"]))
+            })
+        },
+    );
     herd.kill("Charlie");
 
     let table = status_until(&herd.config_path, "Charlie down in the view", |rows| {
