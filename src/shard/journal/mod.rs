@@ -657,13 +657,7 @@ async fn write(
     loop {
         let Batch { wrote, at_end } = match log.append(shard, lines, depth).await {
             Ok(batch) => batch,
-            Err(e) => {
-                shard.close_cursor(log.cursor);
-                if let Some(n) = next.take() {
-                    shard.close_cursor(n.cursor);
-                }
-                return e;
-            }
+            Err(e) => return give_up(shard, &log, next, e),
         };
         if wrote {
             unsynced = true;
@@ -676,21 +670,9 @@ async fn write(
         // Not `has_unsent` now: under steady load records always come while
         // a write is under way, and the file would never count as caught up.
         let caught_up = at_end;
-        let sync_due = unsynced
-            && match durability.fsync {
-                Fsync::Always => true,
-                Fsync::Everysec => {
-                    last_sync.elapsed() >= EVERYSEC || (caught_up && shard.stop.is_requested())
-                }
-                Fsync::Off => false,
-            };
-        if sync_due {
+        if unsynced && sync_due(durability.fsync, last_sync, caught_up, shard) {
             if let Err(e) = log.sync().await {
-                shard.close_cursor(log.cursor);
-                if let Some(n) = next.take() {
-                    shard.close_cursor(n.cursor);
-                }
-                return e;
+                return give_up(shard, &log, next, e);
             }
             last_sync = Instant::now();
             unsynced = false;
@@ -704,48 +686,29 @@ async fn write(
             }
         }
         if next.is_none() && !*first && needs_compaction(log.len(), shard) {
-            match LogFile::create(plan, *generation, shard).await {
-                Ok(n) => {
-                    tracing::info!(shard = shard.id, bytes = log.len(), live_bytes = live_bytes(shard), file = %n.path.display(), "journal: compacting");
-                    next = Some(n);
-                }
-                Err(e) => {
-                    durability.count(|f| f.errors += 1);
-                    tracing::warn!(shard = shard.id, error = %e, "journal: compaction not started")
-                }
-            }
-            *generation += 1;
+            next = start_compaction(shard, durability, plan, &log, generation).await;
         }
-        if let Some(n) = &mut next {
+        if let Some(n) = next.take() {
             // A few batches of the new file per round of appends: it must
             // outrun the updates, which it also writes, to catch up.
-            match compact_step(shard, durability, n, lines).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    if let Some(n) = next.take() {
-                        let old = std::mem::replace(&mut log, n);
-                        shard.close_cursor(old.cursor);
-                        durability.cursor.set(Some(log.cursor));
-                        durability.count(|f| {
-                            f.compactions += 1;
-                            f.file_bytes = log.len();
-                        });
-                        sync_dir(&plan.dir).await;
-                        let removed = old.discard().await;
-                        tracing::info!(shard = shard.id, bytes = log.len(), removed = %removed.display(), "journal: compacted");
-                        // The new file holds every stored record, synced.
-                        unsynced = false;
-                        advance(shard, durability, &log);
-                    }
+            match compaction_turn(shard, durability, n, lines).await {
+                Compaction::Going(n) => next = Some(n),
+                Compaction::Done(n) => {
+                    let old = std::mem::replace(&mut log, n);
+                    shard.close_cursor(old.cursor);
+                    durability.cursor.set(Some(log.cursor));
+                    durability.count(|f| {
+                        f.compactions += 1;
+                        f.file_bytes = log.len();
+                    });
+                    sync_dir(&plan.dir).await;
+                    let removed = old.discard().await;
+                    tracing::info!(shard = shard.id, bytes = log.len(), removed = %removed.display(), "journal: compacted");
+                    // The new file holds every stored record, synced.
+                    unsynced = false;
+                    advance(shard, durability, &log);
                 }
-                Err(e) => {
-                    durability.count(|f| f.errors += 1);
-                    tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
-                    if let Some(n) = next.take() {
-                        shard.close_cursor(n.cursor);
-                        n.discard().await;
-                    }
-                }
+                Compaction::Abandoned => {}
             }
             glommio::yield_if_needed().await;
             continue;
@@ -768,6 +731,83 @@ async fn write(
             Duration::from_millis(200)
         };
         futures_lite::future::or(changed, glommio::timer::sleep(wait)).await;
+    }
+}
+
+/// Whether written records must be synced now: at once with `always`,
+/// a second after the last sync with `everysec` (or once caught up at a
+/// stop), never with `off`.
+fn sync_due(fsync: Fsync, last_sync: Instant, caught_up: bool, shard: &Shard) -> bool {
+    match fsync {
+        Fsync::Always => true,
+        Fsync::Everysec => {
+            last_sync.elapsed() >= EVERYSEC || (caught_up && shard.stop.is_requested())
+        }
+        Fsync::Off => false,
+    }
+}
+
+/// The writer stops on `why`: its files' cursors no longer hold the store
+/// back.
+fn give_up(shard: &Shard, log: &LogFile, next: Option<LogFile>, why: String) -> String {
+    shard.close_cursor(log.cursor);
+    if let Some(n) = next {
+        shard.close_cursor(n.cursor);
+    }
+    why
+}
+
+/// Where a compaction stands after a turn.
+enum Compaction {
+    /// Its new file is still catching up.
+    Going(LogFile),
+    /// Its new file holds every stored record, synced: it replaces the old.
+    Done(LogFile),
+    /// It failed, and its file is gone.
+    Abandoned,
+}
+
+/// Creates the new file of a compaction of `log`; `None` (counted and
+/// logged) when it cannot be made. Each try takes the next generation.
+async fn start_compaction(
+    shard: &Shard,
+    durability: &Durability,
+    plan: &JournalPlan,
+    log: &LogFile,
+    generation: &mut u64,
+) -> Option<LogFile> {
+    let made = match LogFile::create(plan, *generation, shard).await {
+        Ok(n) => {
+            tracing::info!(shard = shard.id, bytes = log.len(), live_bytes = live_bytes(shard), file = %n.path.display(), "journal: compacting");
+            Some(n)
+        }
+        Err(e) => {
+            durability.count(|f| f.errors += 1);
+            tracing::warn!(shard = shard.id, error = %e, "journal: compaction not started");
+            None
+        }
+    };
+    *generation += 1;
+    made
+}
+
+/// A few batches of a compaction's new file `n`.
+async fn compaction_turn(
+    shard: &Shard,
+    durability: &Durability,
+    mut n: LogFile,
+    lines: &mut Vec<u8>,
+) -> Compaction {
+    match compact_step(shard, durability, &mut n, lines).await {
+        Ok(false) => Compaction::Going(n),
+        Ok(true) => Compaction::Done(n),
+        Err(e) => {
+            durability.count(|f| f.errors += 1);
+            tracing::warn!(shard = shard.id, error = %e, "journal: compaction abandoned");
+            shard.close_cursor(n.cursor);
+            n.discard().await;
+            Compaction::Abandoned
+        }
     }
 }
 
