@@ -8,7 +8,7 @@
 //! shuts the reading side of its connections (`Connections::stop_reading`).
 //! It knows nothing of links but their cursors in its store: flooding is
 //! the links reading the store, which is the replication log (see
-//! `store.rs`, and `net/link/outgoing.rs` for the links).
+//! `pure/store/`, and `net/link/outgoing.rs` for the links).
 
 pub(crate) mod flood;
 pub(crate) mod journal;

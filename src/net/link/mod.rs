@@ -3,7 +3,7 @@
 //! dials here to send its own (`incoming`, with its flood-tree lines in
 //! `tree_in`), and mutual TLS around either (`tls`). What the lines mean
 //! is decided by the sessions in `pure/link_session.rs`; what a link sends
-//! is read from the owner's store (`pure/store.rs`), whose cursor per link
+//! is read from the owner's store (`pure/store/`), whose cursor per link
 //! is the shard's state (`shard::LinkStatus`).
 
 pub(crate) mod incoming;

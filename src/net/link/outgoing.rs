@@ -3,7 +3,7 @@
 //! records.
 //!
 //! A link is a cursor into the shard's store, which is the replication log
-//! (see `store.rs`): it sends, in batches, what lies past its cursor, then
+//! (see `pure/store/`): it sends, in batches, what lies past its cursor, then
 //! waits until the store changes. Live flooding and catch-up are this one
 //! loop; the neighbour's `SINCE` (or its silence, for a basic server) says
 //! where the cursor starts. A neighbour that is down or slow costs its

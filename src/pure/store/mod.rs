@@ -16,281 +16,14 @@
 //! eviction order is kept only while the store is full (see `Oldest`),
 //! so a store below its cap pays nothing for it.
 
+mod eviction;
+mod slots;
+
+use self::eviction::{evicted_before, Oldest};
+use self::slots::{Index, Slot, Slots, NONE};
 use crate::pure::digest::{Change, Key, ShardDigests};
-use crate::pure::index::{self, SLOT_LIMIT};
 use crate::pure::protocol::PosixTime;
 use crate::pure::record::{Record, MAX_TAG};
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
-/// Slots per chunk: 4096 slots of 32 bytes are 128 KiB, small enough that
-/// allocating one is not a pause, large enough that the chunk list is short.
-const CHUNK_BITS: u32 = 12;
-const CHUNK: usize = 1 << CHUNK_BITS;
-
-/// No slot: the end of the update-order list or of the free list, or a
-/// cursor before the head. Slot indices stay below it.
-const NONE: u32 = u32::MAX;
-
-/// A record and its neighbours in update order. A free slot has no record,
-/// and its `next` links the free list.
-struct Slot {
-    record: Option<Record>,
-    prev: u32,
-    next: u32,
-}
-
-/// Slots that never move: a list of fixed-size chunks, each allocated at its
-/// full capacity once, so a push never reallocates or copies earlier slots.
-#[derive(Default)]
-struct Slots {
-    chunks: Vec<Vec<Slot>>,
-    len: usize,
-}
-
-impl Slots {
-    fn get(&self, slot: u32) -> &Slot {
-        let slot = slot as usize;
-        &self.chunks[slot >> CHUNK_BITS][slot & (CHUNK - 1)]
-    }
-
-    fn get_mut(&mut self, slot: u32) -> &mut Slot {
-        let slot = slot as usize;
-        &mut self.chunks[slot >> CHUNK_BITS][slot & (CHUNK - 1)]
-    }
-
-    fn record(&self, slot: u32) -> Option<&Record> {
-        self.get(slot).record.as_ref()
-    }
-
-    /// The sequence number of the record in `slot` (0 for a free slot).
-    fn seq(&self, slot: u32) -> u64 {
-        self.record(slot).map_or(0, Record::seq)
-    }
-
-    /// Adds a slot at the end; `None` once slot indices would reach the
-    /// index's limit (which is below `NONE`).
-    fn push(&mut self, slot: Slot) -> Option<u32> {
-        let index = u32::try_from(self.len).ok().filter(|&i| i < SLOT_LIMIT)?;
-        if self.len % CHUNK == 0 {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        self.chunks.last_mut()?.push(slot);
-        self.len += 1;
-        Some(index)
-    }
-}
-
-/// Client id -> slot: the [`index::Index`] of 32-bit hash tags, with the
-/// keys that hash client ids.
-struct Index {
-    table: index::Index,
-    // Random keys per process: client ids come off the network, so a fixed
-    // hash would let a client pick colliding ids.
-    hasher: ahash::RandomState,
-}
-
-impl Index {
-    fn new() -> Index {
-        Index {
-            table: index::Index::default(),
-            hasher: ahash::RandomState::new(),
-        }
-    }
-
-    fn hash(&self, client_id: &str) -> u64 {
-        self.hasher.hash_one(client_id)
-    }
-
-    fn find(&self, slots: &Slots, hash: u64, client_id: &str) -> Option<u32> {
-        self.table.find(hash, |slot| {
-            slots
-                .record(slot)
-                .is_some_and(|stored| stored.client_id() == client_id)
-        })
-    }
-
-    fn insert(&mut self, hash: u64, slot: u32) {
-        self.table.insert(hash, slot);
-    }
-
-    fn remove(&mut self, hash: u64, slot: u32) {
-        self.table.remove(hash, slot);
-    }
-}
-
-/// One record's place in eviction order, as of when it was stored: its
-/// client time, and its slot and number to tell whether it is still the
-/// record there (a replaced or removed record's entry is stale and skipped).
-/// Ordered by time, then slot: the slot only makes the order total; ties in
-/// time are settled by client id in [`Oldest::tied`]. 20 bytes: the
-/// seconds are split so that the entry needs no 8-byte alignment.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry {
-    secs_hi: u32,
-    secs_lo: u32,
-    nanos: u32,
-    slot: u32,
-    seq: u32,
-}
-
-impl Entry {
-    fn new(slot: u32, record: &Record) -> Entry {
-        let time = record.time();
-        Entry {
-            secs_hi: (time.secs >> 32) as u32,
-            secs_lo: time.secs as u32,
-            nanos: time.nanos,
-            slot,
-            seq: record.seq() as u32,
-        }
-    }
-
-    fn time(&self) -> PosixTime {
-        PosixTime {
-            secs: (u64::from(self.secs_hi) << 32) | u64::from(self.secs_lo),
-            nanos: self.nanos,
-        }
-    }
-}
-
-/// A record with the oldest client time seen so far, with its id copied so
-/// that the order of `tied` never depends on what its slot holds later.
-struct Tied {
-    id: Box<str>,
-    slot: u32,
-    seq: u32,
-}
-
-/// The eviction order of a full store: a min-heap of entries, pushed on
-/// every apply while the store is full (a push of the newest time, the
-/// usual case, is one comparison), with stale entries dropped when they
-/// reach the top. Entries of the oldest time are moved to `tied`, sorted by
-/// client id, so that many clients with the same time (whole seconds) cost
-/// one sort, not a heap scan per eviction. Rebuilt from the list when stale
-/// entries make the heap half again as large as the store, so it holds at
-/// most 1.5 entries per record.
-#[derive(Default)]
-struct Oldest {
-    heap: BinaryHeap<Reverse<Entry>>,
-    // Records whose client time is `tied_time`, by client id descending:
-    // the oldest is last. Every live record is in `heap` or here.
-    tied: Vec<Tied>,
-    tied_time: PosixTime,
-}
-
-/// Whether `slot` still holds the record numbered `seq`.
-fn holds(slots: &Slots, slot: u32, seq: u32) -> bool {
-    slots
-        .record(slot)
-        .is_some_and(|r| r.seq() == u64::from(seq))
-}
-
-impl Oldest {
-    /// The order of every record in the list, in one pass (heapify is
-    /// linear).
-    fn build(slots: &Slots, head: u32) -> Oldest {
-        let mut entries = Vec::new();
-        let mut at = head;
-        while at != NONE {
-            let slot = slots.get(at);
-            if let Some(record) = &slot.record {
-                entries.push(Reverse(Entry::new(at, record)));
-            }
-            at = slot.next;
-        }
-        Oldest {
-            heap: BinaryHeap::from(entries),
-            tied: Vec::new(),
-            tied_time: PosixTime::default(),
-        }
-    }
-
-    /// The slot of the oldest stored record (client time, then client id
-    /// as bytes), or `None` when the store is empty.
-    fn oldest(&mut self, slots: &Slots) -> Option<u32> {
-        loop {
-            while self
-                .tied
-                .last()
-                .is_some_and(|t| !holds(slots, t.slot, t.seq))
-            {
-                self.tied.pop();
-            }
-            while self
-                .heap
-                .peek()
-                .is_some_and(|Reverse(e)| !holds(slots, e.slot, e.seq))
-            {
-                self.heap.pop();
-            }
-            let top = self.heap.peek().map(|Reverse(e)| e.time());
-            let tied = self.tied.last().map(|t| t.slot);
-            match (tied, top) {
-                (None, None) => return None,
-                (Some(slot), None) => return Some(slot),
-                (Some(slot), Some(top)) if top > self.tied_time => return Some(slot),
-                (Some(_), Some(top)) if top < self.tied_time => {
-                    // An older record came in (the store was below its cap
-                    // after expiry): the tied ones go back to the heap.
-                    let time = self.tied_time;
-                    for t in self.tied.drain(..) {
-                        self.heap.push(Reverse(Entry {
-                            secs_hi: (time.secs >> 32) as u32,
-                            secs_lo: time.secs as u32,
-                            nanos: time.nanos,
-                            slot: t.slot,
-                            seq: t.seq,
-                        }));
-                    }
-                }
-                (_, Some(top)) => {
-                    // The heap's oldest time is the tied time, or nothing
-                    // is tied: move every live record of that time over.
-                    self.tied_time = top;
-                    while let Some(&Reverse(e)) = self.heap.peek() {
-                        if e.time() != top {
-                            break;
-                        }
-                        self.heap.pop();
-                        let Some(record) =
-                            slots.record(e.slot).filter(|r| r.seq() == u64::from(e.seq))
-                        else {
-                            continue;
-                        };
-                        let id = record.client_id();
-                        let at = self
-                            .tied
-                            .partition_point(|t| t.id.as_bytes() > id.as_bytes());
-                        self.tied.insert(
-                            at,
-                            Tied {
-                                id: id.into(),
-                                slot: e.slot,
-                                seq: e.seq,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Entries held, stale ones included.
-    fn entries(&self) -> usize {
-        self.heap.len() + self.tied.len()
-    }
-}
-
-/// Whether `a` goes before `b` in eviction order: client time, then client
-/// id as bytes. Every server uses the same rule, so servers that saw the
-/// same records keep the same newest ones.
-fn evicted_before(a: &Record, b: &Record) -> bool {
-    a.time()
-        .cmp(&b.time())
-        .then_with(|| a.client_id().as_bytes().cmp(b.client_id().as_bytes()))
-        == Ordering::Less
-}
 
 /// What one [`Store::next_batch`] passed and appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,11 +384,10 @@ impl Store {
         let Some(record) = self.slots.record(slot) else {
             return;
         };
-        let entry = Entry::new(slot, record);
         let Some(oldest) = &mut self.oldest else {
             return;
         };
-        oldest.heap.push(Reverse(entry));
+        oldest.push(slot, record);
         if oldest.entries() > self.len + self.len / 2 + 64 {
             self.oldest = Some(Oldest::build(&self.slots, self.head));
         }
@@ -1067,9 +799,11 @@ fn at_or_stop(slot: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pure::index;
     use crate::pure::protocol::{parse_line, Command, Parsed, PosixTime};
     use crate::pure::record::Tags;
     use proptest::prelude::*;
+    use std::cmp::Reverse;
 
     fn record(server: &str, line: &str) -> Record {
         let Parsed::Command(Command::IAmAt(i)) = parse_line(line.as_bytes()) else {
