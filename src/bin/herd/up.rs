@@ -35,12 +35,21 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the herd executable")?;
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("installing signal handlers")?;
-    // Spread the servers over the CPUs this process may use: server k's
-    // shards start at CPU k (mod the count), so five one-shard servers on
-    // two cores do not all share the first.
-    let usable = herd::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
-    // A herd already running here would answer every readiness check of
-    // ours while our servers fail to bind: refused before anything starts.
+    refuse_if_taken(&opts)?;
+    let mut children = spawn_all(&exe, &opts)?;
+    if let Err(e) = wait_until_ours(&opts, &mut children) {
+        stop_all(&mut children);
+        return Err(e);
+    }
+    print_banner(&opts, children.len());
+    wait_for_stop(&mut signals, &mut children);
+    stop_all(&mut children);
+    Ok(())
+}
+
+/// A herd already running here would answer every readiness check of
+/// ours while our servers fail to bind: refused before anything starts.
+fn refuse_if_taken(opts: &UpOptions) -> anyhow::Result<()> {
     let taken: Vec<String> = opts
         .config
         .servers
@@ -57,12 +66,22 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             taken.join(", ")
         ));
     }
+    Ok(())
+}
+
+/// Starts every server of the config, in config order; on a failure, stops
+/// those already started.
+fn spawn_all(exe: &Path, opts: &UpOptions) -> anyhow::Result<Vec<(String, Child)>> {
+    // Spread the servers over the CPUs this process may use: server k's
+    // shards start at CPU k (mod the count), so five one-shard servers on
+    // two cores do not all share the first.
+    let usable = herd::process::server::usable_cpus().map_err(anyhow::Error::msg)?;
     let mut children: Vec<(String, Child)> = Vec::new();
     for (k, server) in opts.config.servers.iter().enumerate() {
         let cpus: Vec<String> = (0..opts.shards)
             .map(|i| usable[(k * opts.shards + i) % usable.len()].to_string())
             .collect();
-        match spawn(&exe, &server.name, &opts, &cpus.join(",")) {
+        match spawn(exe, &server.name, opts, &cpus.join(",")) {
             Ok(child) => children.push((server.name.clone(), child)),
             Err(e) => {
                 stop_all(&mut children);
@@ -70,9 +89,13 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             }
         }
     }
-    // Print the banner once every server answers, so the nc line works at
-    // once; a server counts as up only when it is our own child that
-    // answers (its admin endpoint says its pid), not whatever holds the port.
+    Ok(children)
+}
+
+/// Waits until every server answers, so that the banner's nc line works at
+/// once; a server counts as up only when it is our own child that answers
+/// (its admin endpoint says its pid), not whatever holds the port.
+fn wait_until_ours(opts: &UpOptions, children: &mut [(String, Child)]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for (k, server) in opts.config.servers.iter().enumerate() {
         let Some(addr) = opts.config.listen_addr(&server.name) else {
@@ -89,13 +112,11 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
                 .iter_mut()
                 .find_map(|(name, c)| matches!(c.try_wait(), Ok(Some(_))).then(|| name.clone()));
             if let Some(name) = exited {
-                stop_all(&mut children);
                 return Err(anyhow!(
                     "{name} exited during start-up (its error is above)"
                 ));
             }
             if Instant::now() > deadline {
-                stop_all(&mut children);
                 return Err(anyhow!(
                     "{} did not start listening on {addr} within 15 s",
                     server.name
@@ -104,7 +125,13 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    println!("herd is up: {} servers on this host", children.len());
+    Ok(())
+}
+
+/// What the herd is and how to use it: its servers and their addresses,
+/// where WHATSAT answers come from, an nc line to try, how to watch it.
+fn print_banner(opts: &UpOptions, servers: usize) {
+    println!("herd is up: {servers} servers on this host");
     for server in &opts.config.servers {
         let links = opts
             .config
@@ -151,21 +178,23 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             .map_or_else(String::new, |p| format!(" --config {}", p.display()))
     );
     println!("Ctrl-C stops them all.");
-    'wait: loop {
+}
+
+/// Runs until Ctrl-C (or SIGTERM), or until one server exits.
+fn wait_for_stop(signals: &mut signal_hook::iterator::Signals, children: &mut [(String, Child)]) {
+    loop {
         if let Some(signal) = signals.pending().next() {
             println!("signal {signal}: stopping the herd");
-            break 'wait;
+            return;
         }
-        for (name, child) in &mut children {
+        for (name, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 println!("{name} exited ({status}); stopping the herd");
-                break 'wait;
+                return;
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop_all(&mut children);
-    Ok(())
 }
 
 fn spawn(exe: &Path, name: &str, opts: &UpOptions, cpus: &str) -> anyhow::Result<Child> {

@@ -31,6 +31,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -63,6 +64,91 @@ impl std::fmt::Debug for LinkTls {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// The CA certificates of `tls.ca`.
+fn roots(ca_path: &Path) -> Result<Arc<RootCertStore>, LinkTlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs("ca", ca_path)? {
+        roots.add(ca).map_err(|e| {
+            LinkTlsError(format!(
+                "tls.ca {}: not a usable CA certificate: {e}",
+                ca_path.display()
+            ))
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The private key of `tls.key`.
+fn private_key(key_path: &Path) -> Result<PrivateKeyDer<'static>, LinkTlsError> {
+    let key_pem = read("key", key_path)?;
+    match rustls_pemfile::private_key(&mut &key_pem[..]) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(LinkTlsError(format!(
+            "tls.key {}: holds no PEM private key (\"-----BEGIN PRIVATE KEY-----\"); is \
+             it the right file?",
+            key_path.display()
+        ))),
+        Err(e) => Err(LinkTlsError(format!(
+            "tls.key {}: not valid PEM: {e}",
+            key_path.display()
+        ))),
+    }
+}
+
+/// Checks at start-up what every handshake would find later: that `chain`
+/// is signed by the CA and names this server `me`. Returns the verifier of
+/// the neighbours' certificates.
+fn check_cert(
+    roots: &Arc<RootCertStore>,
+    chain: &[CertificateDer<'static>],
+    paths: &TlsPaths,
+    me: &str,
+) -> Result<Arc<dyn ClientCertVerifier>, LinkTlsError> {
+    let (ca_path, cert_path) = (&paths.ca, &paths.cert);
+    let (end_entity, intermediates) = match chain.split_first() {
+        Some(split) => split,
+        // `certs` returns at least one certificate.
+        None => {
+            return Err(LinkTlsError(format!(
+                "tls.cert {}: empty",
+                cert_path.display()
+            )))
+        }
+    };
+    let not_signed = |e: rustls::Error| {
+        LinkTlsError(format!(
+            "tls.cert {} is not a valid certificate of the CA in tls.ca {} ({e}); use the \
+             files of one `herd certs` run, and run it again if they have expired",
+            cert_path.display(),
+            ca_path.display()
+        ))
+    };
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(roots), provider())
+            .build()
+            .map_err(|e| LinkTlsError(format!("tls.ca {}: {e}", ca_path.display())))?;
+    let now = UnixTime::now();
+    client_verifier
+        .verify_client_cert(end_entity, intermediates, now)
+        .map_err(not_signed)?;
+    let server_verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::clone(roots), provider())
+            .build()
+            .map_err(|e| LinkTlsError(format!("tls.ca {}: {e}", ca_path.display())))?;
+    let own_name = server_name(me).map_err(|e| LinkTlsError(format!("server name {me:?}: {e}")))?;
+    if let Err(e) =
+        server_verifier.verify_server_cert(end_entity, intermediates, &own_name, &[], now)
+    {
+        return Err(LinkTlsError(format!(
+            "tls.cert {} is for {:?}, not for this server {me} ({e}); check that tls.cert \
+             has {{name}} where the server's name goes",
+            cert_path.display(),
+            herd_names(end_entity)
+        )));
+    }
+    Ok(client_verifier)
 }
 
 /// Reads a file for the `tls` field `field`, or says which and how to fix it.
@@ -117,79 +203,11 @@ impl LinkTls {
     /// fit together: the key is the certificate's, the CA signed the
     /// certificate, and the certificate is for `me`.
     pub fn load(paths: &TlsPaths, me: &str) -> Result<LinkTls, LinkTlsError> {
-        let (ca_path, cert_path, key_path) = (&paths.ca, &paths.cert, &paths.key);
-        let mut roots = RootCertStore::empty();
-        for ca in certs("ca", ca_path)? {
-            roots.add(ca).map_err(|e| {
-                LinkTlsError(format!(
-                    "tls.ca {}: not a usable CA certificate: {e}",
-                    ca_path.display()
-                ))
-            })?;
-        }
-        let roots = Arc::new(roots);
+        let (cert_path, key_path) = (&paths.cert, &paths.key);
+        let roots = roots(&paths.ca)?;
         let chain = certs("cert", cert_path)?;
-        let key_pem = read("key", key_path)?;
-        let key: PrivateKeyDer<'static> = match rustls_pemfile::private_key(&mut &key_pem[..]) {
-            Ok(Some(key)) => key,
-            Ok(None) => {
-                return Err(LinkTlsError(format!(
-                    "tls.key {}: holds no PEM private key (\"-----BEGIN PRIVATE KEY-----\"); is \
-                     it the right file?",
-                    key_path.display()
-                )))
-            }
-            Err(e) => {
-                return Err(LinkTlsError(format!(
-                    "tls.key {}: not valid PEM: {e}",
-                    key_path.display()
-                )))
-            }
-        };
-        let (end_entity, intermediates) = match chain.split_first() {
-            Some(split) => split,
-            // `certs` returns at least one certificate.
-            None => {
-                return Err(LinkTlsError(format!(
-                    "tls.cert {}: empty",
-                    cert_path.display()
-                )))
-            }
-        };
-        let not_signed = |e: rustls::Error| {
-            LinkTlsError(format!(
-                "tls.cert {} is not a valid certificate of the CA in tls.ca {} ({e}); use the \
-                 files of one `herd certs` run, and run it again if they have expired",
-                cert_path.display(),
-                ca_path.display()
-            ))
-        };
-        let client_verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), provider())
-                .build()
-                .map_err(|e| LinkTlsError(format!("tls.ca {}: {e}", ca_path.display())))?;
-        let now = UnixTime::now();
-        client_verifier
-            .verify_client_cert(end_entity, intermediates, now)
-            .map_err(not_signed)?;
-        let server_verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::clone(&roots),
-            provider(),
-        )
-        .build()
-        .map_err(|e| LinkTlsError(format!("tls.ca {}: {e}", ca_path.display())))?;
-        let own_name =
-            server_name(me).map_err(|e| LinkTlsError(format!("server name {me:?}: {e}")))?;
-        if let Err(e) =
-            server_verifier.verify_server_cert(end_entity, intermediates, &own_name, &[], now)
-        {
-            return Err(LinkTlsError(format!(
-                "tls.cert {} is for {:?}, not for this server {me} ({e}); check that tls.cert \
-                 has {{name}} where the server's name goes",
-                cert_path.display(),
-                herd_names(end_entity)
-            )));
-        }
+        let key = private_key(key_path)?;
+        let client_verifier = check_cert(&roots, &chain, paths, me)?;
         let mismatch = |e: rustls::Error| {
             LinkTlsError(format!(
                 "tls.key {} does not go with the certificate in tls.cert {} ({e}); use the key \
