@@ -34,7 +34,6 @@ use crate::net::route::Router;
 use crate::ops::metrics::{HttpApp as App, HttpResult};
 use crate::pure::clients::ClientAuth;
 use crate::pure::phones::{self, OwnTracks, Report};
-use crate::pure::protocol::{self, Command, Parsed};
 use crate::pure::record::Record;
 use crate::rt::http::GlommioIo;
 use crate::shard::Activity;
@@ -519,7 +518,7 @@ fn check_token(
 /// waits for the disk when the journal acknowledges (`fsync: always`).
 async fn store(conn: &Conn, report: &Report) -> Result<(), fn(App) -> Answer> {
     let line = report.iamat_line();
-    let Parsed::Command(Command::IAmAt(iamat)) = protocol::parse_line(line.as_bytes()) else {
+    let Some(iamat) = report.iamat(&line) else {
         // The pure side makes only valid IAMATs (property-tested).
         return Err(|app| Answer::invalid(app, "not a valid report"));
     };

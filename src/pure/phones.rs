@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::pure::protocol::{is_field_space, push_digits, MAX_CLIENT_ID};
+use crate::pure::protocol::{is_field_space, push_digits, IAmAt, PosixTime, MAX_CLIENT_ID};
 
 /// A phone's position at a time: what one IAMAT says.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +44,35 @@ impl Report {
         line.push('.');
         push_digits(&mut line, u64::from(self.nanos), 9);
         line
+    }
+
+    /// The IAMAT of `line`, this report's [`Report::iamat_line`], as
+    /// parsing it would give (property-tested), without parsing it: the
+    /// fields lie where the line was written, and the time is the
+    /// report's. `None` when the report is not a valid IAMAT (a client id
+    /// IAMAT refuses, a position out of range, nanoseconds past a second),
+    /// which the parsers here never make.
+    pub fn iamat<'a>(&self, line: &'a str) -> Option<IAmAt<'a>> {
+        let in_range = |v: f64, max: f64| (-max..=max).contains(&v);
+        if client_id(&self.client_id).is_err()
+            || !in_range(self.lat, 90.0)
+            || !in_range(self.lon, 180.0)
+            || self.nanos >= 1_000_000_000
+        {
+            return None;
+        }
+        let fields = line.strip_prefix("IAMAT ")?;
+        let (client_id, rest) = fields.split_at_checked(self.client_id.len())?;
+        let (location, client_time) = rest.strip_prefix(' ')?.split_once(' ')?;
+        Some(IAmAt {
+            client_id,
+            location,
+            client_time,
+            time: PosixTime {
+                secs: self.secs,
+                nanos: self.nanos,
+            },
+        })
     }
 }
 
@@ -623,6 +652,70 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_report_that_is_no_valid_iamat_gives_none() {
+        let good = Report {
+            client_id: "jane/phone".to_owned(),
+            lat: 48.85833,
+            lon: 2.29513,
+            secs: 1_796_500_000,
+            nanos: 0,
+        };
+        let line = good.iamat_line();
+        assert_eq!(
+            line,
+            "IAMAT jane/phone +48.858330+2.295130 1796500000.000000000"
+        );
+        let iamat = good.iamat(&line).expect("a valid report");
+        assert_eq!(
+            (iamat.client_id, iamat.location, iamat.client_time),
+            ("jane/phone", "+48.858330+2.295130", "1796500000.000000000")
+        );
+        let bad = [
+            Report {
+                client_id: "jane phone".to_owned(),
+                ..good.clone()
+            },
+            Report {
+                client_id: String::new(),
+                ..good.clone()
+            },
+            Report {
+                client_id: "x".repeat(MAX_CLIENT_ID + 1),
+                ..good.clone()
+            },
+            Report {
+                lat: 90.5,
+                ..good.clone()
+            },
+            Report {
+                lon: -180.5,
+                ..good.clone()
+            },
+            Report {
+                lat: f64::NAN,
+                ..good.clone()
+            },
+        ];
+        for report in bad {
+            let line = report.iamat_line();
+            assert_eq!(report.iamat(&line), None, "{report:?}");
+            assert!(
+                !matches!(
+                    parse_line(line.as_bytes()),
+                    Parsed::Command(Command::IAmAt(_))
+                ),
+                "parsing agrees: {line}"
+            );
+        }
+        // Parsing would read the first nine digits of its ten: another time.
+        let past_a_second = Report {
+            nanos: 1_000_000_000,
+            ..good.clone()
+        };
+        assert_eq!(past_a_second.iamat(&past_a_second.iamat_line()), None);
+    }
+
     proptest! {
         #[test]
         fn every_report_is_a_valid_iamat_with_its_fields(
@@ -640,6 +733,8 @@ mod tests {
             prop_assert_eq!(iamat.client_id, id.as_str());
             prop_assert_eq!(iamat.time.secs, secs);
             prop_assert_eq!(iamat.time.nanos, nanos);
+            // What the shell stores, without parsing the line again.
+            prop_assert_eq!(report.iamat(&line), Some(iamat));
         }
 
         #[test]
