@@ -6,7 +6,7 @@
 //! (a reply is never split across writes). Link lines are invalid commands
 //! here: links come in on the peer port (`link/incoming.rs`).
 
-use crate::net::admission::{Admission, Port};
+use crate::net::admission::{Admission, Held, Port};
 use crate::net::client_auth::ClientSide;
 use crate::net::lines::{flush, now, reply_invalid, shown, End, Socket};
 use crate::net::route::Router;
@@ -31,8 +31,11 @@ pub(crate) async fn serve(
     port: Port,
     router: Rc<Router>,
     admission: Rc<Admission>,
-    activity: Rc<Activity>,
+    held: Held,
 ) {
+    // `held`, an argument, is dropped when this returns: the connection
+    // keeps its places until it ends.
+    let activity = held.activity().clone();
     let address = stream.peer_addr().ok();
     let peer = address.map(|a| a.to_string()).unwrap_or_default();
     let ip = address.map(|a| a.ip());

@@ -111,7 +111,7 @@ pub(crate) struct Shard {
     places: Rc<dyn Places>,
     places_timeout: Duration,
     /// Open connections on this shard (clients and incoming links).
-    pub connections: Connections,
+    pub connections: Rc<Connections>,
     /// Set when the server is stopping.
     pub stop: Stop,
     /// What this shard counts, read by the admin endpoint.
@@ -248,18 +248,20 @@ impl Activity {
     }
 }
 
-/// A connection's place in [`Connections`]; leaving it frees the place.
-pub(crate) struct Registered<'a> {
-    connections: &'a Connections,
+/// A connection's place in [`Connections`]; dropping it (when the
+/// connection ends) frees the place. Owned, so that it goes into the
+/// connection's state before its task is spawned.
+pub(crate) struct Registered {
+    connections: Rc<Connections>,
     id: u64,
     peer: bool,
     activity: Rc<Activity>,
 }
 
-impl Registered<'_> {
+impl Registered {
     /// What the connection reports its reads to.
-    pub(crate) fn activity(&self) -> Rc<Activity> {
-        self.activity.clone()
+    pub(crate) fn activity(&self) -> &Rc<Activity> {
+        &self.activity
     }
 }
 
@@ -268,11 +270,11 @@ impl Connections {
     /// when it came in on the peer port. `idle_after`: how long it may go
     /// without a read before [`Connections::close_idle`] closes it.
     pub(crate) fn register(
-        &self,
+        self: &Rc<Connections>,
         fd: RawFd,
         peer: bool,
         idle_after: Option<Duration>,
-    ) -> Registered<'_> {
+    ) -> Registered {
         let id = self.next.get();
         self.next.set(id + 1);
         let activity = Rc::new(Activity::new(idle_after));
@@ -281,7 +283,7 @@ impl Connections {
             self.peer.set(self.peer.get() + 1);
         }
         Registered {
-            connections: self,
+            connections: self.clone(),
             id,
             peer,
             activity,
@@ -344,7 +346,7 @@ impl Connections {
     }
 }
 
-impl Drop for Registered<'_> {
+impl Drop for Registered {
     fn drop(&mut self) {
         self.connections.open.borrow_mut().remove(&self.id);
         if self.peer {
@@ -419,7 +421,7 @@ impl Shard {
             links: RefCell::new(links),
             places,
             places_timeout,
-            connections: Connections::default(),
+            connections: Rc::default(),
             stop: Stop::default(),
             metrics: Arc::new(ShardMetrics::new(id)),
             latency: RefCell::new(metrics::latency_histogram()),

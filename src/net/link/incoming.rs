@@ -9,7 +9,7 @@
 //! watches it: a read times out every heartbeat tick, to send keepalives
 //! and to give up on a silent neighbour.
 
-use crate::net::admission::Admission;
+use crate::net::admission::{Admission, Held};
 use crate::net::lines::{flush, now, reply_invalid, shown, End, Socket};
 use crate::net::link::tls;
 use crate::net::link::tree_in::{TreeIn, TreeSettings};
@@ -118,8 +118,11 @@ pub(crate) async fn serve(
     stream: TcpStream,
     router: Rc<Router>,
     admission: Rc<Admission>,
-    activity: Rc<Activity>,
+    held: Held,
 ) {
+    // `held`, an argument, is dropped when this returns: the connection
+    // keeps its places until it ends.
+    let activity = held.activity().clone();
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
