@@ -153,8 +153,7 @@ pub(super) async fn accept(
                 glommio::spawn_local(incoming::serve(stream, router, admission, held)).detach();
             }
             Door::Lines(port) => {
-                glommio::spawn_local(connection::serve(stream, port, router, admission, held))
-                    .detach();
+                connection::spawn(stream, port, router, admission, held);
             }
             Door::Phones { https } => {
                 glommio::spawn_local(phones::serve(stream, https, router, admission, held))
