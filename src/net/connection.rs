@@ -10,16 +10,17 @@ use crate::net::admission::{Admission, Held, Port};
 use crate::net::client_auth::ClientSide;
 use crate::net::lines::{flush, now, reply_invalid, shown, End, Socket};
 use crate::net::route::Router;
-use crate::pure::framing::{Frame, LineBuffer};
+use crate::pure::framing::{self, Frame, LineBuffer};
 use crate::pure::protocol::{self, Command, Parsed, PosixTime};
 use crate::pure::record::Record;
 use futures_channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use std::future::Future;
 use std::io::ErrorKind;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// Flush replies once this many bytes wait, even mid-batch.
@@ -138,7 +139,7 @@ impl<S: Socket> Conn<S> {
             // A stopping shard shuts the reading side of its connections,
             // so this read ends then too (as end of input).
             self.held.activity().waiting();
-            let read = self.stream.read(self.lines.spare()).await;
+            let read = std::future::poll_fn(|cx| self.poll_read(cx)).await;
             let activity = self.held.activity();
             activity.read();
             let n = match read {
@@ -155,6 +156,45 @@ impl<S: Socket> Conn<S> {
             }
         };
         self.end(end).await;
+    }
+
+    /// Reads into the line buffer. A client the idle sweep asked gives
+    /// back its buffers first: the line buffer when it holds no part of a
+    /// line, and the reply buffers (empty while a connection reads). While
+    /// it has no line buffer the read goes to the stack, and one is
+    /// allocated only once bytes come: a client that waits holds none.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let activity = self.held.activity();
+        if activity.take_release() {
+            let replies = &mut self.replies;
+            let mut released = self.lines.release();
+            if replies.out.is_empty() && replies.out.capacity() > 0 {
+                replies.out = Vec::new();
+                released = true;
+            }
+            if replies.on_disk.is_empty() && replies.on_disk.capacity() > 0 {
+                replies.on_disk = Vec::new();
+            }
+            if released {
+                self.router.shard().metrics.buffers_released.inc();
+            }
+        }
+        let stream = Pin::new(&mut self.stream);
+        let polled = if self.lines.is_released() {
+            let mut first = [0u8; framing::INITIAL];
+            let polled = stream.poll_read(cx, &mut first);
+            if let Poll::Ready(Ok(n)) = polled {
+                self.lines.spare()[..n].copy_from_slice(&first[..n]);
+            }
+            polled
+        } else {
+            stream.poll_read(cx, self.lines.spare())
+        };
+        if polled.is_pending() {
+            // For the sweep, to wake the read when it asks for the buffers.
+            activity.park(cx.waker());
+        }
+        polled
     }
 
     /// Answers every whole line the read brought, writes the replies, and
