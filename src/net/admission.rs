@@ -5,11 +5,13 @@
 use crate::net::client_auth::Clients;
 use crate::net::client_tls::ClientTls;
 use crate::net::link::tls::LinkTls;
+use crate::net::per_ip::Admitted;
 use crate::ops::metrics::Inbound;
 use crate::pure::catchup::Marks;
 use crate::pure::link_session::Liveness;
 use crate::pure::server_ids::ServerIds;
 use crate::shard::flood::Flood;
+use crate::shard::{Activity, Registered};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,4 +77,30 @@ pub(crate) struct Admission {
     pub flood: Arc<Flood>,
     /// How often links announce digests.
     pub announce: Duration,
+}
+
+/// What a connection holds until it ends: its place among the shard's
+/// connections (where the idle sweep and a stop find it) and, under a
+/// per-address limit, its place there. Taken before the connection's task
+/// is spawned, and moved into it.
+pub(crate) struct Held {
+    registered: Registered,
+    // Boxed: there is one only under a per-address limit, and every
+    // connection's task would otherwise carry its room.
+    _admitted: Option<Box<Admitted>>,
+}
+
+impl Held {
+    /// Holds `registered` and `admitted` until dropped.
+    pub(crate) fn new(registered: Registered, admitted: Option<Admitted>) -> Held {
+        Held {
+            registered,
+            _admitted: admitted.map(Box::new),
+        }
+    }
+
+    /// What the connection reports its reads to.
+    pub(crate) fn activity(&self) -> &Rc<Activity> {
+        self.registered.activity()
+    }
 }

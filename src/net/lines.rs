@@ -7,6 +7,7 @@ use crate::pure::link_session;
 use crate::pure::protocol::{self, PosixTime};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -75,17 +76,25 @@ impl std::fmt::Display for End {
     }
 }
 
-/// Writes and clears the pending replies; names the failure if any.
-pub(crate) async fn flush(stream: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), End> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let result = stream.write_all(out).await;
-    out.clear();
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::TimedOut => Err(End::WriteDeadline),
-        Err(_) => Err(End::WriteFailed),
+/// Writes and clears the pending replies; names the failure if any. Not
+/// an `async fn`: one stores its arguments twice, in every connection's
+/// task.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn flush<'a>(
+    stream: &'a mut impl Socket,
+    out: &'a mut Vec<u8>,
+) -> impl Future<Output = Result<(), End>> + 'a {
+    async move {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let result = stream.write_all(out).await;
+        out.clear();
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::TimedOut => Err(End::WriteDeadline),
+            Err(_) => Err(End::WriteFailed),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::net::admission::Admission;
+use crate::net::admission::{Admission, Held};
 use crate::net::client_auth::{self, Refused};
 use crate::net::lines::now;
 use crate::net::route::Router;
@@ -188,8 +188,11 @@ pub(crate) async fn serve(
     https: bool,
     router: Rc<Router>,
     admission: Rc<Admission>,
-    activity: Rc<Activity>,
+    held: Held,
 ) {
+    // `held`, an argument, is dropped when this returns: the connection
+    // keeps its places until it ends.
+    let activity = held.activity().clone();
     let address = stream.peer_addr().ok();
     let peer = address.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);

@@ -41,6 +41,15 @@ pub(crate) struct Pending<'r> {
     owner: Option<(&'r Senders<ToOwner>, usize)>,
 }
 
+/// A record from a link that [`Router::try_route`] found owned by another
+/// shard (`owner`); `run` is its neighbour's run.
+pub(crate) struct Forward<'r> {
+    record: Record,
+    run: u64,
+    senders: &'r Senders<ToOwner>,
+    owner: usize,
+}
+
 /// Routes commands to their owner shard.
 pub(crate) struct Router {
     shard: Rc<Shard>,
@@ -101,17 +110,35 @@ impl Router {
         Some(on_disk)
     }
 
-    /// Applies a record from a link on its owner shard; `run` is the run of
-    /// the neighbour it came from (see [`Shard::apply`]).
-    pub(crate) async fn record(&self, record: Record, run: u64) {
+    /// Applies a record from a link right here when this shard owns it,
+    /// without a future; `run` is the run of the neighbour it came from
+    /// (see [`Shard::apply`]). Otherwise hands it back with its owner, for
+    /// [`Router::forward`].
+    pub(crate) fn try_route(&self, record: Record, run: u64) -> Option<Forward<'_>> {
         match self.owner_elsewhere(record.client_id()) {
-            // Boxed: only records owned elsewhere wait, and a connection's
-            // task should not carry this future's size while it is idle.
-            Some((senders, owner)) => {
-                Box::pin(send(senders, owner, ToOwner::Record(record, run))).await;
+            Some((senders, owner)) => Some(Forward {
+                record,
+                run,
+                senders,
+                owner,
+            }),
+            None => {
+                self.shard.apply(record, run);
+                None
             }
-            None => self.shard.apply(record, run),
         }
+    }
+
+    /// Sends a record from a link that [`Router::try_route`] handed back
+    /// to its owner shard.
+    pub(crate) async fn forward(&self, forward: Forward<'_>) {
+        let Forward {
+            record,
+            run,
+            senders,
+            owner,
+        } = forward;
+        send(senders, owner, ToOwner::Record(record, run)).await;
     }
 
     /// Loads into cache where this shard will look up the records of the

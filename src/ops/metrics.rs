@@ -243,6 +243,9 @@ pub(crate) struct ShardMetrics {
     pub stored: Counter,
     /// Records this shard dropped as not newer than what it held.
     pub stale: Counter,
+    /// Idle client connections that gave back their read and reply
+    /// buffers.
+    pub buffers_released: Counter,
     /// What the shard publishes a few times a second.
     pub published: Mutex<Published>,
 }
@@ -258,6 +261,7 @@ impl ShardMetrics {
             http: HttpRequests::default(),
             stored: Counter::default(),
             stale: Counter::default(),
+            buffers_released: Counter::default(),
             published: Mutex::new(Published::default()),
         }
     }
@@ -483,6 +487,8 @@ pub(crate) struct ShardFigures {
     pub stored: u64,
     /// Records dropped as not newer.
     pub stale: u64,
+    /// Idle client connections that gave back their buffers.
+    pub buffers_released: u64,
     /// The published part.
     pub published: Published,
 }
@@ -505,6 +511,7 @@ impl ShardFigures {
             http: m.http.values(),
             stored: m.stored.get(),
             stale: m.stale.get(),
+            buffers_released: m.buffers_released.get(),
             published: m.published(),
         }
     }

@@ -162,6 +162,14 @@ fn connection_lines(out: &mut String, view: &ServerView) {
         "herd_connections{{port=\"peer\"}} {}",
         sum(view, |s| s.published.peer_connections)
     );
+    counters(
+        out,
+        &[(
+            "herd_connection_buffers_released_total",
+            "Idle client connections that gave back their read and reply buffers (a sweep after their last read).",
+            sum(view, |s| s.buffers_released),
+        )],
+    );
 }
 
 /// The store: records per shard, and what became of the records offered to it.
@@ -613,6 +621,7 @@ mod tests {
             m.http.count(HttpApp::Unknown, HttpResult::TimedOut);
             m.stored.add(40);
             m.stale.add(id as u64);
+            m.buffers_released.add(3 + id as u64);
             ShardFigures::of(&m)
         };
         let tree = LinkTree {
@@ -754,6 +763,9 @@ herd_http_requests_total{app="none",result="timed_out"} 2
 # TYPE herd_connections gauge
 herd_connections{port="client"} 10
 herd_connections{port="peer"} 2
+# HELP herd_connection_buffers_released_total Idle client connections that gave back their read and reply buffers (a sweep after their last read).
+# TYPE herd_connection_buffers_released_total counter
+herd_connection_buffers_released_total 7
 # HELP herd_records Clients a shard holds records for.
 # TYPE herd_records gauge
 herd_records{shard="0"} 42

@@ -3,7 +3,7 @@
 //! with the shard (for the idle sweep and the stop), and served by its own
 //! task with the admission rules in force when it came.
 
-use crate::net::admission::Port;
+use crate::net::admission::{Held, Port};
 use crate::net::connection;
 use crate::net::link::incoming;
 use crate::net::per_ip::PerIp;
@@ -136,30 +136,30 @@ pub(super) async fn accept(
             }
             _ => None,
         };
-        let (router, shard) = (router.clone(), shard.clone());
-        glommio::spawn_local(async move {
-            let _admitted = admitted;
-            // Clients idle out by the shard's sweep; links are watched by
-            // their sessions.
-            let peer = door == Door::Lines(Port::Peer);
-            let idle_after = (!peer).then_some(admission.idle_timeout);
-            let registered = shard
-                .connections
-                .register(stream.as_raw_fd(), peer, idle_after);
-            let activity = registered.activity();
-            match door {
-                Door::Lines(Port::Peer) => {
-                    incoming::serve(stream, router, admission, activity).await
-                }
-                Door::Lines(port) => {
-                    connection::serve(stream, port, router, admission, activity).await
-                }
-                Door::Phones { https } => {
-                    phones::serve(stream, https, router, admission, activity).await
-                }
+        // Clients idle out by the shard's sweep; links are watched by
+        // their sessions.
+        let peer = door == Door::Lines(Port::Peer);
+        let idle_after = (!peer).then_some(admission.idle_timeout);
+        let registered = shard
+            .connections
+            .register(stream.as_raw_fd(), peer, idle_after);
+        let held = Held::new(registered, admitted);
+        let router = router.clone();
+        // Each door spawns a task of its own type: one task type for all
+        // would size every client connection's task for the largest
+        // door's future (a phone app's HTTP connection, kilobytes).
+        match door {
+            Door::Lines(Port::Peer) => {
+                glommio::spawn_local(incoming::serve(stream, router, admission, held)).detach();
             }
-        })
-        .detach();
+            Door::Lines(port) => {
+                connection::spawn(stream, port, router, admission, held);
+            }
+            Door::Phones { https } => {
+                glommio::spawn_local(phones::serve(stream, https, router, admission, held))
+                    .detach();
+            }
+        }
     }
 }
 

@@ -3,13 +3,16 @@
 //! Owns one connection's read buffer and the line-length limit. It never
 //! buffers more than the limit plus one read: an over-long line is reported
 //! once (with its first bytes) and the rest of it is skipped up to the next
-//! `\n`. It does no I/O: the connection reads into [`LineBuffer::spare`].
+//! `\n`. The buffer is allocated by the first read and can be given back
+//! whenever it holds no part of a line ([`LineBuffer::release`]), so an
+//! idle connection holds none. It does no I/O: the connection reads into
+//! [`LineBuffer::spare`].
 
 /// Bytes asked of the socket per read, on top of room for one whole line.
 const READ_CHUNK: usize = 4096;
-/// A new connection's buffer: enough for typical lines, small enough that
-/// ten thousand idle connections cost little.
-const INITIAL: usize = 512;
+/// The buffer a first read (or the first after a release) allocates:
+/// enough for typical lines.
+pub const INITIAL: usize = 512;
 /// Fewest free bytes offered to a read.
 const MIN_READ: usize = 256;
 
@@ -34,10 +37,11 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
-    /// A buffer for lines of at most `max_line` bytes (line ending excluded).
+    /// A buffer for lines of at most `max_line` bytes (line ending
+    /// excluded); it allocates nothing until [`LineBuffer::spare`].
     pub fn new(max_line: usize) -> Self {
         LineBuffer {
-            buf: vec![0; INITIAL.min(Self::max_capacity(max_line))],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             max_line,
@@ -75,6 +79,24 @@ impl LineBuffer {
         &mut self.buf[self.end..]
     }
 
+    /// Gives the buffer's memory back when it holds no part of a line (the
+    /// next [`LineBuffer::spare`] allocates again); says whether it did. A
+    /// line being skipped as over-long stays skipped.
+    pub fn release(&mut self) -> bool {
+        if self.start != self.end || self.buf.is_empty() {
+            return false;
+        }
+        self.buf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        true
+    }
+
+    /// Whether the buffer holds no memory now (new, or released).
+    pub fn is_released(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Records that `n` bytes were read into [`LineBuffer::spare`].
     pub fn filled(&mut self, n: usize) {
         let offered = self.buf.len() - self.end;
@@ -86,11 +108,12 @@ impl LineBuffer {
         }
     }
 
-    /// Doubles the buffer, up to one line plus one read.
+    /// Doubles the buffer (from nothing: [`INITIAL`]), up to one line plus
+    /// one read.
     fn grow(&mut self) {
         let cap = Self::max_capacity(self.max_line);
         if self.buf.len() < cap {
-            let new_len = (self.buf.len() * 2).clamp(INITIAL, cap);
+            let new_len = (self.buf.len() * 2).clamp(INITIAL.min(cap), cap);
             self.buf.resize(new_len, 0);
         }
     }
@@ -311,7 +334,8 @@ mod tests {
     #[test]
     fn buffer_starts_small_and_grows_only_while_reads_fill_it() {
         let mut lb = LineBuffer::new(4096);
-        assert_eq!(lb.buf.len(), INITIAL);
+        assert!(lb.is_released());
+        assert_eq!(lb.spare().len(), INITIAL);
         // Short lines that never fill the buffer keep it small.
         for _ in 0..100 {
             let spare = lb.spare();
@@ -341,7 +365,83 @@ mod tests {
         assert_eq!(lb.buf.len(), cap);
     }
 
+    #[test]
+    fn a_new_buffer_holds_no_memory_until_the_first_read() {
+        let lb = LineBuffer::new(4096);
+        assert!(lb.is_released());
+        assert_eq!(lb.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn a_buffer_is_released_only_when_it_holds_no_part_of_a_line() {
+        let mut lb = LineBuffer::new(64);
+        let input = b"one\ntw";
+        lb.spare()[..input.len()].copy_from_slice(input);
+        lb.filled(input.len());
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"one")));
+        assert_eq!(lb.next_frame(), None);
+        // "tw" waits for the rest of its line: the buffer stays.
+        assert!(!lb.release());
+        assert!(!lb.is_released());
+        lb.spare()[..2].copy_from_slice(b"o\n");
+        lb.filled(2);
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"two")));
+        assert!(lb.release());
+        assert!(lb.is_released());
+        assert_eq!(lb.buf.capacity(), 0);
+        // Released again: nothing to give back.
+        assert!(!lb.release());
+        // The next read allocates the first size again.
+        assert_eq!(lb.spare().len(), INITIAL);
+    }
+
+    #[test]
+    fn an_over_long_line_is_still_skipped_after_a_release() {
+        let mut lb = LineBuffer::new(4);
+        let input = b"abcdefgh";
+        lb.spare()[..input.len()].copy_from_slice(input);
+        lb.filled(input.len());
+        assert_eq!(lb.next_frame(), Some(Frame::TooLong(b"abcd")));
+        assert_eq!(lb.next_frame(), None);
+        assert!(lb.release());
+        lb.spare()[..6].copy_from_slice(b"ijk\nok");
+        lb.filled(6);
+        assert_eq!(lb.next_frame(), None);
+        assert_eq!(lb.finish(), Some(Frame::Line(b"ok")));
+    }
+
     proptest! {
+        #[test]
+        fn framing_does_not_depend_on_releases_between_reads(
+            input in proptest::collection::vec(
+                prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..400),
+            chunks in proptest::collection::vec(1usize..50, 1..10),
+            max_line in 1usize..40,
+        ) {
+            let whole = frames(max_line, &input, &[input.len().max(1)]);
+            // The same reads, with a release tried after each.
+            let mut lb = LineBuffer::new(max_line);
+            let mut got = Vec::new();
+            let mut rest = &input[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let spare = lb.spare();
+                let n = chunks[i % chunks.len()].min(spare.len()).min(rest.len());
+                i += 1;
+                spare[..n].copy_from_slice(&rest[..n]);
+                lb.filled(n);
+                rest = &rest[n..];
+                while let Some(f) = lb.next_frame() {
+                    got.push(own(f));
+                }
+                lb.release();
+            }
+            if let Some(f) = lb.finish() {
+                got.push(own(f));
+            }
+            prop_assert_eq!(&whole, &got);
+        }
+
         #[test]
         fn framing_does_not_depend_on_how_input_is_split(
             input in proptest::collection::vec(

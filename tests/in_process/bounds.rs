@@ -20,6 +20,40 @@ fn an_idle_client_is_closed_after_the_idle_timeout() {
     assert!(exchange_text(herd.addr("Idle"), "IAMAT x +1-2 3\n").starts_with("AT Idle "));
 }
 
+/// A client that waits gives back its read and reply buffers (the idle
+/// sweep asks it, a sweep after its last read) and is served as before
+/// when it speaks again; a line it had half sent is kept.
+#[test]
+fn an_idle_client_gives_back_its_buffers_and_is_served_after() {
+    let herd = InHerd::start(herd_of(&["Lean"], &[]), 1);
+    let released = || herd.metric("Lean", "herd_connection_buffers_released_total");
+    let mut client = Client::new(herd.addr("Lean"));
+    client.send("IAMAT lean +1-2 3\n");
+    assert!(client.line().starts_with("AT Lean "));
+    let first = eventually("the idle client gave back its buffers", || {
+        released().filter(|&n| n >= 1.0)
+    });
+    // A whole line and half of the next: the reply buffer can go, the
+    // read buffer holding the half line must stay.
+    client.send("IAMAT lean +1-2 4\nIAMAT lean +1-2 ");
+    let reply = client.line();
+    assert!(reply.trim_end().ends_with(" lean +1-2 4"), "{reply}");
+    eventually("the reply buffer given back", || {
+        released().filter(|&n| n > first)
+    });
+    client.send("5\n");
+    let reply = client.line();
+    let reply = reply.trim_end();
+    assert!(
+        reply.starts_with("AT Lean ") && reply.ends_with(" lean +1-2 5"),
+        "{reply}"
+    );
+    assert_eq!(
+        stored_at_line(herd.addr("Lean"), "lean").as_deref(),
+        Some(reply)
+    );
+}
+
 #[test]
 fn a_shard_refuses_connections_past_its_limit_and_keeps_serving() {
     let mut config = herd_of(&["Full"], &[]);

@@ -9,7 +9,7 @@
 //! watches it: a read times out every heartbeat tick, to send keepalives
 //! and to give up on a silent neighbour.
 
-use crate::net::admission::Admission;
+use crate::net::admission::{Admission, Held};
 use crate::net::lines::{flush, now, reply_invalid, shown, End, Socket};
 use crate::net::link::tls;
 use crate::net::link::tree_in::{TreeIn, TreeSettings};
@@ -22,7 +22,9 @@ use crate::pure::record::{Record, Tags};
 use crate::shard::{Activity, NeighbourId, Shard};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::future::Future;
 use std::io::ErrorKind;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -118,8 +120,11 @@ pub(crate) async fn serve(
     stream: TcpStream,
     router: Rc<Router>,
     admission: Rc<Admission>,
-    activity: Rc<Activity>,
+    held: Held,
 ) {
+    // `held`, an argument, is dropped when this returns: the connection
+    // keeps its places until it ends.
+    let activity = held.activity().clone();
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -198,10 +203,14 @@ async fn converse<S: Socket>(
             router.prefetch(lines.lines_ahead());
         }
         while let Some(frame) = lines.next_frame() {
-            if !handle(frame, &mut stage, &router, &admission, &peer, &mut out).await {
-                let _ = stream.write_all(&out).await;
-                tracing::info!(%peer, "connection closed after a refused handshake");
-                return;
+            match handle(frame, &mut stage, &router, &admission, &peer, &mut out) {
+                Then::Next => {}
+                Then::Wait(wait) => wait.await,
+                Then::Close => {
+                    let _ = stream.write_all(&out).await;
+                    tracing::info!(%peer, "connection closed after a refused handshake");
+                    return;
+                }
             }
         }
         if let Stage::Link(link) = &mut stage {
@@ -231,7 +240,11 @@ async fn converse<S: Socket>(
     // End of input also ends a last line without '\n': take it, then close.
     if end == End::Closed {
         if let Some(frame) = lines.finish() {
-            handle(frame, &mut stage, &router, &admission, &peer, &mut out).await;
+            if let Then::Wait(wait) =
+                handle(frame, &mut stage, &router, &admission, &peer, &mut out)
+            {
+                wait.await;
+            }
         }
         if !out.is_empty() {
             let _ = stream.write_all(&out).await;
@@ -251,50 +264,61 @@ async fn converse<S: Socket>(
     }
 }
 
-/// Handles one framed line, appending any answer to `out`. Returns false
-/// when the connection must close (a refused handshake).
-async fn handle(
+/// What handling a line on the peer port leaves to do.
+enum Then<'a> {
+    /// Nothing: on to the next line.
+    Next,
+    /// The connection must close (a refused handshake).
+    Close,
+    /// Await this: a record on its way to the shard that owns it. Boxed
+    /// when taken, so that the link's task carries no future of it.
+    Wait(Pin<Box<dyn Future<Output = ()> + 'a>>),
+}
+
+/// Handles one framed line, appending any answer to `out`; says what is
+/// left to do.
+fn handle<'a>(
     frame: Frame<'_>,
     stage: &mut Stage,
-    router: &Router,
+    router: &'a Router,
     admission: &Admission,
     peer: &str,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Then<'a> {
     let line = match frame {
         Frame::Line(line) => line,
         Frame::TooLong(start) => {
             let Stage::Link(link) = stage else {
                 tracing::warn!(%peer, "handshake refused: over-long line");
                 reply_invalid(out, start, peer);
-                return false;
+                return Then::Close;
             };
             // Longer than any record a herd server makes: not a record, and
             // the mark must not move past it.
             router.shard().metrics.refused.line_too_long.inc();
             link.session.refuse();
             tracing::warn!(%peer, "over-long line on a link refused");
-            return true;
+            return Then::Next;
         }
     };
     let parsed = protocol::parse_line(line);
     let Stage::Link(link) = stage else {
-        let accepted = handshake(parsed, line, stage, admission, peer, out);
-        if !accepted {
-            router.shard().metrics.refused.handshake.inc();
+        if handshake(parsed, line, stage, admission, peer, out) {
+            return Then::Next;
         }
-        return accepted;
+        router.shard().metrics.refused.handshake.inc();
+        return Then::Close;
     };
     let record = on_link(link, parsed, line, router, admission, peer, out);
     if !link.caught_up && link.session.caught_up() {
         link.caught_up = true;
         admission.inbound.caught_up(link.place);
     }
-    if let Some(record) = record {
-        let run = link.session.sender_run().unwrap_or(0);
-        router.record(record, run).await;
+    let run = link.session.sender_run().unwrap_or(0);
+    match record.and_then(|record| router.try_route(record, run)) {
+        Some(forward) => Then::Wait(Box::pin(router.forward(forward))),
+        None => Then::Next,
     }
-    true
 }
 
 /// One line of the handshake on the peer port; false when the connection
