@@ -250,6 +250,13 @@ async fn converse<S: Socket>(
             let _ = stream.write_all(&out).await;
         }
     }
+    ended(stage, &admission, &peer, end);
+}
+
+/// What a link leaves when it ends: its place among the incoming links,
+/// and the mark of what it received, from which its neighbour's next link
+/// resumes.
+fn ended(stage: Stage, admission: &Admission, peer: &str, end: End) {
     match stage {
         Stage::Link(link) => {
             admission.inbound.closed(link.place);
