@@ -237,6 +237,7 @@ struct Link<'a, W> {
     seeking: Option<u64>,
     next_tick: Instant,
     next_announce: Instant,
+    /// When records were last written (see `wait`'s linger).
     last_write: Instant,
     /// When the link opened, and the records sent since: the pace.
     started: Instant,
@@ -349,7 +350,6 @@ impl<'a, W: futures_lite::AsyncWrite + Unpin> Link<'a, W> {
         status
             .bytes_sent
             .set(status.bytes_sent.get() + bytes.len() as u64);
-        self.last_write = Instant::now();
         Ok(())
     }
 
@@ -488,6 +488,13 @@ impl<'a, W: futures_lite::AsyncWrite + Unpin> Link<'a, W> {
             return Ok(Sent::More);
         }
         self.write(out).await?;
+        if records > 0 {
+            // Only records start a linger: after an announcement or a
+            // keepalive (every `link_announce_ms` on a quiet link), the
+            // next record would wait for nothing to gather, on one link
+            // in a hundred at 100 ms per hop: the tail of propagation.
+            self.last_write = Instant::now();
+        }
         self.sent += records;
         let status = self.status;
         status.sent.set(status.sent.get() + records);
@@ -524,7 +531,7 @@ impl<'a, W: futures_lite::AsyncWrite + Unpin> Link<'a, W> {
         )
         .await;
         // Linger, Nagle-style: every write costs the neighbour a wake-up,
-        // which dwarfs a record. A link that wrote less than `linger` ago
+        // which dwarfs a record. A link that wrote records less than `linger` ago
         // lets records gather until then, so a busy link writes batches.
         let since_last = self.last_write.elapsed();
         if since_last < self.settings.linger && !heard.closed.get() {
