@@ -211,15 +211,34 @@ impl Heard {
     /// The requests a link that wrote those up to `written` has not
     /// written, and the number to remember. A link that just opened passes
     /// `None`: it is told the grafts in force, so the neighbour's shard
-    /// behind it sends those origins too.
+    /// behind it sends those origins too, and every graft still unanswered.
+    /// A resend asked of the tree's own parent is no graft in force, and
+    /// one made just as the link opened would otherwise be lost with the
+    /// numbers the link skips: asked once per digest, never again.
     pub(crate) fn requests_after(&self, written: Option<u64>) -> (Vec<Request>, u64) {
         let Some(written) = written else {
-            let grafts = self
+            let mut requests: Vec<Request> = self
                 .grafts
                 .iter()
                 .map(|(&origin, &second)| Request::Graft { origin, second })
                 .collect();
-            return (grafts, self.next);
+            let mut unanswered: Vec<Key> = self
+                .entries
+                .iter()
+                .filter(|(_, heard)| heard.asked.is_some())
+                .map(|(&key, _)| key)
+                .collect();
+            unanswered.sort_unstable();
+            for key in unanswered {
+                let graft = Request::Graft {
+                    origin: key.origin,
+                    second: key.second,
+                };
+                if !requests.contains(&graft) {
+                    requests.push(graft);
+                }
+            }
+            return (requests, self.next);
         };
         let first = self.next - self.requests.len() as u64;
         let skip = usize::try_from(written.saturating_sub(first)).unwrap_or(usize::MAX);
@@ -379,6 +398,31 @@ mod tests {
         // A link that opens now is told no grafts.
         assert_eq!(heard.requests_after(None), (vec![], 2));
         assert_eq!((heard.grafts_asked, heard.prunes_asked), (1, 1));
+    }
+
+    #[test]
+    fn a_link_that_opens_after_a_resend_was_asked_is_told_it() {
+        // B is C's parent for A: what C lacks of A is a resend from B, not
+        // a graft in force. Asked just as a new link from B opened, it
+        // must still reach B; asked once per digest, it is never asked
+        // again (found by the flood simulation: a record never arrived).
+        let t0 = Instant::now();
+        let trees = trees_at_c();
+        let mine = board_with(&[], t0);
+        let mut heard = Heard::default();
+        heard.run_is(7);
+        heard.announced(&[(key(1, 10), digest(9, 1))], 1, &mine, t0);
+        heard.check(&mine, &trees, 2, SETTLE, t0 + SETTLE);
+        assert_eq!(heard.grafted().count(), 0, "a resend, not a graft");
+        let resend = Request::Graft {
+            origin: 1,
+            second: 10,
+        };
+        assert_eq!(heard.requests_after(None), (vec![resend], 1));
+        // Once the records came, a new link is told nothing.
+        let now = board_with(&[(key(1, 10), digest(9, 1))], t0);
+        heard.check(&now, &trees, 2, SETTLE, t0 + SETTLE * 2);
+        assert_eq!(heard.requests_after(None), (vec![], 1));
     }
 
     #[test]
