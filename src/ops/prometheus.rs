@@ -11,7 +11,7 @@ use crate::ops::metrics::{
     duplicates, journals, links, merged, not_ready, sum, JournalFigures, PlacesFigures, ServerView,
     AUTH_RESULTS, HTTP_APPS, HTTP_RESULTS, REFUSED_REASONS,
 };
-use crate::ops::tree_metrics;
+use crate::ops::tree_metrics::LinkTree;
 use hdrhistogram::Histogram;
 use std::fmt::Write as _;
 
@@ -320,10 +320,97 @@ fn neighbour_lines(out: &mut String, view: &ServerView) {
             label(neighbour)
         );
     }
-    let rows: Vec<tree_metrics::Row<'_>> = links(view)
+    let rows: Vec<TreeRow<'_>> = links(view)
         .map(|(s, l)| (s, l.neighbour.as_str(), &l.tree))
         .collect();
-    tree_metrics::render(out, &rows, &view.neighbours, &|n| duplicates(view, n));
+    tree_lines(out, &rows, &view.neighbours, &|n| duplicates(view, n));
+}
+
+/// One row: the shard, the neighbour, and the link's figures.
+type TreeRow<'a> = (usize, &'a str, &'a LinkTree);
+
+/// A per-neighbour counter family: name, help, and its figure of a link.
+type Counter = (&'static str, &'static str, fn(&LinkTree) -> u64);
+
+/// The flood-tree families (see `tree_metrics.rs`): `rows` are every shard's
+/// links, `neighbours` the server's neighbours in config order, and
+/// `duplicates` what each sent that was already held.
+fn tree_lines(
+    out: &mut String,
+    rows: &[TreeRow<'_>],
+    neighbours: &[String],
+    duplicates: &dyn Fn(&str) -> u64,
+) {
+    family(
+        out,
+        "herd_link_tree",
+        "gauge",
+        "1 when a shard's link sends along flood trees (both ends agree on the graph), 0 when it floods.",
+    );
+    for (shard, neighbour, t) in rows {
+        let _ = writeln!(
+            out,
+            "herd_link_tree{{neighbour=\"{}\",shard=\"{shard}\"}} {}",
+            label(neighbour),
+            u8::from(t.tree)
+        );
+    }
+    family(
+        out,
+        "herd_link_eager_origins",
+        "gauge",
+        "Servers whose records a shard's link sends (all of them on a link that floods).",
+    );
+    for (shard, neighbour, t) in rows {
+        let _ = writeln!(
+            out,
+            "herd_link_eager_origins{{neighbour=\"{}\",shard=\"{shard}\"}} {}",
+            label(neighbour),
+            t.eager
+        );
+    }
+    let per_neighbour: [Counter; 3] = [
+        (
+            "herd_link_bytes_sent_total",
+            "Bytes written on the links to a neighbour, all shards, every line counted.",
+            |t| t.bytes_sent,
+        ),
+        (
+            "herd_link_grafts_total",
+            "GRAFTs a neighbour sent on this server's links (records it found missing).",
+            |t| t.grafts,
+        ),
+        (
+            "herd_link_prunes_total",
+            "PRUNEs a neighbour sent on this server's links (its tree reaches it again).",
+            |t| t.prunes,
+        ),
+    ];
+    for (name, help, pick) in per_neighbour {
+        family(out, name, "counter", help);
+        for neighbour in neighbours {
+            let total: u64 = rows
+                .iter()
+                .filter(|(_, n, _)| n == neighbour)
+                .map(|(_, _, t)| pick(t))
+                .sum();
+            let _ = writeln!(out, "{name}{{neighbour=\"{}\"}} {total}", label(neighbour));
+        }
+    }
+    family(
+        out,
+        "herd_link_duplicates_total",
+        "counter",
+        "Records a neighbour sent that this server already held, or held newer.",
+    );
+    for neighbour in neighbours {
+        let _ = writeln!(
+            out,
+            "herd_link_duplicates_total{{neighbour=\"{}\"}} {}",
+            label(neighbour),
+            duplicates(neighbour)
+        );
+    }
 }
 
 /// The Places lookups and the upstream's latency histogram.
@@ -496,7 +583,7 @@ mod tests {
     use crate::ops::metrics::{
         status_json, HttpApp, HttpResult, LinkView, ShardFigures, ShardMetrics,
     };
-    use crate::ops::tree_metrics::LinkTree;
+    use crate::ops::tree_metrics::tests::tree;
     use serde_json::Value;
 
     #[test]
@@ -594,6 +681,31 @@ mod tests {
         assert_eq!(status["journal"]["bytes"], 12288);
         assert_eq!(status["journal"]["cut_bytes"], 17);
         assert_eq!(status["journal"]["errors"], 2);
+    }
+
+    #[test]
+    fn tree_metrics_sum_a_neighbour_s_shards_and_name_every_neighbour() {
+        let (a, b) = (tree(true, 2), tree(true, 3));
+        let rows = [(0, "Hands", &a), (1, "Hands", &b)];
+        let mut out = String::new();
+        let neighbours = ["Hands".to_owned(), "Welsh".to_owned()];
+        tree_lines(&mut out, &rows, &neighbours, &|n| {
+            if n == "Hands" {
+                7
+            } else {
+                0
+            }
+        });
+        for line in [
+            "herd_link_tree{neighbour=\"Hands\",shard=\"1\"} 1",
+            "herd_link_eager_origins{neighbour=\"Hands\",shard=\"0\"} 2",
+            "herd_link_bytes_sent_total{neighbour=\"Hands\"} 200",
+            "herd_link_grafts_total{neighbour=\"Hands\"} 4",
+            "herd_link_prunes_total{neighbour=\"Welsh\"} 0",
+            "herd_link_duplicates_total{neighbour=\"Hands\"} 7",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
     }
 
     #[test]
