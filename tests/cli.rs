@@ -8,7 +8,8 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -139,24 +140,26 @@ fn a_second_copy_of_a_running_server_refuses_to_start() {
     assert!(exchange_text(herd.addr("Once"), "IAMAT x +1-2 3\n").starts_with("AT Once "));
 }
 
-#[test]
-fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
-    let config = default_herd_on_free_ports();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
-    // Its own process group, like a shell job: Ctrl-C goes to the group.
-    let mut up = Command::new(herd_bin())
+/// `herd up` of the config at `path`, in a process group of its own like
+/// a shell job (so Ctrl-C can go to the group), its output piped.
+fn herd_up(path: &Path, logs: &Path, stderr: Stdio) -> Child {
+    Command::new(herd_bin())
         .arg("up")
         .arg("--config")
-        .arg(&path)
+        .arg(path)
         .arg("--log-dir")
-        .arg(dir.path().join("logs"))
+        .arg(logs)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .process_group(0)
         .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(up.stdout.take().unwrap());
+        .unwrap()
+}
+
+/// What `up` printed up to its "Ctrl-C" line (all of it, if it ended first).
+/// Its stdout stays open: `up` prints as it stops, too.
+fn banner_of(up: &mut Child) -> String {
+    let mut stdout = BufReader::new(up.stdout.as_mut().unwrap());
     let mut banner = String::new();
     while !banner.contains("Ctrl-C") {
         let mut line = String::new();
@@ -165,6 +168,16 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
         }
         banner.push_str(&line);
     }
+    banner
+}
+
+#[test]
+fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
+    let config = default_herd_on_free_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let mut up = herd_up(&path, &dir.path().join("logs"), Stdio::null());
+    let banner = banner_of(&mut up);
     assert!(banner.contains("nc "), "{banner}");
     for server in &config.servers {
         assert!(banner.contains(&server.listen), "{banner}");
@@ -182,17 +195,7 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
 
     // A second `herd up` of the same herd is refused, and says why: it must
     // not take the first herd's answers for its own servers'.
-    let mut second = Command::new(herd_bin())
-        .arg("up")
-        .arg("--config")
-        .arg(&path)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs2"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut second = herd_up(&path, &dir.path().join("logs2"), Stdio::piped());
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
         if let Some(status) = second.try_wait().unwrap() {
@@ -271,26 +274,8 @@ fn the_servers_of_a_herd_up_killed_outright_stop_with_it() {
     let config = default_herd_on_free_ports();
     let dir = tempfile::tempdir().unwrap();
     let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
-    let mut up = Command::new(herd_bin())
-        .arg("up")
-        .arg("--config")
-        .arg(&path)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(up.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("Ctrl-C") {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        banner.push_str(&line);
-    }
+    let mut up = herd_up(&path, &dir.path().join("logs"), Stdio::null());
+    let banner = banner_of(&mut up);
     assert!(banner.contains("herd is up"), "{banner}");
     // Its servers, by the pids their admin endpoints give.
     let servers: Vec<u32> = config
