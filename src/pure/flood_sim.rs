@@ -49,6 +49,20 @@ mod tests {
         written: Option<u64>,
     }
 
+    impl Out {
+        /// A closed link from `server` to `to`, with a cursor in its
+        /// store.
+        fn new(server: &mut Server, to: u8) -> Out {
+            Out {
+                cursor: server.store.open_cursor(),
+                tree: TreeOut::new(to, server.trees.clone()),
+                up: false,
+                receiver_run: 0,
+                written: None,
+            }
+        }
+    }
+
     struct Server {
         id: u8,
         name: String,
@@ -124,17 +138,8 @@ mod tests {
                 herd.fresh(&mut server);
                 for neighbour in &neighbours[i] {
                     let to = herd.ids.id(neighbour);
-                    let cursor = server.store.open_cursor();
-                    server.out.insert(
-                        to,
-                        Out {
-                            cursor,
-                            tree: TreeOut::new(to, server.trees.clone()),
-                            up: false,
-                            receiver_run: 0,
-                            written: None,
-                        },
-                    );
+                    let out = Out::new(&mut server, to);
+                    server.out.insert(to, out);
                 }
                 herd.servers.push(server);
             }
@@ -156,17 +161,8 @@ mod tests {
             server.marks.clear();
             let neighbours: Vec<u8> = server.out.keys().copied().collect();
             for to in neighbours {
-                let cursor = server.store.open_cursor();
-                server.out.insert(
-                    to,
-                    Out {
-                        cursor,
-                        tree: TreeOut::new(to, server.trees.clone()),
-                        up: false,
-                        receiver_run: 0,
-                        written: None,
-                    },
-                );
+                let out = Out::new(server, to);
+                server.out.insert(to, out);
             }
         }
 
