@@ -58,8 +58,7 @@ results=$work/results.jsonl
 : >"$results"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
