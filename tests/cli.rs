@@ -229,24 +229,10 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
     assert!(stored_at_line(config.listen_addr("Welsh").unwrap(), "upped").is_some());
 
     // Ctrl-C at a terminal: SIGINT to the whole foreground group.
-    let group = nix::unistd::Pid::from_raw(-(up.id() as i32));
-    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "herd up did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = ctrl_c(&mut up);
     assert!(status.success(), "{status}");
     // Every server stopped gracefully (one signal each, not two).
-    for server in &config.servers {
-        let log =
-            std::fs::read_to_string(dir.path().join("logs").join(format!("{}.log", server.name)))
-                .unwrap();
-        assert!(log.contains("shard stopped"), "{}: {log}", server.name);
-    }
+    assert_stopped_gracefully(&config, &dir.path().join("logs"));
     for server in &config.servers {
         let addr = config.listen_addr(&server.name).unwrap();
         eventually("servers gone", || {
@@ -255,6 +241,49 @@ fn herd_up_runs_every_server_and_stops_them_all_gracefully_on_ctrl_c() {
                 .then_some(())
         });
     }
+}
+
+/// SIGINT to up's whole process group, as Ctrl-C at a terminal sends it;
+/// how up exited.
+fn ctrl_c(up: &mut Child) -> std::process::ExitStatus {
+    let group = nix::unistd::Pid::from_raw(-(up.id() as i32));
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "herd up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every server's log says its shards stopped: one signal each, not two.
+fn assert_stopped_gracefully(config: &herd::pure::config::Config, logs: &Path) {
+    for server in &config.servers {
+        let log = std::fs::read_to_string(logs.join(format!("{}.log", server.name))).unwrap();
+        assert!(log.contains("shard stopped"), "{}: {log}", server.name);
+    }
+}
+
+/// `herd up | head`: whoever reads up's output may go away before the herd
+/// stops. Up still stops every server gracefully and exits 0 (it once
+/// panicked on the closed pipe as it printed "stopping the herd").
+#[test]
+fn herd_up_whose_output_nobody_reads_any_more_still_stops_its_herd() {
+    let config = default_herd_on_free_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "herd.json", &config.to_json_pretty());
+    let mut up = herd_up(&path, &dir.path().join("logs"), Stdio::null());
+    let banner = banner_of(&mut up);
+    assert!(banner.contains("Ctrl-C"), "{banner}");
+    for server in &config.servers {
+        wait_listening(config.listen_addr(&server.name).unwrap());
+    }
+    drop(up.stdout.take());
+    let status = ctrl_c(&mut up);
+    assert!(status.success(), "{status}");
+    assert_stopped_gracefully(&config, &dir.path().join("logs"));
 }
 
 /// Whether process `pid` still runs (a zombie, waiting for whoever adopted
@@ -316,12 +345,7 @@ fn the_servers_of_a_herd_up_killed_outright_stop_with_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Each stopped gracefully, by the one SIGTERM the kernel sent.
-    for server in &config.servers {
-        let log =
-            std::fs::read_to_string(dir.path().join("logs").join(format!("{}.log", server.name)))
-                .unwrap();
-        assert!(log.contains("shard stopped"), "{}: {log}", server.name);
-    }
+    assert_stopped_gracefully(&config, &dir.path().join("logs"));
 }
 
 #[test]

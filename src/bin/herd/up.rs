@@ -15,6 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// `println!`, except that a stdout nobody reads any more (`herd up | head`,
+/// a closed terminal) is no reason to stop: `println!` would panic on EPIPE
+/// and leave the servers running without the one who stops them.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// How to bring a herd up.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -131,7 +141,7 @@ fn wait_until_ours(opts: &UpOptions, children: &mut [(String, Child)]) -> anyhow
 /// What the herd is and how to use it: its servers and their addresses,
 /// where WHATSAT answers come from, an nc line to try, how to watch it.
 fn print_banner(opts: &UpOptions, servers: usize) {
-    println!("herd is up: {servers} servers on this host");
+    say!("herd is up: {servers} servers on this host");
     for server in &opts.config.servers {
         let links = opts
             .config
@@ -141,7 +151,7 @@ fn print_banner(opts: &UpOptions, servers: usize) {
             .config
             .admin_addr(&server.name)
             .map_or_else(|| "off".to_owned(), |a| a.to_string());
-        println!(
+        say!(
             "  {:<10} {:<22} links {:<22} admin {:<22} neighbours: {}",
             server.name,
             server.listen,
@@ -150,16 +160,16 @@ fn print_banner(opts: &UpOptions, servers: usize) {
             server.neighbours.join(", ")
         );
     }
-    println!("logs in {}", opts.log_dir.display());
+    say!("logs in {}", opts.log_dir.display());
     match opts
         .config
         .places
         .resolve(std::env::var("HERD_PLACES_KEY").ok())
     {
         Ok(herd::pure::config::PlacesSource::Http { base_url, api, .. }) => {
-            println!("WHATSAT answers come from {base_url} ({}).", api.describe())
+            say!("WHATSAT answers come from {base_url} ({}).", api.describe())
         }
-        _ => println!(
+        _ => say!(
             "WHATSAT answers come from the offline provider: sample data, not real places \
              (set HERD_PLACES_KEY for Google)."
         ),
@@ -169,27 +179,27 @@ fn print_banner(opts: &UpOptions, servers: usize) {
             .listen
             .rsplit_once(':')
             .unwrap_or(("127.0.0.1", "12138"));
-        println!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -N {host} {port}");
+        say!("try:  printf 'IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\\nWHATSAT kiwi.cs.ucla.edu 10 2\\n' | nc -N {host} {port}");
     }
-    println!(
+    say!(
         "watch it:  herd status{}",
         opts.config_path
             .as_ref()
             .map_or_else(String::new, |p| format!(" --config {}", p.display()))
     );
-    println!("Ctrl-C stops them all.");
+    say!("Ctrl-C stops them all.");
 }
 
 /// Runs until Ctrl-C (or SIGTERM), or until one server exits.
 fn wait_for_stop(signals: &mut signal_hook::iterator::Signals, children: &mut [(String, Child)]) {
     loop {
         if let Some(signal) = signals.pending().next() {
-            println!("signal {signal}: stopping the herd");
+            say!("signal {signal}: stopping the herd");
             return;
         }
         for (name, child) in children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
-                println!("{name} exited ({status}); stopping the herd");
+                say!("{name} exited ({status}); stopping the herd");
                 return;
             }
         }
@@ -255,7 +265,7 @@ fn stop_all(children: &mut [(String, Child)]) {
             match child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() >= deadline => {
-                    println!("{name} did not stop in time; killing it");
+                    say!("{name} did not stop in time; killing it");
                     let _ = child.kill();
                     let _ = child.wait();
                     break;
