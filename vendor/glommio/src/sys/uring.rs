@@ -415,12 +415,12 @@ fn fill_sqe<F>(
                                     as libc::socklen_t;
                             hdr.msg_name = msg_name.as_mut_ptr() as *mut libc::c_void;
                             hdr.msg_namelen = msg_namelen;
-                            hdr.msg_iov = iov as *mut libc::iovec;
+                            hdr.msg_iov = &mut **iov as *mut libc::iovec;
                             hdr.msg_iovlen = 1;
 
                             sqe.prep_recvmsg(
                                 op.fd,
-                                hdr as *mut libc::msghdr,
+                                &mut **hdr as *mut libc::msghdr,
                                 MsgFlags::from_bits_retain(flags),
                             );
                             *slot = Some(buf);
@@ -1475,12 +1475,12 @@ impl Reactor {
                 let msg_name = addr.as_ptr() as *mut libc::c_void;
                 let msg_namelen = addr.len();
 
-                hdr.msg_iov = iov as *mut libc::iovec;
+                hdr.msg_iov = &mut **iov as *mut libc::iovec;
                 hdr.msg_iovlen = 1;
                 hdr.msg_name = msg_name;
                 hdr.msg_namelen = msg_namelen;
 
-                UringOpDescriptor::SockSendMsg(hdr, flags.bits())
+                UringOpDescriptor::SockSendMsg(&mut **hdr, flags.bits())
             }
             _ => unreachable!(),
         };
@@ -1514,7 +1514,7 @@ impl Reactor {
 
     pub(crate) fn connect(&self, source: &Source) {
         let op = match &*source.source_type() {
-            SourceType::Connect(addr) => UringOpDescriptor::Connect(addr as *const _),
+            SourceType::Connect(addr) => UringOpDescriptor::Connect(&**addr as *const _),
             x => panic!("Unexpected source type for connect: {:?}", x),
         };
         queue_request_into_ring(
@@ -1527,7 +1527,9 @@ impl Reactor {
 
     pub(crate) fn accept(&self, source: &Source) {
         let op = match &mut *source.source_type_mut() {
-            SourceType::Accept(addr) => UringOpDescriptor::Accept(addr as *mut SockAddrStorage),
+            SourceType::Accept(addr) => {
+                UringOpDescriptor::Accept(&mut **addr as *mut SockAddrStorage)
+            }
             x => panic!("Unexpected source type for accept: {:?}", x),
         };
         queue_request_into_ring(
