@@ -40,12 +40,12 @@ impl Driver {
         let mut stopped = false;
         loop {
             let now = Instant::now();
-            if !lag_checked && now >= self.clock.warm_end {
+            // Judged once warm-up is over and some warm-up request went
+            // out: a generator so late that its first turn comes after
+            // the warm-up (a loaded machine) has sent none before then.
+            if !lag_checked && now >= self.clock.warm_end && !self.stats.warmup_lag.is_empty() {
                 lag_checked = true;
-                let lag = &self.stats.warmup_lag;
-                if !lag.is_empty() && lag.value_at_quantile(0.99) > plan.max_lag_ns {
-                    plan.abort.store(true, Ordering::Relaxed);
-                }
+                self.judge_warmup_lag();
             }
             stopped |= plan.abort.load(Ordering::Relaxed);
             let mut next = due(j);
@@ -86,6 +86,10 @@ impl Driver {
             }
             self.turn(timeout, false)?;
         }
+        if !lag_checked && !self.stats.warmup_lag.is_empty() {
+            lag_checked = true;
+            self.judge_warmup_lag();
+        }
         if let Some(lag) = self.hopeless.take() {
             bail!(
                 "the generator cannot keep up with {rate} requests/s on this executor's CPU: \
@@ -105,6 +109,15 @@ impl Driver {
             );
         }
         Ok(())
+    }
+
+    /// Stops the run when the warm-up's send lag says the generator
+    /// cannot hold the rate.
+    fn judge_warmup_lag(&self) {
+        let p99 = self.stats.warmup_lag.value_at_quantile(0.99);
+        if p99 > self.plan.max_lag_ns {
+            self.plan.abort.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Records how late the requests queued this turn go out.
