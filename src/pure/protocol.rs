@@ -584,7 +584,8 @@ pub(crate) fn push_digits(out: &mut String, mut n: u64, width: usize) {
         n /= 10;
     }
     let start = i.min(buf.len() - width);
-    out.extend(buf[start..].iter().map(|&b| char::from(b)));
+    // One copy of the digits (ASCII, so always text), not a push per char.
+    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
 /// Appends the AT line (no line ending) for an IAMAT received at `now` by `server`.
