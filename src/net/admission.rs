@@ -31,6 +31,9 @@ pub(crate) enum Port {
 pub(crate) struct Admission {
     /// This server's name.
     pub me: Rc<str>,
+    /// This server's number in `ids`, the origin tag of its clients'
+    /// records: looked up once, not by name for every IAMAT.
+    pub my_id: u8,
     /// Neighbour names when this admission was made, indexed by
     /// [`NeighbourId`].
     pub neighbours: Vec<Rc<str>>,

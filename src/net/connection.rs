@@ -419,8 +419,7 @@ fn handle<'a>(
         }
         Parsed::Command(Command::IAmAt(iamat)) => {
             commands.iamat_ok.inc();
-            let record =
-                Record::from_iamat(&admission.me, now, &iamat, admission.ids.id(&admission.me));
+            let record = Record::from_iamat(&admission.me, now, &iamat, admission.my_id);
             return record_and_reply(record, router, peer, out, on_disk);
         }
         Parsed::Command(Command::WhatsAt(w)) => {

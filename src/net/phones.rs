@@ -532,7 +532,7 @@ async fn store(conn: &Conn, report: &Report) -> Result<(), fn(App) -> Answer> {
         metrics.refused.future_time.inc();
         return Err(|app| Answer::invalid(app, "the time is too far ahead of the server's clock"));
     }
-    let origin = admission.ids.id(&admission.me);
+    let origin = admission.my_id;
     let record = Record::from_iamat(&admission.me, received, &iamat, origin);
     tracing::debug!(peer = %conn.peer, line = %line, "in: phone report");
     if let Some(pending) = conn.router.try_record(record) {

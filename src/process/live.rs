@@ -54,8 +54,10 @@ pub(super) fn admission(
     clients: &Clients,
 ) -> Admission {
     let limits = &config.limits;
+    let ids = plan.ids_for(config);
     Admission {
         me: plan.name.as_str().into(),
+        my_id: ids.id(&plan.name),
         neighbours: live.borrow().clone(),
         live_neighbours: live.clone(),
         secret: config.secret.clone(),
@@ -72,7 +74,7 @@ pub(super) fn admission(
         max_connections: limits.max_connections_per_shard,
         marks: plan.marks.clone(),
         inbound: plan.registry.inbound.clone(),
-        ids: plan.ids_for(config),
+        ids,
         run: plan.run_for(config),
         topology: plan
             .run_for(config)
