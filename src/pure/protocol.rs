@@ -114,14 +114,7 @@ fn split_location(text: &str) -> Option<(&str, &str)> {
 /// Checks `[+-]digits[.digits]` with |value| <= `limit`, compared exactly:
 /// one to three whole digits, and a dot only with digits after it.
 fn valid_degrees(text: &str, limit: u32) -> bool {
-    let Some((int, frac)) = decimal_parts(&text.as_bytes()[1..]) else {
-        return false;
-    };
-    if int.is_empty() || int.len() > 3 {
-        return false;
-    }
-    let whole = int.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0'));
-    whole < limit || (whole == limit && frac.iter().all(|&b| b == b'0'))
+    plain_degrees(text.as_bytes(), limit) == Some(text.len())
 }
 
 /// Splits `digits[.digits]` into its whole and fraction digits (no
@@ -249,7 +242,7 @@ pub enum Parsed<'a> {
 /// wasted load.
 pub fn peek_client_id(line: &[u8]) -> Option<&str> {
     // The common line first, without the general field splitter.
-    if let Some(rest @ [first, ..]) = line.strip_prefix(b"IAMAT ") {
+    if let Some(rest @ [first, ..]) = line.strip_prefix(IAMAT_SPACE) {
         if !is_field_space(*first) {
             let end = rest
                 .iter()
@@ -326,6 +319,9 @@ fn parse_fields(text: &str) -> Parsed<'_> {
     command.map_or(Parsed::Invalid, Parsed::Command)
 }
 
+/// How the common IAMAT line starts (see [`plain_iamat`]).
+const IAMAT_SPACE: &[u8] = b"IAMAT ";
+
 /// The line nearly every client sends, `IAMAT <id> <location> <time>` with
 /// one space between fields and nothing after, read and checked in one
 /// pass over its bytes; `None` for anything else, which the general reading
@@ -334,9 +330,9 @@ fn parse_fields(text: &str) -> Parsed<'_> {
 /// field walked every byte three or four times, the largest share of a
 /// shard's own work on a pipelined connection.
 fn plain_iamat(text: &str) -> Option<IAmAt<'_>> {
-    const ID: usize = b"IAMAT ".len();
+    const ID: usize = IAMAT_SPACE.len();
     let bytes = text.as_bytes();
-    let rest = bytes.strip_prefix(b"IAMAT ")?;
+    let rest = bytes.strip_prefix(IAMAT_SPACE)?;
     let id_len = rest.iter().position(|&b| is_field_space(b))?;
     if id_len == 0 || id_len > MAX_CLIENT_ID || rest[id_len] != b' ' {
         return None;
@@ -351,28 +347,18 @@ fn plain_iamat(text: &str) -> Option<IAmAt<'_>> {
     if bytes.get(time_at - 1) != Some(&b' ') {
         return None;
     }
-    let (int, frac) = decimal_parts(&bytes[time_at..])?;
-    if int.is_empty() {
-        return None;
-    }
-    let mut secs = 0u64;
-    for &b in int {
-        secs = secs.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    let nanos = (0..9).fold(0u32, |n, i| {
-        n * 10 + frac.get(i).map_or(0, |&b| u32::from(b - b'0'))
-    });
+    let client_time = text.get(time_at..)?;
     Some(IAmAt {
         client_id: text.get(ID..ID + id_len)?,
         location: text.get(location..time_at - 1)?,
-        client_time: text.get(time_at..)?,
-        time: PosixTime { secs, nanos },
+        client_time,
+        time: PosixTime::parse(client_time)?,
     })
 }
 
 /// `[+-]`, one to three whole digits and an optional dot with digits, at
-/// most `limit` in magnitude (as [`valid_degrees`] judges), at the start of
-/// `bytes`: how many bytes it takes, read in one pass.
+/// most `limit` in magnitude, at the start of `bytes`: how many bytes it
+/// takes, read in one pass.
 fn plain_degrees(bytes: &[u8], limit: u32) -> Option<usize> {
     let [b'+' | b'-', ..] = bytes else {
         return None;
