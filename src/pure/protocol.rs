@@ -634,24 +634,30 @@ fn parse_peer<'a>(name: &'a str, nonce: &'a str) -> Option<Peer<'a>> {
 /// difference as one 128-bit count of nanoseconds needed 128-bit divisions
 /// (calls into the runtime) for every digit of every IAMAT's reply.
 pub fn write_skew(out: &mut String, now: PosixTime, client: PosixTime) {
+    let (sign, secs, nanos) = skew(now, client);
+    out.push(sign);
+    push_digits(out, secs, 1);
+    out.push('.');
+    push_digits(out, u64::from(nanos), 9);
+}
+
+/// `now` minus a client time: its sign, whole seconds and nanoseconds.
+fn skew(now: PosixTime, client: PosixTime) -> (char, u64, u32) {
     let (sign, later, earlier) = if now >= client {
         ('+', now, client)
     } else {
         ('-', client, now)
     };
     // `later >= earlier`, so the seconds cannot underflow, even borrowing.
-    let (secs, nanos) = if later.nanos >= earlier.nanos {
-        (later.secs - earlier.secs, later.nanos - earlier.nanos)
+    if later.nanos >= earlier.nanos {
+        (sign, later.secs - earlier.secs, later.nanos - earlier.nanos)
     } else {
         (
+            sign,
             later.secs - earlier.secs - 1,
             later.nanos + 1_000_000_000 - earlier.nanos,
         )
-    };
-    out.push(sign);
-    push_digits(out, secs, 1);
-    out.push('.');
-    push_digits(out, u64::from(nanos), 9);
+    }
 }
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits; by hand,
@@ -669,6 +675,18 @@ pub(crate) fn push_digits(out: &mut String, mut n: u64, width: usize) {
     out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or_default());
 }
 
+/// The length of the AT line [`write_at`] writes, so that a record can
+/// allocate its line once at its size and keep it without a copy.
+pub fn at_len(server: &str, now: PosixTime, iamat: &IAmAt<'_>) -> usize {
+    let (_, secs, _) = skew(now, iamat.time);
+    let secs_digits = secs.checked_ilog10().map_or(1, |d| d as usize + 1);
+    // "AT", then five fields with a space before each; the skew is a sign,
+    // its seconds, a dot and nine digits.
+    let skew = 1 + secs_digits + 1 + 9;
+    let fields = server.len() + skew + iamat.client_id.len() + iamat.location.len();
+    2 + 5 + fields + iamat.client_time.len()
+}
+
 /// Appends the AT line (no line ending) for an IAMAT received at `now` by `server`.
 pub fn write_at(out: &mut String, server: &str, now: PosixTime, iamat: &IAmAt<'_>) {
     out.push_str("AT ");
@@ -681,6 +699,19 @@ pub fn write_at(out: &mut String, server: &str, now: PosixTime, iamat: &IAmAt<'_
     out.push_str(iamat.location);
     out.push(' ');
     out.push_str(iamat.client_time);
+}
+
+/// The length of the line [`write_at_line`] writes.
+pub fn at_line_len(at: &At<'_>) -> usize {
+    // "AT", then five fields with a space before each.
+    let fields = [
+        at.server,
+        at.skew,
+        at.client_id,
+        at.location,
+        at.client_time,
+    ];
+    2 + fields.iter().map(|f| 1 + f.len()).sum::<usize>()
 }
 
 /// Appends the canonical form (single spaces) of a received AT line.
@@ -1364,6 +1395,7 @@ mod tests {
             let now = PosixTime { secs: now_secs, nanos: now_nanos };
             let mut at_line = String::new();
             write_at(&mut at_line, "Goloman", now, &i);
+            prop_assert_eq!(at_len("Goloman", now, &i), at_line.len(), "{}", at_line);
             let Parsed::Command(Command::At(at)) = parse_line(at_line.as_bytes()) else {
                 return Err(TestCaseError::fail(format!("{at_line} did not parse")));
             };
@@ -1374,6 +1406,7 @@ mod tests {
             let mut canon = String::new();
             write_at_line(&mut canon, &at);
             prop_assert_eq!(&canon, &at_line);
+            prop_assert_eq!(at_line_len(&at), canon.len());
             // The skew says now - client time exactly.
             let (int, frac) = at.skew[1..].split_once('.').unwrap();
             let magnitude: i128 = int.parse::<i128>().unwrap() * 1_000_000_000

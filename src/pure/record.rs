@@ -71,6 +71,7 @@ impl Record {
         origin: u8,
     ) -> Record {
         Record::build(
+            protocol::at_len(server, now, iamat),
             |line| protocol::write_at(line, server, now, iamat),
             iamat.client_id,
             iamat.location,
@@ -82,6 +83,7 @@ impl Record {
     /// The record carried by an AT line from a neighbour, in canonical form.
     pub(crate) fn from_at(at: &At<'_>, tags: Tags) -> Record {
         Record::build(
+            protocol::at_line_len(at),
             |line| protocol::write_at_line(line, at),
             at.client_id,
             at.location,
@@ -90,30 +92,28 @@ impl Record {
         )
     }
 
-    /// Writes the line into a reused buffer, then copies it once into an
-    /// exact-size box (a String's spare capacity would make
-    /// `into_boxed_str` reallocate): one allocation per record.
+    /// Writes the line, `len` bytes, and its tags into one allocation of
+    /// exactly that size, which the record then keeps as it is: one
+    /// allocation and no copy per record. (Writing into a reused buffer
+    /// and copying it out cost a copy and a thread-local lookup for every
+    /// IAMAT; a wrong `len` would cost a reallocation, never a wrong line.)
     fn build(
+        len: usize,
         write: impl FnOnce(&mut String),
         client_id: &str,
         location: &str,
         client_time: &str,
         tags: Tags,
     ) -> Record {
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        SCRATCH.with_borrow_mut(|line| {
-            line.clear();
-            write(line);
-            Record::with_id(line, client_id, location, client_time, tags)
-        })
+        let mut line = String::with_capacity(len + TAG_BYTES);
+        write(&mut line);
+        Record::with_id(line, client_id, location, client_time, tags)
     }
 
     /// `line` with its tags appended; the client id, location and time are
     /// its last three fields.
     fn with_id(
-        line: &mut String,
+        mut line: String,
         client_id: &str,
         location: &str,
         client_time: &str,
@@ -128,7 +128,8 @@ impl Record {
         line.push(tag(tags.source));
         line.push(tag(tags.origin));
         Record {
-            line: Box::from(line.as_str()),
+            // No copy when the capacity was exact (shrinking is then a no-op).
+            line: line.into_boxed_str(),
             seq: 0,
             id_start: u8::try_from(id_start).unwrap_or(u8::MAX),
             id_len: u8::try_from(client_id.len()).unwrap_or(u8::MAX),
@@ -295,13 +296,7 @@ mod tests {
         for digits in [1, 3000, 70_000] {
             let location = format!("+1.{}-2", "0".repeat(digits));
             let line = format!("AT N +0.000000001 kiwi {location} 5.25");
-            let r = Record::with_id(
-                &mut line.clone(),
-                "kiwi",
-                &location,
-                "5.25",
-                Tags::default(),
-            );
+            let r = Record::with_id(line.clone(), "kiwi", &location, "5.25", Tags::default());
             assert_eq!(r.client_id(), "kiwi");
             assert_eq!(r.location(), location);
             assert_eq!(
