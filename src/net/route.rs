@@ -154,7 +154,7 @@ impl Router {
 
     /// The shard that owns `client_id` and the way to it, unless it is
     /// this one.
-    fn owner_elsewhere(&self, client_id: &str) -> Option<(&Senders<ToOwner>, usize)> {
+    fn owner_elsewhere(&self, client_id: impl AsRef<[u8]>) -> Option<(&Senders<ToOwner>, usize)> {
         let senders = self.senders.as_ref()?;
         let owner = self.ring.owner(client_id);
         (owner != self.shard.id).then_some((senders, owner))

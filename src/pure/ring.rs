@@ -39,11 +39,11 @@ impl Ring {
     }
 
     /// The shard that owns `client_id`.
-    pub fn owner(&self, client_id: &str) -> usize {
+    pub fn owner(&self, client_id: impl AsRef<[u8]>) -> usize {
         if self.shards == 1 {
             return 0;
         }
-        let h = self.hasher.hash_one(client_id.as_bytes());
+        let h = self.hasher.hash_one(client_id.as_ref());
         let i = self.points.partition_point(|&(p, _)| p < h);
         // Past the last point, wrap to the first.
         let (_, shard) = self.points[if i == self.points.len() { 0 } else { i }];
@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn one_shard_owns_everything() {
         let ring = Ring::new(1);
-        assert!((0..1000).all(|i| ring.owner(&format!("c{i}")) == 0));
+        assert!((0..1000).all(|i| ring.owner(format!("c{i}")) == 0));
     }
 
     #[test]
@@ -76,7 +76,7 @@ mod tests {
         let ring = Ring::new(4);
         let mut counts = [0usize; 4];
         for i in 0..40_000 {
-            counts[ring.owner(&format!("client-{i}"))] += 1;
+            counts[ring.owner(format!("client-{i}"))] += 1;
         }
         for c in counts {
             // 10_000 each if perfect; virtual nodes keep it within 20 %.

@@ -537,7 +537,7 @@ impl Shard {
 
     /// Loads into cache where the records of these client ids, applied
     /// soon after, will be looked up.
-    pub(crate) fn prefetch<'a>(&self, client_ids: impl Iterator<Item = &'a str>) {
+    pub(crate) fn prefetch<'a>(&self, client_ids: impl Iterator<Item = &'a [u8]>) {
         self.store.borrow().prefetch(client_ids);
     }
 

@@ -314,7 +314,7 @@ impl Store {
     /// source tag, in that neighbour's run `run` (0: unknown, and then the
     /// record is sent back like any other).
     pub(crate) fn apply_from(&mut self, mut record: Record, run: u64) -> Option<&Record> {
-        let hash = self.index.hash(record.client_id());
+        let hash = self.index.hash(record.client_id().as_bytes());
         let slot = match self.index.find(&self.slots, hash, record.client_id()) {
             Some(slot) => {
                 if !record.is_newer_than(self.slots.record(slot)?) {
@@ -423,7 +423,7 @@ impl Store {
         let Some(record) = self.slots.record(slot) else {
             return;
         };
-        let hash = self.index.hash(record.client_id());
+        let hash = self.index.hash(record.client_id().as_bytes());
         self.line_bytes -= record.line().len();
         self.index.remove(hash, slot);
         let folded = self.folded(record.seq());
@@ -442,7 +442,7 @@ impl Store {
 
     /// Loads into cache where the lookups of these client ids begin, for
     /// applies soon after (see [`index::Index::prefetch`]).
-    pub(crate) fn prefetch<'a>(&self, client_ids: impl Iterator<Item = &'a str>) {
+    pub(crate) fn prefetch<'a>(&self, client_ids: impl Iterator<Item = &'a [u8]>) {
         // A read holds 16 lines at the bench's depth: 32 hashes a batch
         // keep them on the stack.
         let mut hashes = [0u64; 32];
@@ -460,7 +460,7 @@ impl Store {
 
     /// The stored record of `client_id`.
     pub(crate) fn get(&self, client_id: &str) -> Option<&Record> {
-        let hash = self.index.hash(client_id);
+        let hash = self.index.hash(client_id.as_bytes());
         let slot = self.index.find(&self.slots, hash, client_id)?;
         self.slots.record(slot)
     }

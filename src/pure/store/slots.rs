@@ -80,7 +80,9 @@ impl Index {
         }
     }
 
-    pub(super) fn hash(&self, client_id: &str) -> u64 {
+    /// The hash of a client id's bytes (as bytes, so that the look-ahead
+    /// can hash an id it has not checked as text).
+    pub(super) fn hash(&self, client_id: &[u8]) -> u64 {
         self.hasher.hash_one(client_id)
     }
 
