@@ -734,35 +734,29 @@ pub fn write_at(out: &mut String, server: &str, now: PosixTime, iamat: &IAmAt<'_
     out.push_str(iamat.client_time);
 }
 
-/// The length of the line [`write_at_line`] writes.
-pub fn at_line_len(at: &At<'_>) -> usize {
-    // "AT", then five fields with a space before each.
-    let fields = [
-        at.server,
-        at.skew,
-        at.client_id,
-        at.location,
-        at.client_time,
-    ];
-    2 + fields.iter().map(|f| 1 + f.len()).sum::<usize>()
-}
-
-/// Appends the canonical form (single spaces) of a received AT line.
-pub fn write_at_line(out: &mut String, at: &At<'_>) {
-    for (i, field) in [
-        "AT",
+/// The fields of a received AT line after its command word, in order: the
+/// one list that both its length and its canonical form are made from.
+fn at_fields<'a>(at: &At<'a>) -> [&'a str; 5] {
+    [
         at.server,
         at.skew,
         at.client_id,
         at.location,
         at.client_time,
     ]
-    .iter()
-    .enumerate()
-    {
-        if i > 0 {
-            out.push(' ');
-        }
+}
+
+/// The length of the line [`write_at_line`] writes.
+pub fn at_line_len(at: &At<'_>) -> usize {
+    // "AT", then each field with a space before it.
+    "AT".len() + at_fields(at).iter().map(|f| 1 + f.len()).sum::<usize>()
+}
+
+/// Appends the canonical form (single spaces) of a received AT line.
+pub fn write_at_line(out: &mut String, at: &At<'_>) {
+    out.push_str("AT");
+    for field in at_fields(at) {
+        out.push(' ');
         out.push_str(field);
     }
 }
