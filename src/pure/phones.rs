@@ -10,6 +10,8 @@
 //! (`net/phones.rs`). Pure: no I/O, no clock (far-future times are the
 //! shell's check, with the server's clock, as for IAMAT).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::pure::protocol::{is_field_space, push_digits, IAmAt, PosixTime, MAX_CLIENT_ID};
@@ -100,9 +102,10 @@ fn push_degrees(out: &mut String, degrees: f64) {
     push_digits(out, micro % 1_000_000, 6);
 }
 
-/// What an OwnTracks post holds.
+/// What an OwnTracks post holds; `'a` is the body's (a `tid` without
+/// escapes is not copied).
 #[derive(Debug, Clone, PartialEq)]
-pub enum OwnTracks {
+pub enum OwnTracks<'a> {
     /// A location: where and when, and the tracker id the app shows.
     Location {
         /// Latitude, degrees.
@@ -112,7 +115,7 @@ pub enum OwnTracks {
         /// UNIX seconds (`tst`, else `created_at`).
         secs: u64,
         /// `tid`, two characters the app shows on a map.
-        tid: Option<String>,
+        tid: Option<Cow<'a, str>>,
     },
     /// Another message type (`lwt`, `transition`, `waypoint`, ...) or an
     /// empty body: taken and not stored.
@@ -123,18 +126,124 @@ pub enum OwnTracks {
 /// unread (a typed parse, not a tree of every field: about a third of the
 /// time of a post was the tree).
 #[derive(serde::Deserialize)]
-struct Message {
-    #[serde(rename = "_type")]
-    kind: Option<Value>,
-    lat: Option<Value>,
-    lon: Option<Value>,
-    tst: Option<Value>,
-    created_at: Option<Value>,
-    tid: Option<Value>,
+struct Message<'a> {
+    #[serde(rename = "_type", borrow)]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    lat: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    lon: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    tst: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    created_at: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    tid: Option<Scalar<'a>>,
+}
+
+/// One field of a message as herd reads it: a number, a string (borrowed
+/// from the body unless it has escapes), or anything else (skipped). What
+/// `serde_json::Value` would say of it, without the tree: a `Value` copies
+/// every string it holds, two allocations per post.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar<'a> {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Text(Cow<'a, str>),
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    /// As `Value::as_f64`: any number.
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::Unsigned(v) => Some(v as f64),
+            Scalar::Signed(v) => Some(v as f64),
+            Scalar::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_u64`: a whole number, not negative.
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::Unsigned(v) => Some(v),
+            Scalar::Signed(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The string, if it is one.
+    fn into_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Scalar::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads any JSON value as a [`Scalar`]; arrays and objects are read
+/// through (so the parse goes on) and kept as `Other`.
+struct ScalarVisitor<'a>(std::marker::PhantomData<Scalar<'a>>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for ScalarVisitor<'a> {
+    type Value = Scalar<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Unsigned(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Signed(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Float(v))
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Text(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Text(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar<'a>, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'a>, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'a>, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Scalar::Other)
+    }
 }
 
 /// Parses an OwnTracks HTTP-mode body.
-pub fn owntracks(body: &[u8]) -> Result<OwnTracks, String> {
+pub fn owntracks(body: &[u8]) -> Result<OwnTracks<'_>, String> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(OwnTracks::Other("empty".to_owned()));
     }
@@ -144,29 +253,26 @@ pub fn owntracks(body: &[u8]) -> Result<OwnTracks, String> {
     })?;
     let kind = message
         .kind
-        .as_ref()
-        .and_then(Value::as_str)
+        .and_then(Scalar::into_text)
         .ok_or("the message has no \"_type\"")?;
     if kind != "location" {
-        return Ok(OwnTracks::Other(kind.to_owned()));
+        return Ok(OwnTracks::Other(kind.into_owned()));
     }
-    let (lat, lon) = position(message.lat.as_ref(), message.lon.as_ref())?;
+    let (lat, lon) = position(
+        message.lat.as_ref().and_then(Scalar::as_f64),
+        message.lon.as_ref().and_then(Scalar::as_f64),
+    )?;
     let secs = match message.tst.as_ref().or(message.created_at.as_ref()) {
         None => return Err("a location needs \"tst\" (UNIX seconds)".to_owned()),
         Some(t) => t
             .as_u64()
             .ok_or("\"tst\" is not a whole number of UNIX seconds")?,
     };
-    let tid = message
-        .tid
-        .as_ref()
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     Ok(OwnTracks::Location {
         lat,
         lon,
         secs,
-        tid,
+        tid: message.tid.and_then(Scalar::into_text),
     })
 }
 
@@ -185,7 +291,11 @@ pub fn owntracks_client_id(
     let device = limit_d
         .or(tid)
         .ok_or("no device: send X-Limit-D or a \"tid\"")?;
-    let id = format!("{user}/{device}");
+    // Joined by hand: `format!` was a tenth of a post.
+    let mut id = String::with_capacity(user.len() + 1 + device.len());
+    id.push_str(user);
+    id.push('/');
+    id.push_str(device);
     client_id(&id)?;
     Ok(id)
 }
@@ -220,7 +330,10 @@ pub fn osmand_json(body: &[u8]) -> Result<Report, String> {
     let coords = location
         .get("coords")
         .ok_or("the location has no \"coords\"")?;
-    let (lat, lon) = position(coords.get("latitude"), coords.get("longitude"))?;
+    let (lat, lon) = position(
+        coords.get("latitude").and_then(Value::as_f64),
+        coords.get("longitude").and_then(Value::as_f64),
+    )?;
     let (secs, nanos) = match location.get("timestamp") {
         Some(Value::String(text)) => timestamp(text)?,
         Some(Value::Number(n)) => timestamp(&n.to_string())?,
@@ -249,16 +362,15 @@ pub fn osmand_params(pairs: &[(String, String)]) -> Result<(Report, Option<Strin
         .or_else(|| get("deviceid"))
         .ok_or("no \"id\" parameter")?;
     client_id(id)?;
-    let number = |name: &str| -> Result<Value, String> {
+    let number = |name: &str| -> Result<f64, String> {
         let text = get(name).ok_or_else(|| format!("no \"{name}\" parameter"))?;
         text.trim()
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
-            .map(Value::from)
             .ok_or_else(|| format!("\"{name}\" is not a number"))
     };
-    let (lat, lon) = position(Some(&number("lat")?), Some(&number("lon")?))?;
+    let (lat, lon) = position(Some(number("lat")?), Some(number("lon")?))?;
     let (secs, nanos) = timestamp(get("timestamp").ok_or("no \"timestamp\" parameter")?)?;
     Ok((
         Report {
@@ -273,13 +385,9 @@ pub fn osmand_params(pairs: &[(String, String)]) -> Result<(Report, Option<Strin
 }
 
 /// Latitude and longitude, numbers in range.
-fn position(lat: Option<&Value>, lon: Option<&Value>) -> Result<(f64, f64), String> {
-    let lat = lat
-        .and_then(Value::as_f64)
-        .ok_or("no latitude (a number)")?;
-    let lon = lon
-        .and_then(Value::as_f64)
-        .ok_or("no longitude (a number)")?;
+fn position(lat: Option<f64>, lon: Option<f64>) -> Result<(f64, f64), String> {
+    let lat = lat.ok_or("no latitude (a number)")?;
+    let lon = lon.ok_or("no longitude (a number)")?;
     if !(-90.0..=90.0).contains(&lat) {
         return Err(format!("latitude {lat} is out of [-90, 90]"));
     }
@@ -466,7 +574,7 @@ mod tests {
                 lat: 48.85833,
                 lon: 2.29513,
                 secs: 1_796_500_000,
-                tid: Some("JJ".to_owned())
+                tid: Some("JJ".into())
             })
         );
         let created = r#"{"_type":"location","lat":1,"lon":2,"created_at":5}"#;
@@ -523,6 +631,60 @@ mod tests {
             let why = owntracks(body.as_bytes()).unwrap_err();
             assert!(why.contains(says), "{body}: {why}");
             assert!(!why.contains('\n'), "{why}");
+        }
+    }
+
+    #[test]
+    fn owntracks_fields_of_any_json_type_are_read_or_refused_as_a_tree_would() {
+        // Escaped strings are read as their text (the copy the borrowed
+        // form cannot be); arrays and objects anywhere are read through.
+        let escaped = r#"{"_type":"loc\u0061tion","inregions":["a",{"b":[1,2]}],"lat":1,"lon":-2.5e0,"tst":7,"tid":"J\"J"}"#;
+        assert_eq!(
+            owntracks(escaped.as_bytes()),
+            Ok(OwnTracks::Location {
+                lat: 1.0,
+                lon: -2.5,
+                secs: 7,
+                tid: Some("J\"J".into())
+            })
+        );
+        // A `tid` that is not a string is no tid; `null` is no field.
+        let odd_tid = r#"{"_type":"location","lat":1,"lon":2,"tst":7,"tid":5,"created_at":null}"#;
+        assert!(matches!(
+            owntracks(odd_tid.as_bytes()),
+            Ok(OwnTracks::Location {
+                tid: None,
+                secs: 7,
+                ..
+            })
+        ));
+        for (body, says) in [
+            (r#"{"_type":{"a":1},"lat":1}"#, "no \"_type\""),
+            (r#"{"_type":null}"#, "no \"_type\""),
+            (
+                r#"{"_type":"location","lat":[1],"lon":2,"tst":1}"#,
+                "no latitude",
+            ),
+            (
+                r#"{"_type":"location","lat":true,"lon":2,"tst":1}"#,
+                "no latitude",
+            ),
+            (
+                r#"{"_type":"location","lat":1,"lon":2,"tst":1.5}"#,
+                "whole number",
+            ),
+            (
+                r#"{"_type":"location","lat":1,"lon":2,"tst":"1"}"#,
+                "whole number",
+            ),
+            (
+                r#"{"_type":"location","lat":1,"lat":1,"lon":2,"tst":1}"#,
+                "not a JSON object",
+            ),
+            (r#"{"_type":"location","lat":1,"lon":2,"tst":1"#, "not JSON"),
+        ] {
+            let why = owntracks(body.as_bytes()).unwrap_err();
+            assert!(why.contains(says), "{body}: {why}");
         }
     }
 
@@ -716,6 +878,28 @@ mod tests {
         assert_eq!(past_a_second.iamat(&past_a_second.iamat_line()), None);
     }
 
+    /// Any JSON value: numbers of each kind, strings that need escapes,
+    /// and arrays and objects of them.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |v| v.is_finite())
+                .prop_map(Value::from),
+            "[a-z\"\\\n\u{e9}\u{1F600}]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
         #[test]
         fn every_report_is_a_valid_iamat_with_its_fields(
@@ -735,6 +919,17 @@ mod tests {
             prop_assert_eq!(iamat.time.nanos, nanos);
             // What the shell stores, without parsing the line again.
             prop_assert_eq!(report.iamat(&line), Some(iamat));
+        }
+
+        #[test]
+        fn a_scalar_reads_any_json_value_as_a_value_does(value in json_value()) {
+            let text = value.to_string();
+            let scalar: Scalar = serde_json::from_str(&text).unwrap();
+            let tree: Value = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(scalar.as_f64().map(f64::to_bits), tree.as_f64().map(f64::to_bits));
+            prop_assert_eq!(scalar.as_u64(), tree.as_u64());
+            let text = scalar.into_text();
+            prop_assert_eq!(text.as_deref(), tree.as_str());
         }
 
         #[test]
