@@ -10,7 +10,7 @@
 //! never logged, nor sent back.
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +19,6 @@ use crate::pure::auth_limit::{Admit, AuthFailures};
 use crate::pure::clients::{ClientAuth, ClientsConfig, ReadRule};
 use crate::pure::protocol::{self, Auth};
 use crate::pure::token::{self, TokenError, TokenKey};
-use crate::shard::Activity;
 
 /// The server's rules for clients, as in force now.
 #[derive(Debug, Clone)]
@@ -62,22 +61,18 @@ struct Proven {
     expiry: u64,
 }
 
-/// One client connection's side of the rules: its identity, its address
-/// (for the failure table) and its activity (where a reload finds its key).
+/// One client connection's side of the rules: its identity. Only that:
+/// it is in every client connection's task, and its address (for the
+/// failure table) is read off the peer as logged, at an `AUTH`.
+#[derive(Default)]
 pub(crate) struct ClientSide {
     proven: Option<Proven>,
-    ip: Option<IpAddr>,
-    activity: Rc<Activity>,
 }
 
 impl ClientSide {
-    /// A connection from `ip` that has proved nothing yet.
-    pub(crate) fn new(ip: Option<IpAddr>, activity: Rc<Activity>) -> ClientSide {
-        ClientSide {
-            proven: None,
-            ip,
-            activity,
-        }
+    /// A connection that has proved nothing yet.
+    pub(crate) fn new() -> ClientSide {
+        ClientSide::default()
     }
 
     /// The client id this connection has proved it speaks for at `now`
@@ -142,7 +137,10 @@ impl ClientSide {
         }
     }
 
-    /// Answers an `AUTH` line at `now` into `out`.
+    /// Answers an `AUTH` line at `now` from `peer` (an address as
+    /// `SocketAddr` writes it, or empty) into `out`; the id of the token's
+    /// key when it is good, for the connection's `Activity` (where a reload
+    /// that removes the key finds it).
     pub(crate) fn on_auth(
         &mut self,
         clients: &Clients,
@@ -151,12 +149,13 @@ impl ClientSide {
         metrics: &ShardMetrics,
         peer: &str,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Option<u32> {
         let client = auth.client_id;
         if clients.rules.borrow().auth == ClientAuth::None {
             metrics.auths.off.inc();
             tracing::debug!(%peer, client, "AUTH refused: clients do not authenticate here");
-            return protocol::write_auth_refusal(out, client);
+            protocol::write_auth_refusal(out, client);
+            return None;
         }
         if let Some(proven) = &self.proven {
             if *proven.client != *client {
@@ -164,20 +163,25 @@ impl ClientSide {
                 // alike, and not counted against the address.
                 metrics.auths.other_client.inc();
                 tracing::info!(%peer, client, proven = %proven.client, "AUTH refused: the connection already speaks for another client");
-                return protocol::write_auth_refusal(out, client);
+                protocol::write_auth_refusal(out, client);
+                return None;
             }
         }
-        match check_token(clients, self.ip, client, auth.token, now, metrics, peer) {
+        let ip = peer.parse::<SocketAddr>().ok().map(|a| a.ip());
+        match check_token(clients, ip, client, auth.token, now, metrics, peer) {
             Ok(verified) => {
-                self.activity.authenticated(verified.key_id);
                 self.proven = Some(Proven {
                     client: client.into(),
                     expiry: verified.expiry,
                 });
                 tracing::debug!(%peer, client, expiry = verified.expiry, "client authenticated");
                 protocol::write_auth(out, client, verified.expiry);
+                Some(verified.key_id)
             }
-            Err(_) => protocol::write_auth_refusal(out, client),
+            Err(_) => {
+                protocol::write_auth_refusal(out, client);
+                None
+            }
         }
     }
 }

@@ -26,25 +26,39 @@ pub enum Frame<'a> {
 }
 
 /// A bounded read buffer that yields complete lines.
+///
+/// Kept small: it is in every client connection's task (a boxed slice, not
+/// a `Vec`, and 32-bit cursors: a buffer never holds more than one line
+/// plus one read, and a line is at most a few MiB).
 #[derive(Debug)]
 pub struct LineBuffer {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
-    max_line: usize,
+    buf: Box<[u8]>,
+    start: u32,
+    end: u32,
+    max_line: u32,
     /// Inside an over-long line that was already reported: drop bytes up to `\n`.
     discarding: bool,
 }
 
+/// The longest line limit a buffer takes: its capacity, a line and a read,
+/// must fit its 32-bit cursors.
+const MAX_LIMIT: usize = (u32::MAX / 2) as usize;
+
+/// `n` as a cursor; `n` never passes the buffer's capacity, which fits.
+fn cursor(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 impl LineBuffer {
     /// A buffer for lines of at most `max_line` bytes (line ending
-    /// excluded); it allocates nothing until [`LineBuffer::spare`].
+    /// excluded; at most 2 GiB); it allocates nothing until
+    /// [`LineBuffer::spare`].
     pub fn new(max_line: usize) -> Self {
         LineBuffer {
-            buf: Vec::new(),
+            buf: Box::default(),
             start: 0,
             end: 0,
-            max_line,
+            max_line: cursor(max_line.min(MAX_LIMIT)),
             discarding: false,
         }
     }
@@ -52,7 +66,19 @@ impl LineBuffer {
     /// Raises the line-length limit (never lowers it): a connection that
     /// turned out to be a link takes longer lines than a client.
     pub fn raise_limit(&mut self, max_line: usize) {
-        self.max_line = self.max_line.max(max_line);
+        self.max_line = self.max_line.max(cursor(max_line.min(MAX_LIMIT)));
+    }
+
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    fn end(&self) -> usize {
+        self.end as usize
+    }
+
+    fn max_line(&self) -> usize {
+        self.max_line as usize
     }
 
     /// Room for a whole line with "\r\n" and one more read, so the search
@@ -66,17 +92,18 @@ impl LineBuffer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.buf.len() - self.end < MIN_READ {
+        } else if self.buf.len() - self.end() < MIN_READ {
             // Pending bytes are less than one line (else they would have been
             // framed or reported), so moving them to the front frees room.
-            self.buf.copy_within(self.start..self.end, 0);
+            self.buf.copy_within(self.start()..self.end(), 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < MIN_READ {
+        if self.buf.len() - self.end() < MIN_READ {
             self.grow();
         }
-        &mut self.buf[self.end..]
+        let end = self.end();
+        &mut self.buf[end..]
     }
 
     /// Gives the buffer's memory back when it holds no part of a line (the
@@ -86,7 +113,7 @@ impl LineBuffer {
         if self.start != self.end || self.buf.is_empty() {
             return false;
         }
-        self.buf = Vec::new();
+        self.buf = Box::default();
         self.start = 0;
         self.end = 0;
         true
@@ -99,8 +126,8 @@ impl LineBuffer {
 
     /// Records that `n` bytes were read into [`LineBuffer::spare`].
     pub fn filled(&mut self, n: usize) {
-        let offered = self.buf.len() - self.end;
-        self.end = (self.end + n).min(self.buf.len());
+        let offered = self.buf.len() - self.end();
+        self.end = cursor((self.end() + n).min(self.buf.len()));
         if n == offered {
             // The read filled all it was offered: more is probably waiting,
             // so offer more next time (up to the cap).
@@ -111,16 +138,18 @@ impl LineBuffer {
     /// Doubles the buffer (from nothing: [`INITIAL`]), up to one line plus
     /// one read.
     fn grow(&mut self) {
-        let cap = Self::max_capacity(self.max_line);
+        let cap = Self::max_capacity(self.max_line());
         if self.buf.len() < cap {
             let new_len = (self.buf.len() * 2).clamp(INITIAL.min(cap), cap);
-            self.buf.resize(new_len, 0);
+            let mut grown = std::mem::take(&mut self.buf).into_vec();
+            grown.resize(new_len, 0);
+            self.buf = grown.into_boxed_slice();
         }
     }
 
     /// Bytes received but not framed yet.
     pub fn pending(&self) -> usize {
-        self.end - self.start
+        self.end() - self.start()
     }
 
     /// The complete lines received and not framed yet (none while an
@@ -130,7 +159,7 @@ impl LineBuffer {
         let data = if self.discarding {
             &[][..]
         } else {
-            &self.buf[self.start..self.end]
+            &self.buf[self.start()..self.end()]
         };
         let mut from = 0;
         memchr::memchr_iter(b'\n', data).map(move |end| {
@@ -142,12 +171,14 @@ impl LineBuffer {
 
     /// The next complete line, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let max_line = self.max_line();
         loop {
-            let data = &self.buf[self.start..self.end];
+            let (start, end) = (self.start(), self.end());
+            let data = &self.buf[start..end];
             if self.discarding {
                 match memchr(data) {
                     Some(pos) => {
-                        self.start += pos + 1;
+                        self.start = cursor(start + pos + 1);
                         self.discarding = false;
                         continue;
                     }
@@ -158,22 +189,18 @@ impl LineBuffer {
                 }
             }
             // A valid line is at most max_line bytes, plus "\r\n".
-            let window = data.len().min(self.max_line + 2);
+            let window = data.len().min(max_line + 2);
             return match memchr(&data[..window]) {
                 Some(pos) => {
-                    let line_start = self.start;
-                    self.start += pos + 1;
-                    Some(self.frame(line_start, pos))
+                    self.start = cursor(start + pos + 1);
+                    Some(self.frame(start, pos))
                 }
-                None if data.len() >= self.max_line + 2 => {
+                None if data.len() >= max_line + 2 => {
                     // No `\n` in the window: too long. Skip what was searched;
                     // the rest is searched for the line's end from here on.
-                    let line_start = self.start;
-                    self.start += window;
+                    self.start = cursor(start + window);
                     self.discarding = true;
-                    Some(Frame::TooLong(
-                        &self.buf[line_start..line_start + self.max_line],
-                    ))
+                    Some(Frame::TooLong(&self.buf[start..start + max_line]))
                 }
                 None => None,
             };
@@ -186,8 +213,8 @@ impl LineBuffer {
             self.start = self.end;
             return None;
         }
-        let line_start = self.start;
-        let len = self.end - self.start;
+        let line_start = self.start();
+        let len = self.pending();
         self.start = self.end;
         Some(self.frame(line_start, len))
     }
@@ -198,8 +225,8 @@ impl LineBuffer {
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        if line.len() > self.max_line {
-            Frame::TooLong(&line[..self.max_line])
+        if line.len() > self.max_line() {
+            Frame::TooLong(&line[..self.max_line()])
         } else {
             Frame::Line(line)
         }
@@ -369,7 +396,7 @@ mod tests {
     fn a_new_buffer_holds_no_memory_until_the_first_read() {
         let lb = LineBuffer::new(4096);
         assert!(lb.is_released());
-        assert_eq!(lb.buf.capacity(), 0);
+        assert_eq!(lb.buf.len(), 0);
     }
 
     #[test]
@@ -388,7 +415,7 @@ mod tests {
         assert_eq!(lb.next_frame(), Some(Frame::Line(b"two")));
         assert!(lb.release());
         assert!(lb.is_released());
-        assert_eq!(lb.buf.capacity(), 0);
+        assert_eq!(lb.buf.len(), 0);
         // Released again: nothing to give back.
         assert!(!lb.release());
         // The next read allocates the first size again.
@@ -408,6 +435,22 @@ mod tests {
         lb.filled(6);
         assert_eq!(lb.next_frame(), None);
         assert_eq!(lb.finish(), Some(Frame::Line(b"ok")));
+    }
+
+    #[test]
+    fn a_limit_past_the_cursors_range_is_held_to_it() {
+        // The buffer's cursors are 32 bits: a larger limit reads as the
+        // largest they take, and the buffer frames as with any other.
+        let mut lb = LineBuffer::new(usize::MAX);
+        assert_eq!(lb.max_line(), MAX_LIMIT);
+        lb.raise_limit(usize::MAX);
+        assert_eq!(lb.max_line(), MAX_LIMIT);
+        let input = b"IAMAT a +1+2 3\nrest";
+        lb.spare()[..input.len()].copy_from_slice(input);
+        lb.filled(input.len());
+        assert_eq!(lb.next_frame(), Some(Frame::Line(b"IAMAT a +1+2 3")));
+        assert_eq!(lb.next_frame(), None);
+        assert_eq!(lb.finish(), Some(Frame::Line(b"rest")));
     }
 
     proptest! {
