@@ -654,9 +654,11 @@ def main():
         f"steady (healthy 64x16) max {fmt(sm, ' us', 1)}", fr(rj), yes(None if rj is None else rj <= 2))
     rss = res("healthy-10k-conns", "server_vmrss_mib")
     records = res("records-held", "records")
-    row("10,000 connections + 1 M records <= 150 MB RSS",
+    # The target is in MiB (issue 33, the guide's table); this row once
+    # checked 150 MB (143 MiB).
+    row("10,000 connections + 1 M records <= 150 MiB RSS",
         f"{fmt(rss, ' MiB', 1)} with {fmt(records)} records", "-", "-",
-        yes(None if rss is None or records is None else rss * 1.048576 <= 150 and records >= 1_000_000))
+        yes(None if rss is None or records is None else rss <= 150 and records >= 1_000_000))
     pp99 = res("propagation-2-hops", "p99_us")
     row("update visible two hops away: p99 < 2 ms", fmt(pp99, " us", 1), "-", "-",
         yes(None if pp99 is None else pp99 < 2000))

@@ -439,11 +439,14 @@ done
 start_target "$work/healthy.json" 1 "$SERVER_CPU" healthy
 modes healthy "127.0.0.1:$(p 10)" Target --pid "$target"
 # Idle-ish connections on top of the records stored so far: each of 10,000
-# connections sends about one IAMAT every two seconds. Opening them takes
-# the generator a moment: a longer warm-up and a looser send-lag limit
+# connections is one phone that sends its own location about every two
+# seconds (one client each: with the default million clients split over
+# them, they named some 45,000 clients the fill never stored, and the row
+# below measured 1.045 M records, not 1 M). Opening them takes the
+# generator a moment: a longer warm-up and a looser send-lag limit
 # (latency is not the point of this run).
 RUN_WARMUP=4 run_load healthy-10k-conns --addr "127.0.0.1:$(p 10)" --connections 10000 --rate 5000 \
-  --server Target --pid "$target" --max-send-lag-ms 200
+  --clients 10000 --server Target --pid "$target" --max-send-lag-ms 200
 stop "$target"
 records=$(grep -o 'records=[0-9]*' "$work/logs-healthy/Target.log" | tail -n 1 | cut -d= -f2 || true)
 echo "{\"scenario\": \"records-held\", \"exit\": 0, \"result\": {\"records\": ${records:-null}}}" >>"$results"
