@@ -291,7 +291,7 @@ pub fn owntracks_client_id(
     let device = limit_d
         .or(tid)
         .ok_or("no device: send X-Limit-D or a \"tid\"")?;
-    // Joined by hand: `format!` was a tenth of a post.
+    // Joined by hand: `format!` took 3 % of a post (perf, 64 x 16).
     let mut id = String::with_capacity(user.len() + 1 + device.len());
     id.push_str(user);
     id.push('/');
