@@ -49,6 +49,11 @@ fn cursor(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// A line limit as kept: held to [`MAX_LIMIT`].
+fn limit(max_line: usize) -> u32 {
+    cursor(max_line.min(MAX_LIMIT))
+}
+
 impl LineBuffer {
     /// A buffer for lines of at most `max_line` bytes (line ending
     /// excluded; at most 2 GiB); it allocates nothing until
@@ -58,7 +63,7 @@ impl LineBuffer {
             buf: Box::default(),
             start: 0,
             end: 0,
-            max_line: cursor(max_line.min(MAX_LIMIT)),
+            max_line: limit(max_line),
             discarding: false,
         }
     }
@@ -66,7 +71,7 @@ impl LineBuffer {
     /// Raises the line-length limit (never lowers it): a connection that
     /// turned out to be a link takes longer lines than a client.
     pub fn raise_limit(&mut self, max_line: usize) {
-        self.max_line = self.max_line.max(cursor(max_line.min(MAX_LIMIT)));
+        self.max_line = self.max_line.max(limit(max_line));
     }
 
     fn start(&self) -> usize {
