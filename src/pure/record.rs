@@ -211,9 +211,10 @@ fn same_shape_order(a: &str, b: &str) -> Option<Ordering> {
 }
 
 /// Where the last space of `text` is, read eight bytes a step from its end.
-/// Every apply finds two records' times this way; a byte loop over a
-/// 20-byte time cost 25-30 ns an IAMAT in the print test, as much as
-/// keeping the time's position in the record saved.
+/// Every apply finds two records' times this way. Against keeping the
+/// time's position in the record, the print test of the hot path measured
+/// `rsplit_once` about 50 ns an IAMAT slower, a byte loop 25-30 ns, and
+/// this about 5 ns.
 fn last_space(text: &[u8]) -> Option<usize> {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const SPACES: u64 = 0x2020_2020_2020_2020;
