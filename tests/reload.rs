@@ -224,6 +224,12 @@ fn sighup_reopens_a_moved_log_file() {
     });
     std::fs::rename(&log, &moved).expect("move the log");
     herd.signal("A", Signal::SIGHUP);
+    // The signal is handled on the server's own time: a line sent before
+    // the new file is there would rightly go to the moved one.
+    eventually("a new log file", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("log file reopened").then_some(())
+    });
     exchange_text(herd.addr("A"), "IAMAT after-rotation +1+2 3\n");
     eventually("a new log file with the new lines", || {
         let text = std::fs::read_to_string(&log).ok()?;
