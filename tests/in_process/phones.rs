@@ -532,6 +532,73 @@ fn slow_senders_of_headers_or_body_are_closed_at_the_request_deadline() {
     running.stop().unwrap();
 }
 
+/// The request deadline counts from each request's first byte: a request
+/// that starts late in a quiet connection has its own whole timeout, a
+/// connection idle between requests for longer than the timeout stays
+/// open, and one that stalls mid-request later is still closed.
+#[test]
+fn each_request_has_its_own_deadline_and_the_quiet_between_them_has_none() {
+    const TIMEOUT_MS: u64 = 2_000;
+    let mut config = phones_config("Tower");
+    config.limits.http_request_timeout_ms = TIMEOUT_MS;
+    let running = start_in_process(config, "Tower", 1);
+    let addr = http_addr(&running);
+    let stream = connect(addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let post = |tst: u64| {
+        owntracks(
+            &format!(r#"{{"_type":"location","lat":1,"lon":2,"tst":{tst}}}"#),
+            &[],
+        )
+    };
+    let ms = |n: u64| Duration::from_millis(n);
+    // The first request comes in two parts, so that its deadline is
+    // watched (one read is answered before anything looks).
+    let first = post(1_796_500_000);
+    let half = first.len() / 2;
+    writer.write_all(&first.as_bytes()[..half]).unwrap();
+    std::thread::sleep(ms(TIMEOUT_MS / 5));
+    writer.write_all(&first.as_bytes()[half..]).unwrap();
+    assert_eq!(read_reply(&mut reader).map(|r| r.status), Some(200));
+    // The second starts half a timeout later and takes 0.6 of one: it is
+    // under way when the first one's deadline passes.
+    let second = post(1_796_500_001);
+    std::thread::sleep(ms(TIMEOUT_MS / 2));
+    writer.write_all(&second.as_bytes()[..half]).unwrap();
+    std::thread::sleep(ms(TIMEOUT_MS * 6 / 10));
+    writer.write_all(&second.as_bytes()[half..]).unwrap();
+    assert_eq!(
+        read_reply(&mut reader).map(|r| r.status),
+        Some(200),
+        "a request cut at the deadline of the one before it"
+    );
+    // Quiet for longer than a timeout, then a third request.
+    std::thread::sleep(ms(TIMEOUT_MS * 5 / 4));
+    writer.write_all(post(1_796_500_002).as_bytes()).unwrap();
+    assert_eq!(
+        read_reply(&mut reader).map(|r| r.status),
+        Some(200),
+        "a connection closed for being quiet between requests"
+    );
+    let at = stored_at_line(running.bound().client, "jane/phone").unwrap();
+    assert!(at.ends_with(" 1796500002.000000000"), "{at}");
+    // A fourth that stops halfway is closed.
+    let fourth = post(1_796_500_003);
+    writer
+        .write_all(&fourth.as_bytes()[..fourth.len() / 2])
+        .unwrap();
+    let mut stream = writer;
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert!(
+        closed_by_server(&mut stream),
+        "a stalled request not closed"
+    );
+    let at = stored_at_line(running.bound().client, "jane/phone").unwrap();
+    assert!(at.ends_with(" 1796500002.000000000"), "{at}");
+    running.stop().unwrap();
+}
+
 #[test]
 fn a_phone_report_floods_to_the_rest_of_the_herd() {
     let mut template = herd_of(&["Near", "Far"], &[("Near", "Far")]);
