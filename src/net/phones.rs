@@ -150,6 +150,8 @@ impl Deadline {
             // A pending timer is left to fire once; it finds nothing due.
             return Poll::Pending;
         };
+        // No overflow: the config's largest timeout, u64::MAX ms, is
+        // 584 million years (a test holds it).
         let due = since + timeout;
         let now = Instant::now();
         if now >= due {

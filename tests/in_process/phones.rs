@@ -599,6 +599,28 @@ fn each_request_has_its_own_deadline_and_the_quiet_between_them_has_none() {
     running.stop().unwrap();
 }
 
+/// The config has no upper bound on the request timeout: the largest
+/// one is taken, and requests are served.
+#[test]
+fn the_largest_request_timeout_is_taken() {
+    let mut config = phones_config("Tower");
+    config.limits.http_request_timeout_ms = u64::MAX;
+    let running = start_in_process(config, "Tower", 1);
+    let addr = http_addr(&running);
+    let whole = owntracks(LOCATION, &[]);
+    // In two parts, so that the deadline is looked at.
+    let stream = connect(addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let half = whole.len() / 2;
+    writer.write_all(&whole.as_bytes()[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    writer.write_all(&whole.as_bytes()[half..]).unwrap();
+    assert_eq!(read_reply(&mut reader).map(|r| r.status), Some(200));
+    assert!(stored_at_line(running.bound().client, "jane/phone").is_some());
+    running.stop().unwrap();
+}
+
 #[test]
 fn a_phone_report_floods_to_the_rest_of_the_herd() {
     let mut template = herd_of(&["Near", "Far"], &[("Near", "Far")]);
