@@ -108,6 +108,16 @@ fn send(addr: SocketAddr, text: &str) -> Reply {
     read_reply(&mut BufReader::new(stream)).expect("a reply")
 }
 
+/// Writes `text` in two halves with `pause` between them, so that the
+/// server reads a request that is not yet whole and its deadline is
+/// watched (a request read whole in one go is answered before that).
+fn write_in_two_parts(writer: &mut TcpStream, text: &str, pause: Duration) {
+    let (head, rest) = text.as_bytes().split_at(text.len() / 2);
+    writer.write_all(head).unwrap();
+    std::thread::sleep(pause);
+    writer.write_all(rest).unwrap();
+}
+
 /// `Authorization: Basic` for `user:password`.
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -553,21 +563,12 @@ fn each_request_has_its_own_deadline_and_the_quiet_between_them_has_none() {
         )
     };
     let ms = |n: u64| Duration::from_millis(n);
-    // The first request comes in two parts, so that its deadline is
-    // watched (one read is answered before anything looks).
-    let first = post(1_796_500_000);
-    let half = first.len() / 2;
-    writer.write_all(&first.as_bytes()[..half]).unwrap();
-    std::thread::sleep(ms(TIMEOUT_MS / 5));
-    writer.write_all(&first.as_bytes()[half..]).unwrap();
+    write_in_two_parts(&mut writer, &post(1_796_500_000), ms(TIMEOUT_MS / 5));
     assert_eq!(read_reply(&mut reader).map(|r| r.status), Some(200));
     // The second starts half a timeout later and takes 0.6 of one: it is
     // under way when the first one's deadline passes.
-    let second = post(1_796_500_001);
     std::thread::sleep(ms(TIMEOUT_MS / 2));
-    writer.write_all(&second.as_bytes()[..half]).unwrap();
-    std::thread::sleep(ms(TIMEOUT_MS * 6 / 10));
-    writer.write_all(&second.as_bytes()[half..]).unwrap();
+    write_in_two_parts(&mut writer, &post(1_796_500_001), ms(TIMEOUT_MS * 6 / 10));
     assert_eq!(
         read_reply(&mut reader).map(|r| r.status),
         Some(200),
@@ -607,15 +608,11 @@ fn the_largest_request_timeout_is_taken() {
     config.limits.http_request_timeout_ms = u64::MAX;
     let running = start_in_process(config, "Tower", 1);
     let addr = http_addr(&running);
-    let whole = owntracks(LOCATION, &[]);
-    // In two parts, so that the deadline is looked at.
     let stream = connect(addr);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    let half = whole.len() / 2;
-    writer.write_all(&whole.as_bytes()[..half]).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    writer.write_all(&whole.as_bytes()[half..]).unwrap();
+    let whole = owntracks(LOCATION, &[]);
+    write_in_two_parts(&mut writer, &whole, Duration::from_millis(100));
     assert_eq!(read_reply(&mut reader).map(|r| r.status), Some(200));
     assert!(stored_at_line(running.bound().client, "jane/phone").is_some());
     running.stop().unwrap();
