@@ -24,6 +24,7 @@ use crate::pure::flood_tree::Trees;
 use crate::pure::protocol::parse_location;
 use crate::pure::record::{Record, MAX_TAG};
 use crate::pure::store::{Batch, CursorId, Receiver, Store};
+use crate::rt::notice::Notice;
 use event_listener::Event;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -107,7 +108,7 @@ pub(crate) struct Shard {
     epoch_base: u64,
     store: RefCell<Store>,
     /// Notified whenever a record is stored: links waiting for records.
-    pub changed: Event,
+    pub changed: Notice,
     links: RefCell<Vec<Rc<LinkStatus>>>,
     places: Rc<dyn Places>,
     places_timeout: Duration,
@@ -461,7 +462,7 @@ impl Shard {
             id,
             epoch_base: new_epoch(id),
             store: RefCell::new(store),
-            changed: Event::new(),
+            changed: Notice::default(),
             links: RefCell::new(links),
             places,
             places_timeout,
@@ -568,7 +569,7 @@ impl Shard {
             return;
         }
         self.metrics.stored.inc();
-        self.changed.notify(usize::MAX);
+        self.changed.notify();
     }
 
     /// The WHATSAT reply for a client this shard owns, or `None` when the
@@ -763,7 +764,7 @@ impl Shard {
         let link = links.remove(i);
         link.retired.set(true);
         // Wakes the link's task, if it waits for records, to see it.
-        self.changed.notify(usize::MAX);
+        self.changed.notify();
         true
     }
 
