@@ -365,18 +365,21 @@ for herd_kind in $HERDS; do
     "$BENCH" load --addr "$(addr_of "$config" "$first" listen)" --connections 8 --rate "$RATE" \
       --requests "$RECORDS" --clients "$RECORDS" --warmup 0 --duration $((RECORDS / RATE + 5)) \
       --max-send-lag-ms 50 --cpus 1 --json-only --label "flood-$herd_kind" >"$work/load.out" 2>&1 || true
-    wait_records "$config" "$RECORDS"
+    holds=true
+    wait_records "$config" "$RECORDS" || holds=false
     # Let the links' last SEQ and ACK lines go out, as they would anyway.
     sleep 1.5
     bytes=$(stop_counting)
     stale_after=$(metric_sum "$config" 'herd_store_updates_total{result="stale"}')
     line_len=$(mean_at_line "$config" "$first")
     stop_all
-    python3 - "$herd_kind" "$RECORDS" 0 "$bytes" "$stale_before" "$stale_after" "$line_len" <<'PY' >>"$results"
+    python3 - "$herd_kind" "$RECORDS" "$holds" 0 "$bytes" "$stale_before" "$stale_after" "$line_len" <<'PY' >>"$results"
 import json, sys
-kind, records, b0, b1, s0, s1, line = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
+kind, records, holds = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "true"
+b0, b1, s0, s1, line = map(float, sys.argv[4:])
 n = 5 if kind == "five" else 10
 print(json.dumps({"scenario": f"flood-cost-{kind}", "servers": n, "records": records,
+                  "every_server_holds_every_record": holds,
                   "link_bytes": int(b1 - b0), "at_line_bytes": round(line, 1),
                   "copies_per_record": round((b1 - b0) / records / line, 2) if line else None,
                   "budget_copies": 1.25 * (n - 1),
