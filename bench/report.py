@@ -93,7 +93,7 @@ def tokens_section(runs, order, rounds_note=""):
                "servers' places (ports and sinks) every second round; met when the median of the rounds' "
                f"on/off ratios is at least {1 - TOKENS_WITHIN:.2f}. The A/A control, where run "
                "(`SCENARIOS=tokens,tokens-aa`), is the same design with tokens off in both servers: how far "
-               "from 1 a median lands here with no difference at all. `bench/tokens_instructions.sh` counts "
+               "from 1 a median lands here with no difference at all. `bench/instructions.sh tokens` counts "
                "what tokens cost in instructions, which this noise does not move (bench/README.md).\n")
     out.append("| shape | median on/off | met | rounds' on/off ratios (sorted) | median tokens on | "
                "median tokens off | median server us/request on / off |")
