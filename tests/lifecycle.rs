@@ -280,9 +280,10 @@ fn a_silent_client_is_closed_after_its_idle_timeout() {
 /// such a port once, with "Address already in use").
 #[test]
 fn a_port_left_in_time_wait_is_not_taken_for_free() {
-    // free_port's check and this bind are two steps, and the tests running
-    // beside this one open sockets in between: a port taken there (this
-    // failed once in CI with "Address already in use") is passed over.
+    // free_port's check and this bind are two steps, and another socket
+    // may take the port in between (this failed once in CI with "Address
+    // already in use"; what took it was not found): such a port is passed
+    // over.
     let (port, listener) = (0..100)
         .find_map(|_| {
             let port = free_port();
