@@ -86,10 +86,10 @@ measure() {
   kill -INT "$server"
   wait "$server" 2>/dev/null || true
   server=
-  local done
-  done=$(sed -n 's/^JSON //p' "$dir/load.out" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["requests"] if r["errors"] == 0 else 0)')
-  [ "$done" -gt 0 ] || { echo "the load failed or had errors: $dir/load.out" >&2; exit 1; }
-  echo "$(instructions "$dir/cg.out.1") $done $(auth_instructions "$dir/cg.out.1")"
+  local requests
+  requests=$(sed -n 's/^JSON //p' "$dir/load.out" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["requests"] if r["errors"] == 0 else 0)')
+  [ "$requests" -gt 0 ] || { echo "the load failed or had errors: $dir/load.out" >&2; exit 1; }
+  echo "$(instructions "$dir/cg.out.1") $requests $(auth_instructions "$dir/cg.out.1")"
 }
 
 if [ "$WHAT" = tokens ]; then
